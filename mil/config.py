@@ -10,11 +10,12 @@ composed here; this root is the only place they meet.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from features.config import ExtractConfig
 from features.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -26,8 +27,145 @@ class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class TrainConfig(Section):
+    """`mil train`: what to predict, which head, how to fit and cross-validate it.
+
+    Defaults suit ~100-1,000 patients with bags of a few thousand cells; every value is recorded in the run's
+    config.yaml. The target can be named here (a config per task in configs/) or by `--target`.
+    """
+
+    target: str | list[str] | None = Field(
+        None,
+        description="Label column in the labels CSV; a list of 0/1 columns means one multi-label head. "
+        "Survival takes time_col/event_col instead (target is then only the task's name).",
+    )
+    task: str | None = Field(
+        None,
+        description="classification | multilabel | survival (`mil list tasks`). Empty: inferred: a list of "
+        "targets -> multilabel; strings or a few integer codes (0/1 = binary) -> classification; no target "
+        "but time_col + event_col -> survival. Non-integer numbers are refused, never guessed.",
+    )
+    classes: list[str] | None = Field(
+        None,
+        description="Class names in output order (classification). A label outside this list stops the run. "
+        "Empty: the column's distinct values, sorted (integer codes numerically).",
+    )
+    time_col: str | None = Field(None, description="Survival: follow-up time column (e.g. os_months).")
+    event_col: str | None = Field(
+        None, description="Survival: event column, 1 = event (death), 0 = censored."
+    )
+    head: str = Field("abmil", description="MIL head (`mil list heads`).")
+    model_params: dict[str, Any] = Field(
+        default_factory=dict, description="Hyperparameters of the head, validated by the head's own schema."
+    )
+    folds: int = Field(
+        5, ge=2, description="Cross-validation folds (patient-level, stratified by the label)."
+    )
+    val_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of each fold's training patients held out for early stopping."
+    )
+    group_by: str | None = Field(
+        None,
+        description="Labels column naming a group (e.g. site): one fold per group, tested on that group only "
+        "(leave-one-site-out external validation); `folds` is then ignored.",
+    )
+    seed: int = Field(0, description="Seeds the splits, initialisation, sampling and instance subsampling.")
+    epochs: int = Field(100, ge=1, description="Maximum epochs per fold.")
+    patience: int = Field(15, ge=1, description="Stop after this many epochs without validation improvement.")
+    monitor: Literal["loss", "metric"] = Field(
+        "loss",
+        description="Early-stopping signal on the validation patients: the task loss (stable on small "
+        "validation sets) or the task's main metric (AUROC / c-index).",
+    )
+    batch_size: int = Field(16, ge=1, description="Bags (patients) per optimiser step, padded with a mask.")
+    optimizer: Literal["adamw", "adam", "sgd"] = Field("adamw", description="Optimiser.")
+    lr: float = Field(2e-4, gt=0, description="Learning rate.")
+    weight_decay: float = Field(1e-2, ge=0, description="Weight decay (decoupled for adamw).")
+    grad_clip_norm: float | None = Field(
+        None, gt=0, description="Clip the gradient norm to this; empty = off."
+    )
+    class_weights: bool = Field(
+        True,
+        description="Weight the loss by inverse class frequency in each fold's training part (classification: "
+        "cross-entropy weights; multi-label: BCE pos_weight). Off when balanced_sampling is on.",
+    )
+    balanced_sampling: bool = Field(
+        False,
+        description="Classification: draw training bags with equal class probability (with replacement).",
+    )
+    max_instances: int | None = Field(
+        4096,
+        ge=1,
+        description="Training only: a bag with more instances is randomly subsampled to this many each step "
+        "(bounds memory and time for 200k-cell bags; evaluation always sees every instance). Empty = all.",
+    )
+    instance_dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Training only: share of each bag's instances dropped at random per step.",
+    )
+    feature_dtype: Literal["float32", "float16"] = Field(
+        "float32",
+        description="In-memory storage of the features (compute is always float32); float16 halves memory.",
+    )
+    eval_batch_instances: int = Field(
+        262144,
+        ge=1,
+        description="Inference groups bags until batch size x largest bag reaches this; a bigger bag runs alone.",
+    )
+    n_bootstrap: int = Field(
+        1000, ge=0, description="Bootstrap draws for the confidence intervals in metrics.json."
+    )
+    allow_missing: bool = Field(
+        False,
+        description="Proceed when labelled patients have no bag or stored slides have no label (they are left "
+        "out and reported) instead of stopping.",
+    )
+    device: str = Field("auto", description="auto (cuda if available, else cpu) | cpu | cuda | cuda:1 | mps.")
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str | None) -> str | None:
+        if value is not None:
+            from mil.tasks import TASKS
+
+            TASKS.check(value)
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _targets(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and (not value or len(set(value)) != len(value)):
+            raise ValueError("a list of targets must be non-empty and without repeats")
+        return value
+
+    @model_validator(mode="after")
+    def _head_and_params(self) -> TrainConfig:
+        from mil.heads import HEADS, head_params_model
+
+        HEADS.check(self.head)
+        try:
+            head_params_model(self.head).model_validate(self.model_params)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"model_params for head {self.head!r}: {where}: {first['msg']}") from None
+        if self.task == "survival" and not (self.time_col and self.event_col):
+            raise ValueError("task survival needs time_col and event_col")
+        return self
+
+
 class MilConfig(Section):
     """Root of the configuration. Sections are added by the commands that use them."""
+
+    extract: ExtractConfig = Field(default_factory=ExtractConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    provenance: dict[str, Any] | None = Field(
+        None,
+        description="Written by runs beside the resolved config (versions, seed, encoder, git commit, command "
+        "line); ignored as input, so a run's config.yaml can be passed back to --config.",
+    )
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:

@@ -46,9 +46,17 @@ def _root(
 
 
 def _register() -> None:
-    from mil.cli import list_cmd
+    from mil.cli import bags, config_cmd, evaluate, extract, list_cmd, train
 
     list_cmd.register(app)
+    evaluate.register(app)
+    extract.register(app)
+    bags.register(app)
+    train.register(app)
+    config_cmd.register(app)
+    from mil.cli import synth
+
+    synth.register(app)
 
 
 _register()

@@ -1,0 +1,71 @@
+"""Sources: from an input path to the list of slides (or patient cell folders) to extract, as `SlideRef`s.
+
+Registered in `SOURCES` (see `mil list sources`): `slides` (whole-slide files via OpenSlide), `cells`
+(per-patient folders of single-cell images), `manifest` (a CSV of slide_id, path[, patient_id][, mpp]) and,
+when the extraction pipeline's module is present, `h5` (features/sources/h5.py, owned by the pipeline).
+Every source class has `discover(input, mpp=None) -> list[SlideRef]` (`features.sources.base.Source`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from features.errors import InputError
+from features.registry import Registry
+from features.sources.base import SlideRef
+
+_HERE = Path(__file__).resolve().parent
+# h5 is written by the pipeline's own module; it is listed only once that file exists, so this package
+# imports cleanly before (and without) it.
+SOURCES = Registry(
+    "source",
+    modules=tuple(
+        f"features.sources.{m}" for m in ("slides", "cells", "manifest", "h5") if (_HERE / f"{m}.py").exists()
+    ),
+)
+
+
+__all__ = ["SOURCES", "SlideRef", "detect_source", "discover"]
+
+
+def detect_source(input: Path) -> str:
+    """The source `auto` picks: a .csv file -> manifest; a folder of .h5 files (or one .h5) -> h5; a folder
+    with whole-slide files (or sub-folders of DICOM files) or one slide file -> slides; a folder of
+    sub-folders with images -> cells."""
+    from features.sources.base import SLIDE_SUFFIXES
+    from features.sources.cells import list_images, patient_folders
+    from features.sources.slides import has_slides
+
+    input = Path(input)
+    if input.is_file():
+        suffix = input.suffix.lower()
+        if suffix == ".csv":
+            return "manifest"
+        if suffix == ".h5":
+            return "h5"
+        if suffix in SLIDE_SUFFIXES:
+            return "slides"
+        raise InputError(f"{input}: cannot tell what this file is (expected a .csv manifest, a slide or .h5)")
+    if not input.is_dir():
+        raise InputError(f"{input}: no such file or folder")
+    files = [p for p in input.iterdir() if p.is_file() and not p.name.startswith(".")]
+    if any(p.suffix.lower() == ".h5" for p in files) and not any(
+        p.suffix.lower() in SLIDE_SUFFIXES for p in files
+    ):
+        return "h5"
+    if has_slides(input):
+        return "slides"
+    if any(list_images(p) for p in patient_folders(input)):
+        return "cells"
+    raise InputError(
+        f"{input}: found no slides, cell-image folders or .h5 files (expected whole-slide files, "
+        "one sub-folder of cell images per patient, .h5 feature files, or pass a .csv manifest)"
+    )
+
+
+def discover(input: Path, source: str = "auto", mpp: float | None = None) -> list[SlideRef]:
+    """The slides (or patient folders) under `input`, via the named source or the one `auto` detects."""
+    name = detect_source(Path(input)) if source == "auto" else source
+    if name not in SOURCES:
+        SOURCES.get(name)  # raises ConfigError listing the registered sources
+    return SOURCES.create(name).discover(Path(input), mpp=mpp)

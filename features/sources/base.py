@@ -1,0 +1,85 @@
+"""What every source yields: one `SlideRef` per slide (or per patient folder of cell images).
+
+A source only finds inputs and names them; it opens nothing. Pixels are read later, once per slide, by
+`features.sources.openslide_reader.SlideReader` (slides) or `features.sources.cells.read_cell_image` (cells).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+# Whole-slide formats OpenSlide 4 reads (generic tiled TIFF included). `.dcm` files are grouped into one slide
+# per DICOM series by the slides source. A file with one of these suffixes may still fail to open (a plain,
+# untiled TIFF): that is a `SlideError` at open time, never a silent skip.
+SLIDE_SUFFIXES = frozenset(
+    {".svs", ".ndpi", ".vms", ".vmu", ".mrxs", ".scn", ".tif", ".tiff", ".bif", ".svslide", ".dcm", ".czi"}
+)
+# Single-cell image exports (CellaVision, SCEMILA): one image per instance.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
+
+
+@dataclass(frozen=True)
+class SlideRef:
+    """One bag to build: a slide file, a patient's folder of cell images, or an h5 feature file.
+
+    `slide_id` is kept as found (spaces, commas, unicode); the bag store sanitises it into a key.
+    `kind="cells"` with `images=()` is a patient folder without any image: it is returned (not dropped) so the
+    extractor reports that patient as failed instead of silently shrinking the cohort.
+    """
+
+    slide_id: str
+    patient_id: str
+    path: Path  # slide file (any file of a DICOM series), patient folder, or h5 file
+    kind: str  # "slide" | "cells" | "h5"
+    mpp: float | None = None  # override from --mpp or a manifest (None = read from the slide later)
+    mpp_source: str | None = None  # "user" | "manifest" | None
+    images: tuple[str, ...] = ()  # kind="cells": image paths relative to `path`, sorted, posix
+
+
+class Source(Protocol):
+    """A registered source (`SOURCES`): turns an input path into slide references.
+
+    `discover` raises `InputError` (one line per problem, naming the path and what was expected) and returns
+    refs in a stable order (sorted by path) so reruns and resumes see the same list.
+    """
+
+    def discover(self, input: Path, mpp: float | None = None) -> list[SlideRef]: ...
+
+
+def is_hidden(path: Path, root: Path) -> bool:
+    """Dot files and folders below `root` (".DS_Store", macOS "._x.jpg" resource forks, ".tmp/") are not data."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def check_mpp(mpp: float | None, where: str) -> float | None:
+    """An mpp override must be a positive finite number of micrometres per level-0 pixel."""
+    from features.errors import InputError
+
+    if mpp is None:
+        return None
+    try:
+        value = float(mpp)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: mpp {mpp!r} is not a number (micrometres per pixel, e.g. 0.25)") from None
+    if not (value > 0 and value < 1e4):
+        raise InputError(
+            f"{where}: mpp {mpp!r} must be a positive number of micrometres per pixel, e.g. 0.25"
+        )
+    return value
+
+
+def composite_on_white(rgba: np.ndarray) -> np.ndarray:
+    """RGBA (not premultiplied, as openslide-python returns it) -> RGB on white: pixels outside the scanned
+    area (alpha 0) become glass-white, which is what a slide border looks like, not black. An opaque region
+    comes back as a view (no copy: a contiguous copy costs more than OpenSlide's own decode)."""
+    rgb = rgba[..., :3]
+    alpha = rgba[..., 3:4]
+    if alpha.min() == 255:
+        return rgb
+    a = alpha.astype(np.uint16)
+    out = (rgb.astype(np.uint16) * a + 255 * (255 - a) + 127) // 255
+    return out.astype(np.uint8)

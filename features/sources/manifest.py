@@ -1,0 +1,122 @@
+"""A CSV manifest: `slide_id, path[, patient_id][, mpp]`, one row per slide (or per patient folder of cells).
+
+Why a manifest: slide file names are rarely the ids the label table uses, several slides can belong to one
+patient, and old scans often lack a pixel size. Paths are relative to the manifest's folder (absolute paths
+work too). A path may be a whole-slide file, any file of a DICOM series (or the folder holding it), a folder
+of single-cell images (`kind="cells"`), or an `.h5` feature file.
+
+mpp precedence: a row's own `mpp` value > `--mpp` (fills the rows that have none) > the slide's metadata. The
+row wins because it is the more specific statement about that one scan.
+
+Every bad row is reported, one line each naming the row number (as a spreadsheet shows it, header = row 1)
+and the file, in a single `InputError`: the run starts only from a manifest that is entirely usable.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+from features.errors import InputError
+from features.sources import SOURCES
+from features.sources.base import SLIDE_SUFFIXES, SlideRef, check_mpp
+from features.sources.cells import list_images
+
+REQUIRED = ("slide_id", "path")
+OPTIONAL = ("patient_id", "mpp")
+
+
+def _resolve(path: Path) -> tuple[str, Path, tuple[str, ...]] | str:
+    """(kind, path, images) for a usable path, else the reason it is not usable."""
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in SLIDE_SUFFIXES:
+            return "slide", path, ()
+        if suffix == ".h5":
+            return "h5", path, ()
+        return f"{path.name} is not a whole-slide file, a cell-image folder or an .h5 file"
+    if path.is_dir():
+        dicom = sorted(p for p in path.iterdir() if p.suffix.lower() == ".dcm" and not p.name.startswith("."))
+        if dicom:
+            return "slide", dicom[0], ()
+        images = list_images(path)
+        if images:
+            return "cells", path, images
+        return "folder holds no DICOM series and no cell images"
+    return "file not found"
+
+
+@SOURCES.register("manifest")
+class ManifestSource:
+    """A CSV of slide_id, path[, patient_id][, mpp]; paths relative to the manifest's folder."""
+
+    def discover(self, input: Path, mpp: float | None = None) -> list[SlideRef]:
+        input = Path(input)
+        default_mpp = check_mpp(mpp, "--mpp")
+        if not input.is_file():
+            raise InputError(f"{input}: manifest not found (expected a CSV with columns slide_id, path)")
+        try:
+            with input.open(newline="", encoding="utf-8-sig") as fh:
+                rows = list(csv.reader(fh))
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise InputError(f"{input}: not a readable UTF-8 CSV ({exc})") from None
+        if not rows:
+            raise InputError(
+                f"{input}: empty manifest (expected a header slide_id, path[, patient_id][, mpp])"
+            )
+        header = [h.strip().lower() for h in rows[0]]
+        missing = [c for c in REQUIRED if c not in header]
+        unknown = [h for h in header if h not in REQUIRED + OPTIONAL]
+        if missing or unknown:
+            raise InputError(
+                f"{input}: header {rows[0]} must have columns slide_id, path and optionally patient_id, mpp"
+                + (f" (missing: {', '.join(missing)})" if missing else "")
+                + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+            )
+        col = {name: header.index(name) for name in header}
+        refs: list[SlideRef] = []
+        problems: list[str] = []
+        seen: dict[str, int] = {}
+        for number, row in enumerate(rows[1:], start=2):
+            if not any(cell.strip() for cell in row):
+                continue  # blank lines are harmless
+            if len(row) != len(header):
+                problems.append(f"row {number}: {len(row)} fields, header has {len(header)}")
+                continue
+            value = {name: row[i].strip() for name, i in col.items()}
+            slide_id, raw_path = value["slide_id"], value["path"]
+            if not slide_id or not raw_path:
+                problems.append(f"row {number}: empty slide_id or path")
+                continue
+            if slide_id in seen:
+                problems.append(f"row {number}: slide_id {slide_id!r} already on row {seen[slide_id]}")
+                continue
+            seen[slide_id] = number
+            path = Path(raw_path) if Path(raw_path).is_absolute() else input.parent / raw_path
+            resolved = _resolve(path)
+            if isinstance(resolved, str):
+                problems.append(f"row {number}: {raw_path}: {resolved}")
+                continue
+            kind, path, images = resolved
+            row_mpp = value.get("mpp", "")
+            if row_mpp:
+                try:
+                    parsed = float(row_mpp)
+                except ValueError:
+                    parsed = math.nan
+                if not (parsed > 0 and parsed < 1e4):
+                    problems.append(f"row {number}: {raw_path}: mpp {row_mpp!r} is not a positive number")
+                    continue
+                ref_mpp, source = parsed, "manifest"
+            else:
+                ref_mpp, source = default_mpp, ("user" if default_mpp is not None else None)
+            patient = value.get("patient_id") or slide_id
+            refs.append(SlideRef(slide_id, patient, path, kind, ref_mpp, source, images))
+        if problems:
+            raise InputError(
+                f"{input}: {len(problems)} bad row(s), fix or remove them:\n" + "\n".join(problems)
+            )
+        if not refs:
+            raise InputError(f"{input}: no rows (expected one row per slide: slide_id, path)")
+        return refs

@@ -1,0 +1,42 @@
+"""`mil config show | template`: the resolved config of a YAML + overrides, and a template from the schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+config_app = typer.Typer(
+    help="Show the resolved configuration or print a commented template.", no_args_is_help=True
+)
+
+
+@config_app.command("show")
+def show(
+    config: str = typer.Argument(None, help="A YAML path or a name in configs/ (default: schema defaults)."),
+    set_: list[str] = typer.Option(None, "--set", help="Override: section.key=value (repeatable)."),
+) -> None:
+    """Print the configuration after defaults < YAML < --set, validated (what a run would use)."""
+    from mil.config import dump_config, load_config
+
+    typer.echo(dump_config(load_config(config, set_)), nl=False)
+
+
+@config_app.command("template")
+def template(
+    section: str = typer.Option(None, "--section", help="Only this section (e.g. train)."),
+    out: Path = typer.Option(None, "-o", "--out", help="Write to this file instead of printing."),
+) -> None:
+    """Print a commented YAML template generated from the schema (every field, its default and meaning)."""
+    from mil.config_template import config_template
+
+    text = config_template(section)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text)
+        typer.echo(f"wrote {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(config_app, name="config")

@@ -1,0 +1,88 @@
+"""`mil evaluate`: metrics with bootstrap CIs from a predictions CSV (+ labels), as JSON, PNGs and a table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("evaluate")
+    def evaluate(
+        predictions: Path = typer.Argument(
+            ..., help="Predictions CSV from `mil train`/`mil predict` (+ .spec.json)."
+        ),
+        labels: Path | None = typer.Option(
+            None,
+            "--labels",
+            help="Labels CSV (patient_id + target columns): truth for predictions that lack it.",
+        ),
+        output: Path | None = typer.Option(
+            None,
+            "-o",
+            "--output",
+            help="metrics JSON to write (default: metrics.json beside the predictions).",
+        ),
+        plots: Path | None = typer.Option(
+            None, "--plots", help="Folder for ROC / confusion / Kaplan-Meier PNGs."
+        ),
+        bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap draws per CI (0: no CIs)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap (same seed, same CIs)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing metrics and plots."),
+    ) -> None:
+        """Per-fold and pooled metrics with bootstrap 95% CIs (AUC, balanced accuracy, c-index, ...)."""
+        from mil.evaluate.plots import PLOT_FILES, write_plots
+        from mil.evaluate.run import check_outputs, evaluate_files, write_metrics
+
+        output = output or Path(predictions).parent / "metrics.json"
+        check_outputs([output], overwrite)
+        result = evaluate_files(predictions, labels, n_bootstrap=bootstrap, seed=seed)
+        planned = [plots / name for name in PLOT_FILES[result.spec.kind]] if plots is not None else []
+        check_outputs(planned, overwrite)
+        written = write_plots(result.predictions, result.spec, plots) if plots is not None else []
+        write_metrics(result.metrics, output)
+        console = Console()
+        console.print(summary_table(result.metrics))
+        if result.unlabelled:
+            console.print(
+                f"[yellow]{len(result.unlabelled)} patient(s) without a label were left out[/yellow]"
+            )
+        for path in [output, *written]:
+            console.print(f"wrote {path}")
+
+
+def summary_table(metrics: dict) -> Table:
+    """Headline metrics with 95% CIs: pooled, each fold, mean and SD over folds, and per class (pooled)."""
+    kind = metrics["kind"]
+    table = Table(title=f"{kind}: {metrics['n_patients']} patients, {metrics['n_bootstrap']} bootstrap draws")
+    for col in ("block", "metric", "estimate", "95% CI"):
+        table.add_column(col, justify="left" if col in ("block", "metric") else "right")
+    keys = ("c_index",) if kind == "survival" else ("macro_auc", "balanced_accuracy", "accuracy")
+    for name, block in [
+        ("pooled", metrics["pooled"]),
+        *[(f"fold {k}", b) for k, b in metrics["folds"].items()],
+    ]:
+        for key in keys:
+            if key in block:
+                table.add_row(name, key, *_cells(block[key]))
+        if kind == "survival":
+            p = block.get("logrank_p")
+            table.add_row(name, "log-rank p (median split)", "-" if p is None else f"{p:.3g}", "")
+    for key, entry in metrics.get("fold_summary", {}).items():
+        if entry.get("mean") is not None:
+            sd = "" if entry.get("std") is None else f"SD {entry['std']:.3f}"
+            table.add_row(f"mean of {entry['n_folds']} folds", key, f"{entry['mean']:.3f}", sd)
+    for cls, row in metrics["pooled"].get("per_class", {}).items():
+        table.add_row("pooled", f"AUC {cls}", *_cells(row["auc"]))
+    return table
+
+
+def _cells(value: dict | float | None) -> tuple[str, str]:
+    if not isinstance(value, dict):
+        return ("-" if value is None else f"{value:.3f}", "")
+    est, low, high = value.get("estimate"), value.get("low"), value.get("high")
+    interval = f"{low:.3f}-{high:.3f}" if low is not None and high is not None else value.get("reason", "")
+    return ("-" if est is None else f"{est:.3f}", interval)

@@ -1,0 +1,81 @@
+"""`mil evaluate` as one library call: read the table, attach labels, compute, record provenance, write.
+
+The CLI only parses flags and prints; this module is what a notebook would call too. Outputs that exist are
+refused before anything is computed or written (`check_outputs`), so a refused run leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import pandas as pd
+
+from features.errors import InputError
+from mil.evaluate._io import atomic_write_text
+from mil.evaluate.predictions import PredictionSpec, attach_labels, read_predictions, require_truth
+
+_VERSIONED = ("mil", "numpy", "scipy", "pandas", "scikit-learn", "lifelines", "matplotlib")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: dict  # the metrics.json document, provenance included
+    predictions: pd.DataFrame  # the rows that were evaluated (truth attached)
+    spec: PredictionSpec
+    unlabelled: list[str] = field(default_factory=list)  # patient ids dropped for lack of a label
+
+
+def evaluate_files(
+    predictions: Path, labels: Path | None = None, n_bootstrap: int = 1000, seed: int = 0
+) -> Evaluation:
+    """Metrics of a predictions CSV (+ its spec sidecar), optionally with truth from a labels CSV."""
+    from mil.evaluate.metrics import compute_metrics
+
+    if n_bootstrap < 0:
+        raise InputError(f"--bootstrap {n_bootstrap}: must be >= 0 (0 disables confidence intervals)")
+    df, spec = read_predictions(Path(predictions))
+    unlabelled: list[str] = []
+    if labels is not None:
+        df = attach_labels(df, spec, Path(labels))
+        unlabelled = list(df.attrs.get("unlabelled_patients", []))
+    require_truth(df, spec, str(predictions))
+    metrics = compute_metrics(df, spec, n_bootstrap=n_bootstrap, seed=seed)
+    metrics["provenance"] = {
+        "predictions": _file_record(Path(predictions)),
+        "labels": _file_record(Path(labels)) if labels is not None else None,
+        "n_bootstrap": n_bootstrap,
+        "seed": seed,
+        "versions": {"python": platform.python_version(), **{name: _version(name) for name in _VERSIONED}},
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return Evaluation(metrics, df, spec, unlabelled)
+
+
+def check_outputs(paths: list[Path], overwrite: bool) -> None:
+    """Refuse to replace existing results unless asked: one line naming the first existing file."""
+    existing = [p for p in paths if Path(p).exists()]
+    if existing and not overwrite:
+        raise InputError(f"{existing[0]} exists; rerun with --overwrite or choose another output")
+
+
+def write_metrics(metrics: dict, path: Path) -> None:
+    """Strict JSON (NaN is refused, never written as a bare `NaN` token), written atomically."""
+    atomic_write_text(Path(path), json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+
+
+def _file_record(path: Path) -> dict:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return {"path": str(path.resolve()), "sha256": digest}
+
+
+def _version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None

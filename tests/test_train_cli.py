@@ -1,0 +1,128 @@
+"""`mil train`, `mil predict`, `mil config` through the CLI (typer's CliRunner and `main` for exit codes)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from mil.cli import app, main
+from mil.config import load_config
+from mil.evaluate.predictions import read_predictions
+from tests.train_helpers import make_cohort, single_thread  # noqa: F401
+
+runner = CliRunner()
+FAST = [
+    "--folds",
+    "3",
+    "--epochs",
+    "2",
+    "--device",
+    "cpu",
+    "--set",
+    "train.n_bootstrap=20",
+    "--set",
+    "train.batch_size=8",
+]
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    return make_cohort(tmp_path_factory.mktemp("cli"), n_patients=45, n_instances=(10, 20))
+
+
+def test_train_then_predict(cohort, tmp_path):
+    bags, labels = cohort
+    run = tmp_path / "run"
+    args = [
+        "train",
+        "--bags",
+        str(bags),
+        "--labels",
+        str(labels),
+        "--target",
+        "apl_aml_healthy",
+        "-o",
+        str(run),
+    ]
+    result = runner.invoke(app, [*args, *FAST, "--model", "mean_pool", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    assert "pooled" in result.output and "macro_auc" in result.output and "empty target" in result.output
+    record = yaml.safe_load((run / "config.yaml").read_text())
+    assert (
+        record["train"]["head"] == "mean_pool"
+        and record["train"]["seed"] == 3
+        and record["train"]["folds"] == 3
+    )
+    assert json.loads((run / "metrics.json").read_text())["pooled"]["macro_auc"]["n_boot"] == 20
+
+    again = runner.invoke(app, [*args, *FAST])
+    assert again.exit_code != 0 and "--overwrite" in str(again.exception)
+
+    preds = tmp_path / "preds.csv"
+    result = runner.invoke(
+        app, ["predict", str(run), "--bags", str(bags), "-o", str(preds), "--device", "cpu"]
+    )
+    assert result.exit_code == 0, result.output
+    df, spec = read_predictions(preds)
+    assert len(df) == 45 and spec.classes == ["AML", "APL", "healthy"]
+
+
+def test_multilabel_and_survival_flags(cohort, tmp_path):
+    bags, labels = cohort
+    base = ["train", "--bags", str(bags), "--labels", str(labels)]
+    ml = runner.invoke(
+        app, [*base, "--target", "npm1", "--target", "cbfb_myh11", "-o", str(tmp_path / "g"), *FAST]
+    )
+    assert ml.exit_code == 0, ml.output
+    assert read_predictions(tmp_path / "g" / "predictions.csv")[1].kind == "multilabel"
+    surv = runner.invoke(
+        app,
+        [
+            *base,
+            "--task",
+            "survival",
+            "--time-col",
+            "os_months",
+            "--event-col",
+            "os_event",
+            "-o",
+            str(tmp_path / "s"),
+            *FAST,
+        ],
+    )
+    assert surv.exit_code == 0, surv.output
+    assert "c_index" in surv.output and (tmp_path / "s" / "plots" / "km.png").exists()
+
+
+def test_bad_labels_are_one_line_with_exit_code_2(cohort, tmp_path, capsys):
+    bags, labels = cohort
+    with pytest.raises(SystemExit) as exit_:
+        main(
+            [
+                "train",
+                "--bags",
+                str(bags),
+                "--labels",
+                str(labels),
+                "--target",
+                "flt3",
+                "-o",
+                str(tmp_path / "r"),
+            ]
+        )
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "no column 'flt3'" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_config_show_and_template(tmp_path):
+    shown = runner.invoke(app, ["config", "show", "npm1", "--set", "train.lr=0.001"])
+    assert shown.exit_code == 0, shown.output
+    assert yaml.safe_load(shown.output)["train"]["lr"] == 0.001
+    out = tmp_path / "template.yaml"
+    made = runner.invoke(app, ["config", "template", "-o", str(out)])
+    assert made.exit_code == 0 and load_config(out) == load_config()
