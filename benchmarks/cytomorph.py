@@ -36,6 +36,7 @@ from features.encoders.cytomorph import half_resolution, optical_density, segmen
 # question -> (positive types, negative types or None for "every other cell")
 QUESTIONS = {
     "APL promyelocyte vs rest": (("abnormal_promyelocyte", "faggot_cell"), None),
+    "APL vs normal promyelocyte": (("abnormal_promyelocyte", "faggot_cell"), ("promyelocyte",)),
     "dysplastic vs normal neutrophil": (
         ("dysplastic_neutrophil",),
         ("segmented_neutrophil", "band_neutrophil"),
@@ -124,7 +125,9 @@ def main() -> None:
         "--speed-only", action="store_true", help="only crops/s (on --crops, or freshly rendered)"
     )
     ap.add_argument("--crops", help=".npz with an `images` array (N x 96 x 96 x 3 uint8) to time instead")
-    ap.add_argument("--chunk", type=int, default=0, help="crops per vectorised pass (0: the encoder's default)")
+    ap.add_argument(
+        "--chunk", type=int, default=0, help="crops per vectorised pass (0: the encoder's default)"
+    )
     args = ap.parse_args()
     if args.chunk:
         import features.encoders.cytomorph as cytomorph_module

@@ -48,6 +48,16 @@ def test_contract():
         enc.encode(np.zeros((2, 96, 96, 3), np.float32))
 
 
+def test_every_documented_feature_is_computed_and_nothing_else(cells):
+    from features.encoders.cytomorph_features import FEATURES, measure
+
+    od = optical_density(half_resolution(cells[0].images[:4])[0])
+    seg = segment(od)
+    computed = measure(od, od.sum(1), unmix(od, np.eye(3)), np.zeros(od.shape[:1] + od.shape[2:]), seg)
+    assert set(computed) == set(FEATURES) == set(FEATURE_NAMES)
+    assert all(v.shape == (4,) for v in computed.values())
+
+
 def test_finite_on_degenerate_crops():
     """Glass only, a black frame, and noise: no cell to find, but never NaN or a warning."""
     crops = np.stack([
@@ -88,7 +98,7 @@ def test_segmentation_agrees_with_the_drawn_masks(cells):
         ("nuc_defect_deep", "npm1_blast", "myeloblast"),  # the cup-like invagination of NPM1 blasts
         ("orange_share", "eosinophil", "segmented_neutrophil"),
         ("dark_granule_share", "abnormal_eosinophil", "eosinophil"),
-        ("ridge_share", "faggot_cell", "promyelocyte"),  # bundles of Auer rods vs granules only
+        ("crimson_ridge_share", "faggot_cell", "promyelocyte"),  # bundles of Auer rods vs purple granules
         ("cell_area", "promyelocyte", "lymphocyte"),
         ("nuc_od", "lymphocyte", "myeloblast"),  # dense vs fine, pale blast chromatin
     ],

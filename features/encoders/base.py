@@ -56,8 +56,11 @@ class Precision:
 
 def resolve_precision(precision: str, device: str) -> Precision:
     """auto: bf16 autocast on CUDA (fp16 where the card has no bf16), fp32 on CPU; fp32; bf16: model and input
-    cast to bf16 (on CPUs with AVX512-BF16 a ViT runs ~3x faster than fp32); fp16: CUDA autocast only (CPU
-    fp16 matmuls are slow and lose range)."""
+    cast to bf16; fp16: CUDA autocast only (CPU fp16 matmuls are slow and lose range).
+
+    bf16 on a CPU pays off only with AVX512-BF16 or AMX; on an AVX2-only CPU it is emulated and a ViT runs
+    ~6x slower than fp32 (measured on the development machine), which is why auto stays fp32 on CPU.
+    """
     import torch
 
     if precision not in PRECISIONS:

@@ -18,6 +18,71 @@ import numpy as np
 from features.encoders import morph_ops as M
 
 EPS = 1e-3
+# name -> what it measures (areas are shares of the crop, which has a fixed physical size; "density" is summed
+# optical density; texture and granule measures are relative to the region's density and the scan's sharpness)
+FEATURES: dict[str, str] = {
+    "cell_area": "cell area / crop area",
+    "cell_solidity": "cell area / convex hull area",
+    "cell_elongation": "1 - minor/major axis of the cell's second-moment ellipse",
+    "cell_roughness": "cell perimeter / perimeter of a disc of the same area",
+    "nuc_area": "nuclear area / crop area",
+    "nc_ratio": "nuclear area / cell area (N:C)",
+    "nuc_offset": "distance between nuclear and cell centroids / cell radius (eccentric nucleus)",
+    "nuc_solidity": "nuclear area / its convex hull area (lobes, folds, cups lower it)",
+    "nuc_elongation": "1 - minor/major axis of the nucleus",
+    "nuc_roughness": "nuclear perimeter / perimeter of a disc of the same area",
+    "nuc_defect_deep": "deep convexity defects / hull area (NPM1 cup, kidney hilum, gaps between lobes)",
+    "nuc_defect_count": "log1p number of deep convexity defects",
+    "nuc_fragments": "log1p number of separate nuclear pieces",
+    "nuc_lobes": "log1p number of lobes left when parts under 1.5 µm wide (filaments) are eroded away",
+    "nuc_thin_share": "share of the nucleus in filaments and thin bands (lost by an opening)",
+    "nuc_core1_share": "share of the nucleus more than 0.5 µm inside its edge",
+    "nuc_core3_share": "share of the nucleus more than 1.5 µm inside its edge (thick, round nuclei)",
+    "nuc_od": "mean nuclear density (chromatin condensation)",
+    "nuc_cyto_od_ratio": "log nuclear / cytoplasmic density",
+    "nuc_od_cv": "coefficient of variation of nuclear density",
+    "nuc_grain": "full-resolution (0.25 µm) chromatin grain",
+    "nuc_tex_fine": "nuclear texture at 0.5-1.5 µm",
+    "nuc_tex_coarse": "nuclear texture at 1.5-3.5 µm (clumps)",
+    "nuc_clump_share": "share of the nucleus in dense clumps",
+    "nucleoli_share": "share of the nucleus in pale spots well inside it (nucleoli)",
+    "nucleoli_count": "log1p number of such pale spots",
+    "nuc_red_share": "red-channel share of nuclear density (hue)",
+    "nuc_blue_share": "blue-channel share of nuclear density (hue)",
+    "nuc_chromatin_dye": "chromatin-dye share of the nucleus (colour deconvolution)",
+    "cyto_od": "mean cytoplasmic density",
+    "cyto_od_cv": "coefficient of variation of cytoplasmic density",
+    "cyto_red_share": "red-channel share of cytoplasmic density (basophilia absorbs red)",
+    "cyto_blue_share": "blue-channel share of cytoplasmic density (orange granules absorb blue)",
+    "cyto_chromatin_dye": "purple (azurophilic) dye share of the cytoplasm",
+    "cyto_azure_dye": "blue (basophilic, RNA) dye share of the cytoplasm",
+    "cyto_eosin_dye": "eosin (pink/orange) dye share of the cytoplasm",
+    "cyto_grain": "full-resolution cytoplasmic grain (fine granules)",
+    "cyto_tex_fine": "cytoplasmic texture at 0.5-1.5 µm",
+    "cyto_tex_coarse": "cytoplasmic texture at 1.5-3.5 µm",
+    "cyto_pale_share": "share of the cytoplasm much paler than its mean (vacuoles, hof)",
+    "perinuclear_pale": "log density next to the nucleus / cytoplasm mean (perinuclear hof)",
+    "granule_density": "granule peaks per 10 cytoplasm pixels",
+    "granule_prominence": "how far granules stand out from their 1.5 µm surround",
+    "cell_granule_density": "granule peaks per 10 cell pixels (granules over the nucleus count: APL)",
+    "orange_share": "share of the cytoplasm in orange (eosinophilic) granules",
+    "dark_granule_share": "share of the cytoplasm in purple-black granules (inv(16) eosinophils, basophils)",
+    "dark_granule_count": "log1p number of purple-black granule clusters",
+    "purple_granule_share": "purple (azurophilic) granule peaks per 10 cell pixels",
+    "ridge_max": "strongest thin straight ridge in the cell (Auer rod)",
+    "ridge_share": "share of the cell on strong ridges (bundles of rods: faggot cells)",
+    "ridge_count": "log1p number of strong ridge segments",
+    "ridge_long_count": "log1p number of long ridge segments",
+    "crimson_ridge_share": "share of the cell on crimson ridges (Auer rods; APL granule chains)",
+    "crimson_share": "share of the cell in dense crimson material (Auer rods, APL coarse granules)",
+    "cell_od": "mean density of the whole cell",
+    "cell_grain": "full-resolution grain of the whole cell",
+    "cell_tex_fine": "whole-cell texture at 0.5-1.5 µm",
+    "cell_tex_coarse": "whole-cell texture at 1.5-3.5 µm",
+    "cell_dark_share": "share of the cell 1.5x denser than its mean",
+    "cell_chromatin_dye": "chromatin-dye share of the whole cell",
+    "cell_eosin_dye": "eosin-dye share of the whole cell",
+}
 MIN_RIM_PX = 30  # half-resolution rim pixels of red cells needed to read the scan's sharpness off them
 PEAK_PROMINENCE = 0.5  # a granule stands out from its 1.5 µm surround by this share of a rim's band-pass
 
@@ -124,7 +189,7 @@ def measure(
         f[f"{region}_grain"] = np.sqrt(M.masked_mean(grain, mask, count) / grain_ref)
         f[f"{region}_tex_fine"] = _tex(dens, box1, mask, level) / tex_ref
         f[f"{region}_tex_coarse"] = _tex(box1, box3, mask, level)
-    f["nuc_clump_share"] = _ratio(M.count((box1 > 1.12 * box3) & nuc), n_nuc)
+    f["nuc_clump_share"] = _ratio(M.count((box1 > 1.12 * box3) & nuc), n_nuc)  # 12 % above the 3.5 µm mean
     pale_spots = M.erode(core1, 1) & (dens < 0.8 * box3)  # nucleoli: pale spots well inside the nucleus
     f["nucleoli_share"] = _ratio(M.count(pale_spots), n_nuc)
     f["nucleoli_count"] = np.log1p(M.count_blobs(pale_spots))
@@ -155,6 +220,7 @@ def measure(
     f["granule_prominence"] = _ratio(
         M.masked_mean(np.maximum(prominence, 0), w_cyto, n_cyto), cyto_od * tex_ref
     )
+    # orange granules absorb blue: in the dye basis they come out as strongly negative chromatin
     f["orange_share"] = _ratio(M.count((chrom_share < -0.25) & seg["stained"] & cyto), n_cyto)
     # purple-black granules (inv(16) eosinophils, basophils): they absorb red light as chromatin does, which
     # orange eosinophil granules do not; "well above the rest of the cytoplasm" keeps a uniformly deep-blue
@@ -172,9 +238,13 @@ def measure(
     zone = cell & ~(M.dilate(nuc, 1) & ~M.erode(nuc, 1))
     zone_ridge = np.where(zone, M.box_mean(ridge, 1), 0)
     f["ridge_max"] = zone_ridge.reshape(b, -1).max(1)
-    strong = zone & (ridge > 2.0)
+    strong = zone & (ridge > 2.0)  # ridge in units of a red-cell rim's band-pass: rods score 3-10
     f["ridge_share"] = _ratio(M.count(strong), M.count(zone))
     f["ridge_count"] = np.log1p(M.count_blobs(strong))
     f["ridge_long_count"] = np.log1p(M.count_blobs(zone & (zone_ridge > 1.3)))
-    f["ridge_eosin_dye"] = M.masked_mean(eosin_share, strong)
+    # Auer rods are crimson (they absorb green far more than red: negative azure in the dye basis), as are the
+    # packed coarse granules of APL promyelocytes; ordinary azurophilic granules and chromatin are purple
+    crimson = (dyes[:, 1] / dye_total < -0.15) & zone
+    f["crimson_ridge_share"] = _ratio(M.count(strong & crimson), M.count(zone))
+    f["crimson_share"] = _ratio(M.count(crimson & (dens > 1.2 * cell_od[:, None, None])), M.count(zone))
     return f

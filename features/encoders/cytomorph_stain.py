@@ -60,7 +60,9 @@ def normaliser(rbc_od: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return mats.astype(np.float32)
 
 
-def stain_normaliser(od: np.ndarray, stained: np.ndarray, cell: np.ndarray, eosin_share: np.ndarray) -> np.ndarray:
+def stain_normaliser(
+    od: np.ndarray, stained: np.ndarray, cell: np.ndarray, eosin_share: np.ndarray
+) -> np.ndarray:
     """B x 3 x 3 matrices (for `cytomorph.unmix`) taking each crop's planar OD to the reference stain frame,
     using red-cell pixels outside the (dilated) cell as the standard."""
     candidates = stained & (eosin_share > 0.5) & ~M.dilate(cell, 2)
