@@ -57,8 +57,8 @@ def crops_in_memory(slides: Path, config, input_px: int) -> list[np.ndarray]:
     """The crops A will encode: same QC, detection, subsample and crop reader as the pipeline."""
     from features.crops import read_crops
     from features.detect import detect_cells
-    from features.pipeline_loader import subsample_index
     from features.qc import assess_regions
+    from features.slide_job import subsample_index
     from features.sources.openslide_reader import SlideReader
 
     out = []

@@ -19,16 +19,10 @@ import numpy as np
 from features.bagstore import Bag, BagStore, EncoderIdentity
 from features.config import ExtractConfig
 from features.errors import MilError
-from features.pipeline_loader import (
-    CropChunk,
-    SlideFailed,
-    SlideFinished,
-    SlideJob,
-    SlideStarted,
-    Stage,
-    iterate_records,
-)
+from features.pipeline_loader import iterate_records
+from features.pipeline_records import CropChunk, SlideFailed, SlideFinished, SlideStarted, Stage
 from features.provenance import SlideOutcome, concat, failed, write_bag
+from features.slide_job import SlideJob
 from features.sources.base import SlideRef
 
 

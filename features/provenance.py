@@ -125,7 +125,9 @@ def write_bag(
 
 
 def failed(ref: SlideRef, message: str, seconds: float = 0.0, detail: str | None = None) -> SlideOutcome:
-    return SlideOutcome(ref.slide_id, ref.patient_id, str(ref.path), "failed", message, 0, round(seconds, 3), detail)
+    return SlideOutcome(
+        ref.slide_id, ref.patient_id, str(ref.path), "failed", message, 0, round(seconds, 3), detail
+    )
 
 
 def concat(parts: list[np.ndarray]) -> np.ndarray:

@@ -59,7 +59,7 @@ def test_dinobloom_upstream_checkpoint_gives_source_embeddings(vit_s, images, di
     np.testing.assert_allclose(out, expected, atol=2e-4, rtol=1e-4)
     np.testing.assert_allclose(out, reference, atol=2e-4, rtol=1e-4)
     # a torch uint8 tensor (no copy through numpy) gives the same
-    np.testing.assert_allclose(enc.encode(torch.from_numpy(images)), out, atol=1e-6)
+    np.testing.assert_allclose(enc.encode(torch.from_numpy(images[:1])), out[:1], atol=1e-6)
 
 
 @pytest.mark.parametrize(

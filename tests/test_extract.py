@@ -12,8 +12,8 @@ from features.bagstore import BagStore, bag_key
 from features.config import ExtractConfig
 from features.errors import StoreError
 from features.extract import extract, parse_shard
-from features.pipeline_loader import focus_scores, subsample_index
 from features.qc import REGIONS
+from features.slide_job import focus_scores, subsample_index
 from tests.extract_fixtures import APERIO, OPENSLIDE_FIXTURES, synth_cohort
 
 CFG = ExtractConfig(encoder="cytomorph", workers=0, qc_thumbnail_px=256)

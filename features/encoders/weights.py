@@ -5,6 +5,9 @@ the expected file name in `$MIL_WEIGHTS_DIR`, then `~/.cache/mil/weights`; then 
 when it answers within a few seconds. Offline, the hub step fails at once with a message that says which file to
 download and where to put it, instead of hanging in huggingface_hub's retry loop (about 25 s per file here).
 
+The sha256 names the file, not the model: DinoBloom-S.pth from Zenodo and the hub mirror's model.safetensors
+hold the same weights under different digests, so a bag store extracted with one refuses bags from the other.
+
 torch, safetensors and huggingface_hub are imported inside the functions that need them, so importing the
 encoder registry stays cheap and never touches the network.
 """

@@ -57,6 +57,10 @@ def _register() -> None:
     from mil.cli import synth
 
     synth.register(app)
+    from mil.cli import heatmap, report
+
+    heatmap.register(app)
+    report.register(app)
 
 
 _register()

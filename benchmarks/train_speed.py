@@ -1,0 +1,210 @@
+"""Training speed: 5-fold CV of `mil`'s ABMIL vs torchmil's ABMIL + Trainer on the same synthetic bags and folds.
+
+    python benchmarks/train_speed.py [--bags 1000 --instances 2000 --dim 384] [--epochs 5] [--json PATH]
+
+Each side runs in its own subprocess (so `ru_maxrss` is its own peak memory): it generates the same bags from the
+same seed, builds the same folds (`mil.splits.make_splits`, printed digest), then times the whole CV: per fold,
+training, validation after every epoch, best-weight keeping, and test predictions. Data generation is timed
+apart and not counted.
+
+Bags: `--instances` standard-normal `--dim`-d instances each; half the bags are positive and carry
+`--witnesses` witness instances shifted by `--shift` along one fixed random direction (a weak signal: the bag
+mean moves by shift x witnesses / instances), so the AUC says whether a model learnt anything.
+
+Same model, same rule on both sides: embedding Linear(dim, hidden) -> ReLU, tanh attention of width
+hidden / 2, linear classifier; Adam (same lr and weight decay), the same batch size, `--epochs` epochs with
+early stopping on the validation loss after `--patience` epochs without improvement, best epoch kept; no
+dropout (torchmil's Trainer validates in train mode), no class weights, every instance of every bag. torchmil
+is used as its docs show: a DataLoader with its `collate_fn`, its `Trainer`, then the best model predicts the
+test bags under no_grad. The AUC of each side is the pooled out-of-fold AUC (`mil.tasks.base.binary_auc`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    Timer,
+    fit_ours,
+    fit_torchmil,
+    fold_positions,
+    peak_rss_mb,
+    require,
+    splits_digest,
+    torchmil_abmil,
+    write_json,
+)
+
+from mil.config import TrainConfig  # noqa: E402
+from mil.data import BagSet  # noqa: E402
+from mil.splits import make_splits  # noqa: E402
+from mil.tasks.base import binary_auc  # noqa: E402
+
+SIDES = ("mil", "torchmil")
+
+
+def synthetic_bags(
+    n_bags: int, n_instances: int, dim: int, witnesses: int, shift: float, seed: int
+) -> BagSet:
+    """n_bags x n_instances x dim float32 in one flat tensor, written in place chunk by chunk (peak memory is
+    the tensor itself); labels alternate in a seeded shuffle, positives get shifted witness instances."""
+    rng = np.random.default_rng(seed)
+    flat = torch.empty((n_bags * n_instances, dim), dtype=torch.float32)
+    view = flat.numpy()
+    step = max(1, (1 << 24) // dim)  # ~64 MB per chunk
+    for s in range(0, len(view), step):
+        rng.standard_normal(out=view[s : s + step], dtype=np.float32)
+    y = rng.permutation(np.arange(n_bags) % 2)
+    direction = rng.standard_normal(dim).astype(np.float32)
+    direction /= np.linalg.norm(direction)
+    for b in np.flatnonzero(y == 1):
+        rows = b * n_instances + rng.choice(n_instances, size=witnesses, replace=False)
+        view[rows] += shift * direction
+    offsets = torch.arange(0, n_bags * n_instances + 1, n_instances, dtype=torch.int64)
+    ids = [f"B{i:05d}" for i in range(n_bags)]
+    return BagSet(ids, flat, offsets, torch.as_tensor(y, dtype=torch.float32), [[(i, n_instances)] for i in ids])
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        optimizer="adam",
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        patience=args.patience,
+        monitor="loss",
+        class_weights=False,
+        max_instances=None,
+        device="cpu",
+    )
+
+
+def worker(args: argparse.Namespace) -> dict:
+    """One side of the comparison, in this process: data, folds, timed CV, AUC, peak memory."""
+    if args.worker == "torchmil":
+        require("torchmil", "torchmil==1.0.2")
+    with Timer() as gen:
+        bags = synthetic_bags(args.bags, args.instances, args.dim, args.witnesses, args.shift, args.seed)
+    y = bags.y.numpy().astype(int)
+    splits = make_splits(bags.patients, y, args.folds, seed=args.seed, val_fraction=args.val_fraction)
+    folds = fold_positions(splits, bags.patients)
+    config = train_config(args)
+    hidden, attention = args.hidden, args.hidden // 2
+    scores = np.full(len(y), np.nan)
+    epochs, fold_seconds, fold_auc = [], [], []
+    with Timer() as total:
+        for k, (tr, va, te) in enumerate(folds):
+            with Timer() as t:
+                if args.worker == "mil":
+                    params = {"hidden_dim": hidden, "attention_dim": attention, "dropout": 0.0}
+                    fit = fit_ours("abmil", params, bags, tr, va, te, config, args.seed * 1000 + k)
+                else:
+                    factory = lambda: torchmil_abmil(args.dim, hidden, attention, 0.0)  # noqa: E731
+                    fit = fit_torchmil(factory, bags, tr, va, te, config, args.seed * 1000 + k)
+            scores[te] = fit.probs[:, 1]
+            epochs.append(fit.epochs_run)
+            fold_seconds.append(t.seconds)
+            fold_auc.append(binary_auc(y[te], fit.probs[:, 1]))
+    return {
+        "side": args.worker,
+        "cv_seconds": total.seconds,
+        "generate_seconds": gen.seconds,
+        "fold_seconds": fold_seconds,
+        "epochs_run": epochs,
+        "auc_pooled": binary_auc(y, scores),
+        "auc_per_fold": fold_auc,
+        "peak_rss_mb": peak_rss_mb(),
+        "split_digest": splits_digest(folds),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_end": os.getloadavg(),
+    }
+
+
+def run_side(side: str, argv: list[str]) -> dict:
+    with tempfile.TemporaryDirectory(prefix="train-speed-") as tmp:
+        out = Path(tmp) / f"{side}.json"
+        cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--worker", side, "--worker-out", str(out)]
+        load = os.getloadavg()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{side} worker failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+        result = json.loads(out.read_text())
+    result["load_average_start"] = load
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bags", type=int, default=1000)
+    parser.add_argument("--instances", type=int, default=2000)
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--witnesses", type=int, default=20, help="witness instances per positive bag")
+    parser.add_argument("--shift", type=float, default=1.5, help="witness shift along the signal direction")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sides", default="mil,torchmil", help="run order; comma-separated subset of mil,torchmil")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.worker:
+        args.worker_out.write_text(json.dumps(worker(args)))
+        return {}
+    sides = [s for s in args.sides.split(",") if s]
+    results = {side: run_side(side, argv) for side in sides}
+    gb = args.bags * args.instances * args.dim * 4 / 1e9
+    setup = (
+        f"{args.folds}-fold CV, {args.bags} bags x {args.instances} instances x {args.dim}-d ({gb:.2f} GB float32), "
+        f"{args.witnesses} witnesses shifted {args.shift} per positive bag, hidden {args.hidden}, batch "
+        f"{args.batch_size}, <= {args.epochs} epochs (patience {args.patience}), Adam lr {args.lr:g}, "
+        f"cpu threads {results[sides[0]]['torch_threads']}"
+    )
+    print(setup)
+    print(f"{'side':9s} {'CV wall s':>10s} {'AUC pooled':>11s} {'AUC folds (mean)':>17s} {'peak RSS MB':>12s} "
+          f"{'epochs':>14s} {'gen s':>6s} {'load start':>10s}  folds")  # fmt: skip
+    for side, r in results.items():
+        print(
+            f"{side:9s} {r['cv_seconds']:10.1f} {r['auc_pooled']:11.3f} {np.mean(r['auc_per_fold']):17.3f} "
+            f"{r['peak_rss_mb']:12.0f} {','.join(map(str, r['epochs_run'])):>14s} {r['generate_seconds']:6.1f} "
+            f"{r['load_average_start'][0]:10.1f}  {r['split_digest']}"
+        )
+    payload: dict = {"benchmark": "train_speed", "setup": setup, "args": vars(args), "results": results}
+    if set(sides) == set(SIDES):
+        if results["mil"]["split_digest"] != results["torchmil"]["split_digest"]:
+            raise SystemExit("the two sides saw different folds; this is a bug in the benchmark")
+        ratio = results["torchmil"]["cv_seconds"] / results["mil"]["cv_seconds"]
+        d_auc = results["mil"]["auc_pooled"] - results["torchmil"]["auc_pooled"]
+        print(f"speed-up (torchmil wall / mil wall): {ratio:.2f}x (target >= 5x); AUC mil - torchmil: {d_auc:+.3f}")
+        payload.update(speedup=ratio, auc_difference=d_auc)
+    payload["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in payload["args"].items()}
+    write_json(args.json, payload)
+    return payload
+
+
+if __name__ == "__main__":
+    main()

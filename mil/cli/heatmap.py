@@ -1,0 +1,71 @@
+"""`mil heatmap`: per-slide attention tables, cell galleries, overlays and QuPath GeoJSON. Thin: parse flags,
+call `mil.explain.heatmap.heatmap` once, show progress and a summary table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("heatmap")
+    def heatmap_cmd(
+        run: Path = typer.Argument(..., help="Run folder written by `mil train`."),
+        bags: Path = typer.Option(..., "--bags", help="Bag store with the slides to explain (the run's encoder)."),
+        output: Path = typer.Option(..., "-o", "--output", help="Folder to create (one sub-folder per slide)."),
+        slide: list[str] = typer.Option(None, "--slide", help="Slide id to explain (repeatable; default: all)."),
+        top_k: int = typer.Option(16, "--top-k", min=1, help="Cells per gallery block (top-k and bottom-k)."),
+        labels: Path = typer.Option(
+            None, "--labels", help="Labels CSV mapping slide_id -> patient_id (default: the run's own)."
+        ),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+    ) -> None:
+        """Where the model looked, per slide: attention.csv, galleries, overlays and cells.geojson."""
+        from mil.cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL
+        from mil.explain.heatmap import heatmap
+
+        console = Console()
+        columns = (TextColumn("explain"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("", total=None)
+
+            def progress(event: str, **info: Any) -> None:
+                if event == "start":
+                    bar.update(task, total=info["total"])
+                elif event == "slide_done":
+                    result = info["result"]
+                    if result.status == "failed":
+                        bar.console.print(f"[red]failed[/] {result.slide_id}: {result.error}", highlight=False)
+                    bar.advance(task)
+
+            summary = heatmap(
+                run, bags, output, slides=slide or None, top_k=top_k, overwrite=overwrite, progress=progress,
+                labels=labels,
+            )  # fmt: skip
+        console.print(_table(summary))
+        written, failed = summary.count("written"), summary.count("failed")
+        if written == 0:
+            console.print(f"[red]nothing written[/]: all {failed} slide(s) failed; {output} left unchanged")
+            raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(EXIT_PARTIAL if failed else EXIT_OK)
+
+
+def _table(summary: Any) -> Table:
+    how = "attention (head weights)" if summary.method == "attention" else f"attribution ({summary.method})"
+    rows = "one row shared by all classes" if summary.class_agnostic else "per class"
+    table = Table(title=f"mil heatmap -> {summary.out}  [{summary.head}: {how}, {rows}]", title_justify="left")
+    for col in ("slide", "patient", "status", "cells", "files / error"):
+        table.add_column(col, justify="right" if col == "cells" else "left")
+    style = {"written": "green", "failed": "red"}
+    for r in summary.slides:
+        detail = ", ".join(r.files) if r.status == "written" else r.error
+        table.add_row(r.slide_id, r.patient_id, f"[{style[r.status]}]{r.status}[/]", str(r.n_instances), detail)
+    table.caption = (
+        f"{summary.count('written')} written, {summary.count('failed')} failed in {summary.seconds:.1f} s"
+    )
+    return table

@@ -1,0 +1,171 @@
+"""Cell galleries: the top and bottom cells of a class as one labelled PNG montage.
+
+Pixels come from the SOURCE, never from the encoder input: a slide is opened once with `SlideReader` and the
+cells are cut by `features.crops.read_crops` (the crop's physical size as extracted, `BagMeta.crop_um`, shown
+at `display_px`, from the finest pyramid level needed); a cell folder's images are read from their files. What
+a pathologist sees is therefore the cell as scanned, at full resolution, not a normalised 224 px tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from features.bagstore import Bag, BagMeta
+from features.crops import resize_batch
+from features.errors import SlideError
+
+CAPTION_PX = 30
+HEADING_PX = 24
+BACKGROUND = (255, 255, 255)
+
+
+@dataclass
+class Section:
+    """One labelled row block of a montage: a heading and its tiles with two-line captions."""
+
+    heading: str
+    images: np.ndarray  # n x S x S x 3 uint8
+    captions: list[str]
+
+
+def read_cells(meta: BagMeta, bag: Bag, index: np.ndarray, display_px: int = 128) -> np.ndarray:
+    """len(index) x display_px x display_px x 3 uint8: the cells `index` of this bag, re-read from the source."""
+    index = np.asarray(index, dtype=np.int64)
+    if len(index) == 0:
+        return np.zeros((0, display_px, display_px, 3), np.uint8)
+    source = Path(meta.source_path)
+    if meta.source_kind == "slide":
+        from features.crops import read_crops
+        from features.sources.openslide_reader import SlideReader
+
+        if not source.is_file():
+            raise SlideError(meta.slide_id, f"source slide {source} not found; move it back or re-extract")
+        if bag.coords is None:
+            raise SlideError(meta.slide_id, "bag has no coords; cannot locate its cells on the slide")
+        crop_um = meta.crop_um or 24.0
+        with SlideReader(source, mpp=meta.mpp, mpp_source="bag") as reader:
+            return read_crops(reader, bag.coords[index], crop_um, display_px)
+    if meta.source_kind == "cells":
+        from features.sources.cells import read_cell_image
+
+        if bag.paths is None:
+            raise SlideError(meta.slide_id, "bag has no paths; cannot find its cell images")
+        out = np.empty((len(index), display_px, display_px, 3), np.uint8)
+        for j, i in enumerate(index):  # k gallery cells, not a hot path
+            path = source / str(bag.paths[i])
+            if not path.is_file():
+                raise SlideError(meta.slide_id, f"cell image {path} not found; move it back or re-extract")
+            out[j] = _square(read_cell_image(path), display_px)
+        return out
+    raise SlideError(
+        meta.slide_id, f"bag imported from {meta.source_kind} features has no images to show; extract from images"
+    )
+
+
+def _square(image: np.ndarray, size: int) -> np.ndarray:
+    """Pad to a white square (cells keep their aspect ratio), then resize to size x size."""
+    h, w = image.shape[:2]
+    side = max(h, w)
+    canvas = np.full((side, side, 3), 255, np.uint8)
+    top, left = (side - h) // 2, (side - w) // 2
+    canvas[top : top + h, left : left + w] = image
+    return resize_batch(canvas[None], size, size)[0]
+
+
+def montage(sections: list[Section], title: str, columns: int = 8) -> Image.Image:
+    """One image: a title line, then each section's heading and its tiles in rows of `columns`."""
+    font = _font(12)
+    bold = _font(15)
+    tile = max((s.images.shape[1] for s in sections if len(s.images)), default=96)
+    width = columns * (tile + 4) + 4
+    heights = [HEADING_PX + max(1, -(-len(s.images) // columns)) * (tile + CAPTION_PX + 4) for s in sections]
+    canvas = Image.new("RGB", (width, HEADING_PX + 6 + sum(heights)), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 4), title, fill=(0, 0, 0), font=bold)
+    y = HEADING_PX + 6
+    for section, height in zip(sections, heights, strict=True):
+        draw.text((4, y + 4), section.heading, fill=(40, 40, 120), font=bold)
+        if not len(section.images):
+            draw.text((4, y + HEADING_PX + 4), "(no cells)", fill=(120, 120, 120), font=font)
+        for j, (img, caption) in enumerate(zip(section.images, section.captions, strict=True)):
+            r, c = divmod(j, columns)
+            x0, y0 = 4 + c * (tile + 4), y + HEADING_PX + r * (tile + CAPTION_PX + 4)
+            canvas.paste(Image.fromarray(img), (x0, y0))
+            for k, line in enumerate(caption.split("\n")[:2]):
+                draw.text((x0 + 1, y0 + tile + 1 + 13 * k), _fit(draw, line, font, tile), fill=(0, 0, 0), font=font)
+        y += height
+    return canvas
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+    """Cut `text` from the left (file names differ at the end) until it fits in `width` px."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength("…" + text, font=font) > width:
+        text = text[1:]
+    return "…" + text
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def save_png(image: Image.Image, path: Path) -> Path:
+    """Write atomically (temp file, then rename), so a crash never leaves half a PNG."""
+    from mil.evaluate._io import atomic_write
+
+    atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG", compress_level=3))
+    return Path(path)
+
+
+def top_bottom(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the k highest (descending) and k lowest (ascending) values; ties keep bag order."""
+    values = np.asarray(values, dtype=np.float64)
+    k = min(k, len(values))
+    top = np.argsort(-values, kind="stable")[:k]
+    bottom = np.argsort(values, kind="stable")[:k]
+    return top, bottom
+
+
+def slide_galleries(
+    meta: BagMeta,
+    bag: Bag,
+    values: dict[str, np.ndarray],
+    top_k: int,
+    display_px: int = 128,
+    what: str = "attention x N",
+    patient_id: str | None = None,
+) -> dict[str, Image.Image]:
+    """One montage per output name: its top-k and bottom-k cells of this slide by `values[name]`. The cells
+    of every montage are read in one pass over the source (one slide open)."""
+    picks = {name: top_bottom(v, top_k) for name, v in values.items()}
+    wanted = np.unique(np.concatenate([np.concatenate(p) for p in picks.values()] or [np.zeros(0, np.int64)]))
+    images = read_cells(meta, bag, wanted, display_px)
+    where = {int(i): j for j, i in enumerate(wanted)}
+    out = {}
+    for name, (top, bottom) in picks.items():
+        sections = [
+            Section(
+                f"{label} {len(idx)} by {what}",
+                images[[where[int(i)] for i in idx]] if len(idx) else images[:0],
+                [f"#{r + 1}  {values[name][i]:.3g}\n{_where(bag, i)}" for r, i in enumerate(idx)],
+            )
+            for label, idx in (("top", top), ("bottom", bottom))
+        ]
+        out[name] = montage(sections, f"{meta.slide_id} (patient {patient_id or meta.patient_id}): {name}")
+    return out
+
+
+def _where(bag: Bag, i: int) -> str:
+    if bag.paths is not None:
+        return str(bag.paths[i])
+    if bag.coords is not None:
+        return f"x{int(bag.coords[i, 0])} y{int(bag.coords[i, 1])}"
+    return f"cell {i}"

@@ -1,0 +1,203 @@
+"""`mil heatmap`: per slide, where the model looked (attention.csv, galleries, overlays, QuPath GeoJSON).
+
+Layout of OUT (slide folders are `features.bagstore.bag_key(slide_id)`)::
+
+    heatmap.json                  run, store, head, method, rows, normalisation, versions, per-slide status
+    <slide>/attention.csv         one row per instance (columns: `mil.explain.tables`)
+    <slide>/gallery_<row>.png     top-k and bottom-k cells by relative attention, re-read from the source
+    <slide>/overlay_<row>.png     slides only: the smear with every cell coloured by attention
+    <slide>/cells.geojson         slides only: the cells as QuPath detections with attention measurements
+
+`<row>` is each class (per-class attention, or attribution for heads without attention) or `all` for a head
+with one attention row shared by the classes (abmil, gated_abmil, clam_sb, transmil).
+
+Everything is built in a temporary sibling of OUT and renamed into place at the end, so an existing OUT is
+only replaced with `overwrite` and only by a finished run that wrote at least one slide. A slide that fails
+(its source moved, an unreadable region) is recorded in heatmap.json and skipped; the others are written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from features.bagstore import bag_key
+from features.errors import InputError, MilError
+from mil.explain.attention import ATTRIBUTION_METHOD
+from mil.explain.cohort import Explainer
+
+SCHEMA = "mil.heatmap/1"
+NORMALISATION = (
+    "att: attention from the head's own forward pass, mean over the fold models (att_sd: their SD); a "
+    "patient's slides form one bag, so a slide shows the patient's attention on its cells, not renormalised "
+    "per slide. att_rel = value / mean |value| over the patient's bag (attention: att x N; 1 = uniform), "
+    "comparable across slides and patients."
+)
+
+
+@dataclass
+class SlideResult:
+    slide_id: str
+    patient_id: str
+    status: str  # "written" | "failed"
+    n_instances: int = 0
+    folder: str = ""
+    files: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+@dataclass
+class HeatmapSummary:
+    out: Path
+    run: Path
+    store: Path
+    head: str
+    method: str
+    class_agnostic: bool
+    rows: list[str]
+    slides: list[SlideResult]
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(s.status == status for s in self.slides)
+
+
+def heatmap(
+    run: Path,
+    bags: Path,
+    out: Path,
+    slides: list[str] | None = None,
+    top_k: int = 16,
+    overwrite: bool = False,
+    progress: Callable[..., None] | None = None,
+    labels: Path | None = None,
+    display_px: int = 128,
+    device: str = "cpu",
+) -> HeatmapSummary:
+    """Explain the slides of `bags` (all, or `slides`) with the fold models of `run`; write OUT."""
+    from mil.rundir import check_out, swap_in, temp_dir
+
+    started = time.perf_counter()
+    emit = progress or (lambda event, **info: None)
+    out = Path(out)
+    if top_k < 1:
+        raise InputError(f"--top-k {top_k}: must be >= 1")
+    check_out(out, overwrite)
+    ex = Explainer.open(run, bags, labels, device)
+    wanted = _resolve_slides(ex, slides, Path(bags))
+    owner = ex.slide_patient()
+    by_patient: dict[str, list[str]] = {}
+    for s in wanted:
+        by_patient.setdefault(owner[s], []).append(s)
+    emit("start", total=len(wanted), patients=len(by_patient), method=ex.method)
+    results: list[SlideResult] = []
+    tmp = temp_dir(out)
+    try:
+        for patient, slide_ids in by_patient.items():
+            try:
+                _, att = ex.explain(patient)
+            except (MilError, OSError) as exc:
+                for s in slide_ids:
+                    results.append(SlideResult(s, patient, "failed", error=_one_line(exc)))
+                    emit("slide_done", result=results[-1])
+                continue
+            for s in slide_ids:
+                results.append(_write_slide(ex, s, patient, att, tmp / bag_key(s), top_k, display_px))
+                emit("slide_done", result=results[-1])
+        summary = HeatmapSummary(
+            out, Path(run), Path(bags), ex.head_name, ex.method, ex.class_agnostic,
+            _rows(ex), results, time.perf_counter() - started,
+        )  # fmt: skip
+        (tmp / "heatmap.json").write_text(json.dumps(_record(ex, summary, top_k), indent=1) + "\n")
+        if summary.count("written"):
+            swap_in(tmp, out)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary
+
+
+def _resolve_slides(ex: Explainer, slides: list[str] | None, bags: Path) -> list[str]:
+    known = sorted(ex.metas)
+    if not slides:
+        return known
+    unknown = [s for s in slides if s not in ex.metas]
+    if unknown:
+        raise InputError(
+            f"{bags}: no slide {unknown[0]!r} in the store ({len(known)} slides, e.g. {', '.join(known[:3])}); "
+            f"see `mil bags info {bags}`"
+        )
+    return list(dict.fromkeys(slides))
+
+
+def _rows(ex: Explainer) -> list[str]:
+    return ["all"] if ex.class_agnostic else list(ex.names)
+
+
+def _write_slide(ex: Explainer, slide_id, patient, att, folder: Path, top_k, display_px) -> SlideResult:
+    from mil.explain.gallery import save_png, slide_galleries
+    from mil.explain.tables import att_column, attention_frame
+
+    meta = ex.metas[slide_id]
+    result = SlideResult(slide_id, patient, "written", meta.n_instances, folder.name)
+    try:
+        bag = ex.store.read(slide_id)
+        frame = attention_frame(slide_id, bag, att)
+        folder.mkdir(parents=True)
+        frame.to_csv(folder / "attention.csv", index=False, float_format="%.6g")
+        result.files.append("attention.csv")
+        values = {row: frame[att_column(row, att.class_agnostic, "rel")].to_numpy() for row in att.rows}
+        what = "attention x N" if att.method == "attention" else f"{att.method} / mean |.|"
+        for row, image in slide_galleries(meta, bag, values, top_k, display_px, what, patient).items():
+            result.files.append(save_png(image, folder / f"gallery_{row}.png").name)
+        if meta.source_kind == "slide" and bag.coords is not None:
+            from mil.explain.geojson import cells_geojson, write_geojson
+            from mil.explain.overlay import write_overlays
+
+            label = "attention x N (1 = uniform)" if att.method == "attention" else "attribution / mean |.|"
+            paths = {row: folder / f"overlay_{row}.png" for row in att.rows}
+            written = write_overlays(Path(meta.source_path), meta.mpp, bag.coords, values, paths, slide_id, label)
+            result.files += [p.name for p in written]
+            measures = [c for c in frame.columns if c.startswith(("att", "score_")) and c != "attribution_method"]
+            write_geojson(cells_geojson(frame, meta.mpp, measures), folder / "cells.geojson")
+            result.files.append("cells.geojson")
+    except (MilError, OSError) as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        return SlideResult(slide_id, patient, "failed", meta.n_instances, error=_one_line(exc))
+    return result
+
+
+def _record(ex: Explainer, summary: HeatmapSummary, top_k: int) -> dict:
+    from mil.rundir import versions
+
+    return {
+        "schema": SCHEMA,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run": str(Path(summary.run).resolve()),
+        "store": str(Path(summary.store).resolve()),
+        "encoder": asdict(ex.store.encoder),
+        "head": ex.head_name,
+        "task": ex.spec.to_dict(),
+        "n_models": len(ex.models),
+        "outputs": ex.names,
+        "rows": _rows(ex),
+        "method": ex.method,
+        "attribution_method": ATTRIBUTION_METHOD if ex.method == ATTRIBUTION_METHOD else None,
+        "class_agnostic": ex.class_agnostic,
+        "normalisation": NORMALISATION,
+        "renormalised_per_slide": False,
+        "top_k": top_k,
+        "slides": {r.slide_id: {k: v for k, v in asdict(r).items() if k != "slide_id"} for r in summary.slides},
+        "versions": versions(),
+    }
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -1,0 +1,96 @@
+"""The smear at low resolution with every cell drawn as a dot coloured by its attention, one PNG per class.
+
+Peers paint tile heatmaps; a smear is sparse, so each detected cell is a dot at its level-0 centre. Colours
+show attention x N on a diverging map centred on 1 (uniform: red = above, blue = below), clipped at the 1st
+and 99th percentiles so one outlier does not wash out the rest; high-attention cells are drawn last so they are
+never hidden under low ones. Attributions (heads without attention) are centred on 0 instead. No pyplot: figures render on the Agg canvas
+(as in `mil.evaluate.plots`), the plot function takes an `ax` and returns it, and only `write_overlays` saves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
+
+DOT_UM = 9.0  # dot diameter: about a small cell, so dots mark cells without hiding the smear
+THUMB_MAX_PX = 1000  # longest side of the smear view (about the PNG's own pixels: no costly resampling)
+
+
+def read_thumbnail(reader, max_px: int = THUMB_MAX_PX) -> tuple[np.ndarray, float]:
+    """(RGB image, level-0 px per image px) of the whole slide, longest side about `max_px`."""
+    longest_um = max(reader.dimensions) * reader.mpp
+    return reader.read_downsampled(max(reader.mpp, longest_um / max_px))
+
+
+def plot_overlay(
+    ax: Axes,
+    thumb: np.ndarray,
+    downsample: float,
+    xy: np.ndarray,
+    values: np.ndarray,
+    label: str,
+    dot_px: float = 10.0,
+) -> Axes:
+    """Dots of `dot_px` thumbnail pixels at level-0 `xy` (N x 2) over `thumb`, coloured by `values` (N)."""
+    values = np.asarray(values, dtype=np.float64)
+    ax.imshow(thumb, interpolation="nearest")
+    if len(values):
+        order = np.argsort(values, kind="stable")  # high values drawn last, on top
+        # diverging around "no preference": 1 for attention x N (uniform), 0 for an attribution
+        centre = 0.0 if values.min() < 0 else 1.0
+        low = min(float(np.percentile(values, 1)), centre - 1e-3)
+        high = max(float(np.percentile(values, 99)), centre + 1e-3)
+        norm, cmap = TwoSlopeNorm(centre, low, high), "RdYlBu_r"
+        # marker area is in points^2: convert the dot's thumbnail pixels to points at the figure's height
+        points_per_px = 0.9 * ax.figure.get_figheight() * 72 / max(1, thumb.shape[0])
+        size = max(9.0, (dot_px * points_per_px) ** 2)
+        dots = ax.scatter(
+            xy[order, 0] / downsample,
+            xy[order, 1] / downsample,
+            c=values[order],
+            s=size,
+            cmap=cmap,
+            norm=norm,
+            edgecolors="white",
+            linewidths=0.3,
+        )
+        ax.figure.colorbar(dots, ax=ax, shrink=0.8, label=label, extend="both")
+    ax.set_axis_off()
+    return ax
+
+
+def write_overlays(
+    slide_path: Path,
+    mpp: float | None,
+    xy: np.ndarray,
+    values: dict[str, np.ndarray],
+    paths: dict[str, Path],
+    title: str,
+    label: str = "attention x N (1 = uniform)",
+) -> list[Path]:
+    """One overlay PNG per output name (`paths[name]`); the slide is opened and downsampled once."""
+    from features.errors import SlideError
+    from features.sources.openslide_reader import SlideReader
+    from mil.evaluate._io import atomic_write
+
+    if not Path(slide_path).is_file():
+        raise SlideError(Path(slide_path).name, f"source slide {slide_path} not found; move it back or re-extract")
+    with SlideReader(Path(slide_path), mpp=mpp, mpp_source="bag") as reader:
+        thumb, downsample = read_thumbnail(reader)
+        dot_px = DOT_UM / (reader.mpp * downsample)
+    written = []
+    aspect = thumb.shape[1] / max(1, thumb.shape[0])
+    for name, v in values.items():
+        fig = Figure(figsize=(min(14.0, 7.0 * aspect + 1.5), 7.0), layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        plot_overlay(ax, thumb, downsample, xy, v, label, dot_px)
+        ax.set_title(f"{title}: {name}")
+        atomic_write(paths[name], lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=110, pil_kwargs={"compress_level": 3}))
+        written.append(paths[name])
+    return written

@@ -1,0 +1,221 @@
+"""`mil report`: one self-contained HTML file about a run and the cells behind its calls, across the cohort.
+
+Sections: performance with CIs (RUN/metrics.json), ROC + confusion or Kaplan-Meier figures, per-patient
+out-of-fold predictions, per-class galleries of the top cells across the cohort, and the discovery clusters
+(`mil.explain.discovery`) as montages with their enrichment.
+
+Cohort galleries: for each class, every patient of that class (truth, else predicted) contributes its
+`per_patient` highest-attention cells, and the `top_k` highest of those are shown, so one patient with a
+peaked attention cannot fill the whole gallery. Cell images are re-read from the sources, each slide opened
+once; a source that moved becomes a grey tile marked "missing" and is listed, not a failed report.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from features.errors import InputError, MilError
+from mil.explain.cohort import Explainer
+from mil.explain.discovery import CellRef, Cluster, DiscoveryCollector
+from mil.explain.gallery import Section, montage, read_cells
+from mil.report import html as H
+from mil.report.sections import figures_section, metrics_section, predictions_section, provenance_section
+
+
+@dataclass
+class ReportSummary:
+    out: Path
+    n_patients: int
+    method: str
+    head: str
+    clusters: dict[str, int]  # output name -> clusters found
+    missing_sources: dict[str, str] = field(default_factory=dict)  # slide -> why its cells could not be shown
+    seconds: float = 0.0
+
+
+def report(
+    run: Path,
+    bags: Path,
+    out: Path,
+    labels: Path | None = None,
+    top_k: int = 24,
+    per_patient: int = 2,
+    n_clusters: int = 6,
+    cluster_members: int = 12,
+    overwrite: bool = False,
+    progress: Callable[..., None] | None = None,
+    device: str = "cpu",
+    display_px: int = 96,
+    seed: int = 0,
+) -> ReportSummary:
+    """Write the HTML report of `run` explained on the patients of `bags` to `out`."""
+    from mil.evaluate._io import atomic_write_text
+
+    started = time.perf_counter()
+    emit = progress or (lambda event, **info: None)
+    out = Path(out)
+    if out.is_dir():
+        raise InputError(f"{out}: is a folder; pass the HTML file to write, e.g. -o report.html")
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists; rerun with --overwrite or choose another output")
+    ex = Explainer.open(run, bags, labels, device)
+    metrics_file = Path(run) / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+
+    patients = list(ex.patient_slides)
+    emit("start", total=len(patients))
+    collector = DiscoveryCollector(ex.names, seed=seed)
+    tops: dict[str, dict[str, list[CellRef]]] = {name: {} for name in ex.names}
+    groups: dict[str, set[str]] = {}
+    shown_as: dict[str, str] = {}
+    risks: dict[str, float] = {}
+    for i, patient in enumerate(patients):
+        bag, att = ex.explain(patient)
+        collector.add(bag.features, att)
+        groups[patient], how = ex.group_of(patient, att)
+        risks[patient] = float(att.prediction[0])
+        rel = att.relative()
+        for name in ex.names:
+            best = np.argsort(-rel[att.row(name)], kind="stable")[:per_patient]
+            tops[name][patient] = [_ref(att, int(r), float(rel[att.row(name), r])) for r in best]
+        shown_as[patient] = ", ".join(sorted(groups[patient])) + {"predicted": " (predicted)", "no label": "(no label)"}.get(how, "")
+        emit("patient", done=i + 1, total=len(patients), patient_id=patient)
+    if ex.spec.kind == "survival":  # no classes: "risk" = patients above the median predicted risk
+        cut = float(np.median(list(risks.values())))
+        groups = {p: ({"risk"} if r > cut else set()) for p, r in risks.items() if p not in ex.off_task}
+        shown_as = {p: ("high risk" if g else "low risk") + " (predicted)" for p, g in groups.items()}
+
+    emit("discovery")
+    clusters = collector.clusters(groups, n_clusters=n_clusters, members=cluster_members)
+    galleries = {
+        name: sorted(
+            (ref for p, refs in tops[name].items() if name in groups.get(p, set()) for ref in refs),
+            key=lambda r: -r.att_rel,
+        )[:top_k]
+        for name in ex.names
+    }
+    emit("images")
+    wanted = [r for refs in galleries.values() for r in refs] + [m for cs in clusters.values() for c in cs for m in c.members]
+    images, missing = _read_images(ex, wanted, display_px)
+
+    sections = [
+        metrics_section(metrics),
+        figures_section(ex.predictions, ex.spec),
+        predictions_section(ex.predictions, ex.spec, shown_as),
+        _gallery_section(ex, galleries, images, top_k, per_patient),
+        _discovery_section(ex, clusters, images),
+        provenance_section(_provenance(ex, bags, missing)),
+    ]
+    title = f"mil report: {Path(run).resolve().name}"
+    subtitle = [
+        f"{ex.head_name} on {ex.spec.kind} of {ex.spec.target} ({', '.join(ex.names)}); {len(ex.models)} fold models",
+        f"{len(patients)} patients from {Path(bags).resolve()}; encoder {ex.store.encoder.describe()}",
+    ]
+    atomic_write_text(out, H.page(title, subtitle, sections))
+    emit("done")
+    return ReportSummary(
+        out, len(patients), ex.method, ex.head_name, {k: len(v) for k, v in clusters.items()}, missing,
+        time.perf_counter() - started,
+    )  # fmt: skip
+
+
+def _ref(att, row: int, value: float) -> CellRef:
+    for slide, start, stop in att.slides:
+        if start <= row < stop:
+            return CellRef(att.patient_id, slide, row - start, value)
+    raise IndexError(row)
+
+
+def _read_images(ex: Explainer, refs: list[CellRef], display_px: int):
+    """(slide, instance) -> image, each slide's cells read in one pass; unreadable sources -> grey tiles."""
+    by_slide: dict[str, set[int]] = {}
+    for r in refs:
+        by_slide.setdefault(r.slide_id, set()).add(r.instance)
+    images, missing = {}, {}
+    for slide, wanted in by_slide.items():
+        index = np.array(sorted(wanted))
+        try:
+            crops = read_cells(ex.metas[slide], ex.store.read(slide, obs=False), index, display_px)
+        except (MilError, OSError) as exc:
+            missing[slide] = " ".join(str(exc).split())
+            crops = np.full((len(index), display_px, display_px, 3), 200, np.uint8)
+        images.update({(slide, int(i)): crop for i, crop in zip(index, crops, strict=True)})
+    return images, missing
+
+
+def _png(image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _tiles(refs: list[CellRef], images: dict) -> tuple[np.ndarray, list[str]]:
+    tiles = np.stack([images[(r.slide_id, r.instance)] for r in refs]) if refs else np.zeros((0, 8, 8, 3), np.uint8)
+    return tiles, [f"#{i + 1}  {r.att_rel:.3g}\n{r.patient_id} · {r.slide_id}:{r.instance}" for i, r in enumerate(refs)]
+
+
+def _gallery_section(ex: Explainer, galleries: dict, images: dict, top_k: int, per_patient: int) -> str:
+    what = "attention x N" if ex.method == "attention" else f"{ex.method} / mean |.|"
+    body = H.note(
+        f"For each class, the {top_k} highest cells by {what} (1 = uniform) among that class's patients, at most "
+        f"{per_patient} per patient; re-read from the source slides / cell images. Captions: rank, value, patient "
+        "and slide:instance (the row of that slide's attention.csv from `mil heatmap`)."
+        + (" This head has one attention row shared by all classes." if ex.class_agnostic else "")
+    )
+    for name, refs in galleries.items():
+        tiles, captions = _tiles(refs, images)
+        image = montage([Section(f"top {len(refs)} cells of {name} patients", tiles, captions)], f"{name}")
+        body += f"<h3>{H.esc(name)}</h3>" + H.img(_png(image), f"top cells {name}", "montage")
+    return H.section("galleries", "Top cells per class across the cohort", body)
+
+
+def _discovery_section(ex: Explainer, clusters: dict[str, list[Cluster]], images: dict) -> str:
+    body = H.note(
+        "Each class's patients' highest-attention cells, clustered in embedding space (k-means); a cluster's "
+        "share is the mean per-patient fraction of cells of that kind (nearest centre, within the cluster's "
+        "95th-percentile radius) in that class's patients versus all others. Enrichment = ratio of the shares "
+        "(+ half a cell), p = one-sided Mann-Whitney U over patients. Ranked by enrichment."
+    )
+    header = ["cluster", "cells", "patients", "share in class", "share in others", "enrichment", "p", "mean att x N"]
+    for name, found in clusters.items():
+        rows = [
+            [c.cluster, c.n_cells, c.n_patients, c.freq_in_class, c.freq_in_others, c.enrichment, c.p_value, c.mean_att_rel]
+            for c in found
+        ]
+        sections = []
+        for c in found:
+            tiles, captions = _tiles(c.members, images)
+            p = H.fmt(c.p_value)
+            sections.append(Section(f"cluster {c.cluster}: enrichment {c.enrichment:.2f}, p {p}", tiles, captions))
+        body += f"<h3>{H.esc(name)}</h3>" + H.table(header, rows)
+        if sections:
+            body += H.img(_png(montage(sections, f"{name}: discovered cell clusters")), f"clusters {name}", "montage")
+    if not clusters:
+        body += H.note("No class had patients to discover cells for.")
+    return H.section("discovery", "Diagnostic-cell discovery", body)
+
+
+def _provenance(ex: Explainer, bags: Path, missing: dict[str, str]) -> dict[str, object]:
+    from mil.rundir import versions
+
+    lines: dict[str, object] = {
+        "run": Path(ex.run).resolve(),
+        "bags": Path(bags).resolve(),
+        "head": ex.head_name,
+        "explanation": "attention from the head's own forward pass, mean over fold models"
+        if ex.method == "attention"
+        else f"{ex.method} (the head has no attention), mean over fold models",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": ", ".join(f"{k} {v}" for k, v in versions().items() if v),
+    }
+    for slide, why in sorted(missing.items()):
+        lines[f"missing cells: {slide}"] = why
+    return lines
