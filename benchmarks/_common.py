@@ -27,7 +27,7 @@ import torch
 
 from mil.config import TrainConfig
 from mil.data import BagSet
-from mil.fit import fit_fold, infer, seeded
+from mil.fit import fit_fold, infer, resolve_device, seeded
 from mil.heads import create_head
 from mil.splits import Splits
 from mil.tasks import Task, TaskSpec, create_task
@@ -124,7 +124,9 @@ def bagset_from_list(bags: Sequence[np.ndarray], y: np.ndarray, ids: Sequence[st
     return BagSet(ids, flat, offsets, torch.as_tensor(np.asarray(y, dtype=np.float32)), slides)
 
 
-def fold_positions(splits: Splits, patients: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def fold_positions(
+    splits: Splits, patients: Sequence[str]
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(train, val, test) row positions per fold, in the order of `patients`."""
     pos = {p: i for i, p in enumerate(patients)}
     return [
@@ -161,7 +163,7 @@ def fit_ours(
 ) -> FitResult:
     """One fold with the library: create_head + fit_fold (early stopping on `val_idx`) + infer on test."""
     task = task or create_task(BINARY)
-    device = torch.device(config.device if config.device != "auto" else "cpu")
+    device = resolve_device(config.device)
     with seeded(seed, device):
         model = create_head(head, bags.dim, task.n_outputs, **params)
         fit = fit_fold(model, task, bags, train_idx, val_idx, config, device, seed)
@@ -208,10 +210,10 @@ def fit_torchmil(
 ) -> FitResult:
     """One fold with torchmil as its docs show: DataLoader + `collate_fn`, `Trainer` with early stopping on
     the validation loss and best-weight keeping, then the best model predicts the test bags (no_grad, eval)."""
+    import torchmetrics
     from torch.utils.data import DataLoader
     from torchmil.data import collate_fn
     from torchmil.utils import Trainer
-    import torchmetrics
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -233,7 +235,7 @@ def fit_torchmil(
             metrics_dict={"auroc": torchmetrics.AUROC(task="binary")},
             obj_metric="loss",
             obj_metric_mode="min",
-            device="cpu",
+            device=str(resolve_device(config.device)),
             early_stop_patience=config.patience,
             disable_pbar=True,
             verbose=False,
@@ -245,7 +247,8 @@ def fit_torchmil(
         logits = []
         with torch.no_grad():
             for batch in test:
-                logits.append(best(batch["X"], batch["mask"]).reshape(-1))
+                batch = batch.to(trainer.device)
+                logits.append(best(batch["X"], batch["mask"]).reshape(-1).cpu())
     p1 = torch.sigmoid(torch.cat(logits)).numpy()
     return FitResult(np.stack([1 - p1, p1], axis=1), -1, epochs["n"])
 
@@ -265,9 +268,13 @@ def _count_epochs(trainer) -> dict[str, int]:
 
 
 class Timer:
+    """Wall seconds and CPU seconds (all threads of this process); on a shared machine the CPU time is the
+    steadier number, the wall time the one a user waits for."""
+
     def __enter__(self) -> Timer:
-        self.start = time.perf_counter()
+        self.start, self.cpu_start = time.perf_counter(), time.process_time()
         return self
 
     def __exit__(self, *exc) -> None:
         self.seconds = time.perf_counter() - self.start
+        self.cpu_seconds = time.process_time() - self.cpu_start

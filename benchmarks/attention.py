@@ -9,8 +9,10 @@ cross-validation, and scores each head's per-cell explanation against the truth 
                apl_aml_healthy, MDS and AML for mds_aa_aml), ranked by that class's attention row
     auroc_pool the same over all positive patients' cells pooled, ranked by attention x N (comparability check)
     p@20       share of diagnostic cells among each positive patient's 20 highest-attention cells, averaged
+    p@20_max   the best p@20 possible (a patient with fewer than 20 diagnostic cells cannot reach 1)
     base       share of diagnostic cells in those patients (what a random ranking scores on p@20)
     bag_auc    the run's pooled out-of-fold macro AUROC (metrics.json), for context
+    top_intruder  the non-diagnostic cell type most often in the top 20 (out-of-fold), with its count
 
 Honest by construction: every patient is explained by the fold model that did NOT train on it (out-of-fold,
 like the predictions); `auroc_ens` shows the all-fold ensemble that `mil heatmap` uses, for comparison. Heads
@@ -39,19 +41,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mil.explain.truth import join_truth  # noqa: E402
 
-HEADS = ["abmil", "gated_abmil", "clam_sb", "clam_mb", "transmil", "dsmil", "scemila", "mean_pool", "max_pool"]
+HEADS = [
+    "abmil",
+    "gated_abmil",
+    "clam_sb",
+    "clam_mb",
+    "transmil",
+    "dsmil",
+    "scemila",
+    "mean_pool",
+    "max_pool",
+]
 POSITIVE = {"apl_aml_healthy": ["APL", "AML"], "mds_aa_aml": ["MDS", "AML"]}
 TOP = 20
 RADIUS_UM = 4.0
 
 
-def cohort(root: Path, layout: str, witness: float, patients: int, cells: int, slide_px: int, seed: int) -> Path:
+def cohort(
+    root: Path, layout: str, witness: float, patients: int, cells: int, slide_px: int, seed: int
+) -> Path:
     from features.synth import generate_cohort, make_config
 
     out = root / f"synth_{layout}_w{witness:g}"
     if not (out / "labels.csv").exists():
         config = make_config(
-            patients=patients, layout=layout, witness=witness, cells_per_patient=cells, slide_px=slide_px, seed=seed
+            patients=patients,
+            layout=layout,
+            witness=witness,
+            cells_per_patient=cells,
+            slide_px=slide_px,
+            seed=seed,
         )
         generate_cohort(out, config, overwrite=True, workers=2)
     return out
@@ -96,7 +115,7 @@ def score(run: Path, bags: Path, synth: Path, layout: str, task: str) -> list[di
     rows = []
     for cls in POSITIVE[task]:
         per = {"oof": [], "ens": []}
-        pooled_v, pooled_y, base = [], [], []
+        pooled_v, pooled_y, base, ceiling, intruders = [], [], [], [], []
         for _, p in preds[preds["y_true"] == cls].iterrows():
             for variant, models in (("oof", [by_fold[int(p["fold"])]]), ("ens", ex.models)):
                 _, att = ex.explain(p["patient_id"], models)
@@ -104,17 +123,21 @@ def score(run: Path, bags: Path, synth: Path, layout: str, task: str) -> list[di
                                      ex.metas[s].mpp) for s in ex.patient_slides[p["patient_id"]]]  # fmt: skip
                 frame = pd.concat(frames, ignore_index=True).dropna(subset=["truth_diagnostic"])
                 v, y = frame[rank_column(att, cls)].to_numpy(float), frame["truth_diagnostic"].to_numpy(int)
-                per[variant].append((_auc(y, v), y[np.argsort(-v, kind="stable")[:TOP]].mean()))
+                top = np.argsort(-v, kind="stable")[:TOP]
+                per[variant].append((_auc(y, v), y[top].mean()))
                 if variant == "oof":
                     pooled_v.append(v), pooled_y.append(y), base.append(y.mean())
+                    ceiling.append(min(TOP, int(y.sum())) / min(TOP, len(y)))
+                    intruders += list(frame["truth_cell_type"].to_numpy()[top][y[top] == 0])
         if not per["oof"]:
             continue
         oof, ens = np.array(per["oof"]), np.array(per["ens"])
         rows.append({
             "class": cls, "n_pos": len(oof), "base": float(np.mean(base)),
             "auroc": float(np.nanmean(oof[:, 0])), "auroc_pool": _auc(np.concatenate(pooled_y), np.concatenate(pooled_v)),
-            "p@20": float(oof[:, 1].mean()), "auroc_ens": float(np.nanmean(ens[:, 0])), "p@20_ens": float(ens[:, 1].mean()),
-            "method": ex.method,
+            "p@20": float(oof[:, 1].mean()), "p@20_max": float(np.mean(ceiling)),
+            "auroc_ens": float(np.nanmean(ens[:, 0])), "p@20_ens": float(ens[:, 1].mean()),
+            "top_intruder": _most_common(intruders), "method": ex.method,
         })  # fmt: skip
     return rows
 
@@ -124,7 +147,17 @@ def truth_join(frame: pd.DataFrame, synth: Path, layout: str, slide: str, patien
         return join_truth(frame, pd.read_csv(synth / "truth" / "cells" / f"{patient}.csv"))
     truth = pd.read_csv(synth / "truth" / "slides" / f"{slide}.csv")
     truth = truth[truth["nucleated"] == 1]  # red cells and platelets are never instances
-    return join_truth(frame.drop(columns=["region"], errors="ignore"), truth, radius_px=RADIUS_UM / (mpp or 0.25))
+    return join_truth(
+        frame.drop(columns=["region"], errors="ignore"), truth, radius_px=RADIUS_UM / (mpp or 0.25)
+    )
+
+
+def _most_common(types: list[str]) -> str:
+    """The non-diagnostic cell type most often among the top-20 cells (what attention confuses), with its count."""
+    if not types:
+        return "-"
+    names, counts = np.unique(np.asarray(types, dtype=str), return_counts=True)
+    return f"{names[counts.argmax()]} ({counts.max()})"
 
 
 def _auc(y: np.ndarray, v: np.ndarray) -> float:
@@ -149,7 +182,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="30 patients, abmil + mean_pool, one task")
     args = parser.parse_args()
     if args.quick:
-        args.patients, args.heads, args.tasks, args.epochs = 30, ["abmil", "mean_pool"], ["apl_aml_healthy"], 25
+        args.patients, args.heads, args.tasks, args.epochs = (
+            30,
+            ["abmil", "mean_pool"],
+            ["apl_aml_healthy"],
+            25,
+        )
     torch.set_num_threads(1)
     args.root.mkdir(parents=True, exist_ok=True)
     results = []
@@ -173,22 +211,29 @@ def main() -> None:
     (args.root / "attention_benchmark.json").write_text(table.to_json(orient="records", indent=1))
     print()
     print(table.drop(columns=["seconds"]).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    summarise(table)
+
+
+def summarise(table: pd.DataFrame) -> None:
+    """The target line: APL at witness 1.0, best head overall and best head with real attention."""
     best = table[(table["witness"] == 1.0) & (table["class"] == "APL")]
-    if len(best):
-        top = best.sort_values("auroc", ascending=False).iloc[0]
-        ok = top["auroc"] >= 0.95 and top["p@20"] >= 0.9
-        print(
-            f"\nAPL, witness 1.0, best head {top['head']}: AUROC {top['auroc']:.3f} (target 0.95, ratio "
-            f"{top['auroc'] / 0.95:.3f}), precision@20 {top['p@20']:.3f} (target 0.9, ratio {top['p@20'] / 0.9:.3f})"
-            f" -> {'MET' if ok else 'MISSED'}"
-        )
+    for label, rows in (("best head", best), ("best attention head", best[best["method"] == "attention"])):
+        if len(rows):
+            top = rows.sort_values("auroc", ascending=False).iloc[0]
+            ok = top["auroc"] >= 0.95 and top["p@20"] >= 0.9
+            print(
+                f"APL, witness 1.0, {label} {top['head']} ({top['method']}): AUROC {top['auroc']:.3f} (target 0.95, "
+                f"ratio {top['auroc'] / 0.95:.3f}), precision@20 {top['p@20']:.3f} (target 0.9, ratio "
+                f"{top['p@20'] / 0.9:.3f}) -> {'MET' if ok else 'MISSED'}"
+            )
 
 
 def _line(r: dict) -> str:
     return (
         f"w{r['witness']:g} {r['task']:15s} {r['head']:12s} {r['class']:4s} n={r['n_pos']:2d} base {r['base']:.2f} "
-        f"auroc {r['auroc']:.3f} pool {r['auroc_pool']:.3f} p@20 {r['p@20']:.2f} | ens auroc {r['auroc_ens']:.3f} "
-        f"p@20 {r['p@20_ens']:.2f} | bag AUC {r['bag_auc']:.3f} [{r['method']}] {r['seconds']:.0f} s"
+        f"auroc {r['auroc']:.3f} pool {r['auroc_pool']:.3f} p@20 {r['p@20']:.2f}/{r['p@20_max']:.2f} | ens auroc "
+        f"{r['auroc_ens']:.3f} p@20 {r['p@20_ens']:.2f} | bag AUC {r['bag_auc']:.3f} [{r['method']}] "
+        f"top intruder {r['top_intruder']} {r['seconds']:.0f} s"
     )
 
 

@@ -16,8 +16,8 @@ than fp32 on this 2-core AVX2 EPYC) and a bf16 number here would measure the emu
 `--precision bf16` on a CPU that has it. Torch threads default to (cores - workers): the encoder gets the
 cores the loader workers do not use, in A and in B alike, so B is the encoder's real ceiling in A.
 
-Peak RSS: a child process extracts one 20k x 20k px synthetic slide and reports its own ru_maxrss and its
-children's (the loader worker), i.e. the memory a 100 MPx smear needs end to end.
+Peak RSS: a child process extracts one 20k x 20k px synthetic slide (400 MPx) and reports its own peak RSS
+(VmHWM) and its children's ru_maxrss (the loader worker), i.e. the memory such a smear needs end to end.
 """
 
 from __future__ import annotations
@@ -47,9 +47,8 @@ def cohort(patients: int, slide_px: int) -> Path:
     out = CACHE / f"extract-{patients}x{slide_px}"
     if not (out / "slides").exists():
         print(f"generating {patients} synthetic slide(s) of {slide_px} px in {out} ...", flush=True)
-        generate_cohort(
-            out, SynthConfig(patients=patients, layout="slides", slide_px=slide_px, sites=1), overwrite=True
-        )
+        config = SynthConfig(patients=patients, layout="slides", slide_px=slide_px, sites=1)
+        generate_cohort(out, config, overwrite=True, workers=min(patients, os.cpu_count() or 1))
     return out / "slides"
 
 
@@ -117,11 +116,24 @@ def rss_child(slide: str, encoder: str, workers: int) -> None:
                 "instances": summary.instances,
                 "status": [o.status for o in summary.outcomes],
                 "seconds": round(seconds, 1),
-                "maxrss_main_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "maxrss_main_kib": _peak_rss_kib(),
                 "maxrss_workers_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
             }
         )
     )
+
+
+def _peak_rss_kib() -> int:
+    """This process's own peak RSS. VmHWM rather than ru_maxrss: after fork + exec, Linux's ru_maxrss starts
+    at the *parent's* RSS (a parent that generated the 20k slide held ~5 GB, which the child then reported);
+    VmHWM belongs to the new address space only."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def measure_rss(slide_px: int, encoder: str, workers: int) -> None:
@@ -182,10 +194,11 @@ def main() -> None:
     threads = args.threads or max(1, (os.cpu_count() or 1) - (0 if cuda else workers))
     torch.set_num_threads(threads)
     precision = args.precision or ("auto" if cuda else "fp32")
+    weights = None if args.encoder == "cytomorph" else "random"  # cytomorph has no weights to randomise
     batch = args.batch_size or (256 if cuda else 32)
     cfg = ExtractConfig(
         encoder=args.encoder,
-        weights="random",
+        weights=weights,
         device=args.device,
         precision=precision,
         workers=workers,
@@ -193,21 +206,21 @@ def main() -> None:
         max_instances=args.max_instances,
     )
     slides = cohort(args.patients, args.slide_px)
-    encoder = create_encoder(args.encoder, weights="random", device=args.device, precision=precision)
+    encoder = create_encoder(args.encoder, weights=weights, device=args.device, precision=precision)
     crops = crops_in_memory(slides, cfg, encoder.input_px)
     run_bare(encoder, [crops[0][: min(batch, 8)]], batch)  # warm-up (kernel selection, allocator)
     label = getattr(getattr(encoder, "precision", None), "label", precision)
     print(
-        f"encoder {args.encoder} (random weights, {label}) on {args.device}, {threads} torch thread(s), "
+        f"encoder {args.encoder} ({weights or 'no'} weights, {label}) on {args.device}, {threads} torch thread(s), "
         f"{workers} loader worker(s), batch {batch}; {len(crops)} slides of {args.slide_px} px, "
         f"{sum(len(c) for c in crops)} cells"
     )
     ratios = []
     for r in range(args.rounds):
         a = run_pipeline(slides, cfg)
-        b = run_bare(encoder, crops, batch)
-        if cuda:
-            torch.cuda.synchronize()
+        b = run_bare(encoder, crops, batch)  # encode() returns host arrays: each batch is synchronised
+        if a["cells"] != b["cells"]:
+            raise SystemExit(f"A encoded {a['cells']} cells, B {b['cells']}: not the same crops, no ratio")
         a_rate, b_rate = a["cells"] / a["steady_s"], b["cells"] / b["seconds"]
         ratios.append(a_rate / b_rate)
         print(

@@ -18,7 +18,7 @@ import numpy as np
 
 from features.bagstore import Bag, BagStore, EncoderIdentity
 from features.config import ExtractConfig
-from features.errors import MilError
+from features.errors import MilError, SlideError
 from features.pipeline_loader import iterate_records
 from features.pipeline_records import CropChunk, SlideFailed, SlideFinished, SlideStarted, Stage
 from features.provenance import SlideOutcome, concat, failed, write_bag
@@ -120,6 +120,13 @@ class EncodeLoop:
     def _write(self, ref: SlideRef, record: SlideFinished, slot: _Pending, seconds: float) -> SlideOutcome:
         try:
             bag = slot.bag()
+            bad = int((~np.isfinite(bag.features)).any(axis=1).sum())
+            if bad:  # fp16 overflow or a broken checkpoint: never store it as if it were a bag
+                raise SlideError(
+                    ref.slide_id,
+                    f"the encoder returned NaN/inf for {bad} of {len(bag.features)} instances; rerun with "
+                    "--set extract.precision=fp32, or check the weights",
+                )
             write_bag(
                 self.bag_store,
                 ref,

@@ -203,11 +203,14 @@ class SlideJob:
         for start in range(0, len(images), cfg.batch_size):
             names = list(images[start : start + cfg.batch_size])
             batch = np.empty((len(names), px, px, 3), np.uint8)
+            focus = np.empty(len(names), np.float32)
             for j, name in enumerate(names):  # one file per instance: the per-image loop is the file read
+                rgb = read_cell_image(ref.path / name)[None]
+                # Focus on the image as exported, so the score does not depend on the encoder's input size.
+                focus[j] = focus_scores(rgb)[0]
                 # The whole image to the encoder's input size, with the slide crops' resampling (area
                 # average when shrinking); the aspect is not kept, cell exports are near-square.
-                batch[j] = resize_batch(read_cell_image(ref.path / name)[None], px, px)[0]
-            focus = focus_scores(batch)
+                batch[j] = resize_batch(rgb, px, px)[0]
             scores.append(focus)
             yield CropChunk(index, ref.slide_id, _as_tensor(batch), None, names, {"focus": focus})
         focus_all = np.concatenate(scores)

@@ -66,6 +66,7 @@ def save_checkpoint(
         "fold": int(fold),
         "best_epoch": int(best_epoch),
         "seed": int(seed),
+        "standardized": bool(getattr(model, "feature_mean", None) is not None),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +97,11 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> FoldModel
         )
     spec = TaskSpec.from_dict(payload["task"])
     head = create_head(payload["head"], payload["in_dim"], payload["n_outputs"], **payload["model_params"])
+    if payload.get("standardized", False):
+        from mil.standardize import StandardizedHead
+
+        dim = payload["in_dim"]
+        head = StandardizedHead(head, torch.zeros(dim), torch.ones(dim))  # buffers come from the state dict
     try:
         head.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as exc:

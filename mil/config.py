@@ -79,7 +79,7 @@ class TrainConfig(Section):
     )
     batch_size: int = Field(16, ge=1, description="Bags (patients) per optimiser step, padded with a mask.")
     optimizer: Literal["adamw", "adam", "sgd"] = Field("adamw", description="Optimiser.")
-    lr: float = Field(2e-4, gt=0, description="Learning rate.")
+    lr: float = Field(1e-3, gt=0, description="Learning rate (Adam-family; features are z-scored per fold).")
     weight_decay: float = Field(1e-2, ge=0, description="Weight decay (decoupled for adamw).")
     grad_clip_norm: float | None = Field(
         None, gt=0, description="Clip the gradient norm to this; empty = off."
@@ -104,6 +104,11 @@ class TrainConfig(Section):
         ge=0,
         lt=1,
         description="Training only: share of each bag's instances dropped at random per step.",
+    )
+    standardize: bool = Field(
+        True,
+        description="Z-score every feature with the mean/std of each fold's training cells (stored in the "
+        "fold checkpoint and applied at prediction); off only for features already on a unit scale.",
     )
     feature_dtype: Literal["float32", "float16"] = Field(
         "float32",

@@ -166,6 +166,7 @@ def _run_fold(
 ) -> tuple[pd.DataFrame, FoldSummary]:
     """Fit one fold, predict its test patients, write its checkpoint and history."""
     from mil.heads import create_head
+    from mil.standardize import StandardizedHead, training_statistics
 
     t0 = time.perf_counter()
     position = {p: i for i, p in enumerate(cohort.patients)}
@@ -175,6 +176,8 @@ def _run_fold(
     seed = config.seed * 1000 + fold.index
     with seeded(seed, device):
         model = create_head(config.head, data.dim, task.n_outputs, **config.model_params)
+        if config.standardize:
+            model = StandardizedHead(model, *training_statistics(data.features, data.offsets, torch.as_tensor(tr)))
         fit = fit_fold(model, task, data, tr, va, config, device, seed, fold.index, progress)
     out_test = task.outputs(infer(model, data, te, device, config.eval_batch_instances)).numpy()
     frame = task.frame(fold.test, fold.index, cohort.y[te], out_test)

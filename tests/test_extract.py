@@ -184,3 +184,26 @@ def test_no_input_does_nothing(tmp_path):
     (tmp_path / "empty").mkdir()
     summary = extract(tmp_path / "empty", tmp_path / "bags.zarr", CFG)
     assert summary.message and summary.outcomes == [] and not (tmp_path / "bags.zarr").exists()
+
+
+def test_non_finite_embeddings_are_not_stored(cohort, tmp_path, monkeypatch):
+    import features.encoders as encoders
+
+    real = encoders.create_encoder
+
+    def broken(*args, **kwargs):  # an encoder whose fp16 overflowed on one cell per batch
+        enc = real(*args, **kwargs)
+        encode = enc.encode
+
+        def nan_encode(images):
+            out = encode(images)
+            out[0, 0] = np.nan
+            return out
+
+        enc.encode = nan_encode
+        return enc
+
+    monkeypatch.setattr(encoders, "create_encoder", broken)
+    summary = extract(cohort / "slides" / "P001_s1.tiff", tmp_path / "bags.zarr", CFG)
+    assert summary.outcomes[0].status == "failed" and "NaN/inf" in summary.outcomes[0].message
+    assert BagStore(tmp_path / "bags.zarr").keys() == []

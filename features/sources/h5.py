@@ -114,13 +114,12 @@ def read_h5_bag(path: Path, mpp: float | None = None, mpp_source: str | None = N
                 "`coords` (STAMP)",
             )
         feats = np.asarray(fh[feat_name][()])
-        raw = np.asarray(fh[feat_name].shape)
         coords = np.asarray(fh["coords"][()])
         root_attrs, coord_attrs = _attrs(fh), _attrs(fh["coords"])
     if feats.ndim == 3 and feats.shape[0] == 1:
         feats = feats[0]
     if feats.ndim != 2:
-        raise SlideError(str(path), f"`{feat_name}` has shape {tuple(raw)}; expected N x D or 1 x N x D")
+        raise SlideError(str(path), f"`{feat_name}` has shape {feats.shape}; expected N x D or 1 x N x D")
     if coords.ndim == 3 and coords.shape[0] == 1:
         coords = coords[0]
     if coords.ndim != 2 or coords.shape[1] != 2 or len(coords) != len(feats):

@@ -57,6 +57,9 @@ def _register() -> None:
     from mil.cli import synth
 
     synth.register(app)
+    from mil.cli import demo
+
+    demo.register(app)
     from mil.cli import heatmap, report
 
     heatmap.register(app)

@@ -60,6 +60,11 @@ def validate(store: Path = typer.Argument(..., help="Bag store folder.")) -> Non
     lines = [f"{slide}: {p}" for slide, found in problems.items() for p in found]
     for line in lines:
         console.print(f"[red]{line}[/]", highlight=False, soft_wrap=True)
+    pending = bag_store.pending()
+    if pending:  # not a problem of any bag: a writer at work, or a crash the next `mil extract` sweeps
+        console.print(
+            f"[yellow]note:[/] {len(pending)} pending .tmp entries: {', '.join(pending)}", highlight=False
+        )
     if lines:
         raise typer.Exit(1)
     console.print(f"[green]ok[/] {len(problems)} bags in {store}", highlight=False)

@@ -16,9 +16,15 @@ def register(app: typer.Typer) -> None:
     @app.command("heatmap")
     def heatmap_cmd(
         run: Path = typer.Argument(..., help="Run folder written by `mil train`."),
-        bags: Path = typer.Option(..., "--bags", help="Bag store with the slides to explain (the run's encoder)."),
-        output: Path = typer.Option(..., "-o", "--output", help="Folder to create (one sub-folder per slide)."),
-        slide: list[str] = typer.Option(None, "--slide", help="Slide id to explain (repeatable; default: all)."),
+        bags: Path = typer.Option(
+            ..., "--bags", help="Bag store with the slides to explain (the run's encoder)."
+        ),
+        output: Path = typer.Option(
+            ..., "-o", "--output", help="Folder to create (one sub-folder per slide)."
+        ),
+        slide: list[str] = typer.Option(
+            None, "--slide", help="Slide id to explain (repeatable; default: all)."
+        ),
         top_k: int = typer.Option(16, "--top-k", min=1, help="Cells per gallery block (top-k and bottom-k)."),
         labels: Path = typer.Option(
             None, "--labels", help="Labels CSV mapping slide_id -> patient_id (default: the run's own)."
@@ -40,7 +46,9 @@ def register(app: typer.Typer) -> None:
                 elif event == "slide_done":
                     result = info["result"]
                     if result.status == "failed":
-                        bar.console.print(f"[red]failed[/] {result.slide_id}: {result.error}", highlight=False)
+                        bar.console.print(
+                            f"[red]failed[/] {result.slide_id}: {result.error}", highlight=False
+                        )
                     bar.advance(task)
 
             summary = heatmap(
@@ -48,6 +56,11 @@ def register(app: typer.Typer) -> None:
                 labels=labels,
             )  # fmt: skip
         console.print(_table(summary))
+        how = (
+            "attention (head weights)" if summary.method == "attention" else f"attribution ({summary.method})"
+        )
+        rows = "one row shared by all classes" if summary.class_agnostic else "one row per class"
+        console.print(f"{summary.head}: {how}, {rows}; details in {output}/heatmap.json", soft_wrap=True)
         written, failed = summary.count("written"), summary.count("failed")
         if written == 0:
             console.print(f"[red]nothing written[/]: all {failed} slide(s) failed; {output} left unchanged")
@@ -56,15 +69,15 @@ def register(app: typer.Typer) -> None:
 
 
 def _table(summary: Any) -> Table:
-    how = "attention (head weights)" if summary.method == "attention" else f"attribution ({summary.method})"
-    rows = "one row shared by all classes" if summary.class_agnostic else "per class"
-    table = Table(title=f"mil heatmap -> {summary.out}  [{summary.head}: {how}, {rows}]", title_justify="left")
+    table = Table(title=f"mil heatmap -> {summary.out}", title_justify="left")
     for col in ("slide", "patient", "status", "cells", "files / error"):
         table.add_column(col, justify="right" if col == "cells" else "left")
     style = {"written": "green", "failed": "red"}
     for r in summary.slides:
         detail = ", ".join(r.files) if r.status == "written" else r.error
-        table.add_row(r.slide_id, r.patient_id, f"[{style[r.status]}]{r.status}[/]", str(r.n_instances), detail)
+        table.add_row(
+            r.slide_id, r.patient_id, f"[{style[r.status]}]{r.status}[/]", str(r.n_instances), detail
+        )
     table.caption = (
         f"{summary.count('written')} written, {summary.count('failed')} failed in {summary.seconds:.1f} s"
     )

@@ -37,7 +37,9 @@ def register(app: typer.Typer) -> None:
                 if event in ("start", "patient"):
                     bar.update(task, total=info["total"], completed=info.get("done", 0))
                 elif event in ("discovery", "images"):
-                    bar.update(task, description={"discovery": "cluster cells", "images": "read cells"}[event])
+                    bar.update(
+                        task, description={"discovery": "cluster cells", "images": "read cells"}[event]
+                    )
 
             summary = report(
                 run, bags, output, labels=labels, top_k=top_k, n_clusters=clusters, overwrite=overwrite,

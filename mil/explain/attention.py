@@ -110,7 +110,8 @@ def explain_patient(
         k = per_model.shape[1]
         if k not in (1, len(names)):
             raise ValueError(f"attention has {k} rows for {len(names)} outputs; expected 1 or one per output")
-        rows, method = ([AGNOSTIC_ROW] if k == 1 else list(names)), "attention"
+        # one row per output (a single-output head's one row is that output's), else one shared row
+        rows, method = (list(names) if k == len(names) else [AGNOSTIC_ROW]), "attention"
     else:
         per_model = np.stack([gradient_x_input(m.head.to(device), features) for m in models])  # M x C x N
         rows, method = list(names), ATTRIBUTION_METHOD

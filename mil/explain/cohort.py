@@ -47,9 +47,7 @@ class Explainer:
     off_task: set[str] = field(default_factory=set)  # listed in the labels with an empty target: no group
 
     @classmethod
-    def open(
-        cls, run: Path, bags: Path, labels: Path | None = None, device: str = "cpu"
-    ) -> Explainer:
+    def open(cls, run: Path, bags: Path, labels: Path | None = None, device: str = "cpu") -> Explainer:
         """Load the run's fold models and the store; refuse a run trained on another encoder's features."""
         from mil.predict import load_run
 
@@ -94,15 +92,20 @@ class Explainer:
 
     @property
     def class_agnostic(self) -> bool:
-        return self.method == "attention" and self.models[0].head.attention_kind == "attention"
+        one_row = self.models[0].head.attention_kind == "attention"
+        return self.method == "attention" and one_row and len(self.names) > 1
 
     def slide_patient(self) -> dict[str, str]:
         return {s: p for p, slides in self.patient_slides.items() for s in slides}
 
-    def explain(self, patient_id: str, models: list[FoldModel] | None = None) -> tuple[PatientBag, PatientAttention]:
+    def explain(
+        self, patient_id: str, models: list[FoldModel] | None = None
+    ) -> tuple[PatientBag, PatientAttention]:
         """The patient's bag as the models saw it and its explanation (all fold models unless `models`)."""
         bag = read_patient_bag(self.store, patient_id, self.patient_slides[patient_id])
-        att = explain_patient(models or self.models, bag.features, self.names, patient_id, bag.slides, self.device)
+        att = explain_patient(
+            models or self.models, bag.features, self.names, patient_id, bag.slides, self.device
+        )
         return bag, att
 
     def group_of(self, patient_id: str, att: PatientAttention) -> tuple[set[str], str]:

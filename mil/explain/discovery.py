@@ -13,7 +13,9 @@ For each output c:
    eps), eps = half a cell of a median sample, and p = one-sided Mann-Whitney U on the per-patient shares
    (patients, not cells, are the independent units: a cell-level Fisher test would count one smear's 500 blasts
    as 500 pieces of evidence).
-Clusters are ranked by enrichment. A cluster of normal cells the model also looks at scores about 1.
+Clusters are ranked by enrichment. A cluster of normal cells the model also looks at scores about 1. Asking
+for more clusters than there are kinds of cells splits one kind into sub-clusters whose shares add up (each is
+enriched); fewer clusters merge kinds.
 """
 
 from __future__ import annotations
@@ -55,13 +57,17 @@ class Cluster:
 class _Patient:
     patient_id: str
     sample: np.ndarray  # S x D float32
-    candidates: dict[str, tuple[np.ndarray, np.ndarray, list[tuple[str, int]]]]  # name -> feats, att_rel, where
+    candidates: dict[
+        str, tuple[np.ndarray, np.ndarray, list[tuple[str, int]]]
+    ]  # name -> feats, att_rel, where
 
 
 class DiscoveryCollector:
     """Feed `add()` one patient at a time (bounded memory), then call `clusters()` once."""
 
-    def __init__(self, names: list[str], top_per_patient: int = 16, sample_per_patient: int = 256, seed: int = 0):
+    def __init__(
+        self, names: list[str], top_per_patient: int = 16, sample_per_patient: int = 256, seed: int = 0
+    ):
         self.names = list(names)
         self.top_per_patient = top_per_patient
         self.sample_per_patient = sample_per_patient
@@ -84,7 +90,9 @@ class DiscoveryCollector:
             candidates[name] = (features[top].astype(np.float32), values[top], where)
         self._patients.append(_Patient(att.patient_id, sample.astype(np.float32), candidates))
 
-    def clusters(self, groups: dict[str, set[str]], n_clusters: int = 6, members: int = 12) -> dict[str, list[Cluster]]:
+    def clusters(
+        self, groups: dict[str, set[str]], n_clusters: int = 6, members: int = 12
+    ) -> dict[str, list[Cluster]]:
         """Clusters per output name; `groups[patient]` = the names the patient belongs to."""
         if not self._patients:
             return {}

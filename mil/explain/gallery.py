@@ -62,7 +62,8 @@ def read_cells(meta: BagMeta, bag: Bag, index: np.ndarray, display_px: int = 128
             out[j] = _square(read_cell_image(path), display_px)
         return out
     raise SlideError(
-        meta.slide_id, f"bag imported from {meta.source_kind} features has no images to show; extract from images"
+        meta.slide_id,
+        f"bag imported from {meta.source_kind} features has no images to show; extract from images",
     )
 
 
@@ -96,7 +97,9 @@ def montage(sections: list[Section], title: str, columns: int = 8) -> Image.Imag
             x0, y0 = 4 + c * (tile + 4), y + HEADING_PX + r * (tile + CAPTION_PX + 4)
             canvas.paste(Image.fromarray(img), (x0, y0))
             for k, line in enumerate(caption.split("\n")[:2]):
-                draw.text((x0 + 1, y0 + tile + 1 + 13 * k), _fit(draw, line, font, tile), fill=(0, 0, 0), font=font)
+                draw.text(
+                    (x0 + 1, y0 + tile + 1 + 13 * k), _fit(draw, line, font, tile), fill=(0, 0, 0), font=font
+                )
         y += height
     return canvas
 

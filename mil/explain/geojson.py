@@ -29,13 +29,13 @@ def circles(xy: np.ndarray, radius_px: np.ndarray, n_vertices: int = N_VERTICES)
     """N x (V + 1) x 2 closed rings (first vertex repeated last, as GeoJSON requires), counter-clockwise."""
     angles = np.linspace(0.0, 2 * np.pi, n_vertices, endpoint=False)
     unit = np.stack([np.cos(angles), np.sin(angles)], axis=1)  # V x 2
-    ring = np.asarray(xy, np.float64)[:, None, :] + np.asarray(radius_px, np.float64)[:, None, None] * unit[None]
+    ring = (
+        np.asarray(xy, np.float64)[:, None, :] + np.asarray(radius_px, np.float64)[:, None, None] * unit[None]
+    )
     return np.concatenate([ring, ring[:, :1]], axis=1)
 
 
-def cells_geojson(
-    frame: pd.DataFrame, mpp: float | None, measurements: list[str], seed: int = 0
-) -> dict:
+def cells_geojson(frame: pd.DataFrame, mpp: float | None, measurements: list[str], seed: int = 0) -> dict:
     """A FeatureCollection of the cells of one attention.csv frame (needs `x`, `y`; uses `area_um2` if present).
 
     `measurements` are the frame's numeric columns to attach to each cell (attention per class, spread,
@@ -53,7 +53,9 @@ def cells_geojson(
     values = frame[names].to_numpy(np.float64)
     finite = np.isfinite(values)
     rng = np.random.default_rng(seed)
-    ids = [str(uuid.UUID(bytes=bytes(b), version=4)) for b in rng.integers(0, 256, (len(frame), 16), np.uint8)]
+    ids = [
+        str(uuid.UUID(bytes=bytes(b), version=4)) for b in rng.integers(0, 256, (len(frame), 16), np.uint8)
+    ]
     features = [
         {
             "type": "Feature",
@@ -61,7 +63,9 @@ def cells_geojson(
             "geometry": {"type": "Polygon", "coordinates": [rings[i]]},
             "properties": {
                 "objectType": "detection",
-                "measurements": {n: float(v) for n, v, ok in zip(names, values[i], finite[i], strict=True) if ok},
+                "measurements": {
+                    n: float(v) for n, v, ok in zip(names, values[i], finite[i], strict=True) if ok
+                },
             },
         }
         for i in range(len(frame))

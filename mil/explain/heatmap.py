@@ -163,9 +163,13 @@ def _write_slide(ex: Explainer, slide_id, patient, att, folder: Path, top_k, dis
 
             label = "attention x N (1 = uniform)" if att.method == "attention" else "attribution / mean |.|"
             paths = {row: folder / f"overlay_{row}.png" for row in att.rows}
-            written = write_overlays(Path(meta.source_path), meta.mpp, bag.coords, values, paths, slide_id, label)
+            written = write_overlays(
+                Path(meta.source_path), meta.mpp, bag.coords, values, paths, slide_id, label
+            )
             result.files += [p.name for p in written]
-            measures = [c for c in frame.columns if c.startswith(("att", "score_")) and c != "attribution_method"]
+            measures = [
+                c for c in frame.columns if c.startswith(("att", "score_")) and c != "attribution_method"
+            ]
             write_geojson(cells_geojson(frame, meta.mpp, measures), folder / "cells.geojson")
             result.files.append("cells.geojson")
     except (MilError, OSError) as exc:
@@ -194,7 +198,9 @@ def _record(ex: Explainer, summary: HeatmapSummary, top_k: int) -> dict:
         "normalisation": NORMALISATION,
         "renormalised_per_slide": False,
         "top_k": top_k,
-        "slides": {r.slide_id: {k: v for k, v in asdict(r).items() if k != "slide_id"} for r in summary.slides},
+        "slides": {
+            r.slide_id: {k: v for k, v in asdict(r).items() if k != "slide_id"} for r in summary.slides
+        },
         "versions": versions(),
     }
 

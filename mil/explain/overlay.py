@@ -79,7 +79,9 @@ def write_overlays(
     from mil.evaluate._io import atomic_write
 
     if not Path(slide_path).is_file():
-        raise SlideError(Path(slide_path).name, f"source slide {slide_path} not found; move it back or re-extract")
+        raise SlideError(
+            Path(slide_path).name, f"source slide {slide_path} not found; move it back or re-extract"
+        )
     with SlideReader(Path(slide_path), mpp=mpp, mpp_source="bag") as reader:
         thumb, downsample = read_thumbnail(reader)
         dot_px = DOT_UM / (reader.mpp * downsample)
@@ -91,6 +93,9 @@ def write_overlays(
         ax = fig.add_subplot()
         plot_overlay(ax, thumb, downsample, xy, v, label, dot_px)
         ax.set_title(f"{title}: {name}")
-        atomic_write(paths[name], lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=110, pil_kwargs={"compress_level": 3}))
+        atomic_write(
+            paths[name],
+            lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=110, pil_kwargs={"compress_level": 3}),
+        )
         written.append(paths[name])
     return written

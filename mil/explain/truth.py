@@ -41,8 +41,8 @@ def join_truth(attention: pd.DataFrame, truth: pd.DataFrame, radius_px: float | 
         tree = cKDTree(truth[["x", "y"]].to_numpy(np.float64))
         dist, idx = tree.query(out[["x", "y"]].to_numpy(np.float64), k=1, distance_upper_bound=radius_px)
     hit = np.isfinite(dist)
-    matched = prefixed.iloc[np.where(hit, idx, 0)].reset_index(drop=True)
-    matched = matched.where(np.broadcast_to(hit[:, None], matched.shape))
+    # reindexing by -1 (no such row) gives an all-NaN row: unmatched detections get empty truth
+    matched = prefixed.reset_index(drop=True).reindex(np.where(hit, idx, -1)).reset_index(drop=True)
     out = pd.concat([out, matched], axis=1)
     out["truth_dist_px"] = np.where(hit, dist, np.nan)
     return out

@@ -1,14 +1,14 @@
 """`mil report`: one self-contained HTML file (metrics with CIs, figures, predictions, cell galleries and
-diagnostic-cell discovery) that opens offline in any browser. `report(run, bags, out_html)` builds it."""
+diagnostic-cell discovery) that opens offline in any browser.
+
+    report(run, bags, out_html, ...) -> ReportSummary      (mil.report.build)
+
+`html` builds the page (pure string functions), `sections` renders the run's own results, `build` explains
+the cohort and assembles everything.
+"""
 
 from __future__ import annotations
 
+from mil.report.build import ReportSummary, report
 
-def report(*args, **kwargs):  # noqa: ANN002, ANN003 - re-export with a lazy import (no torch on `import mil.report`)
-    from mil.report.build import report as _report
-
-    return _report(*args, **kwargs)
-
-
-report.__doc__ = "See `mil.report.build.report`."
-__all__ = ["report"]
+__all__ = ["ReportSummary", "report"]

@@ -86,7 +86,10 @@ def report(
         for name in ex.names:
             best = np.argsort(-rel[att.row(name)], kind="stable")[:per_patient]
             tops[name][patient] = [_ref(att, int(r), float(rel[att.row(name), r])) for r in best]
-        shown_as[patient] = ", ".join(sorted(groups[patient])) + {"predicted": " (predicted)", "no label": "(no label)"}.get(how, "")
+        shown_as[patient] = ", ".join(sorted(groups[patient])) + {
+            "predicted": " (predicted)",
+            "no label": "(no label)",
+        }.get(how, "")
         emit("patient", done=i + 1, total=len(patients), patient_id=patient)
     if ex.spec.kind == "survival":  # no classes: "risk" = patients above the median predicted risk
         cut = float(np.median(list(risks.values())))
@@ -103,7 +106,9 @@ def report(
         for name in ex.names
     }
     emit("images")
-    wanted = [r for refs in galleries.values() for r in refs] + [m for cs in clusters.values() for c in cs for m in c.members]
+    wanted = [r for refs in galleries.values() for r in refs] + [
+        m for cs in clusters.values() for c in cs for m in c.members
+    ]
     images, missing = _read_images(ex, wanted, display_px)
 
     sections = [
@@ -112,7 +117,7 @@ def report(
         predictions_section(ex.predictions, ex.spec, shown_as),
         _gallery_section(ex, galleries, images, top_k, per_patient),
         _discovery_section(ex, clusters, images),
-        provenance_section(_provenance(ex, bags, missing)),
+        provenance_section(_provenance(ex, bags, missing, seed)),
     ]
     title = f"mil report: {Path(run).resolve().name}"
     subtitle = [
@@ -158,8 +163,14 @@ def _png(image) -> bytes:
 
 
 def _tiles(refs: list[CellRef], images: dict) -> tuple[np.ndarray, list[str]]:
-    tiles = np.stack([images[(r.slide_id, r.instance)] for r in refs]) if refs else np.zeros((0, 8, 8, 3), np.uint8)
-    return tiles, [f"#{i + 1}  {r.att_rel:.3g}\n{r.patient_id} · {r.slide_id}:{r.instance}" for i, r in enumerate(refs)]
+    tiles = (
+        np.stack([images[(r.slide_id, r.instance)] for r in refs])
+        if refs
+        else np.zeros((0, 8, 8, 3), np.uint8)
+    )
+    return tiles, [
+        f"#{i + 1}  {r.att_rel:.3g}\n{r.patient_id} · {r.slide_id}:{r.instance}" for i, r in enumerate(refs)
+    ]
 
 
 def _gallery_section(ex: Explainer, galleries: dict, images: dict, top_k: int, per_patient: int) -> str:
@@ -172,7 +183,9 @@ def _gallery_section(ex: Explainer, galleries: dict, images: dict, top_k: int, p
     )
     for name, refs in galleries.items():
         tiles, captions = _tiles(refs, images)
-        image = montage([Section(f"top {len(refs)} cells of {name} patients", tiles, captions)], f"{name}")
+        image = montage(
+            [Section(f"top {len(refs)} cells of {name} patients", tiles, captions)], name, columns=12
+        )
         body += f"<h3>{H.esc(name)}</h3>" + H.img(_png(image), f"top cells {name}", "montage")
     return H.section("galleries", "Top cells per class across the cohort", body)
 
@@ -184,26 +197,50 @@ def _discovery_section(ex: Explainer, clusters: dict[str, list[Cluster]], images
         "95th-percentile radius) in that class's patients versus all others. Enrichment = ratio of the shares "
         "(+ half a cell), p = one-sided Mann-Whitney U over patients. Ranked by enrichment."
     )
-    header = ["cluster", "cells", "patients", "share in class", "share in others", "enrichment", "p", "mean att x N"]
+    header = [
+        "cluster",
+        "cells",
+        "patients",
+        "share in class",
+        "share in others",
+        "enrichment",
+        "p",
+        "mean att x N",
+    ]
     for name, found in clusters.items():
         rows = [
-            [c.cluster, c.n_cells, c.n_patients, c.freq_in_class, c.freq_in_others, c.enrichment, c.p_value, c.mean_att_rel]
+            [
+                c.cluster,
+                c.n_cells,
+                c.n_patients,
+                c.freq_in_class,
+                c.freq_in_others,
+                c.enrichment,
+                c.p_value,
+                c.mean_att_rel,
+            ]
             for c in found
         ]
         sections = []
         for c in found:
             tiles, captions = _tiles(c.members, images)
             p = H.fmt(c.p_value)
-            sections.append(Section(f"cluster {c.cluster}: enrichment {c.enrichment:.2f}, p {p}", tiles, captions))
+            sections.append(
+                Section(f"cluster {c.cluster}: enrichment {c.enrichment:.2f}, p {p}", tiles, captions)
+            )
         body += f"<h3>{H.esc(name)}</h3>" + H.table(header, rows)
         if sections:
-            body += H.img(_png(montage(sections, f"{name}: discovered cell clusters")), f"clusters {name}", "montage")
+            body += H.img(
+                _png(montage(sections, f"{name}: discovered cell clusters", columns=12)),
+                f"clusters {name}",
+                "montage",
+            )
     if not clusters:
         body += H.note("No class had patients to discover cells for.")
     return H.section("discovery", "Diagnostic-cell discovery", body)
 
 
-def _provenance(ex: Explainer, bags: Path, missing: dict[str, str]) -> dict[str, object]:
+def _provenance(ex: Explainer, bags: Path, missing: dict[str, str], seed: int) -> dict[str, object]:
     from mil.rundir import versions
 
     lines: dict[str, object] = {
@@ -213,6 +250,7 @@ def _provenance(ex: Explainer, bags: Path, missing: dict[str, str]) -> dict[str,
         "explanation": "attention from the head's own forward pass, mean over fold models"
         if ex.method == "attention"
         else f"{ex.method} (the head has no attention), mean over fold models",
+        "discovery seed": seed,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": ", ".join(f"{k} {v}" for k, v in versions().items() if v),
     }

@@ -66,13 +66,15 @@ def fmt(value: object, digits: int = 3) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "–"
-        if value != 0 and (abs(value) < 10 ** -digits or abs(value) >= 1e5):
+        if value != 0 and (abs(value) < 10**-digits or abs(value) >= 1e5):
             return f"{value:.{digits - 1}e}"
         return f"{value:.{digits}f}"
     return str(value)
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[object]], sortable: bool = False, scroll: bool = False) -> str:
+def table(
+    header: Sequence[str], rows: Sequence[Sequence[object]], sortable: bool = False, scroll: bool = False
+) -> str:
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{esc(fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
     klass = ' class="sortable"' if sortable else ""
@@ -91,7 +93,7 @@ def note(text: str) -> str:
 def page(title: str, subtitle_lines: Sequence[str], sections: Sequence[str]) -> str:
     sub = "".join(f"<p>{esc(line)}</p>" for line in subtitle_lines)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
         f"<header><h1>{esc(title)}</h1>{sub}</header><main>{''.join(sections)}</main>"
         f"<script>{SORT_JS}</script></body></html>\n"

@@ -20,7 +20,9 @@ def _ci(value: object) -> tuple[object, str]:
     if not isinstance(value, dict):
         return value, ""
     low, high = value.get("low"), value.get("high")
-    interval = f"{fmt(low)} – {fmt(high)}" if low is not None and high is not None else value.get("reason", "")
+    interval = (
+        f"{fmt(low)} – {fmt(high)}" if low is not None and high is not None else value.get("reason", "")
+    )
     return value.get("estimate"), interval
 
 
@@ -37,7 +39,9 @@ def metrics_section(metrics: dict | None) -> str:
             rows.append([key, est, ci])
     for key, entry in metrics.get("fold_summary", {}).items():
         if entry.get("mean") is not None:
-            rows.append([f"{key}, mean of {entry['n_folds']} folds", entry["mean"], f"SD {fmt(entry.get('std'))}"])
+            rows.append(
+                [f"{key}, mean of {entry['n_folds']} folds", entry["mean"], f"SD {fmt(entry.get('std'))}"]
+            )
     body = note(
         f"{metrics['n_patients']} patients, out-of-fold predictions pooled over folds; {level}% bootstrap CIs "
         f"from {metrics['n_bootstrap']} draws (seed {metrics['seed']})."
@@ -53,7 +57,9 @@ def metrics_section(metrics: dict | None) -> str:
         body += "<h3>Per class (pooled, one vs rest)</h3>"
         body += table(["class", "AUC", f"AUC {level}% CI", *cols[1:]], class_rows)
     if kind == "survival" and pooled.get("groups"):
-        group_rows = [[g, b.get("n"), b.get("n_events"), b.get("median_survival")] for g, b in pooled["groups"].items()]
+        group_rows = [
+            [g, b.get("n"), b.get("n_events"), b.get("median_survival")] for g, b in pooled["groups"].items()
+        ]
         body += "<h3>Risk groups (split at the median predicted risk)</h3>"
         body += table(["group", "patients", "events", "median survival"], group_rows)
     return section("metrics", "Performance", body)
@@ -78,7 +84,9 @@ def figures_section(df: pd.DataFrame | None, spec: PredictionSpec) -> str:
 
 def predictions_section(df: pd.DataFrame | None, spec: PredictionSpec, groups: dict[str, str]) -> str:
     if df is None:
-        return section("predictions", "Per-patient predictions", note("The run folder has no predictions.csv."))
+        return section(
+            "predictions", "Per-patient predictions", note("The run folder has no predictions.csv.")
+        )
     cols = ["patient_id", "fold", *spec.truth_columns(), *spec.prediction_columns()]
     cols = list(dict.fromkeys(c for c in cols if c in df.columns))
     rows = [[*r, groups.get(str(r[0]), "")] for r in df[cols].itertuples(index=False, name=None)]
@@ -92,5 +100,7 @@ def predictions_section(df: pd.DataFrame | None, spec: PredictionSpec, groups: d
 
 
 def provenance_section(lines: dict[str, object]) -> str:
-    rows = "".join(f"<tr><td>{esc(k)}</td><td style='text-align:left'>{esc(v)}</td></tr>" for k, v in lines.items())
+    rows = "".join(
+        f"<tr><td>{esc(k)}</td><td style='text-align:left'>{esc(v)}</td></tr>" for k, v in lines.items()
+    )
     return section("provenance", "Method and provenance", f"<table><tbody>{rows}</tbody></table>")

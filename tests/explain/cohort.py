@@ -67,7 +67,9 @@ def _write_stores(synth: Path, root: Path, encoder: EncoderIdentity) -> tuple[Pa
         truth = truth[truth["nucleated"] == 1].reset_index(drop=True)
         obs = {
             # the generator calls the thin readable area "monolayer"; the region map calls it "trail"
-            "region": np.array([REGIONS.index({"monolayer": "trail"}.get(r, r)) for r in truth["region"]], np.uint8),
+            "region": np.array(
+                [REGIONS.index({"monolayer": "trail"}.get(r, r)) for r in truth["region"]], np.uint8
+            ),
             "area_um2": (np.pi * (truth["diameter_um"] / 2) ** 2).to_numpy(np.float32),
         }
         coords = truth[["x", "y"]].to_numpy(np.int64)
@@ -92,18 +94,24 @@ def build(root: Path) -> TinyCohort:
     cells, slides = _write_stores(synth, root, encoder)
     labels = synth / "labels.csv"
     runs = {}
-    for name, head, store in (("abmil", "abmil", cells), ("clam_mb", "clam_mb", slides), ("mean_pool", "mean_pool", cells)):
+    for name, head, store in (
+        ("abmil", "abmil", cells),
+        ("clam_mb", "clam_mb", slides),
+        ("mean_pool", "mean_pool", cells),
+    ):
         cfg = TrainConfig(
             target=TASK, head=head, folds=2, epochs=30, lr=5e-3, batch_size=4, n_bootstrap=20, allow_missing=True,
             device="cpu", val_fraction=0.25,
         )  # fmt: skip
         train_cv(store, labels, cfg, root / f"run_{name}")
         runs[name] = root / f"run_{name}"
-    return TinyCohort(synth, labels, cells, slides, runs["abmil"], runs["clam_mb"], runs["mean_pool"], encoder)
+    return TinyCohort(
+        synth, labels, cells, slides, runs["abmil"], runs["clam_mb"], runs["mean_pool"], encoder
+    )
 
 
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory) -> TinyCohort:
+def get_tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyCohort:
+    """The session's tiny cohort, built on first use. Test modules wrap it in their own `tiny` fixture."""
     if "tiny" not in _CACHE:
         import torch
 

@@ -12,7 +12,12 @@ from mil.explain.attention import ATTRIBUTION_METHOD, explain_patient, gradient_
 from mil.explain.cohort import Explainer
 from mil.heads import create_head
 from mil.predict import ensemble_outputs, load_run
-from tests.explain.cohort import tiny  # noqa: F401
+from tests.explain.cohort import get_tiny
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return get_tiny(tmp_path_factory)
 
 
 def test_attention_is_the_mean_of_the_fold_models_with_their_spread(tiny):
@@ -20,7 +25,9 @@ def test_attention_is_the_mean_of_the_fold_models_with_their_spread(tiny):
     store = BagStore(tiny.cells)
     bag = read_patient_bag(store, "P001", ["P001"])
     att = explain_patient(models, bag.features, spec.classes, "P001", bag.slides)
-    per_model = np.stack([o.attention[0].numpy() for o in ensemble_outputs(models, bag.features)])  # M x 1 x N
+    per_model = np.stack(
+        [o.attention[0].numpy() for o in ensemble_outputs(models, bag.features)]
+    )  # M x 1 x N
     np.testing.assert_allclose(att.mean, per_model.mean(0), rtol=1e-6)
     np.testing.assert_allclose(att.sd, per_model.std(0), rtol=1e-5, atol=1e-9)
     assert att.rows == ["all"] and att.class_agnostic and att.method == "attention"
@@ -61,7 +68,7 @@ def test_gradient_x_input_matches_a_per_instance_slow_twin():
         x = np.random.default_rng(1).normal(size=(7, 6)).astype(np.float32)
         fast = gradient_x_input(head, x)
 
-        def logits(z: torch.Tensor) -> torch.Tensor:
+        def logits(z: torch.Tensor, head=head) -> torch.Tensor:
             return head(z[None], torch.ones(1, len(z), dtype=torch.bool)).logits[0]
 
         jac = torch.autograd.functional.jacobian(logits, torch.from_numpy(x))  # C x N x D
