@@ -134,7 +134,9 @@ class BagStore:
         root_json = self.path / "zarr.json"
         if not root_json.exists():
             if mode == "r":
-                raise StoreError(f"{self.path}: not a bag store (no zarr.json); create one with `mil extract`")
+                raise StoreError(
+                    f"{self.path}: not a bag store (no zarr.json); create one with `mil extract`"
+                )
             if encoder is None:
                 raise StoreError(f"{self.path}: a new store needs the encoder identity")
             if self.path.exists() and any(self.path.iterdir()):
@@ -160,7 +162,9 @@ class BagStore:
         # same store race safely (the losers' rename fails and they read the winner's identity).
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.parent / f".{self.path.name}.{uuid.uuid4().hex}"
-        zarr.open_group(tmp, mode="w", attributes={"mil_bagstore": SCHEMA_VERSION, "encoder": asdict(encoder)})
+        zarr.open_group(
+            tmp, mode="w", attributes={"mil_bagstore": SCHEMA_VERSION, "encoder": asdict(encoder)}
+        )
         try:
             if self.path.exists():
                 self.path.rmdir()  # an empty folder the user made
@@ -173,7 +177,9 @@ class BagStore:
     # -- reading -----------------------------------------------------------------------------------------
     def keys(self) -> list[str]:
         return sorted(
-            p.name for p in self.path.iterdir() if p.is_dir() and p.name != _TMP and (p / "zarr.json").exists()
+            p.name
+            for p in self.path.iterdir()
+            if p.is_dir() and p.name != _TMP and (p / "zarr.json").exists()
         )
 
     def slide_ids(self) -> list[str]:
@@ -219,15 +225,21 @@ class BagStore:
         if self.mode == "r":
             raise StoreError(f"{self.path}: opened read-only")
         if meta.encoder != self.encoder:
-            raise StoreError(f"{meta.slide_id}: bag from {meta.encoder.describe()} does not fit {self.encoder.describe()}")
+            raise StoreError(
+                f"{meta.slide_id}: bag from {meta.encoder.describe()} does not fit {self.encoder.describe()}"
+            )
         if bag.features.shape[1] != self.encoder.dim:
-            raise StoreError(f"{meta.slide_id}: features are {bag.features.shape[1]}-d, store is {self.encoder.dim}-d")
+            raise StoreError(
+                f"{meta.slide_id}: features are {bag.features.shape[1]}-d, store is {self.encoder.dim}-d"
+            )
         if meta.n_instances != len(bag.features):
             raise ValueError("meta.n_instances does not match the bag")
         key = bag_key(meta.slide_id)
         final = self.path / key
         if final.exists() and not overwrite:
-            raise StoreError(f"{meta.slide_id}: bag exists in {self.path} (rerun with overwrite to replace it)")
+            raise StoreError(
+                f"{meta.slide_id}: bag exists in {self.path} (rerun with overwrite to replace it)"
+            )
         tmp_root = self.path / _TMP
         tmp_root.mkdir(exist_ok=True)
         tmp = tmp_root / f"{key}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -237,7 +249,11 @@ class BagStore:
             group = zarr.open_group(tmp, mode="w", attributes=meta.to_attrs())
             n = len(bag.features)
             chunk = max(1, min(n, 4096))
-            group.create_array("features", data=np.ascontiguousarray(bag.features, dtype=np.float32), chunks=(chunk, bag.features.shape[1]))
+            group.create_array(
+                "features",
+                data=np.ascontiguousarray(bag.features, dtype=np.float32),
+                chunks=(chunk, bag.features.shape[1]),
+            )
             if bag.coords is not None:
                 group.create_array("coords", data=np.asarray(bag.coords, dtype=np.int64), chunks=(chunk, 2))
             if bag.paths is not None:
@@ -306,7 +322,9 @@ class BagStore:
                 if d != self.encoder.dim:
                     found.append(f"features are {d}-d, store is {self.encoder.dim}-d")
                 if not np.isfinite(bag.features).all():
-                    found.append(f"{int((~np.isfinite(bag.features)).any(axis=1).sum())} instances with NaN/inf")
+                    found.append(
+                        f"{int((~np.isfinite(bag.features)).any(axis=1).sum())} instances with NaN/inf"
+                    )
                 if bag.coords is None and bag.paths is None:
                     found.append("neither coords nor paths: instances cannot be located")
                 if n == 0:

@@ -16,10 +16,12 @@ no pixel is invented inside the slide.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from features.sources.openslide_reader import SlideReader
+if TYPE_CHECKING:  # only the code that opens slides imports OpenSlide (see features.imageops)
+    from features.sources.openslide_reader import SlideReader
 
 
 def resize_matrix(n_in: int, n_out: int) -> np.ndarray:

@@ -9,7 +9,7 @@ coarse pyramid level) from colour statistics, averaged over `window_um` (density
 - coverage: share of stained (not glass) pixels, from the summed optical density of R, G and B;
 - mean OD: thickness (a particle is several cell layers deep);
 - nuclear share and density: share of dark-purple pixels (red AND green absorbed, not red-cell colour:
-  chromatin, see `nuclear_from_od`), a proxy for the density of nucleated cells;
+  chromatin, see `features.stain_od.nuclear_from_od`), a proxy for the density of nucleated cells;
 - red-cell share: share of stained, non-nuclear pixels absorbing green more than red (eosin-pink).
 
 Rules, in order: coverage < `outside_max_coverage` -> outside; mean OD >= `particle_od_rel` x the slide's
@@ -18,11 +18,12 @@ the slide's reference (75th percentile outside particles) with red share >= `hem
 anything else stained -> trail. Thickness and density are relative to the slide because stain strength and
 cellularity (an aplastic marrow, a packed leukaemia) move absolute levels several-fold. Measured on the
 synthetic generator (benchmarks/detection.py): ~96% of particle, ~91% of trail and ~74% of hemodiluted
-objects get their own label; the trail/hemodiluted border is the weak part.
+objects get their own label; the trail/hemodiluted border is the weak part. The overview PNG is drawn by
+`features.qc_thumbnail`.
 
 Focus: one small patch per `focus_tile_um` tile (at its most covered spot, so glass does not read as blur)
 is read at `focus_mpp`; the variance of the Laplacian (of a 1-px Gaussian) of its green channel on the 8-bit
-scale is the focus score. Blur removes the high frequencies the Laplacian measures; a score below
+scale is the focus score (`features.imageops.focus_scores`, also used on cell-image folders). Blur removes the high frequencies the Laplacian measures; a score below
 `focus_min` flags the tile. Calibration at 0.5 µm/px: sharp synthetic and Aperio patches score 80-400+,
 the same patches blurred by a 1 µm Gaussian 10-30, by 2 µm under 4.
 """
@@ -32,13 +33,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
 from features.errors import ConfigError
-from features.sources.openslide_reader import SlideReader, block_mean
+from features.imageops import block_mean, focus_scores
+from features.stain_od import channel_od, nuclear_from_od, red_cell_colour
+
+if TYPE_CHECKING:  # only the code that opens slides imports OpenSlide (see features.imageops)
+    from features.sources.openslide_reader import SlideReader
 
 REGIONS = ("outside", "particle", "trail", "hemodiluted")  # codes 0..3, in this order
 REGION_COLOURS = {
@@ -135,38 +141,6 @@ class RegionMap:
         return self.in_focus[self._index(xy, self.focus_downsample, self.in_focus.shape)]
 
 
-def nuclear_from_od(
-    od_r: np.ndarray,
-    od_g: np.ndarray,
-    od_b: np.ndarray | None,
-    nuclear_od: float,
-    smooth_px: float = 0.0,
-    red_od: np.ndarray | None = None,
-    beyond_red_od: float = 0.0,
-) -> np.ndarray:
-    """Nuclear pixels: red AND green optical density above `nuclear_od` (purple chromatin absorbs both;
-    eosin-pink red cells pass red light, pale cytoplasm absorbs little), after a Gaussian of `smooth_px`
-    that evens out chromatin texture so one nucleus stays one blob.
-
-    With `red_od` (the slide's red-cell colour) a pixel must also keep `beyond_red_od` of red and green OD
-    once the largest amount of red-cell stain it can hold is removed. OD is additive, so two or three stacked
-    red cells are still pure red-cell colour and fail, whatever their darkness, while chromatin, of another
-    hue, passes. It is a veto, not the signal: on pale stains the residual is weak and darkness decides.
-    """
-    dark = np.minimum(od_r, od_g)
-    if smooth_px > 0:
-        dark = ndimage.gaussian_filter(dark, smooth_px, truncate=2.5)
-    mask = dark > nuclear_od
-    if red_od is not None and beyond_red_od > 0 and od_b is not None:
-        e = np.asarray(red_od, np.float32)
-        amount = np.minimum(np.minimum(od_r / e[0], od_g / e[1]), od_b / e[2])
-        beyond = np.minimum(od_r - amount * e[0], od_g - amount * e[1])
-        if smooth_px > 0:
-            beyond = ndimage.gaussian_filter(beyond, smooth_px, truncate=2.5)
-        mask &= beyond > beyond_red_od
-    return mask
-
-
 def colour_shares(
     img: np.ndarray, params: QCParams, window_px: int, density_px: int
 ) -> dict[str, np.ndarray]:
@@ -178,11 +152,7 @@ def colour_shares(
     flat = img.reshape(-1, 3)
     sample = flat[:: max(1, len(flat) // 200_000)]
     white = np.clip(np.percentile(sample, 99, axis=0), 180, 255)
-    od = []
-    for c in range(3):
-        lut = -np.log10(np.clip((np.arange(256) + 0.5) / white[c], 1e-3, 1.0)).astype(np.float32)
-        od.append(lut[img[..., c]])
-    od_r, od_g, od_b = od
+    od_r, od_g, od_b = channel_od(img, white)
     od_sum = od_r + od_g + od_b
     stained = od_sum > params.stain_od
     red_od = red_cell_colour(od_r, od_g, od_b, stained)
@@ -200,21 +170,6 @@ def colour_shares(
         "od": smooth(od_sum, window_px),
         "red_od": red_od,
     }
-
-
-def red_cell_colour(
-    od_r: np.ndarray, od_g: np.ndarray, od_b: np.ndarray, stained: np.ndarray
-) -> np.ndarray | None:
-    """The slide's red-cell OD colour (3,), scaled so green = 1: the median OD direction of stained pixels
-    without the darkest fifth (nuclei). Red cells cover most of the stained area of a smear, so this is their
-    colour at this site and stain, whatever the hue; detection vetoes it (`nuclear_from_od`)."""
-    dark = np.minimum(od_r, od_g)[stained]
-    if dark.size < 100:
-        return None
-    keep = dark <= np.percentile(dark, 80)
-    total = (od_r + od_g + od_b)[stained][keep]
-    colour = np.array([np.median(c[stained][keep] / total) for c in (od_r, od_g, od_b)])
-    return np.maximum(colour / colour[1], 0.05).astype(np.float32)
 
 
 def classify(shares: dict[str, np.ndarray], params: QCParams) -> np.ndarray:
@@ -255,7 +210,8 @@ def assess_regions(reader: SlideReader, params: QCParams) -> RegionMap:
 def measure_focus(
     reader: SlideReader, labels: np.ndarray, coverage: np.ndarray, map_ds: float, params: QCParams
 ) -> tuple[np.ndarray, float]:
-    """Variance of the Laplacian per focus tile (NaN where the tile is all outside). One small read per tile."""
+    """`features.imageops.focus_scores` per focus tile (NaN where the tile is all outside). One small read
+    per tile."""
     t = max(1, round(params.focus_tile_um / (map_ds * reader.mpp)))  # focus tile in map px
     h, w = labels.shape
     gh, gw = math.ceil(h / t), math.ceil(w / t)
@@ -275,10 +231,7 @@ def measure_focus(
         cx, cy = (mx + 0.5) * map_ds, (my + 0.5) * map_ds  # level-0 centre of the densest map pixel
         half0 = side * level_ds / 2
         patch = reader.read_region(round(cx - half0), round(cy - half0), side, side, level)
-        green = block_mean(patch, k)[..., 1].astype(np.float32)
-        # Laplacian of a 1-px Gaussian: the Gaussian keeps sensor noise (white, all frequencies) from
-        # passing for sharpness, which plain variance-of-Laplacian does on a noisy but blurred patch.
-        focus[gy, gx] = float(ndimage.gaussian_laplace(green, 1.0)[3:-3, 3:-3].var())
+        focus[gy, gx] = focus_scores(block_mean(patch, k)[None])[0]
     return focus, t * map_ds
 
 
@@ -308,54 +261,3 @@ def qc_summary(region_map: RegionMap, mpp: float, cells_xy: np.ndarray) -> dict:
         "share_in_focus": float(region_map.in_focus[measured].mean()) if measured.any() else None,
         "cells_in_focus_share": float(region_map.in_focus_at(cells_xy).mean()) if len(cells_xy) else None,
     }
-
-
-def qc_thumbnail(
-    reader: SlideReader, region_map: RegionMap, cells_xy: np.ndarray | None, max_px: int = 1024
-) -> np.ndarray:
-    """An RGB overview for a person: regions tinted and outlined, out-of-focus tiles crossed, cells as dots,
-    and a legend. The caller writes it (PNG); nothing here touches the file system."""
-    from PIL import Image, ImageDraw
-
-    width, height = reader.dimensions
-    target_mpp = max(width, height) * reader.mpp / max_px
-    img, ds = reader.read_downsampled(max(target_mpp, reader.mpp))
-    scale = min(1.0, max_px / max(img.shape[:2]))
-    size = (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale)))
-    thumb = np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize(size, Image.BOX), np.float32)
-    ds = ds * img.shape[1] / size[0]  # level-0 px per thumbnail px
-    ys, xs = np.mgrid[0 : size[1], 0 : size[0]]
-    centres = np.column_stack([(xs.ravel() + 0.5) * ds, (ys.ravel() + 0.5) * ds])
-    labels = region_map.region_at(centres).reshape(size[1], size[0])
-    palette = np.array([REGION_COLOURS[n] for n in REGIONS], np.float32)
-    tint = palette[labels]
-    inside = labels > 0
-    thumb[inside] = 0.75 * thumb[inside] + 0.25 * tint[inside]
-    edge = np.zeros_like(inside)
-    edge[:-1] |= labels[:-1] != labels[1:]
-    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
-    thumb[edge] = tint[edge]
-    if cells_xy is not None and len(cells_xy):
-        c = (np.asarray(cells_xy) / ds).astype(int)
-        for dy in (-1, 0, 1):  # 3 x 3 px dots, visible at thumbnail scale
-            for dx in (-1, 0, 1):
-                y = np.clip(c[:, 1] + dy, 0, size[1] - 1)
-                x = np.clip(c[:, 0] + dx, 0, size[0] - 1)
-                thumb[y, x] = (20, 20, 120)
-    out = Image.fromarray(np.clip(thumb + 0.5, 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(out)
-    fds = region_map.focus_downsample / ds
-    for gy, gx in zip(*np.nonzero(~region_map.in_focus), strict=True):
-        x0, y0, x1, y1 = gx * fds, gy * fds, (gx + 1) * fds - 1, (gy + 1) * fds - 1
-        draw.line((x0, y0, x1, y1), fill=(255, 140, 0))
-        draw.line((x0, y1, x1, y0), fill=(255, 140, 0))
-    legend = [(n, REGION_COLOURS[n]) for n in REGIONS[1:]] + [
-        ("out of focus", (255, 140, 0)),
-        ("cell", (20, 20, 120)),
-    ]
-    draw.rectangle((2, 2, 110, 6 + 12 * len(legend)), fill=(255, 255, 255), outline=(0, 0, 0))
-    for i, (name, colour) in enumerate(legend):
-        y = 5 + 12 * i
-        draw.rectangle((6, y, 14, y + 8), fill=colour)
-        draw.text((18, y - 1), name, fill=(0, 0, 0))
-    return np.asarray(out)

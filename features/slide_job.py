@@ -27,6 +27,7 @@ import torch
 from features.bagstore import bag_key
 from features.config import ExtractConfig
 from features.errors import MilError, SlideError
+from features.imageops import focus_scores
 from features.pipeline_records import CropChunk, Record, SlideFailed, SlideFinished, SlideStarted, Stage
 from features.sources.base import SlideRef
 
@@ -40,16 +41,6 @@ def subsample_index(n: int, cap: int | None, seed: int, slide_id: str) -> np.nda
         return None
     rng = np.random.default_rng([seed, zlib.crc32(slide_id.encode("utf-8"))])
     return np.sort(rng.choice(n, size=cap, replace=False))
-
-
-def focus_scores(images: np.ndarray) -> np.ndarray:
-    """Variance of the Laplacian of the green channel (8-bit scale) per image: B x H x W x 3 -> B float32.
-
-    The same measure region QC uses per focus tile (features.qc), here on whole cell images, vectorised over
-    the batch. Blur removes the high frequencies it measures, so low values flag out-of-focus cells."""
-    g = images[..., 1].astype(np.float32)
-    lap = g[:, :-2, 1:-1] + g[:, 2:, 1:-1] + g[:, 1:-1, :-2] + g[:, 1:-1, 2:] - 4.0 * g[:, 1:-1, 1:-1]
-    return lap.reshape(len(g), -1).var(axis=1).astype(np.float32)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -126,7 +117,8 @@ class SlideJob:
     def _slide(self, index: int, ref: SlideRef, qc: dict[str, Any]) -> Iterator[Record]:
         from features.crops import iter_crops
         from features.detect import detect_cells, grid_tiles
-        from features.qc import assess_regions, qc_summary, qc_thumbnail
+        from features.qc import assess_regions, qc_summary
+        from features.qc_thumbnail import qc_thumbnail
         from features.sources.openslide_reader import SlideReader
 
         cfg = self.config
@@ -206,7 +198,8 @@ class SlideJob:
             focus = np.empty(len(names), np.float32)
             for j, name in enumerate(names):  # one file per instance: the per-image loop is the file read
                 rgb = read_cell_image(ref.path / name)[None]
-                # Focus on the image as exported, so the score does not depend on the encoder's input size.
+                # Focus on the image as exported, so the score does not depend on the encoder's input size;
+                # the measure (and so the scale of the values) is region QC's (features.imageops).
                 focus[j] = focus_scores(rgb)[0]
                 # The whole image to the encoder's input size, with the slide crops' resampling (area
                 # average when shrinking); the aspect is not kept, cell exports are near-square.

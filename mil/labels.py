@@ -27,8 +27,9 @@ import pandas as pd
 from features.bagstore import BagMeta
 from features.errors import ConfigError, InputError
 from mil.config import TrainConfig
+from mil.evaluate.columns import conflicting_patient, label_text
 from mil.tasks import TaskSpec, create_task
-from mil.tasks.classification import infer_classes, normalise_labels
+from mil.tasks.classification import infer_classes
 
 _FIRST = 5  # ids quoted in an error message
 
@@ -119,7 +120,7 @@ def resolve_spec(table: pd.DataFrame, config: TrainConfig, source: str) -> TaskS
             "--time-col TIME --event-col EVENT, or list train.classes"
         )
     if config.classes is not None:
-        classes = [normalise_labels(pd.Series([c])).iloc[0] for c in classes]
+        classes = [label_text(pd.Series([c])).iloc[0] for c in classes]
     if len(classes) < 2:
         raise InputError(
             f"{source}: column {col!r} has {len(classes)} class(es) {classes}; a classifier needs 2+"
@@ -150,15 +151,17 @@ def build_cohort(
         )
 
     # One target (and group) per patient; with slide rows, a patient's rows must agree.
-    first_row: dict[str, int] = {}
-    for i, pid in enumerate(table["patient_id"]):
-        j = first_row.setdefault(pid, i)
-        if j != i and (has_rows[i] != has_rows[j] or not np.array_equal(y_rows[i], y_rows[j])):
-            raise InputError(
-                f"{source}: patient {pid!r} has slides with different targets; one label per patient"
-            )
-        if j != i and config.group_by and table[config.group_by].iloc[i] != table[config.group_by].iloc[j]:
-            raise InputError(f"{source}: patient {pid!r} has slides in different {config.group_by!r} groups")
+    targets = pd.DataFrame(y_rows.reshape(len(table), -1)).assign(has=has_rows)
+    pid = conflicting_patient(table["patient_id"], targets)
+    if pid is not None:
+        raise InputError(
+            f"{source}: patient {pid!r} has slides with different targets; one label per patient"
+        )
+    pid = conflicting_patient(table["patient_id"], table[[config.group_by]]) if config.group_by else None
+    if pid is not None:
+        raise InputError(f"{source}: patient {pid!r} has slides in different {config.group_by!r} groups")
+    first = ~table["patient_id"].duplicated()
+    first_row: dict[str, int] = dict(zip(table["patient_id"][first], np.flatnonzero(first), strict=True))
     labelled = {pid for pid, i in first_row.items() if has_rows[i]}
     empty = sorted(set(first_row) - labelled)
 

@@ -16,10 +16,14 @@ from torch import Tensor, nn
 from mil.heads.base import HeadOutput
 
 MIN_STD = 1e-6  # a constant feature is centred and left unscaled instead of divided by ~0
+# z-scores are clipped to +-Z_CLIP. Why: a sparse feature (a rare cell type's indicator, a rare granule count)
+# has a tiny std, so its few non-zero cells get z ~ 20 and saturate the attention's tanh/sigmoid; on a tiny
+# one-hot cohort unclipped z-scores left abmil at chance (AUC 0.48) where clipping at 5 gave 1.0.
+Z_CLIP = 5.0
 
 
 class StandardizedHead(nn.Module):
-    """A MIL head behind a fixed z-score of its inputs; padding stays exactly zero."""
+    """A MIL head behind a fixed, clipped z-score of its inputs; padding stays exactly zero."""
 
     def __init__(self, head: nn.Module, mean: Tensor, std: Tensor):
         super().__init__()
@@ -41,11 +45,13 @@ class StandardizedHead(nn.Module):
         return self.head.in_dim
 
     def forward(self, x: Tensor, mask: Tensor, target: Tensor | None = None) -> HeadOutput:
-        z = (x - self.feature_mean) / self.feature_std
+        z = ((x - self.feature_mean) / self.feature_std).clamp(-Z_CLIP, Z_CLIP)
         return self.head(z * mask[..., None], mask, target=target)
 
 
-def training_statistics(features: Tensor, offsets: Tensor, index: Tensor, chunk: int = 1 << 18) -> tuple[Tensor, Tensor]:
+def training_statistics(
+    features: Tensor, offsets: Tensor, index: Tensor, chunk: int = 1 << 18
+) -> tuple[Tensor, Tensor]:
     """Mean and std (D each) over every instance of the bags `index` of a flat `sum(N) x D` tensor.
 
     Accumulates in float64 chunk by chunk, so a 3 GB cohort needs no second copy."""

@@ -16,7 +16,6 @@ Per-fold seeds are `seed * 1000 + fold`, so folds differ from each other and a r
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -177,7 +176,9 @@ def _run_fold(
     with seeded(seed, device):
         model = create_head(config.head, data.dim, task.n_outputs, **config.model_params)
         if config.standardize:
-            model = StandardizedHead(model, *training_statistics(data.features, data.offsets, torch.as_tensor(tr)))
+            model = StandardizedHead(
+                model, *training_statistics(data.features, data.offsets, torch.as_tensor(tr))
+            )
         fit = fit_fold(model, task, data, tr, va, config, device, seed, fold.index, progress)
     out_test = task.outputs(infer(model, data, te, device, config.eval_batch_instances)).numpy()
     frame = task.frame(fold.test, fold.index, cohort.y[te], out_test)
@@ -207,6 +208,7 @@ def _score(
     from mil.evaluate.metrics import compute_metrics
     from mil.evaluate.plots import write_plots
     from mil.evaluate.predictions import read_predictions, write_predictions
+    from mil.evaluate.run import write_metrics
 
     pspec = cohort.spec.prediction_spec()
     table = pd.concat(frames, ignore_index=True).sort_values("patient_id", kind="stable")
@@ -215,7 +217,7 @@ def _score(
     emit("metrics", n_bootstrap=config.n_bootstrap)
     metrics = compute_metrics(table, pspec, n_bootstrap=config.n_bootstrap, seed=config.seed)
     metrics["cohort"] = _cohort_record(cohort, split)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    write_metrics(metrics, run_dir / "metrics.json")
     plots = write_plots(table, pspec, run_dir / "plots")
     _left_out_table(cohort, split).to_csv(run_dir / "left_out.csv", index=False)
     return metrics, plots

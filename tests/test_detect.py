@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from features.detect import Detections, DetectParams, detect_cells, grid_tiles, match_points, segment_nuclei
+from features.detect import Detections, DetectParams, detect_cells, grid_tiles, match_points
+from features.nuclei import segment_nuclei
 from features.qc import REGIONS, QCParams, RegionMap, assess_regions
 from features.sources.openslide_reader import SlideReader
 

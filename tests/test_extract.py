@@ -12,8 +12,9 @@ from features.bagstore import BagStore, bag_key
 from features.config import ExtractConfig
 from features.errors import StoreError
 from features.extract import extract, parse_shard
+from features.imageops import focus_scores
 from features.qc import REGIONS
-from features.slide_job import focus_scores, subsample_index
+from features.slide_job import subsample_index
 from tests.extract_fixtures import APERIO, OPENSLIDE_FIXTURES, synth_cohort
 
 CFG = ExtractConfig(encoder="cytomorph", workers=0, qc_thumbnail_px=256)
@@ -136,6 +137,18 @@ def test_cell_folders(cohort, tmp_path):
     assert bag.obs["focus"].shape == (12,) and (bag.obs["focus"] > 0).all()
     assert meta.source_kind == "cells" and meta.crop_px == 96 and meta.qc["focus_median"] > 0
     assert store.validate()["P001"] == []
+
+
+def test_cell_folder_focus_is_the_qc_measure(cohort, tmp_path):
+    # One focus measure for slides and cell folders: each image's score is features.imageops.focus_scores
+    # of the image as exported (the function region QC applies to its focus patches).
+    from features.sources.cells import read_cell_image
+
+    extract(cohort / "cells", tmp_path / "cells.zarr", CFG)
+    bag = BagStore(tmp_path / "cells.zarr").read("P002")
+    images = [read_cell_image(cohort / "cells" / "P002" / name) for name in bag.paths]
+    expected = np.concatenate([focus_scores(image[None]) for image in images])
+    np.testing.assert_allclose(bag.obs["focus"], expected, rtol=1e-6)
 
 
 def test_focus_score_drops_with_blur():

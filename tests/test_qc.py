@@ -11,7 +11,9 @@ from scipy import ndimage
 
 from features.detect import grid_tiles
 from features.errors import ConfigError
-from features.qc import REGIONS, QCParams, RegionMap, assess_regions, qc_summary, qc_thumbnail, region_codes
+from features.imageops import focus_scores
+from features.qc import REGIONS, QCParams, RegionMap, assess_regions, qc_summary, region_codes
+from features.qc_thumbnail import qc_thumbnail
 from features.sources.openslide_reader import SlideReader
 
 from .smear_painter import regions_slide, trail_slide, write_tiff
@@ -58,6 +60,30 @@ def test_out_of_focus_tile_is_flagged(tmp_path):
     assert left.all() and not right.any()
     measured = region_map.focus[~np.isnan(region_map.focus)]
     assert measured.max() > 5 * QCParams().focus_min > 5 * measured.min()
+
+
+def test_focus_tiles_use_the_shared_focus_measure(tmp_path, monkeypatch):
+    # Region QC and cell-image folders share one focus measure (features.imageops.focus_scores): every
+    # measured tile's score is that function applied to the patch QC read for it, at `focus_mpp`.
+    import features.qc
+
+    calls = []
+
+    def spy(images):
+        out = focus_scores(images)
+        calls.append((images.copy(), out))
+        return out
+
+    monkeypatch.setattr(features.qc, "focus_scores", spy)
+    painted = trail_slide(600, 500, mpp=0.25, seed=4)
+    path = write_tiff(tmp_path / "spy.tiff", painted.image, 0.25, levels=1)
+    with SlideReader(path) as reader:
+        region_map = assess_regions(reader, QCParams(focus_tile_um=64))
+    measured = region_map.focus[~np.isnan(region_map.focus)]
+    assert len(calls) == len(measured) > 1
+    np.testing.assert_array_equal(measured, np.concatenate([out for _, out in calls]))
+    # 48 µm patches at 0.5 µm/px: read at 0.25 µm/px and block-averaged by 2 before measuring.
+    assert all(images.shape == (1, 96, 96, 3) and images.dtype == np.uint8 for images, _ in calls)
 
 
 def test_summary_is_json_and_consistent(regions):

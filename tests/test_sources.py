@@ -11,9 +11,10 @@ import tifffile
 from PIL import Image
 
 from features.errors import ConfigError, InputError, SlideError
+from features.imageops import block_mean
 from features.sources import SOURCES, detect_source, discover
 from features.sources.cells import read_cell_image
-from features.sources.openslide_reader import SlideReader, block_mean, resolve_mpp
+from features.sources.openslide_reader import SlideReader, resolve_mpp
 
 from .smear_painter import trail_slide, write_tiff
 

@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from features.errors import InputError
+from mil.evaluate.columns import label_text
 from mil.evaluate.predictions import validate_predictions
 from mil.tasks import TASKS, TaskSpec, create_task
-from mil.tasks.classification import infer_classes, normalise_labels
+from mil.tasks.classification import infer_classes
 from mil.tasks.survival import cox_ph_loss
 
 
@@ -99,7 +100,7 @@ def test_infer_classes():
     assert infer_classes(pd.Series(["AML", "APL", None, "healthy", "AML"])) == ["AML", "APL", "healthy"]
     assert infer_classes(pd.Series(["10", "2", "1.0"])) == ["1", "2", "10"]
     assert infer_classes(pd.Series(["1.5", "2.25"])) is None
-    assert normalise_labels(pd.Series(["1.0", " x ", ""])).tolist()[:2] == ["1", "x"]
+    assert label_text(pd.Series(["1.0", " x ", ""])).tolist()[:2] == ["1", "x"]
 
 
 def test_binary_metric_is_positive_class_auc():

@@ -1,9 +1,12 @@
 """The slide reader: OpenSlide behind a small surface. The only module in the repo that imports openslide.
 
 Everything downstream (QC, detection, crops) takes a `SlideReader` and sees level-0 pixel coordinates, an
-`mpp` with its provenance, and RGB uint8 arrays. Two rules that TRIDENT's reader breaks and this one keeps:
-a region that cannot be decoded raises `SlideError` naming slide and location (no white tile is invented),
-and a slide without a physical pixel size is refused with the fix instead of assuming 0.25 µm/px.
+`mpp` with its provenance, and RGB uint8 arrays; those modules import `SlideReader` only for type checking
+(array helpers such as `block_mean` live in `features.imageops`), so they load without OpenSlide.
+
+Two rules that TRIDENT's reader breaks and this one keeps: a region that cannot be decoded raises
+`SlideError` naming slide and location (no white tile is invented), and a slide without a physical pixel size
+is refused with the fix instead of assuming 0.25 µm/px.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 import openslide
 
 from features.errors import SlideError
+from features.imageops import block_mean
 from features.sources.base import composite_on_white
 
 MPP_FIX = "pass --mpp or an mpp column in a manifest"
@@ -166,19 +170,6 @@ class SlideReader:
                 small = block_mean(tile, k)
                 out[y // k : y // k + small.shape[0], x // k : x // k + small.shape[1]] = small
         return out, level_ds * k
-
-
-def block_mean(img: np.ndarray, k: int) -> np.ndarray:
-    """Mean over k x k blocks (a partial last block averages the pixels it has): exact area downsampling."""
-    if k == 1:
-        return img
-    rows = np.arange(0, img.shape[0], k)
-    cols = np.arange(0, img.shape[1], k)
-    s = np.add.reduceat(np.add.reduceat(img, rows, axis=0, dtype=np.uint32), cols, axis=1, dtype=np.uint32)
-    nr = np.diff(np.append(rows, img.shape[0]))
-    nc = np.diff(np.append(cols, img.shape[1]))
-    count = (nr[:, None] * nc[None, :]).reshape(len(rows), len(cols), *([1] * (img.ndim - 2)))
-    return ((s + count // 2) // count).astype(img.dtype)
 
 
 def dicom_series_uid(path: Path) -> str | None:

@@ -13,11 +13,17 @@ from rich.table import Table
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
-        out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Folder for every output of the demo."),
-        patients: int = typer.Option(30, min=15, help="Synthetic patients (APL, AML, healthy in equal shares)."),
+        out: Path = typer.Option(
+            Path("demo-out"), "--out", "-o", help="Folder for every output of the demo."
+        ),
+        patients: int = typer.Option(
+            30, min=15, help="Synthetic patients (APL, AML, healthy in equal shares)."
+        ),
         slide_px: int = typer.Option(3000, min=1000, help="Side of each synthetic smear in px (0.25 µm/px)."),
         seed: int = typer.Option(1, help="Seed of the cohort, the extraction subsample and the training."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of an earlier demo in OUT."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace the outputs of an earlier demo in OUT."
+        ),
     ) -> None:
         """Run synth -> extract -> train -> heatmap -> report on a synthetic cohort and print where it all is."""
         from mil.demo import run_demo

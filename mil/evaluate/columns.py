@@ -32,7 +32,8 @@ def numeric_column(values: pd.Series, source: str, col: str) -> pd.Series:
 def label_text(values: pd.Series) -> pd.Series:
     """Class names and folds as stripped text; integer codes as "0"/"1" whether a CSV said 1, 1.0 or " 1 ".
 
-    Same rule as training's label reader, so a 0/1 label column round-trips to the spec's classes "0"/"1".
+    Training's label reader (`mil.tasks.classification`, `mil.labels`) uses this function too, so a 0/1 label
+    column round-trips to the spec's classes "0"/"1".
     Empty stays missing (an external cohort has no fold).
     """
 
@@ -49,3 +50,17 @@ def label_text(values: pd.Series) -> pd.Series:
         return str(int(number)) if number.is_integer() else text
 
     return values.map(one).astype(object)
+
+
+def conflicting_patient(patient_ids: pd.Series, values: pd.DataFrame) -> str | None:
+    """The first patient (in row order) whose rows disagree on `values`, or None when every patient's rows
+    agree. An empty cell is a value like any other: a labelled row and an empty row of one patient disagree.
+
+    The one-label-per-patient rule of training's label reader (`mil.labels`) and of `mil evaluate --labels`:
+    a labels table may hold one row per slide, so a patient can have several rows, which must then agree.
+    """
+    frame = values.reset_index(drop=True).set_axis(range(values.shape[1]), axis=1)
+    frame.insert(0, -1, patient_ids.to_numpy())  # column -1: cannot clash with the value columns 0..k-1
+    distinct = frame.drop_duplicates()  # NaN equals NaN here, unlike ==
+    repeated = distinct[-1].duplicated()
+    return str(distinct[-1][repeated].iloc[0]) if repeated.any() else None

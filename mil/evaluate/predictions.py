@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from features.errors import InputError
-from mil.evaluate._io import atomic_write, atomic_write_text
-from mil.evaluate.columns import label_text, numeric_column, text_column
+from mil.atomic import atomic_write, atomic_write_text
+from mil.evaluate.columns import conflicting_patient, label_text, numeric_column, text_column
 
 KINDS = ("classification", "multilabel", "survival")
 SPEC_SCHEMA = "mil.predictions/1"
@@ -188,6 +188,9 @@ def validate_predictions(df: pd.DataFrame, spec: PredictionSpec, source: str) ->
 def attach_labels(df: pd.DataFrame, spec: PredictionSpec, labels_csv: Path) -> pd.DataFrame:
     """Fill the truth columns from a labels CSV (`patient_id` + the spec's target columns).
 
+    The CSV may hold several rows per patient (one per slide, as `mil train` accepts) when they agree on the
+    target; rows that disagree are an error naming the patient.
+
     Patients without a label (absent from the CSV, or an empty target cell) are dropped; their ids are kept in
     `result.attrs["unlabelled_patients"]` so the caller can report the count. A label the predictions already
     carry must agree with the CSV: two sources of truth that disagree are an error, not a silent overwrite.
@@ -215,18 +218,22 @@ def attach_labels(df: pd.DataFrame, spec: PredictionSpec, labels_csv: Path) -> p
     labels = labels[["patient_id", *targets]].rename(columns=spec.target_map())
     labels["patient_id"] = text_column(labels["patient_id"])
     labels = labels.dropna(subset=["patient_id"])
-    dup = labels["patient_id"][labels["patient_id"].duplicated()].unique()
-    if len(dup):
-        raise InputError(
-            f"{labels_csv}: patient_id not unique (e.g. {', '.join(dup[:3])}); one label row per patient"
-        )
     truth = spec.truth_columns()
     if spec.kind == "classification":
         labels["y_true"] = label_text(labels["y_true"])
     else:
         for col in truth:
             labels[col] = numeric_column(labels[col], str(labels_csv), col)
-    labels = labels.dropna(subset=truth)
+    # A table with one row per slide repeats patients: fine while their rows agree (training's rule).
+    pid = conflicting_patient(labels["patient_id"], labels[truth])
+    if pid is not None:
+        seen = labels.loc[labels["patient_id"] == pid, truth].drop_duplicates().to_numpy().tolist()
+        values = " vs ".join(str(v[0] if len(v) == 1 else v) for v in seen)
+        raise InputError(
+            f"{labels_csv}: patient {pid!r} has rows with different {', '.join(targets)} ({values}); "
+            "one label per patient"
+        )
+    labels = labels.drop_duplicates(subset="patient_id").dropna(subset=truth)
     merged = df.drop(columns=truth).merge(labels, on="patient_id", how="inner")
     if merged.empty:
         raise InputError(

@@ -7,7 +7,6 @@ refused before anything is computed or written (`check_outputs`), so a refused r
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from features.errors import InputError
-from mil.evaluate._io import atomic_write_text
+from mil.atomic import write_json
 from mil.evaluate.predictions import PredictionSpec, attach_labels, read_predictions, require_truth
 
 _VERSIONED = ("mil", "numpy", "scipy", "pandas", "scikit-learn", "lifelines", "matplotlib")
@@ -65,8 +64,9 @@ def check_outputs(paths: list[Path], overwrite: bool) -> None:
 
 
 def write_metrics(metrics: dict, path: Path) -> None:
-    """Strict JSON (NaN is refused, never written as a bare `NaN` token), written atomically."""
-    atomic_write_text(Path(path), json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    """metrics.json of `mil evaluate` and `mil train`: strict JSON (NaN is refused, never written as a bare
+    `NaN` token), written atomically."""
+    write_json(metrics, Path(path))
 
 
 def _file_record(path: Path) -> dict:

@@ -122,7 +122,7 @@ def _font(size: int):
 
 def save_png(image: Image.Image, path: Path) -> Path:
     """Write atomically (temp file, then rename), so a crash never leaves half a PNG."""
-    from mil.evaluate._io import atomic_write
+    from mil.atomic import atomic_write
 
     atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG", compress_level=3))
     return Path(path)

@@ -76,7 +76,7 @@ def write_overlays(
     """One overlay PNG per output name (`paths[name]`); the slide is opened and downsampled once."""
     from features.errors import SlideError
     from features.sources.openslide_reader import SlideReader
-    from mil.evaluate._io import atomic_write
+    from mil.atomic import atomic_write
 
     if not Path(slide_path).is_file():
         raise SlideError(

@@ -57,7 +57,7 @@ def report(
     seed: int = 0,
 ) -> ReportSummary:
     """Write the HTML report of `run` explained on the patients of `bags` to `out`."""
-    from mil.evaluate._io import atomic_write_text
+    from mil.atomic import atomic_write_text
 
     started = time.perf_counter()
     emit = progress or (lambda event, **info: None)

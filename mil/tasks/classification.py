@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from features.errors import InputError
+from mil.evaluate.columns import label_text  # one rule for training's labels and evaluation's columns
 from mil.tasks import TASKS
 from mil.tasks.base import Task, mean_auc
 
@@ -23,27 +24,9 @@ from mil.tasks.base import Task, mean_auc
 MAX_INTEGER_CODES = 10
 
 
-def normalise_labels(values: pd.Series) -> pd.Series:
-    """Class labels as stripped text; integer codes as "0"/"1" whether the CSV said 1, 1.0 or " 1 "."""
-
-    def one(v: object) -> object:
-        if pd.isna(v):
-            return np.nan
-        text = str(v).strip()
-        if not text:
-            return np.nan
-        try:
-            number = float(text)
-        except ValueError:
-            return text
-        return str(int(number)) if number.is_integer() else text
-
-    return values.map(one).astype(object)
-
-
 def infer_classes(values: pd.Series) -> list[str] | None:
     """Sorted distinct labels (integer codes numerically), or None if the column looks continuous."""
-    labels = normalise_labels(values).dropna()
+    labels = label_text(values).dropna()
     distinct = sorted(set(labels))
     ints = [v for v in distinct if v.lstrip("-").isdigit()]
     if ints and len(ints) == len(distinct):
@@ -63,7 +46,7 @@ class Classification(Task):
 
     def parse(self, table: pd.DataFrame, source: str) -> tuple[np.ndarray, np.ndarray]:
         col = self.spec.target
-        labels = normalise_labels(table[col])
+        labels = label_text(table[col])
         has = labels.notna().to_numpy()
         index = {c: i for i, c in enumerate(self.spec.classes)}
         unknown = sorted(set(labels[has]) - set(index))

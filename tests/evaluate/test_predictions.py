@@ -142,9 +142,35 @@ def test_attach_labels_errors(tmp_path):
     pd.DataFrame({"patient_id": ["P001"], "dx": ["AML"]}).to_csv(bad, index=False)
     with pytest.raises(InputError, match="missing target column"):
         attach_labels(preds, spec, bad)
-    pd.DataFrame({"patient_id": ["P001", "P001"], "diagnosis": ["AML", "AML"]}).to_csv(bad, index=False)
-    with pytest.raises(InputError, match="not unique"):
+    pd.DataFrame({"patient_id": ["P001", "P001"], "diagnosis": ["AML", "APL"]}).to_csv(bad, index=False)
+    with pytest.raises(InputError, match="patient 'P001' has rows with different diagnosis"):
         attach_labels(preds, spec, bad)
+
+
+def test_attach_labels_collapses_agreeing_rows_per_slide(tmp_path):
+    # A labels table with one row per slide (as `mil synth` writes and `mil train` reads): two rows per
+    # patient that agree on the target collapse to one; the result equals the one-row-per-patient table's.
+    preds, spec, _, one_row = external_cohort(tmp_path)
+    per_patient = pd.read_csv(one_row, dtype=str)
+    per_slide = pd.concat(
+        [per_patient.assign(slide_id=per_patient.patient_id + "_s1"), per_patient.assign(slide_id="cells")]
+    ).sample(frac=1.0, random_state=0)  # rows of one patient apart, in any order
+    per_slide.to_csv(tmp_path / "slides.csv", index=False)
+    assert per_slide.patient_id.duplicated().sum() == len(per_patient)
+    out = attach_labels(preds, spec, tmp_path / "slides.csv")
+    pd.testing.assert_frame_equal(out, attach_labels(preds, spec, one_row))
+    assert out.attrs["unlabelled_patients"] == ["P003", "P004"] and out.patient_id.is_unique
+
+    df, sspec = survival_table(n=8)
+    labels = df[["patient_id", "time", "event"]].rename(columns={"time": "os_months", "event": "dead"})
+    twice = pd.concat([labels, labels.assign(dead=labels.dead.map({1: "1.0", 0: "0"}))])  # same values
+    twice.to_csv(tmp_path / "s.csv", index=False)
+    out = attach_labels(df.assign(time=np.nan, event=np.nan), sspec, tmp_path / "s.csv")
+    assert len(out) == 8 and np.allclose(out["time"], df["time"]) and np.allclose(out["event"], df["event"])
+    twice.iloc[len(labels) + 2, 1] = labels.iloc[2, 1] + 1.0  # the second row of S002 says another time
+    twice.to_csv(tmp_path / "s.csv", index=False)
+    with pytest.raises(InputError, match=r"patient 'S002' has rows with different os_months, dead \(.* vs "):
+        attach_labels(df.assign(time=np.nan, event=np.nan), sspec, tmp_path / "s.csv")
 
 
 def test_attach_labels_refuses_disagreeing_truth(tmp_path):
