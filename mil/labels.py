@@ -46,12 +46,15 @@ class Cohort:
     groups: list[str] | None = None  # group_by value per patient
     left_out_empty: list[str] = field(default_factory=list)  # labelled rows with an empty target
     missing_bags: list[str] = field(default_factory=list)  # labelled but not in the store (--allow-missing)
+    # labelled slide rows without a bag whose patient has other bags in the store (trained on those)
+    slides_without_bag: list[str] = field(default_factory=list)
     unlabelled_slides: list[str] = field(default_factory=list)  # in the store, no label row (--allow-missing)
 
     def left_out(self) -> dict[str, int]:
         return {
             "empty_target": len(self.left_out_empty),
             "missing_bag": len(self.missing_bags),
+            "slide_without_bag": len(self.slides_without_bag),
             "unlabelled_slide": len(self.unlabelled_slides),
         }
 
@@ -171,10 +174,15 @@ def build_cohort(
     if by_slide:
         slide_patient = dict(zip(table["slide_id"], table["patient_id"], strict=True))
         unlabelled = sorted(s for s in stored if s not in slide_patient)
-        missing = sorted(s for s, p in slide_patient.items() if p in labelled and s not in stored)
         for s, p in slide_patient.items():
             if s in stored and p in labelled:
                 slides[p].append(s)
+        absent = sorted(s for s, p in slide_patient.items() if p in labelled and s not in stored)
+        # A slide row without a bag blocks only when its patient has no bag at all. A patient whose other
+        # slides are stored trains on those, and the absent rows are reported (summary, left_out.csv): e.g.
+        # a `mil synth --layout both` table lists each patient's cell folder and smear, one store holds one.
+        partial = [s for s in absent if slides.get(slide_patient[s])]
+        missing = [s for s in absent if not slides.get(slide_patient[s])]
         what = "slides"
     else:
         unlabelled = sorted(s for s, m in stored.items() if m.patient_id not in first_row)
@@ -182,6 +190,7 @@ def build_cohort(
             if m.patient_id in labelled:
                 slides[m.patient_id].append(s)
         missing = sorted(p for p in labelled if p not in slides)
+        partial = []
         what = "patients"
     if missing and not config.allow_missing:
         raise InputError(
@@ -216,6 +225,7 @@ def build_cohort(
         groups=groups,
         left_out_empty=empty,
         missing_bags=missing,
+        slides_without_bag=partial,
         unlabelled_slides=unlabelled,
     )
 

@@ -256,5 +256,9 @@ def _left_out_table(cohort: Cohort, split: Splits) -> pd.DataFrame:
     rows = [(p, "patient", "empty target") for p in cohort.left_out_empty]
     rows += [(i, "labelled, no bag", "missing bag (--allow-missing)") for i in cohort.missing_bags]
     rows += [(s, "slide", "no label row (--allow-missing)") for s in cohort.unlabelled_slides]
+    rows += [
+        (s, "slide", "labelled, no bag; the patient's other slides were used")
+        for s in cohort.slides_without_bag
+    ]
     rows += [(p, "patient", "in --splits but not in this cohort") for p in split.dropped]
     return pd.DataFrame(rows, columns=["id", "what", "reason"])

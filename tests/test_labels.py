@@ -118,6 +118,17 @@ def test_missing_bags_and_unlabelled_slides(cohort_files, tmp_path):
         cohort(write(tmp_path, pd.concat([per_patient, extra])), metas, target="diagnosis")
 
 
+def test_absent_slide_of_a_patient_with_other_bags_is_reported_not_fatal(cohort_files, tmp_path):
+    # e.g. `mil synth --layout both`: each patient has a cells row and a slides row; a store holds one of them
+    _, labels, metas = cohort_files
+    table = pd.read_csv(labels, dtype=str)
+    row = table.iloc[0].to_dict()
+    extra = pd.concat([table, pd.DataFrame([{**row, "slide_id": row["patient_id"] + "-cells"}])])
+    c = cohort(write(tmp_path, extra), metas, target="diagnosis")
+    assert c.slides_without_bag == [row["patient_id"] + "-cells"] and c.missing_bags == []
+    assert row["patient_id"] in c.patients and c.left_out()["slide_without_bag"] == 1
+
+
 def test_class_smaller_than_folds(cohort_files):
     _, labels, metas = cohort_files
     c = cohort(labels, metas, target="npm1")

@@ -15,7 +15,9 @@ def registries() -> dict:
 
 def register(app: typer.Typer) -> None:
     @app.command("list")
-    def list_(axis: str = typer.Argument(None, help="sources | encoders | heads | tasks (default: all)")) -> None:
+    def list_(
+        axis: str = typer.Argument(None, help="sources | encoders | heads | tasks (default: all)"),
+    ) -> None:
         """List the registered sources, encoders, MIL heads and tasks."""
         regs = registries()
         if axis is not None and axis not in regs:
