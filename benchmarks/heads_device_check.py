@@ -1,7 +1,10 @@
-"""Device check and timings for mil.heads (run on a CUDA machine: python benchmarks/heads_device_check.py).
+"""Device check and timings for mil.heads.
 
-Every head on CUDA: bag alone == padded in a batch, a training step with aux losses; then a 200k x 384 bag at
-inference (time, extra peak CUDA memory) and training steps of 16 padded bags x <= 2000 x 384 (bags/s).
+    python benchmarks/heads_device_check.py            # CUDA (the default)
+    python benchmarks/heads_device_check.py cpu        # the same checks and timings on the CPU
+
+Every head on the device: bag alone == padded in a batch, a training step with aux losses; then a 200k x 384 bag at
+inference (time; extra peak memory on CUDA) and training steps of 16 padded bags x <= 2000 x 384 (bags/s).
 """
 
 import sys
@@ -13,7 +16,15 @@ import torch.nn.functional as F
 sys.path.insert(0, ".")
 from mil.heads import HEADS, create_head
 
-dev = torch.device("cuda")
+dev = torch.device(sys.argv[1] if len(sys.argv) > 1 else "cuda")
+CUDA = dev.type == "cuda"
+
+
+def sync() -> None:
+    if CUDA:
+        torch.cuda.synchronize()
+
+
 torch.manual_seed(0)
 for name in HEADS.names():
     head = create_head(name, 12, 3).to(dev).eval()
@@ -44,15 +55,17 @@ for name in ["abmil", "gated_abmil", "clam_sb", "clam_mb", "dsmil", "scemila", "
     head = create_head(name, 384, 3).to(dev).eval()
     with torch.no_grad():
         head(x[:, :1000], m[:, :1000])
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
+        sync()
+        if CUDA:
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
         t = time.perf_counter()
         o = head(x, m)
-        torch.cuda.synchronize()
+        sync()
         dt = time.perf_counter() - t
+    peak = f", extra peak {(torch.cuda.max_memory_allocated() - base) / 2**20:.0f} MiB" if CUDA else ""
     print(
-        f"{name:12s} 200k x 384 eval: {dt * 1000:.0f} ms, extra peak {(torch.cuda.max_memory_allocated() - base) / 2**20:.0f} MiB, att sum {o.attention.sum().item():.4f}",
+        f"{name:12s} 200k x 384 eval: {dt * 1000:.0f} ms{peak}, att sum {o.attention.sum().item():.4f}",
         flush=True,
     )
 # training throughput: batches of 16 bags x 2000 x 384 (padded, sizes 1000-2000), fwd+bwd+adam
@@ -66,14 +79,14 @@ for name in HEADS.names():
     opt = torch.optim.Adam(head.parameters(), 1e-4)
     for i in range(13):
         if i == 3:
-            torch.cuda.synchronize()
+            sync()
             t = time.perf_counter()
         o = head(xb, mb, yb)
         loss = F.cross_entropy(o.logits, yb) + sum(o.aux_losses.values())
         opt.zero_grad()
         loss.backward()
         opt.step()
-    torch.cuda.synchronize()
+    sync()
     dt = (time.perf_counter() - t) / 10
     print(
         f"{name:12s} train step 16 bags x <=2000 x 384: {dt * 1000:.1f} ms ({16 / dt:.0f} bags/s)", flush=True

@@ -103,10 +103,10 @@ def test_train_speed_bags_are_seeded_and_carry_witnesses():
 
 
 def test_train_speed_tiny_run(tmp_path):
-    sides = "mil,torchmil" if HAS_TORCHMIL else "mil"
+    sides = "mil,mil-sub,torchmil" if HAS_TORCHMIL else "mil,mil-sub"
     out = tmp_path / "speed.json"
     argv = ["--bags", "20", "--instances", "12", "--dim", "8", "--hidden", "8", "--epochs", "2"]
-    argv += ["--witnesses", "3"]
+    argv += ["--witnesses", "3", "--sub-instances", "5"]
     argv += ["--folds", "2", "--sides", sides, "--threads", "1", "--json", str(out)]
     train_speed.main(argv)
     record = json.loads(out.read_text())
@@ -117,7 +117,7 @@ def test_train_speed_tiny_run(tmp_path):
         assert 0.0 <= r["auc_pooled"] <= 1.0
     if HAS_TORCHMIL:
         assert results["mil"]["split_digest"] == results["torchmil"]["split_digest"]
-        assert record["speedup"] > 0
+        assert set(record["speedup"]) == {"mil", "mil-sub"} and min(record["speedup"].values()) > 0
 
 
 @pytest.mark.slow

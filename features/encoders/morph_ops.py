@@ -14,6 +14,8 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
+from features.imageops import fill_holes  # noqa: F401  (part of this module's batch API)
+
 F32 = np.float32
 PLANE = np.zeros((3, 3, 3), bool)
 PLANE[1] = True  # 8-connected within an image, never across images of the batch
@@ -142,18 +144,6 @@ def euler_number(mask: np.ndarray) -> np.ndarray:
 def count_blobs(mask: np.ndarray) -> np.ndarray:
     """Number of blobs per image, as the Euler number floored at 0 (blobs here rarely enclose holes)."""
     return np.maximum(euler_number(mask), 0)
-
-
-def fill_holes(mask: np.ndarray) -> np.ndarray:
-    """Fill background regions that do not touch the image border (4-connected background)."""
-    cross = np.zeros((3, 3, 3), bool)
-    cross[1, 1, :] = cross[1, :, 1] = True
-    labels, _ = ndimage.label(~mask, cross)
-    border = np.zeros(labels.max() + 1, bool)
-    for edge in (labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]):
-        border[edge.ravel()] = True
-    border[0] = True
-    return mask | ~border[labels]
 
 
 @lru_cache(maxsize=4)
