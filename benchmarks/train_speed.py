@@ -55,8 +55,9 @@ from mil.fit import resolve_device  # noqa: E402
 from mil.splits import make_splits  # noqa: E402
 from mil.tasks.base import binary_auc  # noqa: E402
 
-# "mil-sub" is `mil train`'s own bag subsampling (TrainConfig.max_instances, on by default there): each training
-# step sees --sub-instances random instances per bag; validation and test always see every instance.
+# "mil-sub" is `mil train`'s own bag subsampling (TrainConfig.max_instances; its default, 4096, leaves these
+# 2000-instance bags whole): each training step sees --sub-instances random instances per bag; validation and
+# test always see every instance.
 SIDES = ("mil", "mil-sub", "torchmil")
 
 

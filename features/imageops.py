@@ -1,4 +1,5 @@
-"""Small numpy image operations shared by the slide reader, region QC, detection and cell-folder extraction.
+"""Small numpy image operations shared by the slide reader, region QC, detection, cell-folder extraction and
+the cytomorph encoder.
 
 Nothing here opens a file or knows a slide: arrays in, arrays out. Kept apart from
 `features.sources.openslide_reader` so that QC, detection and the config that holds their parameters can be
@@ -45,9 +46,6 @@ def focus_scores(images: np.ndarray) -> np.ndarray:
     return log[:, b : h - b, b : w - b].reshape(len(green), -1).var(axis=1).astype(np.float32)
 
 
-__all__ = ["block_mean", "focus_scores"]
-
-
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """Fill background regions that do not touch the image border (4-connected background), for a B x H x W
     stack of masks at once: one labelling call whose structuring element never connects two images."""
@@ -59,3 +57,6 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
         border[edge.ravel()] = True
     border[0] = True
     return mask | ~border[labels]
+
+
+__all__ = ["block_mean", "fill_holes", "focus_scores"]
