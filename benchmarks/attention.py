@@ -40,18 +40,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mil.explain.truth import join_truth  # noqa: E402
+from mil.heads import HEADS as HEAD_REGISTRY  # noqa: E402
 
-HEADS = [
-    "abmil",
-    "gated_abmil",
-    "clam_sb",
-    "clam_mb",
-    "transmil",
-    "dsmil",
-    "scemila",
-    "mean_pool",
-    "max_pool",
-]
+HEADS = HEAD_REGISTRY.names()  # every registered head
 POSITIVE = {"apl_aml_healthy": ["APL", "AML"], "mds_aa_aml": ["MDS", "AML"]}
 TOP = 20
 RADIUS_UM = 4.0

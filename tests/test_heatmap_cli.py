@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mil.cli import app, main
-from tests.explain.cohort import get_tiny
+from tests.explain.cohort import copy_store, get_tiny, point_source
 
 
 @pytest.fixture(scope="module")
@@ -29,16 +29,8 @@ def test_heatmap_cli_writes_and_summarises(tiny, tmp_path):
 
 
 def test_partial_failure_exits_3(tiny, tmp_path):
-    import shutil
-    from dataclasses import replace
-
-    from features.bagstore import BagStore
-
-    store = tmp_path / "slides.bags"
-    shutil.copytree(tiny.slides, store)
-    s = BagStore(store, "a")
-    s.write(s.read("P002_s1"), replace(s.meta("P002_s1"), source_path=str(tmp_path / "gone.tiff"), created_at=""),
-            overwrite=True)  # fmt: skip
+    store = copy_store(tiny.slides, tmp_path / "slides.bags")
+    point_source(store, "P002_s1", tmp_path / "gone.tiff")
     result = run("heatmap", tiny.clam_mb, "--bags", store, "-o", tmp_path / "hm", "--slide", "P001_s1",
                  "--slide", "P002_s1", "--top-k", "2")  # fmt: skip
     assert result.exit_code == 3, result.output

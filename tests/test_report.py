@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from features.errors import InputError
 from mil.cli import app
 from mil.report.build import report
-from tests.explain.cohort import get_tiny
+from tests.explain.cohort import copy_store, get_tiny, point_source
 
 
 @pytest.fixture(scope="module")
@@ -90,15 +90,8 @@ def test_report_is_self_contained_with_every_section(tiny, tmp_path):
 
 
 def test_report_on_slides_with_a_moved_source_shows_grey_tiles(tiny, tmp_path):
-    from dataclasses import replace
-
-    from features.bagstore import BagStore
-
-    store = tmp_path / "slides.bags"
-    shutil.copytree(tiny.slides, store)
-    s = BagStore(store, "a")
-    s.write(s.read("P004_s1"), replace(s.meta("P004_s1"), source_path=str(tmp_path / "gone.tiff"), created_at=""),
-            overwrite=True)  # fmt: skip
+    store = copy_store(tiny.slides, tmp_path / "slides.bags")
+    point_source(store, "P004_s1", tmp_path / "gone.tiff")
     out = tmp_path / "slides.html"
     summary = report(tiny.clam_mb, store, out, top_k=6, n_clusters=2)
     assert set(summary.missing_sources) == {"P004_s1"} and "not found" in summary.missing_sources["P004_s1"]

@@ -128,3 +128,12 @@ def copy_store(store: Path, dest: Path) -> Path:
     """A private copy of a store, for tests that break its sources."""
     shutil.copytree(store, dest)
     return dest
+
+
+def point_source(store: Path, slide_id: str, source: Path) -> None:
+    """Rewrite one bag's provenance so it names `source` as its slide file (e.g. a file that is not there)."""
+    from dataclasses import replace
+
+    bags = BagStore(store, "a")
+    meta = replace(bags.meta(slide_id), source_path=str(source), created_at="")
+    bags.write(bags.read(slide_id), meta, overwrite=True)

@@ -13,7 +13,7 @@ from features.bagstore import Bag, BagMeta, BagStore, EncoderIdentity
 from features.errors import InputError, StoreError
 from mil.explain.heatmap import heatmap
 from mil.explain.truth import join_truth
-from tests.explain.cohort import copy_store, get_tiny
+from tests.explain.cohort import copy_store, get_tiny, point_source
 
 
 @pytest.fixture(scope="module")
@@ -108,12 +108,8 @@ def test_moved_source_fails_that_slide_only_and_overwrite_replaces(tiny, tmp_pat
     moved = tmp_path / "moved"
     shutil.copytree(tiny.synth / "slides", moved)
     # point two slides' bags at a private copy of their TIFFs, then move one TIFF away
-    s = BagStore(store, "a")
     for sid in ("P001_s1", "P002_s1"):
-        from dataclasses import replace
-
-        meta = replace(s.meta(sid), source_path=str(moved / f"{sid}.tiff"), created_at="")
-        s.write(s.read(sid), meta, overwrite=True)
+        point_source(store, sid, moved / f"{sid}.tiff")
     (moved / "P002_s1.tiff").rename(moved / "elsewhere.tiff")
     out = tmp_path / "hm"
     summary = heatmap(tiny.clam_mb, store, out, slides=["P001_s1", "P002_s1"], top_k=2)
