@@ -27,7 +27,7 @@ import torch
 
 from mil.config import TrainConfig
 from mil.data import BagSet
-from mil.fit import fit_fold, infer, resolve_device, seeded
+from mil.fit import eval_batch_instances, fit_fold, infer, resolve_device, seeded
 from mil.heads import create_head
 from mil.splits import Splits
 from mil.tasks import Task, TaskSpec, create_task
@@ -167,7 +167,7 @@ def fit_ours(
     with seeded(seed, device):
         model = create_head(head, bags.dim, task.n_outputs, **params)
         fit = fit_fold(model, task, bags, train_idx, val_idx, config, device, seed)
-    probs = task.outputs(infer(model, bags, test_idx, device, config.eval_batch_instances)).numpy()
+    probs = task.outputs(infer(model, bags, test_idx, device, eval_batch_instances(config, device))).numpy()
     return FitResult(probs, fit.best_epoch, len(fit.history))
 
 

@@ -14,10 +14,16 @@ mean moves by shift x witnesses / instances), so the AUC says whether a model le
 Same model, same rule on both sides: embedding Linear(dim, hidden) -> ReLU, tanh attention of width
 hidden / 2, linear classifier; Adam (same lr and weight decay), the same batch size, `--epochs` epochs with
 early stopping on the validation loss after `--patience` epochs without improvement, best epoch kept; no
-dropout (torchmil's Trainer validates in train mode), no class weights, every instance of every bag (side
-`mil-sub` adds `mil train`'s training-time bag subsampling, `--sub-instances` per bag per step). torchmil
+dropout (torchmil's Trainer validates in train mode), no class weights, every instance of every bag (sides
+`mil-subN` add `mil train`'s training-time bag subsampling, N instances per bag per step, one side per value
+of `--sub-instances`). torchmil
 is used as its docs show: a DataLoader with its `collate_fn`, its `Trainer`, then the best model predicts the
 test bags under no_grad. The AUC of each side is the pooled out-of-fold AUC (`mil.tasks.base.binary_auc`).
+
+On the CPU the script also prints an arithmetic floor: the model's matrix products over the CV as each side ran
+it (`model_flops`), divided by the best GEMM rate of this machine measured before and after the sides
+(`gemm_rate`). torchmil's wall time over the same rule's floor is the most any every-instance implementation
+could gain over it here.
 """
 
 from __future__ import annotations
@@ -56,9 +62,23 @@ from mil.splits import make_splits  # noqa: E402
 from mil.tasks.base import binary_auc  # noqa: E402
 
 # "mil-sub" is `mil train`'s own bag subsampling (TrainConfig.max_instances; its default, 4096, leaves these
-# 2000-instance bags whole): each training step sees --sub-instances random instances per bag; validation and
-# test always see every instance.
+# 2000-instance bags whole): side "mil-subN" sees N random instances per bag per training step; validation and
+# test always see every instance. "mil-sub" in --sides runs one such side per --sub-instances value.
 SIDES = ("mil", "mil-sub", "torchmil")
+
+
+def sub_instances(side: str) -> int | None:
+    """N of a "mil-subN" side, None for the sides that train on every instance."""
+    return int(side.removeprefix("mil-sub")) if side.startswith("mil-sub") else None
+
+
+def expand_sides(sides: str, subs: str) -> list[str]:
+    out: list[str] = []
+    for side in (s for s in sides.split(",") if s):
+        if side not in SIDES:
+            raise SystemExit(f"--sides: unknown side {side!r}; use a subset of {','.join(SIDES)}")
+        out.extend([f"mil-sub{int(n)}" for n in subs.split(",") if n] if side == "mil-sub" else [side])
+    return out
 
 
 def synthetic_bags(
@@ -85,6 +105,36 @@ def synthetic_bags(
     )
 
 
+def model_flops(args: argparse.Namespace, folds: list, epochs: list[int], per_bag_train: int) -> float:
+    """FLOPs of the model's matrix products over the whole CV as it ran (the arithmetic no implementation can
+    skip): per instance, the embedding (dim x hidden) and the attention layer (hidden x hidden / 2) forward;
+    training adds both weight gradients and the attention layer's input gradient (the features need none)."""
+    d, h = args.dim, args.hidden
+    a = h // 2
+    forward = 2 * d * h + 2 * h * a
+    train = forward + 2 * d * h + 4 * h * a
+    total = 0.0
+    for (tr, va, te), e in zip(folds, epochs, strict=True):
+        total += len(tr) * e * per_bag_train * train + (len(va) * e + len(te)) * args.instances * forward
+    return total
+
+
+def gemm_rate(args: argparse.Namespace, repeats: int = 5) -> float:
+    """Best FLOP/s of this machine on the model's largest products (one training batch through the
+    embedding, forward and weight gradient), measured now, with the sides' thread count."""
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    rows = args.batch_size * args.instances
+    x, w, g = torch.randn(rows, args.dim), torch.randn(args.dim, args.hidden), torch.randn(rows, args.hidden)
+    best = float("inf")
+    for _ in range(repeats):
+        with Timer() as t:
+            x @ w
+            x.T @ g
+        best = min(best, t.seconds)
+    return 2 * 2 * rows * args.dim * args.hidden / best
+
+
 def cpu_seconds() -> float:
     """User + system CPU time of this process: less sensitive than wall time to other jobs on the machine."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -92,7 +142,7 @@ def cpu_seconds() -> float:
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    sub = args.sub_instances if args.worker == "mil-sub" else None
+    sub = sub_instances(args.worker)
     return TrainConfig(
         optimizer="adam",
         lr=args.lr,
@@ -151,6 +201,10 @@ def worker(args: argparse.Namespace) -> dict:
         "peak_rss_mb": peak_rss_mb(),
         "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         "device": str(resolve_device(args.device)),
+        "model_gflop": model_flops(
+            args, folds, epochs, min(sub_instances(args.worker) or args.instances, args.instances)
+        )
+        / 1e9,
         "split_digest": splits_digest(folds),
         "torch_threads": torch.get_num_threads(),
         "load_average_end": os.getloadavg(),
@@ -197,7 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--sub-instances", type=int, default=512, help="mil-sub side: instances per bag per training step"
+        "--sub-instances",
+        default="512",
+        help="mil-sub sides: instances per bag per training step, comma-separated (one side each)",
     )
     parser.add_argument("--device", default="cpu", help="cpu | cuda (both sides)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per side (0: torch's default)")
@@ -207,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run order; comma-separated subset of " + ",".join(SIDES),
     )
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     return parser
 
@@ -221,8 +277,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.worker:
         args.worker_out.write_text(json.dumps(worker(args)))
         return {}
-    sides = [s for s in args.sides.split(",") if s]
+    sides = expand_sides(args.sides, args.sub_instances)
+    cpu = resolve_device(args.device).type == "cpu"
+    rate = gemm_rate(args) if cpu else None
     results = {side: run_side(side, argv) for side in sides}
+    if rate is not None:  # best of before and after: the floor should be the machine at its fastest
+        rate = max(rate, gemm_rate(args))
     gb = args.bags * args.instances * args.dim * 4 / 1e9
     setup = (
         f"{args.folds}-fold CV, {args.bags} bags x {args.instances} instances x {args.dim}-d ({gb:.2f} GB float32), "
@@ -231,15 +291,28 @@ def main(argv: Sequence[str] | None = None) -> dict:
         f"device {results[sides[0]]['device']}, cpu threads {results[sides[0]]['torch_threads']}"
     )
     print(setup)
-    print(f"{'side':9s} {'CV wall s':>10s} {'CV cpu s':>9s} {'AUC pooled':>11s} {'AUC folds (mean)':>17s} {'peak RSS MB':>12s} "
+    print(f"{'side':11s} {'CV wall s':>10s} {'CV cpu s':>9s} {'AUC pooled':>11s} {'AUC folds (mean)':>17s} {'peak RSS MB':>12s} "
           f"{'epochs':>14s} {'gen s':>6s} {'load start':>10s}  folds")  # fmt: skip
     for side, r in results.items():
         print(
-            f"{side:9s} {r['cv_seconds']:10.1f} {r['cv_cpu_seconds']:9.1f} {r['auc_pooled']:11.3f} {np.mean(r['auc_per_fold']):17.3f} "
+            f"{side:11s} {r['cv_seconds']:10.1f} {r['cv_cpu_seconds']:9.1f} {r['auc_pooled']:11.3f} {np.mean(r['auc_per_fold']):17.3f} "
             f"{r['peak_rss_mb']:12.0f} {','.join(map(str, r['epochs_run'])):>14s} {r['generate_seconds']:6.1f} "
             f"{r['load_average_start'][0]:10.1f}  {r['split_digest']}"
         )
     payload: dict = {"benchmark": "train_speed", "setup": setup, "args": vars(args), "results": results}
+    if rate is not None:
+        print(f"arithmetic floor: each side's matrix products at the best GEMM rate measured in this run "
+              f"({rate / 1e9:.0f} GFLOP/s; no elementwise ops, no data movement):")  # fmt: skip
+        floors = {side: r["model_gflop"] * 1e9 / rate for side, r in results.items()}
+        for side, floor in floors.items():
+            print(f"  {side:11s} {results[side]['model_gflop'] / 1e3:7.1f} TFLOP  floor {floor:6.1f} s  "
+                  f"measured / floor {results[side]['cv_seconds'] / floor:4.2f}")  # fmt: skip
+        if "torchmil" in results:
+            bound = results["torchmil"]["cv_seconds"] / floors["torchmil"]
+            print(f"  torchmil's wall time / the same rule's floor = {bound:.2f}x: the most any implementation of "
+                  "every-instance training could gain over torchmil on this machine")  # fmt: skip
+            payload["same_rule_bound"] = bound
+        payload["gemm_gflops"] = rate / 1e9
     if "torchmil" in results:
         base = results["torchmil"]
         for side in (s for s in sides if s != "torchmil"):

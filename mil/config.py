@@ -97,7 +97,9 @@ class TrainConfig(Section):
         4096,
         ge=1,
         description="Training only: a bag with more instances is randomly subsampled to this many each step "
-        "(bounds memory and time for 200k-cell bags; evaluation always sees every instance). Empty = all.",
+        "(bounds memory and time for 200k-cell bags; evaluation always sees every instance). Empty = all. "
+        "Small values cost signal when diagnostic cells are rare: with 1% witness cells, 512 of 2,000 per step "
+        "cut the pooled AUC from 0.969 to 0.811 in benchmarks/train_speed.py (5 epochs).",
     )
     instance_dropout: float = Field(
         0.0,
@@ -114,10 +116,12 @@ class TrainConfig(Section):
         "float32",
         description="In-memory storage of the features (compute is always float32); float16 halves memory.",
     )
-    eval_batch_instances: int = Field(
-        262144,
+    eval_batch_instances: int | None = Field(
+        None,
         ge=1,
-        description="Inference groups bags until batch size x largest bag reaches this; a bigger bag runs alone.",
+        description="Inference groups bags until batch size x largest bag reaches this; a bigger bag runs alone. "
+        "Empty = 16,384 on the CPU (activations stay in cache: ~1.6x faster than 262,144 there) and 262,144 on "
+        "a GPU.",
     )
     n_bootstrap: int = Field(
         1000, ge=0, description="Bootstrap draws for the confidence intervals in metrics.json."

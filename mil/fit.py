@@ -60,6 +60,15 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def eval_batch_instances(config: TrainConfig, device: torch.device) -> int:
+    """The inference batch budget: the configured one, else 16,384 instances on the CPU (a 2,000-cell batch's
+    activations then fit the caches; 1.3-1.6x the throughput of 262,144 for abmil, gated and transmil at 384-d
+    and 1536-d on this project's CPUs) and 262,144 on a GPU (one big batch keeps it busy)."""
+    if config.eval_batch_instances is not None:
+        return config.eval_batch_instances
+    return 16384 if device.type == "cpu" else 262144
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "adamw":
@@ -154,7 +163,7 @@ def fit_fold(
         train_loss = train_epoch(
             model, task, bags, train_idx, optimizer, config, generator, device, sample_weights
         )
-        logits = infer(model, bags, val_idx, device, config.eval_batch_instances)
+        logits = infer(model, bags, val_idx, device, eval_batch_instances(config, device))
         with torch.inference_mode():
             val_loss = float(task.loss(logits, y_val))
         val_metric = task.metric(y_val.numpy(), task.outputs(logits).numpy())

@@ -28,9 +28,13 @@ from mil.checkpoint import FoldModel, load_checkpoint
 from mil.config import TrainConfig
 from mil.data import load_bags
 from mil.evaluate.predictions import PredictionSpec, write_predictions
-from mil.fit import infer, resolve_device
+from mil.fit import eval_batch_instances, infer, resolve_device
 from mil.heads.base import HeadOutput
 from mil.tasks import create_task
+
+# New slides are read in chunks of about this many instances (1.5 GB as 384-d float32), so memory stays
+# bounded however large the cohort.
+LOAD_INSTANCES = 1 << 20
 
 
 class LoadedRun(NamedTuple):
@@ -119,7 +123,7 @@ def predict(
     slides, table = _patient_slides(store, labels)
     patients = sorted(slides)
     sizes = {p: sum(store.meta(s).n_instances for s in slides[p]) for p in patients}
-    budget = 4 * config.eval_batch_instances
+    budget = LOAD_INSTANCES
     chunks, current, filled = [], [], 0
     for p in patients:
         if current and filled + sizes[p] > budget:
@@ -128,13 +132,11 @@ def predict(
         current.append(p)
         filled += sizes[p]
     chunks.append(current)
-    outputs = []
+    outputs, batch = [], eval_batch_instances(config, dev)
     for i, chunk in enumerate(chunks):
         data = load_bags(store, chunk, slides, None, torch.float32)
         index = np.arange(len(chunk))
-        per_model = [
-            task.outputs(infer(m.head, data, index, dev, config.eval_batch_instances)) for m in models
-        ]
+        per_model = [task.outputs(infer(m.head, data, index, dev, batch)) for m in models]
         outputs.append(torch.stack(per_model).mean(dim=0).numpy())
         emit("predict", done=i + 1, total=len(chunks), patients=len(chunk))
     frame = task.frame(patients, None, None, np.concatenate(outputs))

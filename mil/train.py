@@ -31,7 +31,7 @@ from features.bagstore import BagStore
 from mil.checkpoint import save_checkpoint
 from mil.config import TrainConfig
 from mil.data import BagSet, load_bags
-from mil.fit import Progress, fit_fold, infer, resolve_device, seeded
+from mil.fit import Progress, eval_batch_instances, fit_fold, infer, resolve_device, seeded
 from mil.labels import Cohort, build_cohort, check_counts
 from mil.rundir import check_out, provenance, swap_in, temp_dir
 from mil.splits import Fold, Splits, check_leakage, load_splits, make_splits, save_splits
@@ -180,7 +180,7 @@ def _run_fold(
                 model, *training_statistics(data.features, data.offsets, torch.as_tensor(tr))
             )
         fit = fit_fold(model, task, data, tr, va, config, device, seed, fold.index, progress)
-    out_test = task.outputs(infer(model, data, te, device, config.eval_batch_instances)).numpy()
+    out_test = task.outputs(infer(model, data, te, device, eval_batch_instances(config, device))).numpy()
     frame = task.frame(fold.test, fold.index, cohort.y[te], out_test)
     fold_dir = run_dir / "folds" / str(fold.index)
     save_checkpoint(

@@ -106,18 +106,25 @@ def test_train_speed_tiny_run(tmp_path):
     sides = "mil,mil-sub,torchmil" if HAS_TORCHMIL else "mil,mil-sub"
     out = tmp_path / "speed.json"
     argv = ["--bags", "20", "--instances", "12", "--dim", "8", "--hidden", "8", "--epochs", "2"]
-    argv += ["--witnesses", "3", "--sub-instances", "5"]
+    argv += ["--witnesses", "3", "--sub-instances", "5,3"]
     argv += ["--folds", "2", "--sides", sides, "--threads", "1", "--json", str(out)]
     train_speed.main(argv)
     record = json.loads(out.read_text())
     results = record["results"]
-    assert set(results) == set(sides.split(","))
+    expected = {"mil", "mil-sub5", "mil-sub3"} | ({"torchmil"} if HAS_TORCHMIL else set())
+    assert set(results) == expected
     for r in results.values():
         assert r["cv_seconds"] > 0 and r["peak_rss_mb"] > 0 and len(r["epochs_run"]) == 2
         assert 0.0 <= r["auc_pooled"] <= 1.0
+    # the floor counts the arithmetic each side did: subsampled sides did less, the same rule did the same
+    flops = {side: r["model_gflop"] for side, r in results.items()}
+    assert flops["mil-sub3"] < flops["mil-sub5"] < flops["mil"] and record["gemm_gflops"] > 0
     if HAS_TORCHMIL:
+        assert flops["torchmil"] == flops["mil"] and record["same_rule_bound"] > 0
         assert results["mil"]["split_digest"] == results["torchmil"]["split_digest"]
-        assert set(record["speedup"]) == {"mil", "mil-sub"} and min(record["speedup"].values()) > 0
+        assert (
+            set(record["speedup"]) == {"mil", "mil-sub5", "mil-sub3"} and min(record["speedup"].values()) > 0
+        )
 
 
 @pytest.mark.slow

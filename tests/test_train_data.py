@@ -109,3 +109,23 @@ def test_eval_batches_cover_all_instances_within_budget(loaded):
         assert len(batch.index) == 1 or batch.x.shape[0] * batch.x.shape[1] <= 60
         seen += batch.index.tolist()
     assert sorted(seen) == index.tolist()
+
+
+def test_eval_budget_is_cache_sized_on_the_cpu_unless_configured():
+    from mil.config import TrainConfig
+    from mil.fit import eval_batch_instances
+
+    assert eval_batch_instances(TrainConfig(), CPU) == 16384
+    assert eval_batch_instances(TrainConfig(), torch.device("cuda")) == 262144
+    assert eval_batch_instances(TrainConfig(eval_batch_instances=100), CPU) == 100
+
+
+def test_half_precision_bags_gather_as_float32_with_zero_padding(loaded):
+    store, patients, slides, data = loaded
+    half = load_bags(store, patients, slides, None, torch.float16)
+    index = torch.tensor([1, 4])
+    batch = gather(half, index, CPU)
+    assert batch.x.dtype == torch.float32
+    full = gather(data, index, CPU)
+    torch.testing.assert_close(batch.x, full.x, atol=1e-2, rtol=1e-2)
+    assert torch.equal(batch.mask, full.mask) and torch.all(batch.x[~batch.mask] == 0)
