@@ -16,9 +16,8 @@ hidden / 2, linear classifier; Adam (same lr and weight decay), the same batch s
 early stopping on the validation loss after `--patience` epochs without improvement, best epoch kept; no
 dropout (torchmil's Trainer validates in train mode), no class weights, every instance of every bag (sides
 `mil-subN` add `mil train`'s training-time bag subsampling, N instances per bag per step, one side per value
-of `--sub-instances`). torchmil
-is used as its docs show: a DataLoader with its `collate_fn`, its `Trainer`, then the best model predicts the
-test bags under no_grad. The AUC of each side is the pooled out-of-fold AUC (`mil.tasks.base.binary_auc`).
+of `--sub-instances`). torchmil is used as its docs show: a DataLoader with its `collate_fn`, its `Trainer`,
+then the best model predicts the test bags under no_grad. The AUC of each side is the pooled out-of-fold AUC (`mil.tasks.base.binary_auc`).
 
 On the CPU the script also prints an arithmetic floor: the model's matrix products over the CV as each side ran
 it (`model_flops`), divided by the best GEMM rate of this machine measured before and after the sides
