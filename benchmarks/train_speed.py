@@ -72,10 +72,14 @@ def sub_instances(side: str) -> int | None:
 
 
 def expand_sides(sides: str, subs: str) -> list[str]:
+    if not all(n.isdigit() and int(n) > 0 for n in subs.split(",") if n):
+        raise ValueError(
+            f"--sub-instances {subs!r}: give positive whole numbers, comma-separated, e.g. 512,256"
+        )
     out: list[str] = []
     for side in (s for s in sides.split(",") if s):
         if side not in SIDES:
-            raise SystemExit(f"--sides: unknown side {side!r}; use a subset of {','.join(SIDES)}")
+            raise ValueError(f"--sides: unknown side {side!r}; use a subset of {','.join(SIDES)}")
         out.extend([f"mil-sub{int(n)}" for n in subs.split(",") if n] if side == "mil-sub" else [side])
     return out
 
@@ -276,7 +280,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.worker:
         args.worker_out.write_text(json.dumps(worker(args)))
         return {}
-    sides = expand_sides(args.sides, args.sub_instances)
+    try:
+        sides = expand_sides(args.sides, args.sub_instances)
+    except ValueError as exc:
+        parser.error(str(exc))
     cpu = resolve_device(args.device).type == "cpu"
     rate = gemm_rate(args) if cpu else None
     results = {side: run_side(side, argv) for side in sides}

@@ -123,20 +123,19 @@ def predict(
     slides, table = _patient_slides(store, labels)
     patients = sorted(slides)
     sizes = {p: sum(store.meta(s).n_instances for s in slides[p]) for p in patients}
-    budget = LOAD_INSTANCES
     chunks, current, filled = [], [], 0
     for p in patients:
-        if current and filled + sizes[p] > budget:
+        if current and filled + sizes[p] > LOAD_INSTANCES:
             chunks.append(current)
             current, filled = [], 0
         current.append(p)
         filled += sizes[p]
     chunks.append(current)
-    outputs, batch = [], eval_batch_instances(config, dev)
+    outputs, batch_instances = [], eval_batch_instances(config, dev)
     for i, chunk in enumerate(chunks):
         data = load_bags(store, chunk, slides, None, torch.float32)
         index = np.arange(len(chunk))
-        per_model = [task.outputs(infer(m.head, data, index, dev, batch)) for m in models]
+        per_model = [task.outputs(infer(m.head, data, index, dev, batch_instances)) for m in models]
         outputs.append(torch.stack(per_model).mean(dim=0).numpy())
         emit("predict", done=i + 1, total=len(chunks), patients=len(chunk))
     frame = task.frame(patients, None, None, np.concatenate(outputs))
