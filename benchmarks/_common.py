@@ -1,9 +1,9 @@
 """Shared by the MIL benchmarks: fitting our heads through the trainer's own fit function, torchmil's ABMIL
 through its own Trainer, the same folds for both, and the JSON record every script writes with `--json`.
 
-Our side is `mil.fit.fit_fold` + `mil.fit.infer` under `mil.fit.seeded`, exactly what `mil train` runs per fold
-(`mil.train._run_fold`) minus the checkpoint and CSV writing, on a `mil.data.BagSet` built in memory. Folds
-come from `mil.splits.make_splits` (stratified, seeded, with an inner validation part) and are handed to every
+Our side is `mil.training.fit.fit_fold` + `mil.training.fit.infer` under `mil.training.fit.seeded`, exactly what `mil train` runs per fold
+(`mil.training.train._run_fold`) minus the checkpoint and CSV writing, on a `mil.training.data.BagSet` built in memory. Folds
+come from `mil.cohort.splits.make_splits` (stratified, seeded, with an inner validation part) and are handed to every
 competitor unchanged.
 """
 
@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from mil.cohort.splits import Splits
 from mil.config import TrainConfig
-from mil.data import BagSet
-from mil.fit import eval_batch_instances, fit_fold, infer, resolve_device, seeded
 from mil.heads import create_head
-from mil.splits import Splits
 from mil.tasks import Task, TaskSpec, create_task
+from mil.training.data import BagSet
+from mil.training.fit import eval_batch_instances, fit_fold, infer, resolve_device, seeded
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / ".bench"  # git-ignored cache (downloaded wheels)
@@ -115,7 +115,7 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def bagset_from_list(bags: Sequence[np.ndarray], y: np.ndarray, ids: Sequence[str] | None = None) -> BagSet:
-    """One flat float32 tensor with offsets (the layout `mil.data.load_bags` builds from a store)."""
+    """One flat float32 tensor with offsets (the layout `mil.training.data.load_bags` builds from a store)."""
     sizes = np.array([len(b) for b in bags], dtype=np.int64)
     offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(sizes)]))
     flat = torch.from_numpy(np.concatenate(bags).astype(np.float32, copy=False))

@@ -68,8 +68,8 @@ def cohort(
 
 
 def store(root: Path, synth: Path, layout: str) -> Path:
-    from features.config import ExtractConfig
-    from features.extract import extract
+    from features.pipeline.config import ExtractConfig
+    from features.pipeline.extract import extract
 
     path = root / f"{synth.name}.bags"
     marker = path / ".complete"
@@ -83,7 +83,7 @@ def store(root: Path, synth: Path, layout: str) -> Path:
 
 def train(root: Path, bags: Path, labels: Path, task: str, head: str, args) -> Path:
     from mil.config import TrainConfig
-    from mil.train import train_cv
+    from mil.training.train import train_cv
 
     run = root / "runs" / f"{bags.stem}-{task}-{head}"
     if not (run / "metrics.json").exists():

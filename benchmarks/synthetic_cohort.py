@@ -3,8 +3,8 @@
     python benchmarks/synthetic_cohort.py [--patients 60 --cells 200 --sites 3] [--witness 1.0,0.3] [--json PATH]
 
 For each witness level (the share of disease-defining cells the generator puts into a patient's smear): one
-cohort from `features.synth.generate_cohort` (cells layout), one bag store from `features.extract.extract`
-(cytomorph encoder, the `mil extract` library call), then `mil.train.train_cv` with `configs/apl_aml_healthy.yaml`
+cohort from `features.synth.generate_cohort` (cells layout), one bag store from `features.pipeline.extract.extract`
+(cytomorph encoder, the `mil extract` library call), then `mil.training.train.train_cv` with `configs/apl_aml_healthy.yaml`
 twice: stratified k-fold CV (--folds, default 5), and leave-one-site-out (`group_by: site`: trained on the other sites, tested on
 the held-out one). Prints the pooled out-of-fold macro AUC with its bootstrap 95 % CI and the seconds of each
 stage. The runs stay under --root (default .bench/synthetic_cohort, git-ignored) for `mil evaluate`.
@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import BENCH_DIR, Timer, write_json  # noqa: E402
 
-from features.config import ExtractConfig  # noqa: E402
-from features.extract import extract  # noqa: E402
+from features.pipeline.config import ExtractConfig  # noqa: E402
+from features.pipeline.extract import extract  # noqa: E402
 from features.synth import SynthConfig, generate_cohort  # noqa: E402
 from mil.config import load_config  # noqa: E402
-from mil.train import train_cv  # noqa: E402
+from mil.training.train import train_cv  # noqa: E402
 
 SPLITS = {"k-fold": {}, "leave-one-site-out": {"group_by": "site"}}
 

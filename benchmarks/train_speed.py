@@ -3,7 +3,7 @@
     python benchmarks/train_speed.py [--bags 1000 --instances 2000 --dim 384] [--epochs 5] [--json PATH]
 
 Each side runs in its own subprocess (so `ru_maxrss` is its own peak memory): it generates the same bags from the
-same seed, builds the same folds (`mil.splits.make_splits`, printed digest), then times the whole CV: per fold,
+same seed, builds the same folds (`mil.cohort.splits.make_splits`, printed digest), then times the whole CV: per fold,
 training, validation after every epoch, best-weight keeping, and test predictions. Data generation is timed
 apart and not counted.
 
@@ -54,11 +54,11 @@ from _common import (  # noqa: E402
     write_json,
 )
 
+from mil.cohort.splits import make_splits  # noqa: E402
 from mil.config import TrainConfig  # noqa: E402
-from mil.data import BagSet  # noqa: E402
-from mil.fit import resolve_device  # noqa: E402
-from mil.splits import make_splits  # noqa: E402
 from mil.tasks.base import binary_auc  # noqa: E402
+from mil.training.data import BagSet  # noqa: E402
+from mil.training.fit import resolve_device  # noqa: E402
 
 # "mil-sub" is `mil train`'s own bag subsampling (TrainConfig.max_instances; its default, 4096, leaves these
 # 2000-instance bags whole): side "mil-subN" sees N random instances per bag per training step; validation and

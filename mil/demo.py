@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from features.errors import InputError
+from features.core.errors import InputError
 
 # 30 patients of the three apl_aml_healthy classes (10 each) leave >= 2 per class in every test fold of 5;
 # 3000 px at 0.25 µm/px is a 0.75 mm smear field with ~250 nucleated cells.
@@ -49,13 +49,13 @@ def run_demo(
     progress: Progress | None = None,
 ) -> DemoResult:
     """Run every stage into `out/` (cohort/, bags.zarr, run/, heatmaps/, report.html)."""
-    from features.config import ExtractConfig
-    from features.extract import extract
+    from features.pipeline.config import ExtractConfig
+    from features.pipeline.extract import extract
     from features.synth import SynthConfig, generate_cohort
     from mil.config import load_config
     from mil.explain.heatmap import heatmap
     from mil.report.build import report
-    from mil.train import train_cv
+    from mil.training.train import train_cv
 
     out = Path(out)
     check_demo_out(out, overwrite)

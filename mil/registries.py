@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from features.registry import Registry
+from features.core.registry import Registry
 
 
 def all_registries() -> dict[str, Registry]:

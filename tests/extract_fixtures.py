@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from features.synth import SynthConfig, generate_cohort
+from tests.paths import DATA as FIXTURES  # noqa: E402
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 APERIO = FIXTURES / "wsi-aperio-cmu-1-small-region" / "CMU-1-Small-Region.svs"
 OPENSLIDE_FIXTURES = FIXTURES / "openslide-fixtures"
 

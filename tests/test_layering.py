@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.paths import REPO  # noqa: E402
 
 
 def test_config_qc_and_detection_do_not_import_openslide():
@@ -14,8 +13,8 @@ def test_config_qc_and_detection_do_not_import_openslide():
     # it: reading a config (or running QC / detection on arrays) must not need the OpenSlide library.
     code = (
         "import sys\n"
-        "import mil.config, features.config\n"
-        "import features.qc, features.qc_thumbnail, features.detect, features.nuclei, features.crops\n"
+        "import mil.config, features.pipeline.config\n"
+        "import features.smear.qc, features.smear.qc_thumbnail, features.smear.detect, features.smear.nuclei, features.smear.crops\n"
         "assert 'openslide' not in sys.modules, 'openslide imported'\n"
         "import features.sources.openslide_reader\n"
         "assert 'openslide' in sys.modules\n"  # the check above can fail

@@ -7,9 +7,9 @@ torch nor timm and touches no file, network or GPU; builders import them when an
 
 from __future__ import annotations
 
+from features.core.registry import Registry
 from features.encoders.base import Encoder
 from features.encoders.weights import RandomWeightsWarning
-from features.registry import Registry
 
 ENCODERS = Registry(
     "encoder",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from features.errors import ConfigError, InputError
+from features.core.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     import torch

@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from features.core.errors import ConfigError
 from features.encoders import ENCODERS
 from features.encoders import morph_ops as M
 from features.encoders.base import Precision, check_batch
 from features.encoders.cytomorph_features import FEATURES, measure
 from features.encoders.cytomorph_stain import stain_normaliser
-from features.errors import ConfigError
 
 INPUT_PX = 96
 CHUNK = 64  # crops per vectorised pass: temporaries stay ~30 MB and mostly in cache; 32-128 time alike

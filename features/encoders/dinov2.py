@@ -19,6 +19,7 @@ import math
 import re
 from typing import Any
 
+from features.core.errors import InputError
 from features.encoders import ENCODERS
 from features.encoders.base import TorchEncoder
 from features.encoders.weights import (
@@ -28,7 +29,6 @@ from features.encoders.weights import (
     read_state_dict,
     resolve_weights,
 )
-from features.errors import InputError
 
 INPUT_PX = 224
 PATCH_PX = 14

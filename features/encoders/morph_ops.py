@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-from features.imageops import fill_holes  # noqa: F401  (part of this module's batch API)
+from features.smear.imageops import fill_holes  # noqa: F401  (part of this module's batch API)
 
 F32 = np.float32
 PLANE = np.zeros((3, 3, 3), bool)

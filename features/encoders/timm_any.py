@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from features.core.errors import ConfigError, InputError
 from features.encoders import ENCODERS
 from features.encoders.base import TorchEncoder
 from features.encoders.weights import (
@@ -23,7 +24,6 @@ from features.encoders.weights import (
     resolve_weights,
     sha256_file,
 )
-from features.errors import ConfigError, InputError
 
 
 def _unwrap(state: dict[str, Any]) -> dict[str, Any]:

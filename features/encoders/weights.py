@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from features.errors import InputError
+from features.core.errors import InputError
 
 if TYPE_CHECKING:
     import torch

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from features.errors import InputError
-from features.registry import Registry
+from features.core.errors import InputError
+from features.core.registry import Registry
 from features.sources.base import SlideRef
 
 _HERE = Path(__file__).resolve().parent

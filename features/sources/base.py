@@ -57,7 +57,7 @@ def is_hidden(path: Path, root: Path) -> bool:
 
 def check_mpp(mpp: float | None, where: str) -> float | None:
     """An mpp override must be a positive finite number of micrometres per level-0 pixel."""
-    from features.errors import InputError
+    from features.core.errors import InputError
 
     if mpp is None:
         return None

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from features.errors import InputError, SlideError
+from features.core.errors import InputError, SlideError
 from features.sources import SOURCES
 from features.sources.base import IMAGE_SUFFIXES, SlideRef, check_mpp, composite_on_white
 

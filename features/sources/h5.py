@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from features.errors import InputError, SlideError
+from features.core.errors import InputError, SlideError
 from features.sources import SOURCES
 from features.sources.base import SlideRef, check_mpp, is_hidden
 

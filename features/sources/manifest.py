@@ -18,7 +18,7 @@ import csv
 import math
 from pathlib import Path
 
-from features.errors import InputError
+from features.core.errors import InputError
 from features.sources import SOURCES
 from features.sources.base import SLIDE_SUFFIXES, SlideRef, check_mpp
 from features.sources.cells import list_images

@@ -2,7 +2,7 @@
 
 Everything downstream (QC, detection, crops) takes a `SlideReader` and sees level-0 pixel coordinates, an
 `mpp` with its provenance, and RGB uint8 arrays; those modules import `SlideReader` only for type checking
-(array helpers such as `block_mean` live in `features.imageops`), so they load without OpenSlide.
+(array helpers such as `block_mean` live in `features.smear.imageops`), so they load without OpenSlide.
 
 Two rules that TRIDENT's reader breaks and this one keeps: a region that cannot be decoded raises
 `SlideError` naming slide and location (no white tile is invented), and a slide without a physical pixel size
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import openslide
 
-from features.errors import SlideError
-from features.imageops import block_mean
+from features.core.errors import SlideError
+from features.smear.imageops import block_mean
 from features.sources.base import composite_on_white
 
 MPP_FIX = "pass --mpp or an mpp column in a manifest"

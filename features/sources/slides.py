@@ -13,7 +13,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from features.errors import InputError
+from features.core.errors import InputError
 from features.sources import SOURCES
 from features.sources.base import SLIDE_SUFFIXES, SlideRef, check_mpp, is_hidden
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from features.errors import ConfigError
+from features.core.errors import ConfigError
 
 DIAGNOSES = ("healthy", "AML", "APL", "MDS", "AA")
 AML_GENETICS = ("none", "NPM1", "CBFB::MYH11")

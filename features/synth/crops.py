@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.errors import InputError
+from features.core.errors import InputError
 from features.synth.cells import render_grouped, sample_params
 from features.synth.celltypes import CELL_TYPES, PLASMA_RGB, od
 from features.synth.fields import F32, grid

@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from features.errors import ConfigError, InputError
+from features.core.errors import ConfigError, InputError
 from features.synth.cohort import DEFINES, DISEASE, LABEL_COLUMNS, Patient, build_cohort, labels_row
 from features.synth.config import SynthConfig
 from features.synth.contact_sheet import write_contact_sheet

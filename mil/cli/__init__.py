@@ -11,7 +11,7 @@ import sys
 import typer
 from rich.console import Console
 
-from features.errors import MilError
+from features.core.errors import MilError
 
 app = typer.Typer(
     name="mil",

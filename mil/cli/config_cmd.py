@@ -28,7 +28,7 @@ def template(
     out: Path = typer.Option(None, "-o", "--out", help="Write to this file instead of printing."),
 ) -> None:
     """Print a commented YAML template generated from the schema (every field, its default and meaning)."""
-    from mil.config_template import config_template
+    from mil.config.template import config_template
 
     text = config_template(section)
     if out is None:

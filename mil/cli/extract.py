@@ -1,5 +1,5 @@
 """`mil extract`: slides, cell-image folders or h5 feature files -> a bag store. Thin: resolve the config,
-call `features.extract.extract` once, show its progress and a summary table."""
+call `features.pipeline.extract.extract` once, show its progress and a summary table."""
 
 from __future__ import annotations
 
@@ -139,7 +139,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Extract one bag of embeddings per slide (or import .h5 features) into a bag store."""
         from features.encoders import RandomWeightsWarning
-        from features.extract import extract, parse_shard
+        from features.pipeline.extract import extract, parse_shard
         from mil.config import load_config
 
         given = {

@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         """List the registered sources, encoders, MIL heads and tasks."""
         regs = registries()
         if axis is not None and axis not in regs:
-            from features.errors import InputError
+            from features.core.errors import InputError
 
             raise InputError(f"unknown registry {axis!r}; choose one of: {', '.join(regs)}")
         console = Console()

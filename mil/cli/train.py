@@ -1,4 +1,4 @@
-"""`mil train` and `mil predict`: thin wrappers over `mil.train.train_cv` and `mil.predict.predict`."""
+"""`mil train` and `mil predict`: thin wrappers over `mil.training.train.train_cv` and `mil.training.predict.predict`."""
 
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Cross-validate a MIL head on patient-level labels; write models, predictions, metrics and plots."""
         from mil.config import load_config
-        from mil.train import train_cv
+        from mil.training.train import train_cv
 
         given = {
             "target": (target[0] if len(target) == 1 else list(target)) if target else None,
@@ -158,7 +158,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps."),
     ) -> None:
         """Predict new slides with the ensemble of a run's fold models (mean of their outputs)."""
-        from mil.predict import predict as predict_fn
+        from mil.training.predict import predict as predict_fn
 
         path = predict_fn(run, bags, out, labels=labels, device=device)
         import pandas as pd

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.errors import InputError
+from features.core.errors import InputError
 
 
 def text_column(values: pd.Series) -> pd.Series:
@@ -32,7 +32,7 @@ def numeric_column(values: pd.Series, source: str, col: str) -> pd.Series:
 def label_text(values: pd.Series) -> pd.Series:
     """Class names and folds as stripped text; integer codes as "0"/"1" whether a CSV said 1, 1.0 or " 1 ".
 
-    Training's label reader (`mil.tasks.classification`, `mil.labels`) uses this function too, so a 0/1 label
+    Training's label reader (`mil.tasks.classification`, `mil.cohort.labels`) uses this function too, so a 0/1 label
     column round-trips to the spec's classes "0"/"1".
     Empty stays missing (an external cohort has no fold).
     """
@@ -56,7 +56,7 @@ def conflicting_patient(patient_ids: pd.Series, values: pd.DataFrame) -> str | N
     """The first patient (in row order) whose rows disagree on `values`, or None when every patient's rows
     agree. An empty cell is a value like any other: a labelled row and an empty row of one patient disagree.
 
-    The one-label-per-patient rule of training's label reader (`mil.labels`) and of `mil evaluate --labels`:
+    The one-label-per-patient rule of training's label reader (`mil.cohort.labels`) and of `mil evaluate --labels`:
     a labels table may hold one row per slide, so a patient can have several rows, which must then agree.
     """
     frame = values.reset_index(drop=True).set_axis(range(values.shape[1]), axis=1)

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
 from sklearn.metrics import roc_curve
 
-from mil.atomic import atomic_write
+from features.core.io import atomic_write
 from mil.evaluate.classification import auc_weighted, confusion_matrix
 from mil.evaluate.predictions import PredictionSpec, require_truth
 from mil.evaluate.survival import GROUP_METHODS, kaplan_meier, risk_groups, survival_metrics

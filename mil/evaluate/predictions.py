@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.errors import InputError
-from mil.atomic import atomic_write, atomic_write_text
+from features.core.errors import InputError
+from features.core.io import atomic_write, atomic_write_text
 from mil.evaluate.columns import conflicting_patient, label_text, numeric_column, text_column
 
 KINDS = ("classification", "multilabel", "survival")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.errors import InputError
-from mil.atomic import write_json
+from features.core.errors import InputError
+from features.core.io import write_json
 from mil.evaluate.predictions import PredictionSpec, attach_labels, read_predictions, require_truth
 
 _VERSIONED = ("mil", "numpy", "scipy", "pandas", "scikit-learn", "lifelines", "matplotlib")

@@ -14,7 +14,7 @@ spread (population SD, ddof 0) over the fold models and shows where they disagre
 Comparing slides. Raw attention depends on bag size (uniform attention over N cells is 1/N), so `relative()`
 divides by the bag's mean absolute value: for attention that is exactly attention x N (1 = uniform, 5 = five
 times the average cell), and the same formula puts an attribution on a comparable scale. A patient's slides
-are concatenated into one bag (`mil.data`), so a slide's cells carry the patient's attention restricted to
+are concatenated into one bag (`mil.training.data`), so a slide's cells carry the patient's attention restricted to
 that slide's rows, NOT renormalised per slide: a slide whose cells drew no attention stays low, as the model
 saw it, and `relative()` uses the patient's N.
 """
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mil.checkpoint import FoldModel
+from mil.training.checkpoint import FoldModel
 
 ATTRIBUTION_METHOD = "gradient_x_input"
 AGNOSTIC_ROW = "all"  # the name of the single attention row of a K = 1 head
@@ -95,8 +95,8 @@ def explain_patient(
     device: str | torch.device = "cpu",
 ) -> PatientAttention:
     """Attention (or attribution) of every fold model on one patient's N x D bag, averaged with spread."""
-    from mil.predict import ensemble_outputs
     from mil.tasks import create_task
+    from mil.training.predict import ensemble_outputs
 
     slides = slides if slides is not None else [(patient_id, 0, len(features))]
     outs = ensemble_outputs(models, features, device=device)

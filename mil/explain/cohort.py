@@ -1,6 +1,6 @@
 """A run and a bag store opened together for explanations: checked once, then explained patient by patient.
 
-Why patients and not slides: training concatenated each patient's slides into one bag (`mil.data`), so the
+Why patients and not slides: training concatenated each patient's slides into one bag (`mil.training.data`), so the
 attention a cell got only exists in the context of its patient's whole bag. Slides are mapped to patients the
 way training did: through the run's labels CSV (recorded in its config.yaml) where it lists the slide, else
 through the store's `BagMeta.patient_id`.
@@ -21,12 +21,12 @@ import pandas as pd
 import yaml
 
 from features.bagstore import BagMeta, BagStore
-from features.errors import InputError
-from mil.checkpoint import FoldModel
+from features.core.errors import InputError
 from mil.config import TrainConfig
-from mil.data import PatientBag, read_patient_bag
 from mil.evaluate.predictions import PredictionSpec
 from mil.explain.attention import PatientAttention, explain_patient, method_of, output_names
+from mil.training.checkpoint import FoldModel
+from mil.training.data import PatientBag, read_patient_bag
 
 
 @dataclass
@@ -49,7 +49,7 @@ class Explainer:
     @classmethod
     def open(cls, run: Path, bags: Path, labels: Path | None = None, device: str = "cpu") -> Explainer:
         """Load the run's fold models and the store; refuse a run trained on another encoder's features."""
-        from mil.predict import load_run
+        from mil.training.predict import load_run
 
         run, bags = Path(run), Path(bags)
         if not run.is_dir():
@@ -145,7 +145,7 @@ def _recorded_labels(run: Path) -> Path | None:
 def _off_task(labels: Path | None, spec: PredictionSpec) -> set[str]:
     if labels is None:
         return set()
-    from mil.labels import read_labels
+    from mil.cohort.labels import read_labels
 
     table = read_labels(labels)
     target = [spec.target] if isinstance(spec.target, str) else list(spec.target)
@@ -159,7 +159,7 @@ def _off_task(labels: Path | None, spec: PredictionSpec) -> set[str]:
 def _patient_slides(metas: dict[str, BagMeta], labels: Path | None) -> dict[str, list[str]]:
     mapping: dict[str, str] = {}
     if labels is not None:
-        from mil.labels import read_labels
+        from mil.cohort.labels import read_labels
 
         table = read_labels(labels)
         if "slide_id" in table.columns:

@@ -1,7 +1,7 @@
 """Cell galleries: the top and bottom cells of a class as one labelled PNG montage.
 
 Pixels come from the SOURCE, never from the encoder input: a slide is opened once with `SlideReader` and the
-cells are cut by `features.crops.read_crops` (the crop's physical size as extracted, `BagMeta.crop_um`, shown
+cells are cut by `features.smear.crops.read_crops` (the crop's physical size as extracted, `BagMeta.crop_um`, shown
 at `display_px`, from the finest pyramid level needed); a cell folder's images are read from their files. What
 a pathologist sees is therefore the cell as scanned, at full resolution, not a normalised 224 px tensor.
 """
@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from features.bagstore import Bag, BagMeta
-from features.crops import resize_batch
-from features.errors import SlideError
+from features.core.errors import SlideError
+from features.smear.crops import resize_batch
 
 CAPTION_PX = 30
 HEADING_PX = 24
@@ -39,7 +39,7 @@ def read_cells(meta: BagMeta, bag: Bag, index: np.ndarray, display_px: int = 128
         return np.zeros((0, display_px, display_px, 3), np.uint8)
     source = Path(meta.source_path)
     if meta.source_kind == "slide":
-        from features.crops import read_crops
+        from features.smear.crops import read_crops
         from features.sources.openslide_reader import SlideReader
 
         if not source.is_file():
@@ -122,7 +122,7 @@ def _font(size: int):
 
 def save_png(image: Image.Image, path: Path) -> Path:
     """Write atomically (temp file, then rename), so a crash never leaves half a PNG."""
-    from mil.atomic import atomic_write
+    from features.core.io import atomic_write
 
     atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG", compress_level=3))
     return Path(path)

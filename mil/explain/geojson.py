@@ -74,7 +74,7 @@ def cells_geojson(frame: pd.DataFrame, mpp: float | None, measurements: list[str
 
 
 def write_geojson(collection: dict, path: Path) -> Path:
-    from mil.atomic import atomic_write_text
+    from features.core.io import atomic_write_text
 
     atomic_write_text(Path(path), json.dumps(collection, separators=(",", ":"), allow_nan=False))
     return Path(path)

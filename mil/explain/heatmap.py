@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from features.bagstore import bag_key
-from features.errors import InputError, MilError
+from features.core.errors import InputError, MilError
 from mil.explain.attention import ATTRIBUTION_METHOD
 from mil.explain.cohort import Explainer
 
@@ -80,7 +80,7 @@ def heatmap(
     device: str = "cpu",
 ) -> HeatmapSummary:
     """Explain the slides of `bags` (all, or `slides`) with the fold models of `run`; write OUT."""
-    from mil.rundir import check_out, swap_in, temp_dir
+    from mil.training.rundir import check_out, swap_in, temp_dir
 
     started = time.perf_counter()
     emit = progress or (lambda event, **info: None)
@@ -179,7 +179,7 @@ def _write_slide(ex: Explainer, slide_id, patient, att, folder: Path, top_k, dis
 
 
 def _record(ex: Explainer, summary: HeatmapSummary, top_k: int) -> dict:
-    from mil.rundir import versions
+    from mil.training.rundir import versions
 
     return {
         "schema": SCHEMA,

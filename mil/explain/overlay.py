@@ -74,9 +74,9 @@ def write_overlays(
     label: str = "attention x N (1 = uniform)",
 ) -> list[Path]:
     """One overlay PNG per output name (`paths[name]`); the slide is opened and downsampled once."""
-    from features.errors import SlideError
+    from features.core.errors import SlideError
+    from features.core.io import atomic_write
     from features.sources.openslide_reader import SlideReader
-    from mil.atomic import atomic_write
 
     if not Path(slide_path).is_file():
         raise SlideError(

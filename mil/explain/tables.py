@@ -64,7 +64,7 @@ def attention_frame(slide_id: str, bag: Bag, att: PatientAttention) -> pd.DataFr
 def _region_names(codes: np.ndarray) -> np.ndarray:
     if not np.issubdtype(np.asarray(codes).dtype, np.integer):
         return codes
-    from features.qc import REGIONS
+    from features.smear.qc import REGIONS
 
     names = np.array([*REGIONS, "unknown"], dtype=object)
     return names[np.clip(codes.astype(np.int64), 0, len(REGIONS))]

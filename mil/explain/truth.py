@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.errors import InputError
+from features.core.errors import InputError
 
 
 def join_truth(attention: pd.DataFrame, truth: pd.DataFrame, radius_px: float | None = None) -> pd.DataFrame:

@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from features.errors import ConfigError
-from features.registry import Registry
+from features.core.errors import ConfigError
+from features.core.registry import Registry
 from mil.heads.base import HeadOutput, HeadParams, MILHead
 
 HEADS = Registry(

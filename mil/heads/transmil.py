@@ -9,7 +9,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from features.errors import ConfigError
+from features.core.errors import ConfigError
 from mil.heads import HEADS
 from mil.heads.base import HeadOutput, HeadParams, MILHead, check_inputs
 from mil.heads.blocks import NystromAttention, NystromState, embedding, masked_softmax
@@ -123,7 +123,7 @@ class TransMIL(MILHead):
     Masks: padded instances never enter attention, landmarks or the PPEG grid, and real instances are placed by
     their rank among the real ones, so padding anywhere in a row gives the bag-alone result.
     Not permutation invariant: the PPEG grid and the Nyström landmark segments follow the order given (the bag
-    store's order). With PPEG at identity and no more instances than landmarks it is (tests/heads/test_transmil.py).
+    store's order). With PPEG at identity and no more instances than landmarks it is (tests/mil/heads/test_transmil.py).
     """
 
     Params = TransMILParams
@@ -173,7 +173,7 @@ class TransMIL(MILHead):
         the rest renormalised over real instances. Detached: it explains, it does not predict.
 
         Why not the last layer's row alone: by then the first layer has broadcast the decisive instance to
-        every token, so the CLS row spreads over all of them. On the witness toy problem (tests/heads/toy.py)
+        every token, so the CLS row spreads over all of them. On the witness toy problem (tests/mil/heads/toy.py)
         the raw row ranked the witness first in 1-9% of positive bags after training, the rollout in ~100%.
         """
         r = weights

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from features.errors import InputError, MilError
+from features.core.errors import InputError, MilError
 from mil.explain.cohort import Explainer
 from mil.explain.discovery import CellRef, Cluster, DiscoveryCollector
 from mil.explain.gallery import Section, montage, read_cells
@@ -57,7 +57,7 @@ def report(
     seed: int = 0,
 ) -> ReportSummary:
     """Write the HTML report of `run` explained on the patients of `bags` to `out`."""
-    from mil.atomic import atomic_write_text
+    from features.core.io import atomic_write_text
 
     started = time.perf_counter()
     emit = progress or (lambda event, **info: None)
@@ -241,7 +241,7 @@ def _discovery_section(ex: Explainer, clusters: dict[str, list[Cluster]], images
 
 
 def _provenance(ex: Explainer, bags: Path, missing: dict[str, str], seed: int) -> dict[str, object]:
-    from mil.rundir import versions
+    from mil.training.rundir import versions
 
     lines: dict[str, object] = {
         "run": Path(ex.run).resolve(),

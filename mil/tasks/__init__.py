@@ -7,7 +7,7 @@ early stopping and the progress display. `mil list tasks` prints them.
 
 from __future__ import annotations
 
-from features.registry import Registry
+from features.core.registry import Registry
 from mil.tasks.base import Task, TaskSpec
 
 TASKS = Registry(

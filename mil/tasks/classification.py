@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from features.errors import InputError
+from features.core.errors import InputError
 from mil.evaluate.columns import label_text  # one rule for training's labels and evaluation's columns
 from mil.tasks import TASKS
 from mil.tasks.base import Task, mean_auc

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from features.errors import InputError
+from features.core.errors import InputError
 from mil.tasks import TASKS
 from mil.tasks.base import Task, binary_auc
 

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from features.errors import InputError
+from features.core.errors import InputError
 from mil.tasks import TASKS
 from mil.tasks.base import Task
 from mil.tasks.multilabel import parse_binary

@@ -1,0 +1,1 @@
+"""The shared kernel of both floors: typed errors, the registry class, atomic file writes."""

@@ -1,0 +1,207 @@
+"""`extract()`: slides, cell-image folders or h5 feature files -> one bag per slide in a bag store.
+
+The one library call behind `mil extract`. Per run: discover the inputs, keep this shard's share, build the
+encoder, open (or create) the store with the encoder's identity, sweep `.tmp/` entries of dead writers, and
+decide per slide: skip (a complete bag with matching provenance), refuse (a bag made with other settings or
+from another file: one error, before any work), or extract. The CPU work streams from loader workers
+(`features.pipeline.loader`); this process encodes each chunk as it arrives and writes a slide's bag when its
+`SlideFinished` record arrives, so a bag is only ever written whole.
+
+Sharding: the inputs are sorted by slide id and shard i of N takes every N-th one starting at i
+(round-robin, 0 <= i < N), so N processes on N machines split one cohort into disjoint sets of slides and
+never write the same bag (the store's atomic rename would refuse a second landing anyway).
+
+Progress: `progress(event, **info)` is called with "start" (total, todo, skipped, encoder, random_weights),
+"slide_start" (slide_id), "slide_stage" (slide_id, stage, info), "slide_instances" (slide_id, done, total)
+and "slide_done" (outcome). The library never prints.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from features.bagstore import BagStore, EncoderIdentity
+from features.core.errors import InputError
+from features.pipeline.config import ExtractConfig
+from features.pipeline.provenance import SlideOutcome, plan_slides
+from features.pipeline.run_record import RunRecord, utc_now
+from features.sources import discover
+from features.sources.base import SlideRef
+
+Progress = Callable[..., None]
+
+
+@dataclass
+class ExtractSummary:
+    store: Path
+    shard: tuple[int, int]
+    encoder: EncoderIdentity | None
+    outcomes: list[SlideOutcome] = field(default_factory=list)
+    seconds: float = 0.0
+    run_record: Path | None = None
+    swept: list[str] = field(default_factory=list)  # stale `.tmp/` entries removed at start
+    stopped_early: bool = False  # skip_errors off and a slide failed
+    message: str = ""  # why nothing was done, when nothing was
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def instances(self) -> int:
+        return sum(o.instances for o in self.outcomes if o.status == "written")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """ "i/N" -> (i, N) with 0 <= i < N."""
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise InputError(f"--shard {text!r}: expected i/N, e.g. 0/4 (shards count from 0)") from None
+    return check_shard((i, n))
+
+
+def check_shard(shard: tuple[int, int]) -> tuple[int, int]:
+    i, n = shard
+    if not (n >= 1 and 0 <= i < n):
+        raise InputError(f"--shard {i}/{n}: need 0 <= i < N (shards count from 0)")
+    return i, n
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def extract(
+    input: str | Path,
+    store: str | Path,
+    config: ExtractConfig,
+    shard: tuple[int, int] = (0, 1),
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    command: str | None = None,
+) -> ExtractSummary:
+    """Extract (or import) every slide of this shard of `input` into the bag store at `store`."""
+    started = time.perf_counter()
+    emit = progress or (lambda event, **info: None)
+    shard = check_shard(shard)
+    summary = ExtractSummary(Path(store), shard, None)
+    try:
+        found = discover(Path(input), config.source, config.mpp)
+    except InputError as exc:  # nothing to extract: the run did nothing (exit 1), it was not misused
+        summary.message = str(exc)
+        return summary
+    refs = _shard(found, shard)
+    if not refs:
+        summary.message = f"shard {shard[0]}/{shard[1]} of {input} holds no slides"
+        return summary
+    kinds = {r.kind for r in refs}
+    if "h5" in kinds and kinds != {"h5"}:
+        raise InputError(
+            f"{input}: mixes .h5 feature files with slides or cell folders; import them separately"
+        )
+    if config.unit == "tiles" and "cells" in kinds:
+        raise InputError(
+            f"{input}: cell-image folders are one instance per image; --unit tiles is for slides"
+        )
+
+    if kinds == {"h5"}:
+        from features.pipeline.h5_import import H5Importer
+
+        worker: Any = H5Importer(refs, config, summary.outcomes)
+        identity = worker.identity()
+    else:
+        from features.encoders import create_encoder
+
+        _check_encoder_name(config)
+        encoder = create_encoder(
+            config.encoder,
+            weights=config.weights,
+            device=resolve_device(config.device),
+            precision=config.precision,
+        )
+        identity = EncoderIdentity(encoder.name, encoder.weights_sha256, encoder.dim, config.unit)
+    summary.encoder = identity
+    if identity is None:  # h5 import where no file could be read
+        summary.seconds = time.perf_counter() - started
+        summary.message = "no .h5 file could be read"
+        return summary
+    bag_store = BagStore(store, "a", identity)
+    summary.swept = bag_store.sweep_stale()
+    todo = plan_slides(refs, bag_store, config, overwrite, summary.outcomes)
+    run = RunRecord(
+        bag_store.path,
+        shard,
+        {
+            "input": str(Path(input).resolve()),
+            "store": str(bag_store.path.resolve()),
+            "overwrite": overwrite,
+            "seed": config.seed,
+            "config": config.model_dump(mode="json"),
+            "encoder": asdict(identity),
+            "swept": summary.swept,
+            **({"command": command} if command else {}),
+        },
+    )
+    summary.run_record = run.path
+    emit(
+        "start",
+        total=len(refs),
+        todo=len(todo),
+        skipped=len(refs) - len(todo),
+        encoder=identity,
+        random_weights=identity.weights_sha256 == "random",
+    )
+    for outcome in summary.outcomes:
+        emit("slide_done", outcome=outcome)
+    completed = False
+    try:
+        if kinds == {"h5"}:
+            summary.stopped_early = worker.run(todo, bag_store, overwrite, emit)
+        else:
+            from features.pipeline.encode_loop import EncodeLoop
+
+            loop = EncodeLoop(encoder, identity, config, bag_store, overwrite, emit)
+            summary.stopped_early = loop.run(todo, summary.outcomes)
+        completed = True
+    finally:
+        summary.seconds = time.perf_counter() - started
+        summary.outcomes.sort(key=lambda o: o.slide_id)
+        run.update(
+            status="stopped" if summary.stopped_early else "finished" if completed else "interrupted",
+            finished_at=utc_now(),
+            seconds=round(summary.seconds, 3),
+            outcomes=[asdict(o) for o in summary.outcomes],
+            totals={s: summary.count(s) for s in ("written", "skipped", "failed")},
+        )
+    return summary
+
+
+def _check_encoder_name(config: ExtractConfig) -> None:
+    # With source=h5 the config accepted any name; an encoding run needs a registered one.
+    from features.encoders import ENCODERS
+
+    ENCODERS.check(config.encoder)
+
+
+def _shard(refs: list[SlideRef], shard: tuple[int, int]) -> list[SlideRef]:
+    by_id: dict[str, SlideRef] = {}
+    for ref in refs:
+        if ref.slide_id in by_id:
+            raise InputError(
+                f"slide id {ref.slide_id!r} names two inputs ({by_id[ref.slide_id].path} and {ref.path}); "
+                "rename one or use a manifest with distinct slide_id values"
+            )
+        by_id[ref.slide_id] = ref
+    ordered = [by_id[k] for k in sorted(by_id)]
+    return ordered[shard[0] :: shard[1]]
+
+
+__all__ = ["ExtractSummary", "SlideOutcome", "extract", "parse_shard"]

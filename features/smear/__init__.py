@@ -1,0 +1,1 @@
+"""The smear as an image: region QC, nucleated-cell detection and segmentation, stain optics, crops."""

@@ -1,0 +1,262 @@
+"""The label table: read it, resolve the task, match it to the bag store, and stop on anything wrong.
+
+Everything here runs before training, so a typo in a class name costs seconds, not a night of GPU time.
+
+The CSV has `patient_id`, optionally `slide_id`, and target columns. Without `slide_id`, one row per patient
+and slides are matched through the store's `BagMeta.patient_id`. With `slide_id`, each row maps one slide to a
+patient (the CSV wins over the store's patient id); a patient's rows must agree on the target.
+
+A patient with several slides is ONE sample: the instances of all its bags are concatenated into one bag (in
+slide-id order). Labels are per patient, so the MIL assumption ("the patient is positive if some of its cells
+are") holds over the union of its cells; attention is normalised over all of them, so the cells that decide
+the diagnosis can come from any slide; and splits and metrics stay per patient (no patient counted twice).
+
+Rows whose target is empty are not errors: the patient is outside this task (e.g. `mds_aa_aml` is empty for
+APL patients). They are left out and counted in the run summary, config and metrics.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.bagstore import BagMeta
+from features.core.errors import ConfigError, InputError
+from mil.config import TrainConfig
+from mil.evaluate.columns import conflicting_patient, label_text
+from mil.tasks import TaskSpec, create_task
+from mil.tasks.classification import infer_classes
+
+_FIRST = 5  # ids quoted in an error message
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """The patients a run trains on, with their targets and slides, and what was left out and why."""
+
+    labels_path: Path
+    spec: TaskSpec
+    patients: list[str]  # sorted, unique
+    y: np.ndarray  # one row per patient (see mil.tasks.base)
+    slides: dict[str, list[str]]  # patient -> its slide ids in the store, sorted (concatenation order)
+    groups: list[str] | None = None  # group_by value per patient
+    left_out_empty: list[str] = field(default_factory=list)  # labelled rows with an empty target
+    missing_bags: list[str] = field(default_factory=list)  # labelled but not in the store (--allow-missing)
+    # labelled slide rows without a bag whose patient has other bags in the store (trained on those)
+    slides_without_bag: list[str] = field(default_factory=list)
+    unlabelled_slides: list[str] = field(default_factory=list)  # in the store, no label row (--allow-missing)
+
+    def left_out(self) -> dict[str, int]:
+        return {
+            "empty_target": len(self.left_out_empty),
+            "missing_bag": len(self.missing_bags),
+            "slide_without_bag": len(self.slides_without_bag),
+            "unlabelled_slide": len(self.unlabelled_slides),
+        }
+
+
+def read_labels(path: Path) -> pd.DataFrame:
+    """The labels CSV as text columns (ids stay "007", not 7); empty and NA-like cells are missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(
+            f"labels file {path} not found; pass --labels with a CSV of patient_id + target columns"
+        )
+    try:
+        table = pd.read_csv(path, dtype=str)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InputError(
+            f"{path}: not a readable CSV ({str(exc).splitlines()[0]}); save it as comma-separated"
+        ) from exc
+    table.columns = [str(c).strip() for c in table.columns]
+    if "patient_id" not in table.columns:
+        sep = next((s for s in (";", "\t") if s in "".join(table.columns)), None)
+        hint = (
+            f" (the header looks {'tab' if sep == chr(9) else sep!r}-separated; save as comma-separated)"
+            if sep
+            else ""
+        )
+        raise InputError(f"{path}: no patient_id column{hint}; columns: {', '.join(table.columns[:8])}")
+    for col in ("patient_id", "slide_id"):
+        if col in table.columns:
+            table[col] = table[col].str.strip()
+            if table[col].isna().any() or (table[col] == "").any():
+                raise InputError(
+                    f"{path}: {int(table[col].isna().sum())} row(s) without {col}; fill or delete them"
+                )
+    return table
+
+
+def resolve_spec(table: pd.DataFrame, config: TrainConfig, source: str) -> TaskSpec:
+    """Task kind, columns and class order from the config, inferring what it leaves open (see TrainConfig)."""
+
+    def need(cols: list[str]) -> list[str]:
+        absent = [c for c in cols if c not in table.columns]
+        if absent:
+            raise InputError(
+                f"{source}: no column {absent[0]!r} (columns: {', '.join(table.columns[:12])}); "
+                "fix --target / train.target or the CSV header"
+            )
+        return cols
+
+    target, kind = config.target, config.task
+    if kind == "survival" or (kind is None and target is None and config.time_col and config.event_col):
+        if not (config.time_col and config.event_col):
+            raise ConfigError("survival needs train.time_col and train.event_col (--time-col, --event-col)")
+        return TaskSpec("survival", need([config.time_col, config.event_col]), [])
+    if target is None:
+        raise ConfigError("no target: pass --target COLUMN or set train.target in the config")
+    if kind == "multilabel" or isinstance(target, list):
+        cols = need([target] if isinstance(target, str) else list(target))
+        if config.classes is not None and list(config.classes) != cols:
+            raise ConfigError("multilabel: the labels are the target columns; leave train.classes empty")
+        return TaskSpec("multilabel", cols, cols)
+    (col,) = need([target])
+    classes = list(config.classes) if config.classes is not None else infer_classes(table[col])
+    if classes is None:
+        raise ConfigError(
+            f"{source}: column {col!r} holds non-integer numbers, not classes; for survival pass --task survival "
+            "--time-col TIME --event-col EVENT, or list train.classes"
+        )
+    if config.classes is not None:
+        classes = [label_text(pd.Series([c])).iloc[0] for c in classes]
+    if len(classes) < 2:
+        raise InputError(
+            f"{source}: column {col!r} has {len(classes)} class(es) {classes}; a classifier needs 2+"
+        )
+    return TaskSpec("classification", col, classes)
+
+
+def build_cohort(
+    labels: Path, metas: list[BagMeta], config: TrainConfig, store: str | Path = "the store"
+) -> Cohort:
+    """Read and validate the labels against the store's bags; one InputError per problem, before training."""
+    labels = Path(labels)
+    source = str(labels)
+    table = read_labels(labels)
+    spec = resolve_spec(table, config, source)
+    y_rows, has_rows = create_task(spec).parse(table, source)
+    by_slide = "slide_id" in table.columns
+    if config.group_by is not None and config.group_by not in table.columns:
+        raise InputError(
+            f"{source}: no column {config.group_by!r} for --group-by; columns: {', '.join(table.columns[:12])}"
+        )
+
+    dup_key = "slide_id" if by_slide else "patient_id"
+    dups = table[dup_key][table[dup_key].duplicated()].unique()
+    if len(dups):
+        raise InputError(
+            f"{source}: duplicate {dup_key} {_first(dups)}; keep one row per {dup_key.split('_')[0]}"
+        )
+
+    # One target (and group) per patient; with slide rows, a patient's rows must agree.
+    targets = pd.DataFrame(y_rows.reshape(len(table), -1)).assign(has=has_rows)
+    pid = conflicting_patient(table["patient_id"], targets)
+    if pid is not None:
+        raise InputError(
+            f"{source}: patient {pid!r} has slides with different targets; one label per patient"
+        )
+    pid = conflicting_patient(table["patient_id"], table[[config.group_by]]) if config.group_by else None
+    if pid is not None:
+        raise InputError(f"{source}: patient {pid!r} has slides in different {config.group_by!r} groups")
+    first = ~table["patient_id"].duplicated()
+    first_row: dict[str, int] = dict(zip(table["patient_id"][first], np.flatnonzero(first), strict=True))
+    labelled = {pid for pid, i in first_row.items() if has_rows[i]}
+    empty = sorted(set(first_row) - labelled)
+
+    # Store slides -> patients; what is labelled but absent, and what is stored but unlabelled.
+    stored = {m.slide_id: m for m in metas}
+    slides: dict[str, list[str]] = defaultdict(list)
+    if by_slide:
+        slide_patient = dict(zip(table["slide_id"], table["patient_id"], strict=True))
+        unlabelled = sorted(s for s in stored if s not in slide_patient)
+        for s, p in slide_patient.items():
+            if s in stored and p in labelled:
+                slides[p].append(s)
+        absent = sorted(s for s, p in slide_patient.items() if p in labelled and s not in stored)
+        # A slide row without a bag blocks only when its patient has no bag at all. A patient whose other
+        # slides are stored trains on those, and the absent rows are reported (summary, left_out.csv): e.g.
+        # a `mil synth --layout both` table lists each patient's cell folder and smear, one store holds one.
+        partial = [s for s in absent if slides.get(slide_patient[s])]
+        missing = [s for s in absent if not slides.get(slide_patient[s])]
+        what = "slides"
+    else:
+        unlabelled = sorted(s for s, m in stored.items() if m.patient_id not in first_row)
+        for s, m in stored.items():
+            if m.patient_id in labelled:
+                slides[m.patient_id].append(s)
+        missing = sorted(p for p in labelled if p not in slides)
+        partial = []
+        what = "patients"
+    if missing and not config.allow_missing:
+        raise InputError(
+            f"{source}: {len(missing)} labelled {what} have no bag in {store} ({_first(missing)}); extract them, "
+            "fix the ids, or pass --allow-missing to leave them out"
+        )
+    if unlabelled and not config.allow_missing:
+        raise InputError(
+            f"{store}: {len(unlabelled)} slides have no row in {source} ({_first(unlabelled)}); add them "
+            "(an empty target leaves a patient out on purpose) or pass --allow-missing"
+        )
+
+    patients = sorted(p for p in labelled if slides.get(p))
+    if not patients:
+        raise InputError(f"{source}: no labelled patient has a bag in {store}; check that the ids match")
+    rows = [first_row[p] for p in patients]
+    groups = None
+    if config.group_by:
+        values = table[config.group_by].iloc[rows]
+        if values.isna().any():
+            bad = [p for p, v in zip(patients, values, strict=True) if pd.isna(v)]
+            raise InputError(
+                f"{source}: {len(bad)} patients have no {config.group_by!r} ({_first(bad)}); fill it"
+            )
+        groups = [str(v).strip() for v in values]
+    return Cohort(
+        labels_path=labels,
+        spec=spec,
+        patients=patients,
+        y=y_rows[rows],
+        slides={p: sorted(slides[p]) for p in patients},
+        groups=groups,
+        left_out_empty=empty,
+        missing_bags=missing,
+        slides_without_bag=partial,
+        unlabelled_slides=unlabelled,
+    )
+
+
+def check_counts(cohort: Cohort, n_folds: int) -> None:
+    """Every class (label, event) must reach every test fold, or its per-fold metrics are undefined."""
+    spec, y = cohort.spec, cohort.y
+    if spec.kind == "classification":
+        counts = {c: int((y == i).sum()) for i, c in enumerate(spec.classes)}
+        what = "patients"
+    elif spec.kind == "multilabel":
+        counts = {c: int(y[:, i].sum()) for i, c in enumerate(spec.classes)}
+        what = "positive patients"
+    else:
+        counts = {"event": int(y[:, 1].sum())}
+        what = "patients with an event"
+    fix = {
+        "classification": "merge or drop the class (train.classes)",
+        "multilabel": "drop the label from train.target",
+        "survival": "wait for more events",
+    }[spec.kind]
+    few = {c: n for c, n in counts.items() if n < n_folds}
+    if few:
+        c, n = next(iter(few.items()))
+        raise InputError(
+            f"{cohort.labels_path}: class {c!r} has {n} {what}, fewer than the {n_folds} folds; use fewer folds "
+            f"(--folds), {fix}, or add patients"
+        )
+
+
+def _first(ids) -> str:
+    ids = [str(i) for i in ids]
+    more = f", ... {len(ids) - _FIRST} more" if len(ids) > _FIRST else ""
+    return "first: " + ", ".join(ids[:_FIRST]) + more if len(ids) > 1 else ids[0]

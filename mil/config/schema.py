@@ -1,0 +1,252 @@
+"""The one configuration schema: a frozen pydantic root with one section per command.
+
+Precedence: schema defaults < YAML file (`--config`) < `--set section.key=value` (dotted path, value parsed as
+a YAML scalar) < the command's own flags; then validate once. Unknown keys are errors (`extra="forbid"`), so a
+typo fails at load instead of being ignored. Sections are defined beside the code that consumes them
+(the extract section lives in `features.pipeline.config`, because `features/` knows nothing of `mil/`) and are
+composed here; this root is the only place they meet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from features.core.errors import ConfigError
+from features.pipeline.config import ExtractConfig
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+class Section(BaseModel):
+    """Base for every config section: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TrainConfig(Section):
+    """`mil train`: what to predict, which head, how to fit and cross-validate it.
+
+    Defaults suit ~100-1,000 patients with bags of a few thousand cells; every value is recorded in the run's
+    config.yaml. The target can be named here (a config per task in configs/) or by `--target`.
+    """
+
+    target: str | list[str] | None = Field(
+        None,
+        description="Label column in the labels CSV; a list of 0/1 columns means one multi-label head. "
+        "Survival takes time_col/event_col instead (target is then only the task's name).",
+    )
+    task: str | None = Field(
+        None,
+        description="classification | multilabel | survival (`mil list tasks`). Empty: inferred: a list of "
+        "targets -> multilabel; strings or a few integer codes (0/1 = binary) -> classification; no target "
+        "but time_col + event_col -> survival. Non-integer numbers are refused, never guessed.",
+    )
+    classes: list[str] | None = Field(
+        None,
+        description="Class names in output order (classification). A label outside this list stops the run. "
+        "Empty: the column's distinct values, sorted (integer codes numerically).",
+    )
+    time_col: str | None = Field(None, description="Survival: follow-up time column (e.g. os_months).")
+    event_col: str | None = Field(
+        None, description="Survival: event column, 1 = event (death), 0 = censored."
+    )
+    head: str = Field("abmil", description="MIL head (`mil list heads`).")
+    model_params: dict[str, Any] = Field(
+        default_factory=dict, description="Hyperparameters of the head, validated by the head's own schema."
+    )
+    folds: int = Field(
+        5, ge=2, description="Cross-validation folds (patient-level, stratified by the label)."
+    )
+    val_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of each fold's training patients held out for early stopping."
+    )
+    group_by: str | None = Field(
+        None,
+        description="Labels column naming a group (e.g. site): one fold per group, tested on that group only "
+        "(leave-one-site-out external validation); `folds` is then ignored.",
+    )
+    seed: int = Field(0, description="Seeds the splits, initialisation, sampling and instance subsampling.")
+    epochs: int = Field(100, ge=1, description="Maximum epochs per fold.")
+    patience: int = Field(15, ge=1, description="Stop after this many epochs without validation improvement.")
+    monitor: Literal["loss", "metric"] = Field(
+        "loss",
+        description="Early-stopping signal on the validation patients: the task loss (stable on small "
+        "validation sets) or the task's main metric (AUROC / c-index).",
+    )
+    batch_size: int = Field(16, ge=1, description="Bags (patients) per optimiser step, padded with a mask.")
+    optimizer: Literal["adamw", "adam", "sgd"] = Field("adamw", description="Optimiser.")
+    lr: float = Field(1e-3, gt=0, description="Learning rate (Adam-family; features are z-scored per fold).")
+    weight_decay: float = Field(1e-2, ge=0, description="Weight decay (decoupled for adamw).")
+    grad_clip_norm: float | None = Field(
+        None, gt=0, description="Clip the gradient norm to this; empty = off."
+    )
+    class_weights: bool = Field(
+        True,
+        description="Weight the loss by inverse class frequency in each fold's training part (classification: "
+        "cross-entropy weights; multi-label: BCE pos_weight). Off when balanced_sampling is on.",
+    )
+    balanced_sampling: bool = Field(
+        False,
+        description="Classification: draw training bags with equal class probability (with replacement).",
+    )
+    max_instances: int | None = Field(
+        4096,
+        ge=1,
+        description="Training only: a bag with more instances is randomly subsampled to this many each step "
+        "(bounds memory and time for 200k-cell bags; evaluation always sees every instance). Empty = all. "
+        "Small values cost signal when diagnostic cells are rare: with 1% witness cells, 512 of 2,000 per step "
+        "cut the pooled AUC from 0.969 to 0.811 in benchmarks/train_speed.py (5 epochs).",
+    )
+    instance_dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Training only: share of each bag's instances dropped at random per step.",
+    )
+    standardize: bool = Field(
+        True,
+        description="Z-score every feature with the mean/std of each fold's training cells (stored in the "
+        "fold checkpoint and applied at prediction); off only for features already on a unit scale.",
+    )
+    feature_dtype: Literal["float32", "float16"] = Field(
+        "float32",
+        description="In-memory storage of the features (compute is always float32); float16 halves memory.",
+    )
+    eval_batch_instances: int | None = Field(
+        None,
+        ge=1,
+        description="Inference groups bags until batch size x largest bag reaches this; a bigger bag runs alone. "
+        "Empty = 16,384 on the CPU (activations stay in cache: ~1.6x faster than 262,144 there) and 262,144 on "
+        "a GPU.",
+    )
+    n_bootstrap: int = Field(
+        1000, ge=0, description="Bootstrap draws for the confidence intervals in metrics.json."
+    )
+    allow_missing: bool = Field(
+        False,
+        description="Proceed when labelled patients have no bag or stored slides have no label (they are left "
+        "out and reported) instead of stopping.",
+    )
+    device: str = Field("auto", description="auto (cuda if available, else cpu) | cpu | cuda | cuda:1 | mps.")
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str | None) -> str | None:
+        if value is not None:
+            from mil.tasks import TASKS
+
+            TASKS.check(value)
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _targets(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and (not value or len(set(value)) != len(value)):
+            raise ValueError("a list of targets must be non-empty and without repeats")
+        return value
+
+    @model_validator(mode="after")
+    def _head_and_params(self) -> TrainConfig:
+        from mil.heads import HEADS, head_params_model
+
+        HEADS.check(self.head)
+        try:
+            head_params_model(self.head).model_validate(self.model_params)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"model_params for head {self.head!r}: {where}: {first['msg']}") from None
+        if self.task == "survival" and not (self.time_col and self.event_col):
+            raise ValueError("task survival needs time_col and event_col")
+        return self
+
+
+class MilConfig(Section):
+    """Root of the configuration. Sections are added by the commands that use them."""
+
+    extract: ExtractConfig = Field(default_factory=ExtractConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    provenance: dict[str, Any] | None = Field(
+        None,
+        description="Written by runs beside the resolved config (versions, seed, encoder, git commit, command "
+        "line); ignored as input, so a run's config.yaml can be passed back to --config.",
+    )
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A path to a YAML file, or the name of a file in configs/ (`apl_aml_healthy` -> configs/apl_aml_healthy.yaml)."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    named = CONFIG_DIR / f"{name_or_path}.yaml"
+    if named.exists():
+        return named
+    choices = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"config {str(name_or_path)!r} not found: give a YAML path or one of: {choices}")
+
+
+def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
+    """`["train.folds=3", "train.head.name=clam_sb"]` -> nested dict; values parsed as YAML scalars."""
+    nested: dict[str, Any] = {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from exc
+        node = nested
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {key} is not a section")
+        node[keys[-1]] = value
+    return nested
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    flags: dict[str, Any] | None = None,
+) -> MilConfig:
+    """Defaults < YAML < --set overrides < command flags (a nested dict of values the user gave); validate once."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        file = resolve_config_path(path)
+        source = str(file)
+        try:
+            loaded = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file}: not valid YAML ({exc})") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{file}: expected a mapping of sections at the top level")
+        raw = loaded
+    raw = deep_merge(raw, parse_overrides(overrides))
+    raw = deep_merge(raw, flags or {})
+    try:
+        return MilConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{source}: {where}: {first['msg']} (input {first.get('input')!r})") from exc
+
+
+def dump_config(config: BaseModel) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

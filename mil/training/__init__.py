@@ -1,0 +1,1 @@
+"""Training: bags into batches, one fold fitted, the cross-validation, checkpoints, run folders, predict."""

@@ -1,0 +1,123 @@
+"""Fold checkpoints: everything needed to rebuild a head and know what it predicts, in plain types.
+
+`model.pt` holds only str / int / float / list / dict and tensors, so it loads with
+`torch.load(..., weights_only=True)` (no pickled classes, no code execution from a file someone sent you).
+The head is rebuilt from its registry name and params, then the state dict is loaded strictly: a checkpoint
+whose keys do not fit the head is an error, never a partly random model.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from features.bagstore import EncoderIdentity
+from features.core.errors import InputError
+from mil.tasks import TaskSpec
+
+FORMAT = "mil.fold_model/1"
+
+
+@dataclass
+class FoldModel:
+    """One trained fold: the head (eval mode) and what it was trained on."""
+
+    fold: int
+    head: nn.Module
+    head_name: str
+    model_params: dict[str, Any]
+    in_dim: int
+    spec: TaskSpec
+    encoder: EncoderIdentity
+    best_epoch: int
+    path: Path
+
+
+def save_checkpoint(
+    path: Path,
+    model: nn.Module,
+    *,
+    head_name: str,
+    model_params: dict[str, Any],
+    in_dim: int,
+    spec: TaskSpec,
+    encoder: EncoderIdentity,
+    fold: int,
+    best_epoch: int,
+    seed: int,
+) -> None:
+    from mil import __version__
+
+    payload = {
+        "format": FORMAT,
+        "mil_version": __version__,
+        "head": head_name,
+        "model_params": dict(model_params),
+        "in_dim": int(in_dim),
+        "n_outputs": int(model.n_outputs),
+        "task": spec.to_dict(),
+        "encoder": asdict(encoder),
+        "fold": int(fold),
+        "best_epoch": int(best_epoch),
+        "seed": int(seed),
+        "standardized": bool(getattr(model, "feature_mean", None) is not None),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> FoldModel:
+    from mil.heads import create_head
+
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(
+            f"checkpoint {path} not found; is this a run folder written by `mil train`?"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - any unreadable file means the same to the user
+        raise InputError(f"{path}: not a mil checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise InputError(
+            f"{path}: checkpoint format {found!r}, this mil reads {FORMAT}; retrain with this version"
+        )
+    spec = TaskSpec.from_dict(payload["task"])
+    head = create_head(payload["head"], payload["in_dim"], payload["n_outputs"], **payload["model_params"])
+    if payload.get("standardized", False):
+        from mil.training.standardize import StandardizedHead
+
+        dim = payload["in_dim"]
+        head = StandardizedHead(head, torch.zeros(dim), torch.ones(dim))  # buffers come from the state dict
+    try:
+        head.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise InputError(
+            f"{path}: weights do not fit head {payload['head']!r} ({first}); mil version mismatch?"
+        ) from None
+    head.to(device).eval()
+    return FoldModel(
+        fold=payload["fold"],
+        head=head,
+        head_name=payload["head"],
+        model_params=payload["model_params"],
+        in_dim=payload["in_dim"],
+        spec=spec,
+        encoder=EncoderIdentity(**payload["encoder"]),
+        best_epoch=payload["best_epoch"],
+        path=path,
+    )

@@ -1,0 +1,190 @@
+"""`mil predict`: the ensemble of a run's fold models on new bags, and the per-model outputs behind it.
+
+The ensemble is the mean of the fold models' outputs: class probabilities (softmax), label probabilities
+(sigmoid) or Cox risks. Each fold model saw a different 80% of the patients; averaging them is the usual
+cross-validation ensemble and needs no retraining on all patients (which would have no validation set for
+early stopping). Cox risks of different models differ by an additive constant each, which shifts the mean by a
+constant and so keeps the ranking that the c-index and risk groups use.
+
+Predictions on a new store are streamed patient by patient in chunks of bounded size, so a cohort of
+200k-cell smears never has to fit in memory at once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from features.bagstore import BagStore
+from features.core.errors import InputError
+from mil.config import TrainConfig
+from mil.evaluate.predictions import PredictionSpec, write_predictions
+from mil.heads.base import HeadOutput
+from mil.tasks import create_task
+from mil.training.checkpoint import FoldModel, load_checkpoint
+from mil.training.data import load_bags
+from mil.training.fit import eval_batch_instances, infer, resolve_device
+
+# New slides are read in chunks of about this many instances (1.5 GB as 384-d float32), so memory stays
+# bounded however large the cohort.
+LOAD_INSTANCES = 1 << 20
+
+
+class LoadedRun(NamedTuple):
+    """`config, models, spec = load_run(run)`."""
+
+    config: TrainConfig
+    models: list[FoldModel]
+    spec: PredictionSpec
+
+
+def load_run(run: Path, device: torch.device | str = "cpu") -> LoadedRun:
+    """The run's train config, its fold models (eval mode, on `device`) and the prediction spec."""
+    run = Path(run)
+    config_file = run / "config.yaml"
+    if not config_file.is_file():
+        raise InputError(f"{run}: no config.yaml; pass a run folder written by `mil train`")
+    try:
+        record = yaml.safe_load(config_file.read_text()) or {}
+        config = TrainConfig.model_validate(record.get("train") or {})
+    except (yaml.YAMLError, ValueError) as exc:
+        raise InputError(f"{config_file}: not a valid run config ({str(exc).splitlines()[0]})") from None
+    paths = sorted(
+        run.glob("folds/*/model.pt"), key=lambda p: (not p.parent.name.isdigit(), p.parent.name.zfill(6))
+    )
+    if not paths:
+        raise InputError(f"{run}: no folds/<k>/model.pt; the run did not finish or is not a `mil train` run")
+    models = [load_checkpoint(p, device) for p in paths]
+    first = models[0]
+    for m in models[1:]:
+        if m.spec != first.spec or m.encoder != first.encoder:
+            raise InputError(
+                f"{m.path}: fold models of {run} disagree on task or encoder; the run folder is mixed"
+            )
+    return LoadedRun(config, models, first.spec.prediction_spec())
+
+
+def ensemble_outputs(
+    models: list[FoldModel], features: np.ndarray | torch.Tensor, device: torch.device | str | None = None
+) -> list[HeadOutput]:
+    """Run every fold model on ONE patient's bag (N x D); per-model `HeadOutput`s on the CPU, batch dim kept
+    (logits 1 x C, attention 1 x K x N), for explanations that need each model's attention per instance."""
+    device = torch.device(device) if device is not None else next(models[0].head.parameters()).device
+    x = torch.as_tensor(features, dtype=torch.float32, device=device)[None]
+    mask = torch.ones(x.shape[:2], dtype=torch.bool, device=device)
+    outputs = []
+    with torch.inference_mode():
+        for m in models:
+            m.head.to(device).eval()
+            out = m.head(x, mask)
+            for name in ("logits", "attention", "instance_scores"):
+                value = getattr(out, name)
+                if value is not None:
+                    setattr(out, name, value.float().cpu())
+            out.aux_losses = {k: v.cpu() for k, v in out.aux_losses.items()}
+            outputs.append(out)
+    return outputs
+
+
+def predict(
+    run: Path,
+    bags: Path,
+    out: Path,
+    labels: Path | None = None,
+    device: str | None = None,
+    progress: Callable[..., None] | None = None,
+) -> Path:
+    """Ensemble predictions for every patient in the store -> `out` (predictions table + spec sidecar).
+
+    Patients are the store's `BagMeta.patient_id`, or, with a `labels` CSV that has `slide_id`, the CSV's
+    mapping (then every stored slide must be listed). Truth columns are filled where `labels` has the target,
+    so `mil evaluate out` can score it directly; otherwise they stay empty for `mil evaluate --labels`.
+    """
+    emit = progress or (lambda event, **info: None)
+    config, models, pspec = load_run(run)
+    dev = resolve_device(device or config.device)
+    store = BagStore(bags)
+    trained_on = models[0].encoder
+    if store.encoder != trained_on:
+        raise InputError(
+            f"{bags}: bags are {store.encoder.describe()}, but run {run} was trained on {trained_on.describe()}; "
+            "extract these slides with the run's encoder"
+        )
+    for m in models:
+        m.head.to(dev)
+    task = create_task(models[0].spec)
+    slides, table = _patient_slides(store, labels)
+    patients = sorted(slides)
+    sizes = {p: sum(store.meta(s).n_instances for s in slides[p]) for p in patients}
+    chunks, current, filled = [], [], 0
+    for p in patients:
+        if current and filled + sizes[p] > LOAD_INSTANCES:
+            chunks.append(current)
+            current, filled = [], 0
+        current.append(p)
+        filled += sizes[p]
+    chunks.append(current)
+    outputs, batch_instances = [], eval_batch_instances(config, dev)
+    for i, chunk in enumerate(chunks):
+        data = load_bags(store, chunk, slides, None, torch.float32)
+        index = np.arange(len(chunk))
+        per_model = [task.outputs(infer(m.head, data, index, dev, batch_instances)) for m in models]
+        outputs.append(torch.stack(per_model).mean(dim=0).numpy())
+        emit("predict", done=i + 1, total=len(chunks), patients=len(chunk))
+    frame = task.frame(patients, None, None, np.concatenate(outputs))
+    if table is not None:
+        frame = _fill_truth(frame, task, table, str(labels))
+    out = Path(out)
+    write_predictions(frame, pspec, out)
+    return out
+
+
+def _patient_slides(store: BagStore, labels: Path | None) -> tuple[dict[str, list[str]], pd.DataFrame | None]:
+    from mil.cohort.labels import read_labels
+
+    metas = store.metas()
+    if not metas:
+        raise InputError(f"{store.path}: the store holds no bags")
+    table = read_labels(labels) if labels is not None else None
+    slides: dict[str, list[str]] = defaultdict(list)
+    if table is not None and "slide_id" in table.columns:
+        mapping = dict(zip(table["slide_id"], table["patient_id"], strict=False))
+        unlisted = [m.slide_id for m in metas if m.slide_id not in mapping]
+        if unlisted:
+            raise InputError(
+                f"{labels}: {len(unlisted)} stored slides are not listed in its slide_id column (e.g. "
+                f"{unlisted[0]}); add them, or omit --labels to use the store's patient ids"
+            )
+        for m in metas:
+            slides[mapping[m.slide_id]].append(m.slide_id)
+    else:
+        for m in metas:
+            slides[m.patient_id].append(m.slide_id)
+    return {p: sorted(s) for p, s in slides.items()}, table
+
+
+def _fill_truth(frame: pd.DataFrame, task, table: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Truth from the labels CSV where it has the target column(s) (first row per patient)."""
+    if any(c not in table.columns for c in task.spec.columns()):
+        return frame
+    rows = table.drop_duplicates("patient_id").set_index("patient_id")
+    known = [p for p in frame["patient_id"] if p in rows.index]
+    if not known:
+        return frame
+    y, has = task.parse(rows.loc[known].reset_index(), source)
+    truth = task.frame(
+        [p for p, h in zip(known, has, strict=True) if h],
+        None,
+        y[has],
+        np.zeros((int(has.sum()), task.n_outputs)),
+    )
+    cols = [c for c in truth.columns if c.startswith("true_") or c in ("y_true", "time", "event")]
+    merged = frame.drop(columns=cols).merge(truth[["patient_id", *cols]], on="patient_id", how="left")
+    return merged[frame.columns]

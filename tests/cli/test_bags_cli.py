@@ -1,0 +1,60 @@
+"""`mil bags info|validate` on stores built directly through the BagStore API (no extraction needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from features.bagstore import Bag, BagMeta, BagStore, EncoderIdentity
+from features.core.errors import StoreError
+from mil.cli import app
+
+ENC = EncoderIdentity("cytomorph", "none", 4, "cells")
+
+
+def _put(store: BagStore, slide_id: str, features: np.ndarray, patient: str = "P1") -> None:
+    n = len(features)
+    bag = Bag(features=features.astype(np.float32), coords=np.zeros((n, 2), np.int64))
+    store.write(bag, BagMeta(slide_id, patient, n, ENC, f"/data/{slide_id}.svs", "slide", mpp=0.25))
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = BagStore(tmp_path / "bags.zarr", "a", ENC)
+    _put(s, "slide A", np.ones((5, 4)), "P1")
+    _put(s, "B", np.ones((3, 4)), "P2")
+    return s
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_info_lists_bags_totals_and_pending(store):
+    (store.path / ".tmp" / "C-host-1-abcd").mkdir(parents=True)
+    result = run("bags", "info", store.path)
+    assert result.exit_code == 0, result.output
+    assert "slide A" in result.output and "cytomorph" in result.output
+    assert "2 bags, 2 patients, 8 instances" in result.output
+    assert "1 pending .tmp entry" in result.output and "C-host-1-abcd" in result.output
+
+
+def test_validate_clean_then_problems(store):
+    ok = run("bags", "validate", store.path)
+    assert ok.exit_code == 0 and "ok 2 bags" in ok.output
+    bad = np.ones((4, 4))
+    bad[1, 2] = np.nan
+    _put(store, "C", bad)
+    _put(store, "D", np.ones((2, 4)))
+    meta = store.path / "D" / "zarr.json"
+    meta.write_text(meta.read_text().replace('"n_instances": 2', '"n_instances": 7'))
+    result = run("bags", "validate", store.path)
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == ["C: 1 instances with NaN/inf", "D: 2 feature rows, provenance says 7"]
+
+
+def test_not_a_store(tmp_path):
+    result = run("bags", "info", tmp_path)
+    assert isinstance(result.exception, StoreError) and "not a bag store" in str(result.exception)

@@ -1,0 +1,196 @@
+"""The contract every registered head keeps (mil/heads/base.py), run over all of HEADS.
+
+Padding in these batches holds large random values, not zeros, so a head that lets padding leak into a sum,
+a softmax, a landmark or a conv grid fails the bag-alone comparison.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel
+from typer.testing import CliRunner
+
+from features.core.errors import ConfigError
+from mil.heads import HEADS, HeadOutput, MILHead, create_head, head_params_model, validate_head_params
+
+NAMES = HEADS.names()
+IN_DIM = 12
+ATOL = 1e-5
+
+
+def make(name: str, n_outputs: int = 3, in_dim: int = IN_DIM, **params) -> MILHead:
+    torch.manual_seed(0)
+    return create_head(name, in_dim, n_outputs, **params).eval()
+
+
+def pad_bags(bags: list[torch.Tensor], width: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each bag at random (order-keeping) positions of a row of `width`, the rest junk."""
+    g = torch.Generator().manual_seed(seed)
+    x = 10.0 * torch.randn(len(bags), width, bags[0].shape[1], generator=g)
+    mask = torch.zeros(len(bags), width, dtype=torch.bool)
+    for i, bag in enumerate(bags):
+        positions = torch.randperm(width, generator=g)[: len(bag)].sort().values
+        x[i, positions], mask[i, positions] = bag, True
+    return x, mask
+
+
+def test_registry_has_the_documented_heads() -> None:
+    expected = {
+        "mean_pool",
+        "max_pool",
+        "abmil",
+        "gated_abmil",
+        "clam_sb",
+        "clam_mb",
+        "transmil",
+        "dsmil",
+        "scemila",
+    }
+    assert set(NAMES) == expected
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("n_outputs", [1, 3])
+def test_output_shapes_and_attention_normalisation(name: str, n_outputs: int) -> None:
+    head = make(name, n_outputs)
+    x, mask = pad_bags([torch.randn(n, IN_DIM) for n in (5, 1, 9)], width=11)
+    with torch.no_grad():
+        out = head(x, mask)
+    assert isinstance(out, HeadOutput)
+    assert out.logits.shape == (3, n_outputs) and torch.isfinite(out.logits).all()
+    assert head.attention_kind in ("attention", "per_class_attention", "none")
+    if head.attention_kind == "none":
+        assert out.attention is None
+    else:
+        k = 1 if head.attention_kind == "attention" else n_outputs
+        assert out.attention.shape == (3, k, 11)
+        assert (out.attention >= 0).all()
+        assert torch.allclose(out.attention.sum(-1), torch.ones(3, k), atol=ATOL)
+        assert (out.attention.masked_select(~mask[:, None, :].expand_as(out.attention)) == 0).all()
+    if out.instance_scores is not None:
+        assert out.instance_scores.shape == (3, n_outputs, 11)
+        assert (
+            out.instance_scores.masked_select(~mask[:, None, :].expand_as(out.instance_scores)) == 0
+        ).all()
+    assert out.aux_losses == {}  # eval mode, no target
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bag_alone_equals_bag_padded_in_a_batch(name: str) -> None:
+    head = make(name)
+    g = torch.Generator().manual_seed(1)
+    bags = [torch.randn(n, IN_DIM, generator=g) for n in (7, 1, 20, 13)]
+    x, mask = pad_bags(bags, width=26)
+    with torch.no_grad():
+        batch = head(x, mask)
+        for i, bag in enumerate(bags):
+            alone = head(bag[None], torch.ones(1, len(bag), dtype=torch.bool))
+            torch.testing.assert_close(batch.logits[i], alone.logits[0], atol=ATOL, rtol=1e-4)
+            for field in ("attention", "instance_scores"):
+                got, want = getattr(batch, field), getattr(alone, field)
+                if want is not None:
+                    torch.testing.assert_close(got[i][:, mask[i]], want[0], atol=ATOL, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_all_padding_row_is_finite_and_does_not_disturb_the_others(name: str) -> None:
+    head = make(name)
+    x, mask = pad_bags([torch.randn(6, IN_DIM), torch.randn(4, IN_DIM)], width=8)
+    mask[1] = False  # a row with no real instance at all
+    with torch.no_grad():
+        out = head(x, mask)
+        first = head(x[:1, mask[0]], mask[:1, mask[0]])
+    assert torch.isfinite(out.logits).all()
+    for t in (out.attention, out.instance_scores):
+        if t is not None:
+            assert torch.isfinite(t).all() and (t[1] == 0).all()
+    torch.testing.assert_close(out.logits[0], first.logits[0], atol=ATOL, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if HEADS.get(n).factory.permutation_invariant])
+def test_pooling_heads_are_permutation_invariant(name: str) -> None:
+    head = make(name)
+    x, mask = torch.randn(2, 15, IN_DIM), torch.ones(2, 15, dtype=torch.bool)
+    perm = torch.randperm(15)
+    with torch.no_grad():
+        out, shuffled = head(x, mask), head(x[:, perm], mask)
+    torch.testing.assert_close(out.logits, shuffled.logits, atol=ATOL, rtol=1e-4)
+    if out.attention is not None:
+        torch.testing.assert_close(out.attention[..., perm], shuffled.attention, atol=ATOL, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_training_step_reaches_every_parameter(name: str) -> None:
+    """Train mode with a target: the task loss plus aux losses back-propagate into every parameter (no dead
+    branch) and the aux losses are finite scalars."""
+    head = make(name).train()
+    x, mask = pad_bags([torch.randn(n, IN_DIM) for n in (12, 30, 17)], width=30)
+    target = torch.tensor([0, 2, 1])
+    out = head(x, mask, target)
+    for value in out.aux_losses.values():
+        assert value.dim() == 0 and torch.isfinite(value)
+    (F.cross_entropy(out.logits, target) + sum(out.aux_losses.values())).backward()
+    dead = [n for n, p in head.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not dead, f"{name}: no finite gradient for {dead}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_eval_is_deterministic(name: str) -> None:
+    head = make(name)
+    x, mask = torch.randn(2, 9, IN_DIM), torch.ones(2, 9, dtype=torch.bool)
+    with torch.no_grad():
+        torch.testing.assert_close(head(x, mask).logits, head(x, mask).logits, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("in_dim", [64, 384])
+def test_defaults_fit_cytomorph_and_dinobloom_features(name: str, in_dim: int) -> None:
+    """Defaults build for 64-d cytomorph and 384-d DinoBloom-S features; small inputs get small heads."""
+    head = make(name, in_dim=in_dim)
+    n_params = sum(p.numel() for p in head.parameters())
+    assert n_params < (60_000 if in_dim == 64 else 1_500_000), n_params
+    with torch.no_grad():
+        out = head(torch.randn(2, 10, in_dim), torch.ones(2, 10, dtype=torch.bool))
+    assert out.logits.shape == (2, 3)
+    assert all(p.device.type == "cpu" for p in head.parameters())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_params_model_forbids_unknown_keys(name: str) -> None:
+    model = head_params_model(name)
+    assert issubclass(model, BaseModel) and model.model_config.get("extra") == "forbid"
+    model()  # every param has a default
+    with pytest.raises(ConfigError) as err:
+        create_head(name, IN_DIM, 2, hidden_dimm=32)
+    message = str(err.value)
+    assert "\n" not in message and name in message and "hidden_dimm" in message and "hidden_dim" in message
+    with pytest.raises(ConfigError, match="dropout"):
+        validate_head_params(name, {"dropout": 1.5})
+
+
+def test_unknown_head_and_bad_dims_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="abmil"):
+        create_head("abmill", IN_DIM, 2)
+    with pytest.raises(ConfigError, match="in_dim"):
+        create_head("abmil", 0, 2)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_wrong_input_shapes_fail_with_the_shapes(name: str) -> None:
+    head = make(name)
+    with pytest.raises(ValueError, match=str(IN_DIM)):
+        head(torch.randn(1, 4, IN_DIM + 1), torch.ones(1, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="bool"):
+        head(torch.randn(1, 4, IN_DIM), torch.ones(1, 4))
+
+
+def test_mil_list_heads_shows_every_head_with_its_summary() -> None:
+    from mil.cli import app
+
+    result = CliRunner().invoke(app, ["list", "heads"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for entry in HEADS.entries():
+        assert entry.name in result.output
+        assert entry.summary and entry.summary[:30] in result.output

@@ -1,0 +1,116 @@
+"""`mil predict`: the fold ensemble on a store, per-model outputs for explanations, encoder guard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from features.bagstore import BagStore, EncoderIdentity
+from features.core.errors import InputError
+from mil.config import TrainConfig
+from mil.evaluate.metrics import compute_metrics
+from mil.evaluate.predictions import attach_labels, read_predictions
+from mil.training.data import read_patient_bag
+from mil.training.predict import ensemble_outputs, load_run, predict
+from mil.training.train import train_cv
+from tests.train_helpers import make_cohort, single_thread  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    bags, labels = make_cohort(root, n_patients=30)
+    cfg = TrainConfig(
+        target="apl_aml_healthy", folds=3, epochs=4, batch_size=8, lr=2e-3, n_bootstrap=20, device="cpu"
+    )
+    train_cv(bags, labels, cfg, root / "run")
+    return root / "run", bags, labels
+
+
+def test_load_run_and_per_model_outputs(trained):
+    run, bags, _ = trained
+    config, models, spec = load_run(run)
+    assert config.target == "apl_aml_healthy" and len(models) == 3 and [m.fold for m in models] == [0, 1, 2]
+    assert spec.classes == ["AML", "APL", "healthy"] and not any(m.head.training for m in models)
+    store = BagStore(bags)
+    slides = [m.slide_id for m in store.metas() if m.patient_id == "P003"]
+    bag = read_patient_bag(store, "P003", slides)
+    assert len(bag.slides) == 2
+    outs = ensemble_outputs(models, bag.features)
+    assert len(outs) == 3
+    for out in outs:
+        assert out.logits.shape == (1, 3) and out.attention.shape == (1, 1, len(bag.features))
+        assert out.attention.sum().item() == pytest.approx(1, abs=1e-5)
+
+
+def test_predict_is_the_mean_of_fold_models(trained, tmp_path):
+    run, bags, _ = trained
+    path = predict(run, bags, tmp_path / "preds.csv", device="cpu")
+    preds, spec = read_predictions(path)
+    store = BagStore(bags)
+    assert sorted(preds["patient_id"]) == sorted({m.patient_id for m in store.metas()})
+    assert preds["fold"].isna().all() and preds["y_true"].isna().all()
+    _, models, _ = load_run(run)
+    for pid in ("P003", "P010"):
+        slides = [m.slide_id for m in store.metas() if m.patient_id == pid]
+        outs = ensemble_outputs(models, read_patient_bag(store, pid, slides).features)
+        mean = torch.stack([torch.softmax(o.logits[0], 0) for o in outs]).mean(0).numpy()
+        row = preds.set_index("patient_id").loc[pid, spec.prob_columns()].to_numpy(float)
+        np.testing.assert_allclose(row, mean, atol=1e-5)
+
+
+def test_predict_with_labels_fills_truth_and_is_scorable(trained, tmp_path):
+    run, bags, labels = trained
+    path = predict(run, bags, tmp_path / "preds.csv", labels=labels, device="cpu")
+    preds, spec = read_predictions(path)
+    table = pd.read_csv(labels, dtype=str).drop_duplicates("patient_id").set_index("patient_id")
+    truth = table.loc[preds["patient_id"], "apl_aml_healthy"].to_numpy()
+    assert (preds["y_true"].fillna("").to_numpy() == np.where(pd.isna(truth), "", truth)).all()
+    per_patient = tmp_path / "per_patient.csv"  # attach_labels takes one row per patient
+    table.reset_index().to_csv(per_patient, index=False)
+    scored = attach_labels(preds, spec, per_patient)  # what `mil evaluate preds.csv --labels CSV` does
+    metrics = compute_metrics(scored, spec, n_bootstrap=20)
+    assert metrics["n_patients"] == int(pd.notna(truth).sum()) and metrics["folds"] == {}
+
+
+def test_predict_refuses_another_encoder(trained, tmp_path):
+    run, _, _ = trained
+    other = EncoderIdentity(name="other-encoder", weights_sha256="1" * 64, dim=16, unit="cells")
+    bags, _ = make_cohort(tmp_path, n_patients=5, encoder=other)
+    with pytest.raises(
+        InputError, match=r"bags are other-encoder.*trained on test-encoder.*run's encoder"
+    ) as err:
+        predict(run, bags, tmp_path / "p.csv")
+    assert "\n" not in str(err.value) and not (tmp_path / "p.csv").exists()
+
+
+def test_labels_must_list_every_stored_slide(trained, tmp_path):
+    run, bags, labels = trained
+    table = pd.read_csv(labels, dtype=str)
+    table.iloc[1:].to_csv(tmp_path / "fewer.csv", index=False)
+    with pytest.raises(InputError, match="1 stored slides are not listed"):
+        predict(run, bags, tmp_path / "p.csv", labels=tmp_path / "fewer.csv")
+
+
+def test_survival_ensemble_is_the_mean_risk(tmp_path):
+    bags, labels = make_cohort(tmp_path, n_patients=20, n_instances=(5, 15))
+    cfg = TrainConfig(
+        task="survival",
+        time_col="os_months",
+        event_col="os_event",
+        folds=2,
+        epochs=2,
+        n_bootstrap=10,
+        device="cpu",
+    )
+    train_cv(bags, labels, cfg, tmp_path / "run")
+    preds, spec = read_predictions(predict(tmp_path / "run", bags, tmp_path / "p.csv", labels=labels))
+    assert spec.kind == "survival" and preds["time"].notna().all() and preds["event"].isin([0, 1]).all()
+    _, models, _ = load_run(tmp_path / "run")
+    store = BagStore(bags)
+    slides = [m.slide_id for m in store.metas() if m.patient_id == "P005"]
+    outs = ensemble_outputs(models, read_patient_bag(store, "P005", slides).features)
+    risk = preds.set_index("patient_id").loc["P005", "risk"]
+    assert risk == pytest.approx(float(np.mean([o.logits[0, 0] for o in outs])), abs=1e-5)
