@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -25,12 +24,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from features.core.device import resolve_device
+from features.core.io import json_default
+from features.core.versions import versions as core_versions
 from mil.cohort.splits import Splits
 from mil.config import TrainConfig
 from mil.heads import create_head
 from mil.tasks import Task, TaskSpec, create_task
 from mil.training.data import BagSet
-from mil.training.fit import eval_batch_instances, fit_fold, infer, resolve_device, seeded
+from mil.training.fit import eval_batch_instances, fit_fold, infer, seeded
+from mil.training.rundir import git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / ".bench"  # git-ignored cache (downloaded wheels)
@@ -61,10 +64,10 @@ def peak_rss_mb() -> float:
 
 
 def versions() -> dict[str, Any]:
+    """The run's packages (`features.core.versions`, as every mil run records them), the competitors' and
+    the machine's threads: wall times depend on them."""
     out: dict[str, Any] = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
+        **core_versions(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "machine": platform.machine(),
@@ -76,12 +79,7 @@ def versions() -> dict[str, Any]:
             out[name] = version(name)
         except Exception:
             out[name] = None
-    try:
-        out["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        out["git_commit"] = None
+    out["git_commit"] = git_commit(ROOT)
     return out
 
 
@@ -96,17 +94,7 @@ def write_json(path: Path | None, payload: dict[str, Any]) -> None:
         **payload,
     }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(record, indent=1, default=_jsonable) + "\n")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    Path(path).write_text(json.dumps(record, indent=1, default=json_default) + "\n")
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -54,11 +54,11 @@ from _common import (  # noqa: E402
     write_json,
 )
 
+from features.core.device import resolve_device  # noqa: E402
 from mil.cohort.splits import make_splits  # noqa: E402
 from mil.config import TrainConfig  # noqa: E402
 from mil.tasks.base import binary_auc  # noqa: E402
 from mil.training.data import BagSet  # noqa: E402
-from mil.training.fit import resolve_device  # noqa: E402
 
 # "mil-sub" is `mil train`'s own bag subsampling (TrainConfig.max_instances; its default, 4096, leaves these
 # 2000-instance bags whole): side "mil-subN" sees N random instances per bag per training step; validation and

@@ -37,6 +37,7 @@ import zarr
 
 from features import __version__
 from features.core.errors import StoreError
+from features.core.io import json_default
 
 SCHEMA_VERSION = 1
 _TMP = ".tmp"
@@ -88,7 +89,7 @@ class BagMeta:
     created_at: str = ""
 
     def to_attrs(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self), default=_json_default))
+        return json.loads(json.dumps(asdict(self), default=json_default))
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> BagMeta:
@@ -115,14 +116,6 @@ class Bag:
                 raise ValueError(f"{name} has {len(arr)} rows, features has {n}")
         if self.coords is not None and (self.coords.ndim != 2 or self.coords.shape[1] != 2):
             raise ValueError(f"coords must be N x 2, got shape {self.coords.shape}")
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 class BagStore:

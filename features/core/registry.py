@@ -43,6 +43,11 @@ class Registry:
 
         return decorator
 
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """The modules whose import registers this axis's entries (tests check it against the folder)."""
+        return self._modules
+
     def _load(self) -> None:
         if not self._loaded:
             self._loaded = True

@@ -42,7 +42,9 @@ class ExtractConfig(BaseModel):
         description="Encoder arithmetic: auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16.",
     )
     device: str = Field(
-        "auto", description="Encoder device: auto (cuda if available, else cpu) | cpu | cuda | cuda:1."
+        "auto",
+        description="Encoder device: auto (cuda, else mps, else cpu) | cpu | cuda | cuda:1 | mps; "
+        "a device that is not here is an error.",
     )
     unit: Literal["cells", "tiles"] = Field(
         "cells",

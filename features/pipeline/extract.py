@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from features.bagstore import BagStore, EncoderIdentity
+from features.core.device import resolve_device
 from features.core.errors import InputError
 from features.pipeline.config import ExtractConfig
 from features.pipeline.provenance import SlideOutcome, plan_slides
@@ -69,14 +70,6 @@ def check_shard(shard: tuple[int, int]) -> tuple[int, int]:
     if not (n >= 1 and 0 <= i < n):
         raise InputError(f"--shard {i}/{n}: need 0 <= i < N (shards count from 0)")
     return i, n
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def extract(
@@ -124,7 +117,7 @@ def extract(
         encoder = create_encoder(
             config.encoder,
             weights=config.weights,
-            device=resolve_device(config.device),
+            device=str(resolve_device(config.device, "extract.device")),
             precision=config.precision,
         )
         identity = EncoderIdentity(encoder.name, encoder.weights_sha256, encoder.dim, config.unit)

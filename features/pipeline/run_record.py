@@ -8,38 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import socket
 import sys
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-# Distribution names (importlib.metadata), so no package is imported just to read its version: openslide and
-# zarr may only be imported by their one module each.
-_PACKAGES = (
-    "mil",
-    "torch",
-    "timm",
-    "openslide-python",
-    "openslide-bin",
-    "zarr",
-    "numpy",
-    "h5py",
-    "pillow",
-    "scipy",
-)
-
-
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+from features.core.versions import versions
 
 
 def utc_now() -> str:

@@ -12,10 +12,8 @@ PNG once the crops are out (so the encoder is not kept waiting for it) or when a
 from __future__ import annotations
 
 import json
-import os
 import time
 import traceback
-import uuid
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +24,8 @@ import torch
 
 from features.bagstore import bag_key
 from features.core.errors import MilError, SlideError
+from features.core.io import atomic_write_bytes as write_atomic
+from features.core.io import json_default as _json_default
 from features.pipeline.config import ExtractConfig
 from features.pipeline.records import CropChunk, Record, SlideFailed, SlideFinished, SlideStarted, Stage
 from features.smear.imageops import focus_scores
@@ -41,12 +41,6 @@ def subsample_index(n: int, cap: int | None, seed: int, slide_id: str) -> np.nda
         return None
     rng = np.random.default_rng([seed, zlib.crc32(slide_id.encode("utf-8"))])
     return np.sort(rng.choice(n, size=cap, replace=False))
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def write_qc(
@@ -66,16 +60,6 @@ def write_qc(
         write_atomic(qc_dir / f"{key}.png", buf.getvalue())
     text = json.dumps({"slide_id": slide_id, **summary}, indent=1, default=_json_default)
     write_atomic(qc_dir / f"{key}.json", text.encode())
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def _as_tensor(images: np.ndarray) -> torch.Tensor:

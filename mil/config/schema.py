@@ -131,7 +131,11 @@ class TrainConfig(Section):
         description="Proceed when labelled patients have no bag or stored slides have no label (they are left "
         "out and reported) instead of stopping.",
     )
-    device: str = Field("auto", description="auto (cuda if available, else cpu) | cpu | cuda | cuda:1 | mps.")
+    device: str = Field(
+        "auto",
+        description="auto (cuda, else mps, else cpu) | cpu | cuda | cuda:1 | mps; a device that is not here "
+        "is an error.",
+    )
 
     @field_validator("task")
     @classmethod

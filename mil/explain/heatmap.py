@@ -179,7 +179,7 @@ def _write_slide(ex: Explainer, slide_id, patient, att, folder: Path, top_k, dis
 
 
 def _record(ex: Explainer, summary: HeatmapSummary, top_k: int) -> dict:
-    from mil.training.rundir import versions
+    from features.core.versions import versions
 
     return {
         "schema": SCHEMA,

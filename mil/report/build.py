@@ -241,7 +241,7 @@ def _discovery_section(ex: Explainer, clusters: dict[str, list[Cluster]], images
 
 
 def _provenance(ex: Explainer, bags: Path, missing: dict[str, str], seed: int) -> dict[str, object]:
-    from mil.training.rundir import versions
+    from features.core.versions import versions
 
     lines: dict[str, object] = {
         "run": Path(ex.run).resolve(),

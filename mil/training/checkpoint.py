@@ -8,8 +8,6 @@ whose keys do not fit the head is an error, never a partly random model.
 
 from __future__ import annotations
 
-import os
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from torch import nn
 
 from features.bagstore import EncoderIdentity
 from features.core.errors import InputError
+from features.core.io import atomic_write
 from mil.tasks import TaskSpec
 
 FORMAT = "mil.fold_model/1"
@@ -69,13 +68,7 @@ def save_checkpoint(
         "standardized": bool(getattr(model, "feature_mean", None) is not None),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> FoldModel:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from features.core.errors import ConfigError, InputError
+from features.core.errors import InputError
 from mil.config import TrainConfig
 from mil.tasks import Task
 from mil.training.data import BagSet, eval_batches, train_batches
@@ -41,23 +41,6 @@ class FoldFit:
     best_epoch: int
     best_score: float  # the monitored value at best_epoch
     history: list[EpochLog] = field(default_factory=list)
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` -> cuda if available, else mps, else cpu; an unavailable explicit device is a ConfigError."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"train.device {name!r}: {exc}; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device {name!r}: CUDA is not available here; use --device cpu or auto")
-    return device
 
 
 def eval_batch_instances(config: TrainConfig, device: torch.device) -> int:

@@ -23,6 +23,7 @@ import torch
 import yaml
 
 from features.bagstore import BagStore
+from features.core.device import resolve_device
 from features.core.errors import InputError
 from mil.config import TrainConfig
 from mil.evaluate.predictions import PredictionSpec, write_predictions
@@ -30,7 +31,7 @@ from mil.heads.base import HeadOutput
 from mil.tasks import create_task
 from mil.training.checkpoint import FoldModel, load_checkpoint
 from mil.training.data import load_bags
-from mil.training.fit import eval_batch_instances, infer, resolve_device
+from mil.training.fit import eval_batch_instances, infer
 
 # New slides are read in chunks of about this many instances (1.5 GB as 384-d float32), so memory stays
 # bounded however large the cohort.
@@ -109,7 +110,7 @@ def predict(
     """
     emit = progress or (lambda event, **info: None)
     config, models, pspec = load_run(run)
-    dev = resolve_device(device or config.device)
+    dev = resolve_device(device or config.device, "--device" if device else "train.device")
     store = BagStore(bags)
     trained_on = models[0].encoder
     if store.encoder != trained_on:

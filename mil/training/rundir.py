@@ -7,7 +7,6 @@ A run is written to `.<name>.tmp-<uuid>` beside RUN and renamed into place only 
 from __future__ import annotations
 
 import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -15,12 +14,12 @@ import sys
 import uuid
 from dataclasses import asdict
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from features.bagstore import BagMeta, EncoderIdentity
 from features.core.errors import InputError
+from features.core.versions import versions
 
 
 def check_out(out: Path, overwrite: bool) -> None:
@@ -62,16 +61,6 @@ def git_commit(cwd: Path | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return (result.stdout.strip() or None) if result.returncode == 0 else None
-
-
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for dist in ("mil", "torch", "numpy", "scikit-learn", "lifelines", "pandas", "zarr"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
 
 
 def provenance(

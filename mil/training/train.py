@@ -28,13 +28,14 @@ import torch
 import yaml
 
 from features.bagstore import BagStore
+from features.core.device import resolve_device
 from mil.cohort.labels import Cohort, build_cohort, check_counts
 from mil.cohort.splits import Fold, Splits, check_leakage, load_splits, make_splits, save_splits
 from mil.config import TrainConfig
 from mil.tasks import Task, TaskSpec, create_task
 from mil.training.checkpoint import save_checkpoint
 from mil.training.data import BagSet, load_bags
-from mil.training.fit import Progress, eval_batch_instances, fit_fold, infer, resolve_device, seeded
+from mil.training.fit import Progress, eval_batch_instances, fit_fold, infer, seeded
 from mil.training.rundir import check_out, provenance, swap_in, temp_dir
 
 # Share of free GPU memory the in-memory bags may take before they stay on the host.
@@ -88,7 +89,7 @@ def train_cv(
     task = create_task(cohort.spec)
     split = _splits(cohort, task.strata(cohort.y), config, splits)
     check_leakage(split, cohort.patients)
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, "train.device")
 
     emit("load", done=0, total=sum(len(s) for s in cohort.slides.values()))
     dtype = torch.float16 if config.feature_dtype == "float16" else torch.float32
