@@ -1,4 +1,8 @@
-"""Every registry in one place, for `mil list` and the config validators."""
+"""Every registry in one place, for `mil list` and the config validators.
+
+Imported directly: a registry package that fails to import is a broken install and must say so, not vanish
+from `mil list` (tests/test_registries.py checks that each registry lists every module of its folder).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,9 @@ from features.core.registry import Registry
 
 
 def all_registries() -> dict[str, Registry]:
-    regs: dict[str, Registry] = {}
-    for axis, module, attr in [
-        ("sources", "features.sources", "SOURCES"),
-        ("encoders", "features.encoders", "ENCODERS"),
-        ("heads", "mil.heads", "HEADS"),
-        ("tasks", "mil.tasks", "TASKS"),
-    ]:
-        try:
-            mod = __import__(module, fromlist=[attr])
-        except ModuleNotFoundError:
-            continue
-        if hasattr(mod, attr):
-            regs[axis] = getattr(mod, attr)
-    return regs
+    from features.encoders import ENCODERS
+    from features.sources import SOURCES
+    from mil.heads import HEADS
+    from mil.tasks import TASKS
+
+    return {"sources": SOURCES, "encoders": ENCODERS, "heads": HEADS, "tasks": TASKS}

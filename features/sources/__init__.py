@@ -1,8 +1,8 @@
 """Sources: from an input path to the list of slides (or patient cell folders) to extract, as `SlideRef`s.
 
 Registered in `SOURCES` (see `mil list sources`): `slides` (whole-slide files via OpenSlide), `cells`
-(per-patient folders of single-cell images), `manifest` (a CSV of slide_id, path[, patient_id][, mpp]) and,
-when the extraction pipeline's module is present, `h5` (features/sources/h5.py, owned by the pipeline).
+(per-patient folders of single-cell images), `manifest` (a CSV of slide_id, path[, patient_id][, mpp]) and
+`h5` (CLAM / TRIDENT / STAMP feature files, imported without re-encoding).
 Every source class has `discover(input, mpp=None) -> list[SlideRef]` (`features.sources.base.Source`).
 """
 
@@ -14,13 +14,13 @@ from features.core.errors import InputError
 from features.core.registry import Registry
 from features.sources.base import SlideRef
 
-_HERE = Path(__file__).resolve().parent
-# h5 is written by the pipeline's own module; it is listed only once that file exists, so this package
-# imports cleanly before (and without) it.
 SOURCES = Registry(
     "source",
-    modules=tuple(
-        f"features.sources.{m}" for m in ("slides", "cells", "manifest", "h5") if (_HERE / f"{m}.py").exists()
+    modules=(
+        "features.sources.slides",
+        "features.sources.cells",
+        "features.sources.manifest",
+        "features.sources.h5",
     ),
 )
 
