@@ -3,7 +3,8 @@
 Registered in `SOURCES` (see `mil list sources`): `slides` (whole-slide files via OpenSlide), `cells`
 (per-patient folders of single-cell images), `manifest` (a CSV of slide_id, path[, patient_id][, mpp]) and
 `h5` (CLAM / TRIDENT / STAMP feature files, imported without re-encoding).
-Every source class has `discover(input, mpp=None) -> list[SlideRef]` (`features.sources.base.Source`).
+Every source class has `discover(input, mpp=None) -> list[SlideRef]` (`features.sources.base.Source`);
+`open_instances(meta, bag)` reopens a finished bag's source to show its cells (`features.sources.instances`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ SOURCES = Registry(
 )
 
 
-__all__ = ["SOURCES", "SlideRef", "detect_source", "discover"]
+from features.sources.instances import open_instances  # noqa: E402 - after SOURCES, which cells.py imports
+
+__all__ = ["SOURCES", "SlideRef", "detect_source", "discover", "open_instances"]
 
 
 def detect_source(input: Path) -> str:

@@ -1,9 +1,9 @@
 """Cell galleries: the top and bottom cells of a class as one labelled PNG montage.
 
-Pixels come from the SOURCE, never from the encoder input: a slide is opened once with `SlideReader` and the
-cells are cut by `features.smear.crops.read_crops` (the crop's physical size as extracted, `BagMeta.crop_um`, shown
-at `display_px`, from the finest pyramid level needed); a cell folder's images are read from their files. What
-a pathologist sees is therefore the cell as scanned, at full resolution, not a normalised 224 px tensor.
+Pixels come from the SOURCE, never from the encoder input: the sources layer reopens the bag's instances
+(`features.sources.open_instances`: a slide's crops at the physical size extracted, `BagMeta.crop_um`, shown at
+`display_px` from the finest pyramid level needed; a cell folder's images from their files). What a
+pathologist sees is therefore the cell as scanned, at full resolution, not a normalised 224 px tensor.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from features.bagstore import Bag, BagMeta
-from features.core.errors import SlideError
-from features.smear.crops import resize_batch
+from features.sources import open_instances
+from features.sources.instances import Instances
 
 CAPTION_PX = 30
 HEADING_PX = 24
@@ -33,48 +33,13 @@ class Section:
 
 
 def read_cells(meta: BagMeta, bag: Bag, index: np.ndarray, display_px: int = 128) -> np.ndarray:
-    """len(index) x display_px x display_px x 3 uint8: the cells `index` of this bag, re-read from the source."""
+    """len(index) x display_px x display_px x 3 uint8: the cells `index` of this bag, re-read from the source
+    (`features.sources.open_instances`, which opens it once)."""
     index = np.asarray(index, dtype=np.int64)
     if len(index) == 0:
         return np.zeros((0, display_px, display_px, 3), np.uint8)
-    source = Path(meta.source_path)
-    if meta.source_kind == "slide":
-        from features.smear.crops import read_crops
-        from features.sources.openslide_reader import SlideReader
-
-        if not source.is_file():
-            raise SlideError(meta.slide_id, f"source slide {source} not found; move it back or re-extract")
-        if bag.coords is None:
-            raise SlideError(meta.slide_id, "bag has no coords; cannot locate its cells on the slide")
-        crop_um = meta.crop_um or 24.0
-        with SlideReader(source, mpp=meta.mpp, mpp_source="bag") as reader:
-            return read_crops(reader, bag.coords[index], crop_um, display_px)
-    if meta.source_kind == "cells":
-        from features.sources.cells import read_cell_image
-
-        if bag.paths is None:
-            raise SlideError(meta.slide_id, "bag has no paths; cannot find its cell images")
-        out = np.empty((len(index), display_px, display_px, 3), np.uint8)
-        for j, i in enumerate(index):  # k gallery cells, not a hot path
-            path = source / str(bag.paths[i])
-            if not path.is_file():
-                raise SlideError(meta.slide_id, f"cell image {path} not found; move it back or re-extract")
-            out[j] = _square(read_cell_image(path), display_px)
-        return out
-    raise SlideError(
-        meta.slide_id,
-        f"bag imported from {meta.source_kind} features has no images to show; extract from images",
-    )
-
-
-def _square(image: np.ndarray, size: int) -> np.ndarray:
-    """Pad to a white square (cells keep their aspect ratio), then resize to size x size."""
-    h, w = image.shape[:2]
-    side = max(h, w)
-    canvas = np.full((side, side, 3), 255, np.uint8)
-    top, left = (side - h) // 2, (side - w) // 2
-    canvas[top : top + h, left : left + w] = image
-    return resize_batch(canvas[None], size, size)[0]
+    with open_instances(meta, bag) as source:
+        return source.crops(index, display_px)
 
 
 def montage(sections: list[Section], title: str, columns: int = 8) -> Image.Image:
@@ -145,12 +110,17 @@ def slide_galleries(
     display_px: int = 128,
     what: str = "attention x N",
     patient_id: str | None = None,
+    source: Instances | None = None,
 ) -> dict[str, Image.Image]:
     """One montage per output name: its top-k and bottom-k cells of this slide by `values[name]`. The cells
-    of every montage are read in one pass over the source (one slide open)."""
+    of every montage are read in one pass over the source: `source` when the caller holds it open (to draw
+    the overview from the same open slide), else opened here."""
     picks = {name: top_bottom(v, top_k) for name, v in values.items()}
     wanted = np.unique(np.concatenate([np.concatenate(p) for p in picks.values()] or [np.zeros(0, np.int64)]))
-    images = read_cells(meta, bag, wanted, display_px)
+    if source is None:
+        images = read_cells(meta, bag, wanted, display_px)
+    else:
+        images = source.crops(wanted, display_px)
     where = {int(i): j for j, i in enumerate(wanted)}
     out = {}
     for name, (top, bottom) in picks.items():

@@ -142,6 +142,7 @@ def _rows(ex: Explainer) -> list[str]:
 
 
 def _write_slide(ex: Explainer, slide_id, patient, att, folder: Path, top_k, display_px) -> SlideResult:
+    from features.sources import open_instances
     from mil.explain.gallery import save_png, slide_galleries
     from mil.explain.tables import att_column, attention_frame
 
@@ -155,18 +156,20 @@ def _write_slide(ex: Explainer, slide_id, patient, att, folder: Path, top_k, dis
         result.files.append("attention.csv")
         values = {row: frame[att_column(row, att.class_agnostic, "rel")].to_numpy() for row in att.rows}
         what = "attention x N" if att.method == "attention" else f"{att.method} / mean |.|"
-        for row, image in slide_galleries(meta, bag, values, top_k, display_px, what, patient).items():
-            result.files.append(save_png(image, folder / f"gallery_{row}.png").name)
-        if meta.source_kind == "slide" and bag.coords is not None:
+        with open_instances(meta, bag) as source:  # one open serves the galleries and the overview
+            galleries = slide_galleries(meta, bag, values, top_k, display_px, what, patient, source)
+            for row, image in galleries.items():
+                result.files.append(save_png(image, folder / f"gallery_{row}.png").name)
+            overview = source.overview()
+        if overview is not None:  # a slide (cell folders have no picture of the smear, nor positions)
             from mil.explain.geojson import cells_geojson, write_geojson
             from mil.explain.overlay import write_overlays
 
             label = "attention x N (1 = uniform)" if att.method == "attention" else "attribution / mean |.|"
             paths = {row: folder / f"overlay_{row}.png" for row in att.rows}
-            written = write_overlays(
-                Path(meta.source_path), meta.mpp, bag.coords, values, paths, slide_id, label
-            )
-            result.files += [p.name for p in written]
+            result.files += [
+                p.name for p in write_overlays(overview, bag.coords, values, paths, slide_id, label)
+            ]
             measures = [
                 c for c in frame.columns if c.startswith(("att", "score_")) and c != "attribution_method"
             ]

@@ -17,14 +17,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
+from features.sources.instances import Overview
+
 DOT_UM = 9.0  # dot diameter: about a small cell, so dots mark cells without hiding the smear
-THUMB_MAX_PX = 1000  # longest side of the smear view (about the PNG's own pixels: no costly resampling)
-
-
-def read_thumbnail(reader, max_px: int = THUMB_MAX_PX) -> tuple[np.ndarray, float]:
-    """(RGB image, level-0 px per image px) of the whole slide, longest side about `max_px`."""
-    longest_um = max(reader.dimensions) * reader.mpp
-    return reader.read_downsampled(max(reader.mpp, longest_um / max_px))
 
 
 def plot_overlay(
@@ -65,26 +60,19 @@ def plot_overlay(
 
 
 def write_overlays(
-    slide_path: Path,
-    mpp: float | None,
+    overview: Overview,
     xy: np.ndarray,
     values: dict[str, np.ndarray],
     paths: dict[str, Path],
     title: str,
     label: str = "attention x N (1 = uniform)",
 ) -> list[Path]:
-    """One overlay PNG per output name (`paths[name]`); the slide is opened and downsampled once."""
-    from features.core.errors import SlideError
+    """One overlay PNG per output name (`paths[name]`), all over one `overview` of the slide (read once, by
+    `features.sources.open_instances(...).overview()`)."""
     from features.core.io import atomic_write
-    from features.sources.openslide_reader import SlideReader
 
-    if not Path(slide_path).is_file():
-        raise SlideError(
-            Path(slide_path).name, f"source slide {slide_path} not found; move it back or re-extract"
-        )
-    with SlideReader(Path(slide_path), mpp=mpp, mpp_source="bag") as reader:
-        thumb, downsample = read_thumbnail(reader)
-        dot_px = DOT_UM / (reader.mpp * downsample)
+    thumb, downsample = overview.image, overview.downsample
+    dot_px = DOT_UM / (overview.mpp * downsample)
     written = []
     aspect = thumb.shape[1] / max(1, thumb.shape[0])
     for name, v in values.items():

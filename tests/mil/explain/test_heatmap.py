@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -125,3 +126,20 @@ def test_moved_source_fails_that_slide_only_and_overwrite_replaces(tiny, tmp_pat
     (moved / "P001_s1.tiff").unlink()
     nothing = heatmap(tiny.clam_mb, store, out, slides=["P001_s1"], overwrite=True)
     assert nothing.count("written") == 0 and (out / "P001_s1" / "cells.geojson").exists()
+
+
+def test_each_slide_is_opened_once(tiny, tmp_path, monkeypatch):
+    # Galleries and the overlay's overview come from one open slide (`features.sources.open_instances`).
+    from features.sources import openslide_reader
+
+    opened = []
+    original = openslide_reader.SlideReader.__init__
+
+    def counting(self, path, *args, **kwargs):
+        opened.append(Path(path).name)
+        original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(openslide_reader.SlideReader, "__init__", counting)
+    summary = heatmap(tiny.clam_mb, tiny.slides, tmp_path / "hm", slides=["P004_s1", "P001_s1"], top_k=2)
+    assert summary.count("written") == 2 and (tmp_path / "hm" / "P004_s1" / "overlay_APL.png").exists()
+    assert sorted(opened) == ["P001_s1.tiff", "P004_s1.tiff"]

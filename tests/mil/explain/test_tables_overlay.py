@@ -7,6 +7,8 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from features.bagstore import BagStore
+from features.sources import open_instances
 from mil.explain.cohort import Explainer
 from mil.explain.overlay import plot_overlay, write_overlays
 from mil.explain.tables import attention_frame, rank_column
@@ -56,5 +58,7 @@ def test_overlay_draws_on_an_axis_and_writes_one_png_per_class(tiny, tmp_path):
     assert len(ax.collections) == 1 and len(fig.axes) == 2  # dots + colourbar
     paths = {"APL": tmp_path / "o_APL.png", "AML": tmp_path / "o_AML.png"}
     values = {"APL": np.array([0.5, 3.0]), "AML": np.array([-1.0, 1.0])}
-    written = write_overlays(tiny.synth / "slides" / "P001_s1.tiff", 0.25, xy, values, paths, "P001_s1")
+    store = BagStore(tiny.slides)
+    with open_instances(store.meta("P001_s1"), store.read("P001_s1")) as source:
+        written = write_overlays(source.overview(), xy, values, paths, "P001_s1")
     assert written == list(paths.values()) and all(p.stat().st_size > 10_000 for p in written)
