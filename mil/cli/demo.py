@@ -26,19 +26,26 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Run synth -> extract -> train -> heatmap -> report on a synthetic cohort and print where it all is."""
+        from rich.progress import SpinnerColumn, TextColumn
+
+        from mil.cli.progress import Steps
         from mil.demo import run_demo
 
         console = Console()
-        status = console.status("starting")
+        steps = Steps(console, SpinnerColumn(), TextColumn("{task.description}"))
+        task = None
 
         def progress(event: str, **info: Any) -> None:
+            nonlocal task
             if event == "stage_start":
-                status.update(f"[bold]{info['stage']}[/] ...")
+                if task is None:
+                    task = steps.add(f"[bold]{info['stage']}[/] ...")
+                else:
+                    steps.update(task, description=f"[bold]{info['stage']}[/] ...")
             elif event == "stage_done":
-                console.print(f"[green]done[/] {info['stage']:<8} {info['seconds']:6.1f} s  {info['wrote']}",
-                              highlight=False, soft_wrap=True)  # fmt: skip
+                steps.print(f"[green]done[/] {info['stage']:<8} {info['seconds']:6.1f} s  {info['wrote']}")
 
-        with status:
+        with steps:
             result = run_demo(out, patients=patients, slide_px=slide_px, seed=seed, overwrite=overwrite,
                               progress=progress)  # fmt: skip
         table = Table(title=f"mil demo -> {out}", title_justify="left")

@@ -10,8 +10,9 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from mil.cli.progress import Steps
 
 RANDOM_LINE = (
     "[bold red]RANDOM ENCODER WEIGHTS: these embeddings carry no learned features (tests and timing only)[/]"
@@ -23,19 +24,12 @@ class ProgressView:
 
     def __init__(self, console: Console):
         self.console = console
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        )
-        self.overall: TaskID | None = None
-        self.slides: dict[str, TaskID] = {}
+        self.steps = Steps(console)
+        self.overall: int | None = None
+        self.slides: dict[str, int] = {}
 
     def __call__(self, event: str, **info: Any) -> None:
-        bar = self.bar
+        steps = self.steps
         if event == "start":
             if info["random_weights"]:
                 self.console.print(RANDOM_LINE)
@@ -43,20 +37,21 @@ class ProgressView:
                 f"{info['total']} slide(s): {info['todo']} to extract, {info['skipped']} already done; "
                 f"encoder {info['encoder'].describe()}",
                 highlight=False,
+                soft_wrap=True,
             )
-            self.overall = bar.add_task("slides", total=info["todo"])
-            bar.start()
+            steps.start()
+            self.overall = steps.add("slides", total=info["todo"])
         elif event == "slide_start":
-            self.slides[info["slide_id"]] = bar.add_task(f"  {info['slide_id']}: open", total=None)
+            self.slides[info["slide_id"]] = steps.add(f"  {info['slide_id']}: open")
         elif event == "slide_stage" and info["slide_id"] in self.slides:
             total = info["info"].get("total")
-            bar.update(
+            steps.update(
                 self.slides[info["slide_id"]],
                 description=f"  {info['slide_id']}: {info['stage']}",
                 total=total,
             )
         elif event == "slide_instances" and info["slide_id"] in self.slides:
-            bar.update(
+            steps.update(
                 self.slides[info["slide_id"]],
                 completed=info["done"],
                 description=f"  {info['slide_id']}: encode",
@@ -65,19 +60,20 @@ class ProgressView:
             outcome = info["outcome"]
             task = self.slides.pop(outcome.slide_id, None)
             if task is not None:
-                bar.remove_task(task)
+                steps.remove(task)
             if outcome.status == "failed":
-                bar.console.print(f"[red]failed[/] {outcome.message}", highlight=False, soft_wrap=True)
+                steps.print(f"[red]failed[/] {outcome.message}")
             if outcome.status != "skipped" and self.overall is not None:
-                bar.advance(self.overall)
+                steps.update(self.overall, advance=1)
 
     def stop(self) -> None:
-        self.bar.stop()
+        self.steps.stop()
 
 
 def summary_table(summary: Any) -> Table:
+    """One short row per slide; failure messages (long paths) are printed in full below, by `failure_lines`."""
     table = Table(title=f"mil extract -> {summary.store}", title_justify="left")
-    for col in ("slide", "patient", "status", "instances", "seconds", "message"):
+    for col in ("slide", "patient", "status", "instances", "seconds"):
         table.add_column(col, justify="right" if col in ("instances", "seconds") else "left")
     style = {"written": "green", "skipped": "cyan", "failed": "red"}
     for o in summary.outcomes:
@@ -87,11 +83,19 @@ def summary_table(summary: Any) -> Table:
             f"[{style[o.status]}]{o.status}[/]",
             str(o.instances),
             f"{o.seconds:.1f}" if o.status != "skipped" else "",
-            o.message,
         )
     counts = ", ".join(f"{summary.count(s)} {s}" for s in ("written", "skipped", "failed"))
     table.caption = f"{counts}; {summary.instances} instances written in {summary.seconds:.1f} s"
     return table
+
+
+def failure_lines(summary: Any) -> list[str]:
+    """Each failed slide's message whole, on one line (a table column would wrap a long path to pieces)."""
+    return [
+        o.message if o.message.startswith(o.slide_id) else f"{o.slide_id}: {o.message}"
+        for o in summary.outcomes
+        if o.status == "failed"
+    ]
 
 
 def exit_code(summary: Any) -> int:
@@ -175,6 +179,11 @@ def register(app: typer.Typer) -> None:
                 view.stop()
         if summary.outcomes:
             console.print(summary_table(summary))
+        failures = failure_lines(summary)
+        if failures:
+            console.print(f"[red]failures[/] ({len(failures)}):", highlight=False)
+            for line in failures:
+                console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
         if summary.message:
             console.print(f"[red]nothing extracted:[/] {summary.message}", highlight=False)
         if summary.encoder is not None and summary.encoder.weights_sha256 == "random":

@@ -8,8 +8,9 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from mil.cli.progress import Steps
 
 
 def register(app: typer.Typer) -> None:
@@ -36,20 +37,17 @@ def register(app: typer.Typer) -> None:
         from mil.explain.heatmap import heatmap
 
         console = Console()
-        columns = (TextColumn("explain"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=console, transient=True) as bar:
-            task = bar.add_task("", total=None)
+        with Steps(console) as steps:
+            task = steps.add("explain", total=None)
 
             def progress(event: str, **info: Any) -> None:
                 if event == "start":
-                    bar.update(task, total=info["total"])
+                    steps.update(task, total=info["total"])
                 elif event == "slide_done":
                     result = info["result"]
                     if result.status == "failed":
-                        bar.console.print(
-                            f"[red]failed[/] {result.slide_id}: {result.error}", highlight=False
-                        )
-                    bar.advance(task)
+                        steps.print(f"[red]failed[/] {result.slide_id}: {result.error}")
+                    steps.update(task, advance=1)
 
             summary = heatmap(
                 run, bags, output, slides=slide or None, top_k=top_k, overwrite=overwrite, progress=progress,

@@ -8,7 +8,8 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from mil.cli.progress import Steps
 
 
 def register(app: typer.Typer) -> None:
@@ -29,15 +30,14 @@ def register(app: typer.Typer) -> None:
         from mil.report.build import report
 
         console = Console()
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=console, transient=True) as bar:
-            task = bar.add_task("explain patients", total=None)
+        with Steps(console) as steps:
+            task = steps.add("explain patients", total=None)
 
             def progress(event: str, **info: Any) -> None:
                 if event in ("start", "patient"):
-                    bar.update(task, total=info["total"], completed=info.get("done", 0))
+                    steps.update(task, total=info["total"], completed=info.get("done", 0))
                 elif event in ("discovery", "images"):
-                    bar.update(
+                    steps.update(
                         task, description={"discovery": "cluster cells", "images": "read cells"}[event]
                     )
 

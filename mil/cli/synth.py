@@ -43,9 +43,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Write a synthetic cohort: labels.csv, cells/ and/or slides/, truth/, cohort.json."""
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
         from features.synth import generate_cohort, make_config
+        from mil.cli.progress import Steps
 
         config = make_config(
             patients=patients,
@@ -61,21 +60,14 @@ def register(app: typer.Typer) -> None:
             contact_sheet=contact_sheet,
         )
         console = Console()
-        columns = (
-            TextColumn("synth"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.description}"),
-        )
-        with Progress(*columns, console=console, transient=True) as bar:
-            task = bar.add_task("", total=None)
+        with Steps(console) as steps:
+            task = steps.add("synth", total=None)
 
             def progress(event: str, **info) -> None:
                 if event == "plan":
-                    bar.update(task, total=info["total"])
+                    steps.update(task, total=info["total"])
                 elif event == "job":
-                    bar.update(task, advance=1, description=f"{info['kind']} {info['name']}")
+                    steps.update(task, advance=1, description=f"synth {info['kind']} {info['name']}")
 
             summary = generate_cohort(out, config, overwrite=overwrite, progress=progress, workers=workers)
         table = Table(title=f"wrote {summary.out}", title_justify="left", show_header=False)

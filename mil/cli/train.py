@@ -20,40 +20,35 @@ def _ci(block: dict[str, Any]) -> str:
 
 
 class RichProgress:
-    """Turns the library's progress events into rich bars: bag loading, then one bar per fold."""
+    """Turns the library's progress events into steps (`mil.cli.progress`): bag loading, then one per fold."""
 
     def __init__(self, console: Console):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import TextColumn
 
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[info]}"),
-            console=console,
-            transient=False,
-        )
+        from mil.cli.progress import Steps, default_columns
+
+        columns = (*default_columns(), TextColumn("{task.fields[info]}"))
+        self.progress = Steps(console, *columns, transient=False)
         self.tasks: dict[Any, Any] = {}
         self.epochs: dict[int, int] = {}
 
     def __enter__(self) -> RichProgress:
-        self.progress.__enter__()
+        self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)
+        self.progress.stop()
 
     def __call__(self, event: str, **info: Any) -> None:
         p = self.progress
         if event == "load":
             if "load" not in self.tasks:
-                self.tasks["load"] = p.add_task("loading bags", total=info.get("total") or None, info="")
+                self.tasks["load"] = p.add("loading bags", total=info.get("total") or None, info="")
             p.update(self.tasks["load"], completed=info.get("done", 0), total=info.get("total"))
         elif event == "fold_start":
             name = f" ({info['name']})" if info.get("name") else ""
             label = f"fold {info['fold']}{name} [{info['n_train']}/{info['n_val']}/{info['n_test']}]"
-            self.tasks[info["fold"]] = p.add_task(label, total=info["epochs"], info="")
+            self.tasks[info["fold"]] = p.add(label, total=info["epochs"], info="")
             self.epochs[info["fold"]] = info["epochs"]
         elif event == "epoch":
             text = f"val loss {info['val_loss']:.4f}  metric {info['val_metric']:.3f}  best epoch {info['best_epoch']}"
@@ -68,7 +63,7 @@ class RichProgress:
                 info=f"{how}; best epoch {info['best_epoch']}, test {info['test_metric']:.3f}",
             )
         elif event == "metrics":
-            self.tasks["metrics"] = p.add_task(
+            self.tasks["metrics"] = p.add(
                 f"metrics ({info['n_bootstrap']} bootstrap draws)", total=None, info=""
             )
         elif event == "done" and "metrics" in self.tasks:
