@@ -1,1 +1,2 @@
-"""The shared kernel of both floors: typed errors, the registry class, atomic file writes."""
+"""The shared kernel of both floors: typed errors, the registry class, atomic file writes (`io`), the
+`device` rule and the `versions` every run records."""
