@@ -1,33 +1,37 @@
-"""The bag store: one zarr v3 group per slide. The only module that touches zarr; the schema lives here.
+"""The bag store: a zarr v3 hierarchy of one group per slide. The only package that touches zarr.
 
-Layout of `STORE/` (a local folder)::
+Layout of `STORE/` (a local folder; plain `zarr.open_group(STORE)` reads all of it)::
 
-    zarr.json                root group; attrs: schema version and the store's encoder identity
-    <key>/                   one complete bag (key = sanitised slide id)
+    zarr.json                root group; attrs: schema version (`mil_bagstore`) and the encoder identity
+    bags/<key>/              one complete bag per slide (key = `bag_key(slide_id)`)
         features  (N, D)     float32 embeddings
         coords    (N, 2)     int64 level-0 pixel centres (x, y) of the instances (slides only)
         paths     (N,)       str, image path relative to the source folder (cell folders only)
         obs/<name> (N,)      optional per-instance columns (region code, focus, area_um2, ...)
         attrs                provenance (`BagMeta`)
-    .tmp/<key>-<host>-<pid>-<uuid>/   bags being written
+    qc/<key>/                per-slide QC, written also for slides that failed (`features.bagstore.qc`)
+        attrs                summary: slide_id, status, region areas, counts, focus, error
+        thumbnail (H, W, 3)  uint8 overview: regions tinted, blur crossed, cells as dots (slides only)
+        regions   (h, w)     uint8 region codes; in_focus (gh, gw) bool; attrs: level-0 px per map px
+    runs/<UTC time>-shard<i>of<N>/   one group per extraction run; attrs = the run record
+    tmp                      an empty array: its key space holds the staging area (`features.bagstore.layout`)
 
-Why this shape: a bag is built under `.tmp/` and renamed into place with one `os.replace` only when every
-array is written, so `<key>/` exists if and only if the bag is complete (a SIGKILL mid-write leaves only a
-`.tmp/` entry, swept on the next run). Two writers can never both land one key: renaming a directory onto a
-non-empty one fails. The store's encoder identity (name, weights digest, dim, unit) is fixed when the store
-is created, so features from different encoders never mix in one store.
+Why this shape: slides, QC and runs each have their own group, so no slide id can name a store entry
+(`bag_key` never returns `zarr.json`, the one name a group reserves). Every entry is built in staging and
+renamed into place only when complete, so `bags/<key>` exists if and only if the bag is complete (a SIGKILL
+mid-write leaves only a staging entry, swept on the next run), and two writers can never both land one key:
+renaming a folder onto a non-empty one fails. The staging area sits under an array, where zarr never lists,
+so the hierarchy stays clean whatever a crash leaves. The encoder identity (name, weights digest, dim, unit)
+is fixed when the store is created, so features from different encoders never mix in one store.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import shutil
-import socket
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,20 +40,11 @@ import numpy as np
 import zarr
 
 from features import __version__
+from features.bagstore import layout
+from features.bagstore.layout import BAGS, QC, RUNS, SCHEMA_VERSION, TMP, bag_key, json_safe
+from features.bagstore.qc import SlideQC, qc_keys, read_qc, write_qc
+from features.bagstore.runs import read_runs, write_run
 from features.core.errors import StoreError
-from features.core.io import json_default
-
-SCHEMA_VERSION = 1
-_TMP = ".tmp"
-_KEY_OK = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def bag_key(slide_id: str) -> str:
-    """Sanitise a slide id into a folder name; ids that had to change get a short digest so keys stay unique."""
-    key = _KEY_OK.sub("_", slide_id).lstrip(".") or "_"
-    if key != slide_id:
-        key = f"{key[:80]}-{hashlib.sha1(slide_id.encode()).hexdigest()[:8]}"
-    return key
 
 
 @dataclass(frozen=True)
@@ -89,7 +84,7 @@ class BagMeta:
     created_at: str = ""
 
     def to_attrs(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self), default=json_default))
+        return json_safe(asdict(self))
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> BagMeta:
@@ -139,10 +134,14 @@ class BagStore:
             attrs = zarr.open_group(self.path, mode="r").attrs.asdict()
         except Exception as exc:  # noqa: BLE001 - any zarr failure here means the same thing to the user
             raise StoreError(f"{self.path}: cannot read the store's zarr.json ({exc})") from exc
-        if attrs.get("mil_bagstore") != SCHEMA_VERSION:
+        schema = attrs.get("mil_bagstore")
+        if schema == 1:
             raise StoreError(
-                f"{self.path}: bag-store schema {attrs.get('mil_bagstore')!r}, this mil reads {SCHEMA_VERSION}"
+                f"{self.path}: bag store of the old layout (schema 1); convert it in place with "
+                f"`mil bags upgrade {self.path}` (bags are kept), or re-extract into a new store"
             )
+        if schema != SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: bag-store schema {schema!r}, this mil reads {SCHEMA_VERSION}")
         self.encoder = EncoderIdentity(**attrs["encoder"])
         if encoder is not None and encoder != self.encoder:
             raise StoreError(
@@ -155,9 +154,7 @@ class BagStore:
         # same store race safely (the losers' rename fails and they read the winner's identity).
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.parent / f".{self.path.name}.{uuid.uuid4().hex}"
-        zarr.open_group(
-            tmp, mode="w", attributes={"mil_bagstore": SCHEMA_VERSION, "encoder": asdict(encoder)}
-        )
+        create_root(tmp, {"mil_bagstore": SCHEMA_VERSION, "encoder": asdict(encoder)})
         try:
             if self.path.exists():
                 self.path.rmdir()  # an empty folder the user made
@@ -168,12 +165,11 @@ class BagStore:
                 raise
 
     # -- reading -----------------------------------------------------------------------------------------
+    def _bag(self, key: str) -> Path:
+        return self.path / BAGS / key
+
     def keys(self) -> list[str]:
-        return sorted(
-            p.name
-            for p in self.path.iterdir()
-            if p.is_dir() and p.name != _TMP and (p / "zarr.json").exists()
-        )
+        return sorted(p.name for p in (self.path / BAGS).iterdir() if (p / "zarr.json").is_file())
 
     def slide_ids(self) -> list[str]:
         return [self.meta_by_key(k).slide_id for k in self.keys()]
@@ -182,10 +178,10 @@ class BagStore:
         return [self.meta_by_key(k) for k in self.keys()]
 
     def has(self, slide_id: str) -> bool:
-        return (self.path / bag_key(slide_id) / "zarr.json").exists()
+        return (self._bag(bag_key(slide_id)) / "zarr.json").is_file()
 
     def meta_by_key(self, key: str) -> BagMeta:
-        attrs = json.loads((self.path / key / "zarr.json").read_text())["attributes"]
+        attrs = json.loads((self._bag(key) / "zarr.json").read_text())["attributes"]
         return BagMeta.from_attrs(attrs)
 
     def meta(self, slide_id: str) -> BagMeta:
@@ -196,7 +192,7 @@ class BagStore:
     def read(self, slide_id: str, obs: bool = True) -> Bag:
         if not self.has(slide_id):
             raise StoreError(f"{self.path}: no bag for slide {slide_id!r} (see `mil bags info {self.path}`)")
-        group = zarr.open_group(self.path / bag_key(slide_id), mode="r")
+        group = zarr.open_group(self._bag(bag_key(slide_id)), mode="r")
         names = set(group.array_keys())
         obs_cols: dict[str, np.ndarray] = {}
         if obs and "obs" in set(group.group_keys()):
@@ -210,13 +206,16 @@ class BagStore:
         )
 
     def read_features(self, slide_id: str) -> np.ndarray:
-        return zarr.open_array(self.path / bag_key(slide_id) / "features", mode="r")[:]
+        return zarr.open_array(self._bag(bag_key(slide_id)) / "features", mode="r")[:]
 
     # -- writing -----------------------------------------------------------------------------------------
-    def write(self, bag: Bag, meta: BagMeta, overwrite: bool = False) -> None:
-        """Write one bag atomically. An existing complete bag is kept unless `overwrite`."""
+    def _writable(self) -> None:
         if self.mode == "r":
             raise StoreError(f"{self.path}: opened read-only")
+
+    def write(self, bag: Bag, meta: BagMeta, overwrite: bool = False) -> None:
+        """Write one bag atomically. An existing complete bag is kept unless `overwrite`."""
+        self._writable()
         if meta.encoder != self.encoder:
             raise StoreError(
                 f"{meta.slide_id}: bag from {meta.encoder.describe()} does not fit {self.encoder.describe()}"
@@ -228,71 +227,55 @@ class BagStore:
         if meta.n_instances != len(bag.features):
             raise ValueError("meta.n_instances does not match the bag")
         key = bag_key(meta.slide_id)
-        final = self.path / key
+        final = self._bag(key)
         if final.exists() and not overwrite:
             raise StoreError(
                 f"{meta.slide_id}: bag exists in {self.path} (rerun with overwrite to replace it)"
             )
-        tmp_root = self.path / _TMP
-        tmp_root.mkdir(exist_ok=True)
-        tmp = tmp_root / f"{key}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         if not meta.created_at:
-            meta = _with_created_at(meta)
+            meta = replace(meta, created_at=datetime.now(UTC).isoformat(timespec="seconds"))
+        staged = layout.staging_path(self.path, BAGS, key)
         try:
-            group = zarr.open_group(tmp, mode="w", attributes=meta.to_attrs())
-            n = len(bag.features)
-            chunk = max(1, min(n, 4096))
-            group.create_array(
-                "features",
-                data=np.ascontiguousarray(bag.features, dtype=np.float32),
-                chunks=(chunk, bag.features.shape[1]),
-            )
-            if bag.coords is not None:
-                group.create_array("coords", data=np.asarray(bag.coords, dtype=np.int64), chunks=(chunk, 2))
-            if bag.paths is not None:
-                paths = np.asarray([str(p) for p in bag.paths], dtype=np.dtypes.StringDType())
-                arr = group.create_array("paths", shape=(n,), dtype=str, chunks=(chunk,))
-                if n:
-                    arr[:] = paths
-            if bag.obs:
-                sub = group.create_group("obs")
-                for name, values in bag.obs.items():
-                    sub.create_array(name, data=np.asarray(values), chunks=(chunk,))
-            if final.exists():  # overwrite: move the old bag aside first, so a crash never leaves neither
-                trash = tmp_root / f"{key}-old-{uuid.uuid4().hex[:8]}"
-                os.replace(final, trash)
-                os.replace(tmp, final)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                os.replace(tmp, final)
-        except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if final.exists() and not overwrite:
-                raise StoreError(f"{meta.slide_id}: another writer landed this bag first") from exc
-            raise
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            _write_bag_group(staged, bag, meta)
+            layout.land(staged, final, replace=overwrite)
+        except FileExistsError as exc:
+            raise StoreError(f"{meta.slide_id}: another writer landed this bag first") from exc
+        finally:
+            layout.remove(staged)
 
     def sweep_stale(self) -> list[str]:
-        """Remove `.tmp/` entries left by dead writers on this host; entries of live or remote writers stay."""
-        tmp_root = self.path / _TMP
-        removed: list[str] = []
-        if not tmp_root.exists():
-            return removed
-        host = socket.gethostname()
-        for entry in tmp_root.iterdir():
-            parts = entry.name.rsplit("-", 3)
-            if "-old-" in entry.name:
-                dead = True
-            elif len(parts) == 4 and parts[1] == host and parts[2].isdigit():
-                dead = not _pid_alive(int(parts[2]))
-            else:
-                dead = False
-            if dead:
-                shutil.rmtree(entry, ignore_errors=True)
-                removed.append(entry.name)
-        return removed
+        """Remove staging entries left by dead writers on this host; entries of live or remote writers stay."""
+        return layout.sweep(self.path)
+
+    def pending(self) -> list[str]:
+        """Staging entries (`<section>/<name>`): work being written now, or left by a crash."""
+        return layout.pending(self.path)
+
+    # -- QC and run records --------------------------------------------------------------------------------
+    def write_qc(self, slide_id: str, qc: SlideQC) -> None:
+        """Replace the slide's QC (thumbnail and maps not given are kept from its previous QC)."""
+        self._writable()
+        write_qc(self.path, slide_id, qc)
+
+    def qc_keys(self) -> list[str]:
+        return qc_keys(self.path)
+
+    def read_qc(self, slide_id: str, images: bool = True) -> SlideQC:
+        key = bag_key(slide_id)
+        if key not in self.qc_keys():
+            raise StoreError(f"{self.path}: no QC for slide {slide_id!r} (see `mil bags qc {self.path}`)")
+        return read_qc(self.path, key, images)
+
+    def read_qc_by_key(self, key: str, images: bool = True) -> SlideQC:
+        return read_qc(self.path, key, images)
+
+    def write_run(self, name: str, record: dict[str, Any]) -> Path:
+        self._writable()
+        return write_run(self.path, name, record)
+
+    def runs(self) -> dict[str, dict[str, Any]]:
+        """Run records by name, oldest first."""
+        return read_runs(self.path)
 
     # -- checking ----------------------------------------------------------------------------------------
     def validate(self) -> dict[str, list[str]]:
@@ -327,23 +310,32 @@ class BagStore:
             problems[slide] = found
         return problems
 
-    def pending(self) -> list[str]:
-        """Names of `.tmp/` entries: bags being written now, or left by a crash."""
-        tmp_root = self.path / _TMP
-        return sorted(p.name for p in tmp_root.iterdir()) if tmp_root.exists() else []
+
+def create_root(path: Path, attrs: dict[str, Any]) -> None:
+    """The root group with its three empty sections and the staging array."""
+    root = zarr.open_group(path, mode="w", attributes=attrs)
+    for name in (BAGS, QC, RUNS):
+        root.create_group(name, attributes={"mil_role": layout.ROLES[name]})
+    root.create_array(TMP, shape=(0,), dtype="uint8", attributes={"mil_role": layout.ROLES[TMP]})
 
 
-def _with_created_at(meta: BagMeta) -> BagMeta:
-    from dataclasses import replace
-
-    return replace(meta, created_at=datetime.now(UTC).isoformat(timespec="seconds"))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _write_bag_group(path: Path, bag: Bag, meta: BagMeta) -> None:
+    group = zarr.open_group(path, mode="w", attributes=meta.to_attrs())
+    n = len(bag.features)
+    chunk = max(1, min(n, 4096))
+    group.create_array(
+        "features",
+        data=np.ascontiguousarray(bag.features, dtype=np.float32),
+        chunks=(chunk, bag.features.shape[1]),
+    )
+    if bag.coords is not None:
+        group.create_array("coords", data=np.asarray(bag.coords, dtype=np.int64), chunks=(chunk, 2))
+    if bag.paths is not None:
+        paths = np.asarray([str(p) for p in bag.paths], dtype=np.dtypes.StringDType())
+        arr = group.create_array("paths", shape=(n,), dtype=str, chunks=(chunk,))
+        if n:
+            arr[:] = paths
+    if bag.obs:
+        sub = group.create_group("obs")
+        for name, values in bag.obs.items():
+            sub.create_array(name, data=np.asarray(values), chunks=(chunk,))

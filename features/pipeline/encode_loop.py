@@ -74,7 +74,7 @@ class EncodeLoop:
 
     def run(self, todo: list[SlideRef], outcomes: list[SlideOutcome]) -> bool:
         """Process `todo`, appending one outcome per slide; True when stopped early (skip_errors off)."""
-        job = SlideJob(todo, self.config, self.encoder.input_px, self.bag_store.path / "qc")
+        job = SlideJob(todo, self.config, self.encoder.input_px, self.bag_store)
         pending: dict[int, _Pending] = {}
         dead: set[int] = set()  # slides that failed in this process; their remaining chunks are dropped
         for record in iterate_records(job, self.config.workers):

@@ -1,7 +1,7 @@
 """`extract()`: slides, cell-image folders or h5 feature files -> one bag per slide in a bag store.
 
 The one library call behind `mil extract`. Per run: discover the inputs, keep this shard's share, build the
-encoder, open (or create) the store with the encoder's identity, sweep `.tmp/` entries of dead writers, and
+encoder, open (or create) the store with the encoder's identity, sweep staging entries of dead writers, and
 decide per slide: skip (a complete bag with matching provenance), refuse (a bag made with other settings or
 from another file: one error, before any work), or extract. The CPU work streams from loader workers
 (`features.pipeline.loader`); this process encodes each chunk as it arrives and writes a slide's bag when its
@@ -43,8 +43,8 @@ class ExtractSummary:
     encoder: EncoderIdentity | None
     outcomes: list[SlideOutcome] = field(default_factory=list)
     seconds: float = 0.0
-    run_record: Path | None = None
-    swept: list[str] = field(default_factory=list)  # stale `.tmp/` entries removed at start
+    run_record: Path | None = None  # the run's record, a zarr group (`BagStore.runs()` reads it)
+    swept: list[str] = field(default_factory=list)  # stale staging entries removed at start
     stopped_early: bool = False  # skip_errors off and a slide failed
     message: str = ""  # why nothing was done, when nothing was
 
@@ -130,7 +130,7 @@ def extract(
     summary.swept = bag_store.sweep_stale()
     todo = plan_slides(refs, bag_store, config, overwrite, summary.outcomes)
     run = RunRecord(
-        bag_store.path,
+        bag_store,
         shard,
         {
             "input": str(Path(input).resolve()),

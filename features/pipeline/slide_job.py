@@ -4,32 +4,32 @@ A slide is opened once; region QC runs on a coarse level, then cell detection (o
 regions, an optional seeded subsample, and the crops stream out in chunks of `batch_size`. A folder of cell
 images is read image by image (each is one instance) and gets a per-image focus score instead of region QC.
 
-QC files (`STORE/qc/<key>.json` and `.png`) are written here, by the process that holds the slide open: the
-JSON as soon as detection is done (so a slide that fails later still leaves its QC behind), the overview
-PNG once the crops are out (so the encoder is not kept waiting for it) or when a failure stops the slide.
+A slide's QC (`STORE/qc/<key>`: summary, region map, overview; `features.bagstore.qc`) is written here, by
+the process that holds the slide open: the summary and maps as soon as detection is done (so a slide that
+fails later still leaves its QC behind), the overview once the crops are out (so the encoder is not kept
+waiting for it) or when a failure stops the slide.
 """
 
 from __future__ import annotations
 
-import json
 import time
 import traceback
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from features.bagstore import bag_key
+from features.bagstore import BagStore, SlideQC
 from features.core.errors import MilError, SlideError
-from features.core.io import atomic_write_bytes as write_atomic
-from features.core.io import json_default as _json_default
 from features.pipeline.config import ExtractConfig
 from features.pipeline.records import CropChunk, Record, SlideFailed, SlideFinished, SlideStarted, Stage
 from features.smear.imageops import focus_scores
 from features.sources.base import SlideRef
+
+if TYPE_CHECKING:
+    from features.smear.qc import RegionMap
 
 
 def subsample_index(n: int, cap: int | None, seed: int, slide_id: str) -> np.ndarray | None:
@@ -43,23 +43,17 @@ def subsample_index(n: int, cap: int | None, seed: int, slide_id: str) -> np.nda
     return np.sort(rng.choice(n, size=cap, replace=False))
 
 
-def write_qc(
-    qc_dir: Path, slide_id: str, summary: dict[str, Any], thumbnail: np.ndarray | None = None
-) -> None:
-    """`qc/<key>.json` (and `.png`), written atomically so a reader never sees half a file."""
-    qc_dir.mkdir(parents=True, exist_ok=True)
-    key = bag_key(slide_id)
-    if thumbnail is not None:
-        import io
+def _with_maps(summary: dict[str, Any], region_map: RegionMap) -> SlideQC:
+    """QC with the slide's maps, each with its scale (level-0 px per map px), so they can be overlaid."""
+    from features.smear.qc import REGIONS
 
-        from PIL import Image
-
-        buf = io.BytesIO()
-        # compress_level 1: a 1024 px overview in ~0.1 s instead of ~1.5 s, for a file ~20 % larger.
-        Image.fromarray(np.ascontiguousarray(thumbnail)).save(buf, format="PNG", compress_level=1)
-        write_atomic(qc_dir / f"{key}.png", buf.getvalue())
-    text = json.dumps({"slide_id": slide_id, **summary}, indent=1, default=_json_default)
-    write_atomic(qc_dir / f"{key}.json", text.encode())
+    region_attrs = {"downsample": region_map.downsample, "codes": list(REGIONS)}
+    focus_attrs = {"downsample": region_map.focus_downsample}
+    return SlideQC(
+        summary,
+        maps={"regions": region_map.labels, "focus": region_map.focus, "in_focus": region_map.in_focus},
+        map_attrs={"regions": region_attrs, "focus": focus_attrs, "in_focus": focus_attrs},
+    )
 
 
 def _as_tensor(images: np.ndarray) -> torch.Tensor:
@@ -70,8 +64,8 @@ def _as_tensor(images: np.ndarray) -> torch.Tensor:
 class SlideJob:
     """Everything a worker needs for one run; small and picklable (spawned workers receive a copy)."""
 
-    def __init__(self, refs: list[SlideRef], config: ExtractConfig, input_px: int, qc_dir: Path):
-        self.refs, self.config, self.input_px, self.qc_dir = refs, config, input_px, Path(qc_dir)
+    def __init__(self, refs: list[SlideRef], config: ExtractConfig, input_px: int, store: BagStore):
+        self.refs, self.config, self.input_px, self.store = refs, config, input_px, store
 
     def records(self, index: int) -> Iterator[Record]:
         ref = self.refs[index]
@@ -93,7 +87,7 @@ class SlideJob:
     def _failed(self, index: int, ref: SlideRef, qc: dict, message: str, detail: str | None) -> SlideFailed:
         if qc:  # QC got far enough to say something: keep it beside the error
             try:
-                write_qc(self.qc_dir, ref.slide_id, {**qc, "status": "failed", "error": message})
+                self.store.write_qc(ref.slide_id, SlideQC({**qc, "status": "failed", "error": message}))
             except OSError:
                 pass
         return SlideFailed(index, ref.slide_id, message, detail)
@@ -124,18 +118,18 @@ class SlideJob:
             qc.update(qc_summary(region_map, reader.mpp, det.xy))
             qc.update(mpp=reader.mpp, mpp_source=reader.mpp_source, unit=cfg.unit, instances_found=n_found)
             qc["instances_kept"] = len(det)
-            write_qc(self.qc_dir, ref.slide_id, {**qc, "status": "detected"})
+            self.store.write_qc(ref.slide_id, _with_maps({**qc, "status": "detected"}, region_map))
 
             def overview() -> np.ndarray:
                 return qc_thumbnail(reader, region_map, det.xy, max_px=cfg.qc_thumbnail_px)
 
             if len(det) == 0:
                 regions = cfg.regions_tiled if cfg.unit == "tiles" else cfg.detect.regions
-                write_qc(self.qc_dir, ref.slide_id, {**qc, "status": "empty"}, overview())
+                self.store.write_qc(ref.slide_id, SlideQC({**qc, "status": "empty"}, overview()))
                 raise SlideError(
                     ref.slide_id,
                     f"no {'nucleated cells' if cfg.unit == 'cells' else 'tiles'} found in regions "
-                    f"{', '.join(regions)} (see {self.qc_dir / (bag_key(ref.slide_id) + '.png')})",
+                    f"{', '.join(regions)} (see its QC overview: `mil bags qc {self.store.path} -o DIR`)",
                 )
             yield Stage(index, ref.slide_id, "crops", {"total": len(det)})
             crop_um = cfg.instance_um
@@ -152,12 +146,12 @@ class SlideJob:
                     start = stop
             except Exception:  # the overview matters most when a read failed: try to leave it behind
                 try:
-                    write_qc(self.qc_dir, ref.slide_id, {**qc, "status": "failed"}, overview())
+                    self.store.write_qc(ref.slide_id, SlideQC({**qc, "status": "failed"}, overview()))
                 except Exception:  # noqa: BLE001 - the original error is the one to report
                     pass
                 raise
             # The overview is drawn after the crops are streamed, so the encoder is not kept waiting for it.
-            write_qc(self.qc_dir, ref.slide_id, {**qc, "status": "cropped"}, overview())
+            self.store.write_qc(ref.slide_id, SlideQC({**qc, "status": "cropped"}, overview()))
             mpp, mpp_source = reader.mpp, reader.mpp_source
         subsample = None if keep is None else {"seed": cfg.seed, "from": n_found, "kept": len(det)}
         yield SlideFinished(index, ref.slide_id, len(det), qc, mpp, mpp_source, crop_um, subsample)
@@ -198,6 +192,6 @@ class SlideJob:
             focus_median=float(np.median(focus_all)),
             focus_p10=float(np.percentile(focus_all, 10)),
         )
-        write_qc(self.qc_dir, ref.slide_id, {**qc, "status": "read"})
+        self.store.write_qc(ref.slide_id, SlideQC({**qc, "status": "read"}))
         subsample = None if keep is None else {"seed": cfg.seed, "from": len(ref.images), "kept": len(images)}
         yield SlideFinished(index, ref.slide_id, len(images), qc, ref.mpp, ref.mpp_source, None, subsample)

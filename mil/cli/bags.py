@@ -1,4 +1,5 @@
-"""`mil bags info|validate STORE`: what a bag store holds, and whether every bag in it is sound."""
+"""`mil bags info|validate|qc|upgrade STORE`: what a bag store holds, whether every bag in it is sound, its
+per-slide QC as files, and the conversion of an old store."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def info(store: Path = typer.Argument(..., help="Bag store folder.")) -> None:
     pending = bag_store.pending()
     if pending:
         console.print(
-            f"{len(pending)} pending .tmp entr{'y' if len(pending) == 1 else 'ies'} (being written, or left by a "
+            f"{len(pending)} pending tmp entr{'y' if len(pending) == 1 else 'ies'} (being written, or left by a "
             f"crash and removed by the next `mil extract`): {', '.join(pending)}",
             highlight=False,
         )
@@ -63,11 +64,44 @@ def validate(store: Path = typer.Argument(..., help="Bag store folder.")) -> Non
     pending = bag_store.pending()
     if pending:  # not a problem of any bag: a writer at work, or a crash the next `mil extract` sweeps
         console.print(
-            f"[yellow]note:[/] {len(pending)} pending .tmp entries: {', '.join(pending)}", highlight=False
+            f"[yellow]note:[/] {len(pending)} pending tmp entries: {', '.join(pending)}", highlight=False
         )
     if lines:
         raise typer.Exit(1)
     console.print(f"[green]ok[/] {len(problems)} bags in {store}", highlight=False)
+
+
+@bags_app.command("qc")
+def qc(
+    store: Path = typer.Argument(..., help="Bag store folder."),
+    out: Path = typer.Option(..., "-o", "--output", help="Folder for the QC files (created if missing)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace QC files already in the folder."),
+) -> None:
+    """Per-slide QC as files: `<slide>.json` (status, areas, counts, focus, error) and `<slide>.png` overview."""
+    from features.bagstore import BagStore
+    from features.bagstore.qc_export import export_qc
+
+    written = export_qc(BagStore(store), out, overwrite)
+    pngs = sum(p.suffix == ".png" for p in written)
+    Console().print(
+        f"{len(written) - pngs} QC summaries and {pngs} overviews written to {out}", highlight=False
+    )
+
+
+@bags_app.command("upgrade")
+def upgrade(store: Path = typer.Argument(..., help="Bag store folder of an older mil.")) -> None:
+    """Convert a store of the old layout in place (bags are moved, not re-extracted); run it while no
+    extraction writes to the store."""
+    from features.bagstore.upgrade import upgrade_store
+
+    done = upgrade_store(store)
+    if done.already:
+        Console().print(f"{store} is already of the current layout; nothing to do", highlight=False)
+        return
+    Console().print(
+        f"[green]upgraded[/] {store}: {done.bags} bags, {done.qc} QC records, {done.runs} run records",
+        highlight=False,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -1,13 +1,16 @@
-"""`mil bags info|validate` on stores built directly through the BagStore API (no extraction needed)."""
+"""`mil bags info|validate|qc` on stores built directly through the BagStore API (no extraction needed)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
-from features.bagstore import Bag, BagMeta, BagStore, EncoderIdentity
-from features.core.errors import StoreError
+from features.bagstore import Bag, BagMeta, BagStore, EncoderIdentity, SlideQC, bag_key
+from features.core.errors import InputError, StoreError
 from mil.cli import app
 
 ENC = EncoderIdentity("cytomorph", "none", 4, "cells")
@@ -32,12 +35,12 @@ def run(*args):
 
 
 def test_info_lists_bags_totals_and_pending(store):
-    (store.path / ".tmp" / "C-host-1-abcd").mkdir(parents=True)
+    (store.path / "tmp" / "bags" / "C~new~host~1~abcd").mkdir(parents=True)
     result = run("bags", "info", store.path)
     assert result.exit_code == 0, result.output
     assert "slide A" in result.output and "cytomorph" in result.output
     assert "2 bags, 2 patients, 8 instances" in result.output
-    assert "1 pending .tmp entry" in result.output and "C-host-1-abcd" in result.output
+    assert "1 pending tmp entry" in result.output and "C~new~host~1~abcd" in result.output
 
 
 def test_validate_clean_then_problems(store):
@@ -47,7 +50,7 @@ def test_validate_clean_then_problems(store):
     bad[1, 2] = np.nan
     _put(store, "C", bad)
     _put(store, "D", np.ones((2, 4)))
-    meta = store.path / "D" / "zarr.json"
+    meta = store.path / "bags" / "D" / "zarr.json"
     meta.write_text(meta.read_text().replace('"n_instances": 2', '"n_instances": 7'))
     result = run("bags", "validate", store.path)
     assert result.exit_code == 1
@@ -58,3 +61,25 @@ def test_validate_clean_then_problems(store):
 def test_not_a_store(tmp_path):
     result = run("bags", "info", tmp_path)
     assert isinstance(result.exception, StoreError) and "not a bag store" in str(result.exception)
+
+
+def test_qc_files_for_people(store, tmp_path):
+    thumb = np.zeros((8, 12, 3), np.uint8)
+    thumb[..., 0] = 200
+    store.write_qc("slide A", SlideQC({"status": "cropped", "nucleated_cells": 5}, thumb))
+    store.write_qc("B", SlideQC({"status": "failed", "error": "no nucleated cells"}))
+    out = tmp_path / "qc"
+    result = run("bags", "qc", store.path, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "2 QC summaries and 1 overviews written" in result.output
+    key = bag_key("slide A")
+    assert sorted(p.name for p in out.iterdir()) == sorted(["B.json", f"{key}.json", f"{key}.png"])
+    assert json.loads((out / f"{key}.json").read_text()) == {
+        "slide_id": "slide A",
+        "status": "cropped",
+        "nucleated_cells": 5,
+    }
+    assert np.array_equal(np.asarray(Image.open(out / f"{key}.png")), thumb)
+    again = run("bags", "qc", store.path, "-o", out)
+    assert isinstance(again.exception, InputError) and "3 QC file(s) exist" in str(again.exception)
+    assert run("bags", "qc", store.path, "-o", out, "--overwrite").exit_code == 0

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from features.bagstore import BagStore, bag_key
+from features.bagstore.qc_export import export_qc
 from features.core.errors import StoreError
 from features.pipeline.config import ExtractConfig
 from features.pipeline.extract import extract, parse_shard
@@ -32,10 +33,12 @@ def slides_store(cohort, tmp_path_factory):
     return store, summary
 
 
-def test_slides_bags_and_provenance(cohort, slides_store):
+def test_slides_bags_and_provenance(cohort, slides_store, tmp_path):
     store_path, summary = slides_store
     assert [o.status for o in summary.outcomes] == ["written"] * 3
     store = BagStore(store_path)
+    qc_dir = tmp_path / "qc"  # the QC files a person opens: `mil bags qc STORE -o DIR`
+    export_qc(store, qc_dir)
     assert store.encoder.name == "cytomorph" and store.encoder.unit == "cells"
     assert store.validate() == {sid: [] for sid in ("P001_s1", "P002_s1", "P003_s1")}
     truth = {}
@@ -56,11 +59,8 @@ def test_slides_bags_and_provenance(cohort, slides_store):
         assert (
             meta.qc["nucleated_cells"] == meta.n_instances and meta.qc["instances_found"] == meta.n_instances
         )
-        qc_json = json.loads((store_path / "qc" / f"{bag_key(sid)}.json").read_text())
-        assert (
-            qc_json["status"] == "cropped"
-            and (store_path / "qc" / f"{bag_key(sid)}.png").stat().st_size > 1000
-        )
+        qc_json = json.loads((qc_dir / f"{bag_key(sid)}.json").read_text())
+        assert qc_json["status"] == "cropped" and (qc_dir / f"{bag_key(sid)}.png").stat().st_size > 1000
         truth[sid] = bag
     # Detected cells sit on the generator's nucleated cells (centres within 3 µm = 12 px).
     t = np.genfromtxt(
@@ -69,7 +69,7 @@ def test_slides_bags_and_provenance(cohort, slides_store):
     nucleated = np.column_stack([t["x"], t["y"]])[t["nucleated"] == 1]
     d = np.linalg.norm(truth["P001_s1"].coords[:, None, :] - nucleated[None], axis=2).min(axis=1)
     assert np.median(d) < 12
-    run = json.loads(summary.run_record.read_text())
+    run = store.runs()[summary.run_record.name]
     assert run["status"] == "finished" and run["config"]["encoder"] == "cytomorph" and run["seed"] == 0
     assert {"mil", "torch", "timm", "openslide-python", "zarr", "numpy"} <= set(run["versions"])
     assert [o["status"] for o in run["outcomes"]] == ["written"] * 3
@@ -79,10 +79,10 @@ def test_rerun_skips_and_mismatch_refused(cohort, slides_store, tmp_path):
     store_path, _ = slides_store
     copy = tmp_path / "copy.zarr"
     shutil.copytree(store_path, copy)
-    mtimes = {k: (copy / k / "zarr.json").stat().st_mtime_ns for k in BagStore(copy).keys()}
+    mtimes = {k: (copy / "bags" / k / "zarr.json").stat().st_mtime_ns for k in BagStore(copy).keys()}
     again = extract(cohort / "slides", copy, CFG)
     assert [o.status for o in again.outcomes] == ["skipped"] * 3
-    assert mtimes == {k: (copy / k / "zarr.json").stat().st_mtime_ns for k in BagStore(copy).keys()}
+    assert mtimes == {k: (copy / "bags" / k / "zarr.json").stat().st_mtime_ns for k in BagStore(copy).keys()}
     with pytest.raises(StoreError, match=r"crop_um: 24.0 -> 30.0.*--overwrite"):
         extract(cohort / "slides", copy, CFG.model_copy(update={"crop_um": 30.0}))
     redone = extract(cohort / "slides", copy, CFG.model_copy(update={"crop_um": 30.0}), overwrite=True)

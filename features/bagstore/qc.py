@@ -1,0 +1,84 @@
+"""Per-slide QC in the store: `STORE/qc/<key>/`, a zarr group (attrs = summary; arrays = overview and maps).
+
+The extraction's worker writes a slide's QC several times as the slide advances (detected, then with the
+overview once the crops are out, or failed with the error): each write builds the whole group in staging and
+swaps it in, so a reader sees one complete version. A thumbnail or map not given is carried over from the
+previous version: the overview is drawn after detection, and a failure after that must not lose it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from features.bagstore.layout import QC, bag_key, json_safe, land, remove, staging_path
+
+THUMBNAIL = "thumbnail"
+
+
+@dataclass
+class SlideQC:
+    """What QC says about one slide: a JSON-able summary, an RGB overview for a person, and QC maps."""
+
+    summary: dict[str, Any]  # status, region areas, counts, focus, error ...
+    thumbnail: np.ndarray | None = None  # H x W x 3 uint8
+    maps: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. "regions": h x w uint8 region codes
+    map_attrs: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. level-0 px per map px
+
+    def __post_init__(self) -> None:
+        if self.thumbnail is not None:
+            t = self.thumbnail
+            if t.ndim != 3 or t.shape[2] != 3 or t.dtype != np.uint8:
+                raise ValueError(f"thumbnail must be H x W x 3 uint8, got {t.shape} {t.dtype}")
+        if THUMBNAIL in self.maps:
+            raise ValueError(f"{THUMBNAIL!r} is the overview's name, not a map name")
+
+
+def write_qc(store: Path, slide_id: str, qc: SlideQC) -> None:
+    key = bag_key(slide_id)
+    final = store / QC / key
+    staged = staging_path(store, QC, key)
+    try:
+        group = zarr.open_group(staged, mode="w", attributes=json_safe({"slide_id": slide_id, **qc.summary}))
+        arrays = dict(qc.maps)
+        if qc.thumbnail is not None:
+            arrays[THUMBNAIL] = np.ascontiguousarray(qc.thumbnail)
+        for name, values in arrays.items():
+            values = np.asarray(values)
+            group.create_array(  # one chunk: QC images are small and always read whole
+                name,
+                data=values,
+                chunks=tuple(max(1, n) for n in values.shape),
+                attributes=json_safe(qc.map_attrs.get(name, {})),
+            )
+        if final.exists():  # carry over what this version does not replace (copied as stored: no decode)
+            for name in set(zarr.open_group(final, mode="r").array_keys()) - set(arrays):
+                shutil.copytree(final / name, staged / name)
+        land(staged, final, replace=True)
+    except BaseException:
+        remove(staged)
+        raise
+
+
+def qc_keys(store: Path) -> list[str]:
+    folder = store / QC
+    return sorted(p.name for p in folder.iterdir() if (p / "zarr.json").is_file()) if folder.is_dir() else []
+
+
+def read_qc(store: Path, key: str, images: bool = True) -> SlideQC:
+    group = zarr.open_group(store / QC / key, mode="r")
+    qc = SlideQC(group.attrs.asdict())
+    if images:
+        for name in sorted(group.array_keys()):
+            array = group[name]
+            if name == THUMBNAIL:
+                qc.thumbnail = array[:]
+            else:
+                qc.maps[name] = array[:]
+                qc.map_attrs[name] = array.attrs.asdict()
+    return qc
