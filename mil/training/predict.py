@@ -25,9 +25,9 @@ import yaml
 from features.bagstore import BagStore
 from features.core.errors import InputError
 from mil.config import TrainConfig
-from mil.evaluate.predictions import PredictionSpec, write_predictions
+from mil.evaluate.predictions import write_predictions
 from mil.heads.base import HeadOutput
-from mil.tasks import create_task
+from mil.tasks import TaskSpec, create_task
 from mil.training.checkpoint import FoldModel, load_checkpoint
 from mil.training.data import load_bags
 from mil.training.fit import eval_batch_instances, infer, resolve_device
@@ -42,11 +42,11 @@ class LoadedRun(NamedTuple):
 
     config: TrainConfig
     models: list[FoldModel]
-    spec: PredictionSpec
+    spec: TaskSpec
 
 
 def load_run(run: Path, device: torch.device | str = "cpu") -> LoadedRun:
-    """The run's train config, its fold models (eval mode, on `device`) and the prediction spec."""
+    """The run's train config, its fold models (eval mode, on `device`) and their task spec."""
     run = Path(run)
     config_file = run / "config.yaml"
     if not config_file.is_file():
@@ -68,7 +68,7 @@ def load_run(run: Path, device: torch.device | str = "cpu") -> LoadedRun:
             raise InputError(
                 f"{m.path}: fold models of {run} disagree on task or encoder; the run folder is mixed"
             )
-    return LoadedRun(config, models, first.spec.prediction_spec())
+    return LoadedRun(config, models, first.spec)
 
 
 def ensemble_outputs(
@@ -108,7 +108,7 @@ def predict(
     so `mil evaluate out` can score it directly; otherwise they stay empty for `mil evaluate --labels`.
     """
     emit = progress or (lambda event, **info: None)
-    config, models, pspec = load_run(run)
+    config, models, spec = load_run(run)
     dev = resolve_device(device or config.device)
     store = BagStore(bags)
     trained_on = models[0].encoder
@@ -119,7 +119,7 @@ def predict(
         )
     for m in models:
         m.head.to(dev)
-    task = create_task(models[0].spec)
+    task = create_task(spec)
     slides, table = _patient_slides(store, labels)
     patients = sorted(slides)
     sizes = {p: sum(store.meta(s).n_instances for s in slides[p]) for p in patients}
@@ -142,7 +142,7 @@ def predict(
     if table is not None:
         frame = _fill_truth(frame, task, table, str(labels))
     out = Path(out)
-    write_predictions(frame, pspec, out)
+    write_predictions(frame, spec, out)
     return out
 
 
@@ -172,7 +172,7 @@ def _patient_slides(store: BagStore, labels: Path | None) -> tuple[dict[str, lis
 
 def _fill_truth(frame: pd.DataFrame, task, table: pd.DataFrame, source: str) -> pd.DataFrame:
     """Truth from the labels CSV where it has the target column(s) (first row per patient)."""
-    if any(c not in table.columns for c in task.spec.columns()):
+    if any(c not in table.columns for c in task.spec.label_columns()):
         return frame
     rows = table.drop_duplicates("patient_id").set_index("patient_id")
     known = [p for p in frame["patient_id"] if p in rows.index]
@@ -185,6 +185,6 @@ def _fill_truth(frame: pd.DataFrame, task, table: pd.DataFrame, source: str) -> 
         y[has],
         np.zeros((int(has.sum()), task.n_outputs)),
     )
-    cols = [c for c in truth.columns if c.startswith("true_") or c in ("y_true", "time", "event")]
+    cols = task.truth_columns()
     merged = frame.drop(columns=cols).merge(truth[["patient_id", *cols]], on="patient_id", how="left")
     return merged[frame.columns]

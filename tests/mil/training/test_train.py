@@ -11,9 +11,9 @@ import torch
 import yaml
 
 from features.core.errors import InputError
-from mil.training import train as train_module
 from mil.config import TrainConfig, load_config
 from mil.evaluate.predictions import read_predictions
+from mil.training import train as train_module
 from mil.training.train import train_cv
 from tests.train_helpers import make_cohort, single_thread  # noqa: F401
 
