@@ -16,7 +16,8 @@ def ci_cells(value: dict[str, Any] | float | None) -> tuple[str, str]:
         return ("-" if value is None else f"{value:.3f}", "")
     est, low, high = value.get("estimate"), value.get("low"), value.get("high")
     interval = value.get("reason", "")
-    if low is not None and high is not None:  # "0.700-0.900", but "-1.074 to -0.458" when a sign could blur it
+    # "0.700-0.900", but "-1.074 to -0.458" where a minus sign would blur the hyphen
+    if low is not None and high is not None:
         interval = f"{low:.3f} to {high:.3f}" if min(low, high) < 0 else f"{low:.3f}-{high:.3f}"
     return ("-" if est is None else f"{est:.3f}", interval)
 
