@@ -94,10 +94,7 @@ def run_demo(
     run_summary = stage(
         "train",
         lambda: train_cv(store, cohort / "labels.csv", train_config, run, overwrite=overwrite),
-        lambda r: (
-            f"5-fold {train_config.head}: pooled macro AUC {r.pooled['estimate']:.3f} "
-            f"(95% CI {r.pooled['low']:.3f}-{r.pooled['high']:.3f}) -> {run}"
-        ),
+        lambda r: f"5-fold {train_config.head}: pooled {r.headline} -> {run}",
     )
     result.metrics = dict(run_summary.pooled)
     stage(

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from mil.tasks import Task
 
 
 def register(app: typer.Typer) -> None:
@@ -34,18 +38,20 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing metrics and plots."),
     ) -> None:
         """Per-fold and pooled metrics with bootstrap 95% CIs (AUC, balanced accuracy, c-index, ...)."""
-        from mil.evaluate.plots import PLOT_FILES, write_plots
+        from mil.evaluate.plots import write_plots
         from mil.evaluate.run import check_outputs, evaluate_files, write_metrics
+        from mil.tasks import create_task
 
         output = output or Path(predictions).parent / "metrics.json"
         check_outputs([output], overwrite)
         result = evaluate_files(predictions, labels, n_bootstrap=bootstrap, seed=seed)
-        planned = [plots / name for name in PLOT_FILES[result.spec.kind]] if plots is not None else []
+        task = create_task(result.spec)
+        planned = [plots / name for name in task.plots] if plots is not None else []
         check_outputs(planned, overwrite)
         written = write_plots(result.predictions, result.spec, plots) if plots is not None else []
         write_metrics(result.metrics, output)
         console = Console()
-        console.print(summary_table(result.metrics))
+        console.print(summary_table(result.metrics, task))
         if result.unlabelled:
             console.print(
                 f"[yellow]{len(result.unlabelled)} patient(s) without a label were left out[/yellow]"
@@ -54,35 +60,26 @@ def register(app: typer.Typer) -> None:
             console.print(f"wrote {path}")
 
 
-def summary_table(metrics: dict) -> Table:
-    """Headline metrics with 95% CIs: pooled, each fold, mean and SD over folds, and per class (pooled)."""
-    kind = metrics["kind"]
-    table = Table(title=f"{kind}: {metrics['n_patients']} patients, {metrics['n_bootstrap']} bootstrap draws")
+def summary_table(metrics: dict, task: Task) -> Table:
+    """Headline metrics with 95% CIs: pooled, each fold, mean and SD over folds, and the kind's details (pooled)."""
+    from mil.tasks.formatting import ci_cells
+
+    table = Table(
+        title=f"{task.kind}: {metrics['n_patients']} patients, {metrics['n_bootstrap']} bootstrap draws",
+        caption=f"pooled {task.summary(metrics['pooled'])}",
+    )
     for col in ("block", "metric", "estimate", "95% CI"):
         table.add_column(col, justify="left" if col in ("block", "metric") else "right")
-    keys = ("c_index",) if kind == "survival" else ("macro_auc", "balanced_accuracy", "accuracy")
     for name, block in [
         ("pooled", metrics["pooled"]),
         *[(f"fold {k}", b) for k, b in metrics["folds"].items()],
     ]:
-        for key in keys:
-            if key in block:
-                table.add_row(name, key, *_cells(block[key]))
-        if kind == "survival":
-            p = block.get("logrank_p")
-            table.add_row(name, "log-rank p (median split)", "-" if p is None else f"{p:.3g}", "")
+        for row in task.headline_rows(block):
+            table.add_row(name, *row)
     for key, entry in metrics.get("fold_summary", {}).items():
         if entry.get("mean") is not None:
-            sd = "" if entry.get("std") is None else f"SD {entry['std']:.3f}"
-            table.add_row(f"mean of {entry['n_folds']} folds", key, f"{entry['mean']:.3f}", sd)
-    for cls, row in metrics["pooled"].get("per_class", {}).items():
-        table.add_row("pooled", f"AUC {cls}", *_cells(row["auc"]))
+            sd = "" if entry.get("std") is None else f"SD {ci_cells(entry['std'])[0]}"
+            table.add_row(f"mean of {entry['n_folds']} folds", key, ci_cells(entry["mean"])[0], sd)
+    for row in task.detail_rows(metrics["pooled"]):
+        table.add_row("pooled", *row)
     return table
-
-
-def _cells(value: dict | float | None) -> tuple[str, str]:
-    if not isinstance(value, dict):
-        return ("-" if value is None else f"{value:.3f}", "")
-    est, low, high = value.get("estimate"), value.get("low"), value.get("high")
-    interval = f"{low:.3f}-{high:.3f}" if low is not None and high is not None else value.get("reason", "")
-    return ("-" if est is None else f"{est:.3f}", interval)

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
-
-
-def _ci(block: dict[str, Any]) -> str:
-    est = block.get("estimate")
-    if est is None or (isinstance(est, float) and math.isnan(est)):
-        return f"n/a ({block.get('reason', 'undefined')})" if block else "n/a"
-    low, high = block.get("low"), block.get("high")
-    return f"{est:.3f} [{low:.3f}, {high:.3f}]" if low is not None and high is not None else f"{est:.3f}"
 
 
 class RichProgress:
@@ -71,16 +62,20 @@ class RichProgress:
 
 
 def print_summary(console: Console, summary: Any) -> None:
+    from mil.tasks.formatting import format_ci
+
     spec = summary.spec
-    table = Table(title=f"{spec.kind} of {spec.target} - {summary.metric} (95% CI)", title_justify="left")
+    table = Table(title=f"{spec.kind} of {spec.target} - {summary.metric}", title_justify="left")
     for col in ("fold", "train/val/test", "best epoch", summary.metric):
         table.add_column(col)
     for f in summary.folds:
         name = f"{f.fold} ({f.name})" if f.name else str(f.fold)
         table.add_row(
-            name, f"{f.n_train}/{f.n_val}/{f.n_test}", f"{f.best_epoch}/{f.epochs_run}", _ci(f.test)
+            name, f"{f.n_train}/{f.n_val}/{f.n_test}", f"{f.best_epoch}/{f.epochs_run}", format_ci(f.test)
         )
-    table.add_row("[bold]pooled[/bold]", str(summary.n_patients), "", f"[bold]{_ci(summary.pooled)}[/bold]")
+    table.add_row(
+        "[bold]pooled[/bold]", str(summary.n_patients), "", f"[bold]{format_ci(summary.pooled)}[/bold]"
+    )
     console.print(table)
     left = ", ".join(f"{n} {what.replace('_', ' ')}" for what, n in summary.left_out.items() if n)
     console.print(f"patients: {summary.n_patients} used; left out: {left or 'none'} (see left_out.csv)")
@@ -98,9 +93,7 @@ def register(app: typer.Typer) -> None:
         target: list[str] = typer.Option(
             None, "--target", help="Label column; repeat for a multi-label head."
         ),
-        task: str = typer.Option(
-            None, "--task", help="classification | multilabel | survival (default: inferred)."
-        ),
+        task: str = typer.Option(None, "--task", help="Task kind (`mil list tasks`; default: inferred)."),
         time_col: str = typer.Option(None, "--time-col", help="Survival: follow-up time column."),
         event_col: str = typer.Option(None, "--event-col", help="Survival: event column (1 = event)."),
         model: str = typer.Option(None, "--model", help="MIL head (`mil list heads`), e.g. abmil."),

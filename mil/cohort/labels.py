@@ -25,11 +25,10 @@ import numpy as np
 import pandas as pd
 
 from features.bagstore import BagMeta
-from features.core.errors import ConfigError, InputError
+from features.core.errors import InputError
 from mil.config import TrainConfig
-from mil.evaluate.columns import conflicting_patient, label_text
-from mil.tasks import TaskSpec, create_task
-from mil.tasks.classification import infer_classes
+from mil.evaluate.columns import conflicting_patient
+from mil.tasks import TaskSpec, create_task, infer_kind, task_kind
 
 _FIRST = 5  # ids quoted in an error message
 
@@ -92,43 +91,9 @@ def read_labels(path: Path) -> pd.DataFrame:
 
 
 def resolve_spec(table: pd.DataFrame, config: TrainConfig, source: str) -> TaskSpec:
-    """Task kind, columns and class order from the config, inferring what it leaves open (see TrainConfig)."""
-
-    def need(cols: list[str]) -> list[str]:
-        absent = [c for c in cols if c not in table.columns]
-        if absent:
-            raise InputError(
-                f"{source}: no column {absent[0]!r} (columns: {', '.join(table.columns[:12])}); "
-                "fix --target / train.target or the CSV header"
-            )
-        return cols
-
-    target, kind = config.target, config.task
-    if kind == "survival" or (kind is None and target is None and config.time_col and config.event_col):
-        if not (config.time_col and config.event_col):
-            raise ConfigError("survival needs train.time_col and train.event_col (--time-col, --event-col)")
-        return TaskSpec("survival", need([config.time_col, config.event_col]), [])
-    if target is None:
-        raise ConfigError("no target: pass --target COLUMN or set train.target in the config")
-    if kind == "multilabel" or isinstance(target, list):
-        cols = need([target] if isinstance(target, str) else list(target))
-        if config.classes is not None and list(config.classes) != cols:
-            raise ConfigError("multilabel: the labels are the target columns; leave train.classes empty")
-        return TaskSpec("multilabel", cols, cols)
-    (col,) = need([target])
-    classes = list(config.classes) if config.classes is not None else infer_classes(table[col])
-    if classes is None:
-        raise ConfigError(
-            f"{source}: column {col!r} holds non-integer numbers, not classes; for survival pass --task survival "
-            "--time-col TIME --event-col EVENT, or list train.classes"
-        )
-    if config.classes is not None:
-        classes = [label_text(pd.Series([c])).iloc[0] for c in classes]
-    if len(classes) < 2:
-        raise InputError(
-            f"{source}: column {col!r} has {len(classes)} class(es) {classes}; a classifier needs 2+"
-        )
-    return TaskSpec("classification", col, classes)
+    """Task kind, columns and class order from the config, inferring what it leaves open (see TrainConfig):
+    the kind named by `train.task`, or the one kind that claims the config (`mil.tasks.infer_kind`)."""
+    return task_kind(infer_kind(config)).resolve(table, config, source)
 
 
 def build_cohort(
@@ -232,21 +197,7 @@ def build_cohort(
 
 def check_counts(cohort: Cohort, n_folds: int) -> None:
     """Every class (label, event) must reach every test fold, or its per-fold metrics are undefined."""
-    spec, y = cohort.spec, cohort.y
-    if spec.kind == "classification":
-        counts = {c: int((y == i).sum()) for i, c in enumerate(spec.classes)}
-        what = "patients"
-    elif spec.kind == "multilabel":
-        counts = {c: int(y[:, i].sum()) for i, c in enumerate(spec.classes)}
-        what = "positive patients"
-    else:
-        counts = {"event": int(y[:, 1].sum())}
-        what = "patients with an event"
-    fix = {
-        "classification": "merge or drop the class (train.classes)",
-        "multilabel": "drop the label from train.target",
-        "survival": "wait for more events",
-    }[spec.kind]
+    counts, what, fix = create_task(cohort.spec).fold_counts(cohort.y)
     few = {c: n for c, n in counts.items() if n < n_folds}
     if few:
         c, n = next(iter(few.items()))

@@ -164,8 +164,10 @@ class TrainConfig(Section):
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise ValueError(f"model_params for head {self.head!r}: {where}: {first['msg']}") from None
-        if self.task == "survival" and not (self.time_col and self.event_col):
-            raise ValueError("task survival needs time_col and event_col")
+        if self.task is not None:
+            from mil.tasks import task_kind
+
+            task_kind(self.task).check_config(self)  # the kind's own rules (survival: time and event columns)
         return self
 
 

@@ -1,7 +1,8 @@
 """Evaluation: metrics with bootstrap CIs from a predictions table alone (no model, no bags).
 
-Statistics (`classification`, `multilabel`, `survival`, `bootstrap`) are pure functions over arrays; `plots`
-draws on axes it is given and only `write_plots` saves; `run` reads files and records provenance.
+Statistics (`classification`, `multilabel`, `survival`, `bootstrap`) are pure functions over arrays, called by
+the task kinds (`mil.tasks`: each kind's `metric_block` and `figures`); `plots` draws on axes it is given and
+only `write_plots` saves; `run` reads files and records provenance.
 
 metrics.json (schema "mil.metrics/1"; keys are stable, readers such as the HTML report rely on them)::
 
@@ -43,7 +44,6 @@ _EXPORTS = {
     "bootstrap_ci": "bootstrap",
     "compute_metrics": "metrics",
     "write_plots": "plots",
-    "PredictionSpec": "predictions",
     "attach_labels": "predictions",
     "read_predictions": "predictions",
     "write_predictions": "predictions",

@@ -1,6 +1,7 @@
 """Cell parsing shared by the predictions reader and the labels reader: one rule each for ids, classes, numbers.
 
-Kept apart from `predictions.py` and free of torch, so training's label reader can use the same rules.
+Kept apart from `predictions.py` and free of torch, so training's label reader and the task kinds
+(`mil.tasks`) can use the same rules.
 """
 
 from __future__ import annotations
@@ -64,3 +65,23 @@ def conflicting_patient(patient_ids: pd.Series, values: pd.DataFrame) -> str | N
     distinct = frame.drop_duplicates()  # NaN equals NaN here, unlike ==
     repeated = distinct[-1].duplicated()
     return str(distinct[-1][repeated].iloc[0]) if repeated.any() else None
+
+
+def check_binary(table: pd.DataFrame, cols: list[str], source: str) -> None:
+    """Numeric columns that may only hold 0, 1 or empty (multi-label truth, survival events)."""
+    for col in cols:
+        bad = table[col].notna() & ~table[col].isin([0, 1])
+        if bad.any():
+            raise InputError(f"{source}: column {col} must be 0/1, found {table[col][bad].iloc[0]!r}")
+
+
+def check_classes(values: pd.Series, classes: list[str], source: str, col: str, allow_na: bool) -> None:
+    """Class-name columns of a predictions table: only the spec's classes (and empty where allowed)."""
+    if not allow_na and values.isna().any():
+        raise InputError(f"{source}: column {col} has empty values")
+    unknown = sorted(set(values.dropna()) - set(classes))
+    if unknown:
+        raise InputError(
+            f"{source}: column {col} has class(es) {', '.join(map(repr, unknown[:5]))} not in the spec's "
+            f"classes {classes}"
+        )

@@ -1,4 +1,7 @@
-"""Compose the per-kind metric blocks into the metrics.json document (keys: see `mil.evaluate`'s docstring).
+"""Compose the task kind's metric blocks into the metrics.json document (keys: see `mil.evaluate`'s docstring).
+
+Each kind computes its own block (`Task.metric_block`) and names its headline metrics (`Task.headline`),
+which are summarised across folds here.
 
 "pooled" is every row of the table: the out-of-fold predictions of all fold models together (plus rows without
 a fold, e.g. an external cohort). Pooling mixes models whose scores may be calibrated differently, which can
@@ -12,27 +15,20 @@ import math
 import numpy as np
 import pandas as pd
 
-from mil.evaluate.classification import classification_metrics
-from mil.evaluate.multilabel import multilabel_metrics
-from mil.evaluate.predictions import PredictionSpec, require_truth
-from mil.evaluate.survival import survival_metrics
+from mil.evaluate.predictions import require_truth
+from mil.tasks import TaskSpec, create_task
 
 METRICS_SCHEMA = "mil.metrics/1"
 CI_LEVEL = 0.95
-# the headline metric(s) of each kind, summarised across folds as mean and SD
-HEADLINE = {
-    "classification": ("macro_auc", "balanced_accuracy", "accuracy"),
-    "multilabel": ("macro_auc",),
-    "survival": ("c_index",),
-}
 
 
-def compute_metrics(df: pd.DataFrame, spec: PredictionSpec, n_bootstrap: int = 1000, seed: int = 0) -> dict:
+def compute_metrics(df: pd.DataFrame, spec: TaskSpec, n_bootstrap: int = 1000, seed: int = 0) -> dict:
     """Metrics per fold and pooled, JSON-serialisable (NaN -> None with a reason). Pure: reads no files."""
     require_truth(df, spec, "predictions")
+    task = create_task(spec)
     folds = {}
     for fold in sorted(df["fold"].dropna().unique(), key=_fold_order):
-        folds[str(fold)] = metric_block(df[df["fold"] == fold], spec, n_bootstrap, seed)
+        folds[str(fold)] = task.metric_block(df[df["fold"] == fold], n_bootstrap, seed)
     out = {
         "schema": METRICS_SCHEMA,
         "kind": spec.kind,
@@ -42,36 +38,19 @@ def compute_metrics(df: pd.DataFrame, spec: PredictionSpec, n_bootstrap: int = 1
         "n_bootstrap": int(n_bootstrap),
         "seed": int(seed),
         "ci_level": CI_LEVEL,
-        "pooled": metric_block(df, spec, n_bootstrap, seed),
+        "pooled": task.metric_block(df, n_bootstrap, seed),
         "folds": folds,
-        "fold_summary": fold_summary(folds, spec.kind),
+        "fold_summary": fold_summary(folds, task.headline),
     }
     return jsonable(out)
 
 
-def metric_block(df: pd.DataFrame, spec: PredictionSpec, n_bootstrap: int, seed: int) -> dict:
-    """One block (a fold or the pooled table) for the spec's kind."""
-    if spec.kind == "classification":
-        probs = df[spec.prob_columns()].to_numpy(float)
-        return classification_metrics(
-            df["y_true"].to_numpy(), df["y_pred"].to_numpy(), probs, spec.classes, n_bootstrap, seed
-        )
-    if spec.kind == "multilabel":
-        truth = df[spec.truth_columns()].to_numpy(int)
-        return multilabel_metrics(
-            truth, df[spec.prob_columns()].to_numpy(float), spec.classes, n_bootstrap, seed
-        )
-    return survival_metrics(
-        df["time"].to_numpy(float), df["event"].to_numpy(int), df["risk"].to_numpy(float), n_bootstrap, seed
-    )
-
-
-def fold_summary(folds: dict[str, dict], kind: str) -> dict:
+def fold_summary(folds: dict[str, dict], headline: tuple[str, ...]) -> dict:
     """Mean and SD (ddof=1) of each headline metric over the folds where it is defined."""
     summary: dict = {}
     if not folds:  # e.g. an external cohort scored by an ensemble
         return summary
-    for key in HEADLINE[kind]:
+    for key in headline:
         values = {}
         for fold, block in folds.items():
             value = block[key]["estimate"] if isinstance(block[key], dict) else block[key]

@@ -1,5 +1,5 @@
-"""Figures of the evaluation. Each `plot_*` draws on the `ax` it is given and returns it; only `write_plots`
-saves files.
+"""Figures of the evaluation. Each `plot_*` draws on the `ax` it is given and returns it; each task kind picks
+its figures (`Task.figures`: ROC and confusion, Kaplan-Meier, ...) and only `write_plots` saves files.
 
 No pyplot: figures are `matplotlib.figure.Figure` objects rendered by the Agg canvas, so plotting never touches
 a global figure registry or a display, and works the same in a CLI, a test and a notebook. Numbers drawn on a
@@ -19,15 +19,9 @@ from matplotlib.transforms import blended_transform_factory
 from sklearn.metrics import roc_curve
 
 from features.core.io import atomic_write
-from mil.evaluate.classification import auc_weighted, confusion_matrix
-from mil.evaluate.predictions import PredictionSpec, require_truth
-from mil.evaluate.survival import GROUP_METHODS, kaplan_meier, risk_groups, survival_metrics
-
-PLOT_FILES = {
-    "classification": ["roc.png", "confusion.png"],
-    "multilabel": ["roc.png"],
-    "survival": ["km.png"],
-}
+from mil.evaluate.classification import auc_weighted
+from mil.evaluate.predictions import require_truth
+from mil.tasks import TaskSpec, create_task
 
 
 def plot_roc(ax: Axes, truth: np.ndarray, scores: np.ndarray, names: list[str]) -> Axes:
@@ -85,43 +79,23 @@ def plot_km(ax: Axes, fits: dict, at_risk: bool = True) -> Axes:
     return ax
 
 
-def write_plots(df: pd.DataFrame, spec: PredictionSpec, out_dir: Path) -> list[Path]:
-    """Save the pooled figures of this kind (`PLOT_FILES`) as PNGs under `out_dir`, each atomically."""
+def roc_figure(truth: np.ndarray, scores: np.ndarray, names: list[str]) -> Figure:
+    """The pooled ROC figure of `plot_roc`, titled with the number of patients."""
+    fig, ax = new_figure(6, 6)
+    plot_roc(ax, truth, scores, names)
+    ax.set_title(f"ROC, pooled (n={len(truth)})")
+    return fig
+
+
+def write_plots(df: pd.DataFrame, spec: TaskSpec, out_dir: Path) -> list[Path]:
+    """Save the pooled figures of the spec's kind (`Task.plots`) as PNGs under `out_dir`, each atomically."""
     require_truth(df, spec, "predictions")
     out_dir = Path(out_dir)
-    written = []
-    if spec.kind in ("classification", "multilabel"):
-        if spec.kind == "classification":
-            truth = df["y_true"].to_numpy()[:, None] == np.asarray(spec.classes)[None, :]
-        else:
-            truth = df[spec.truth_columns()].to_numpy(int) == 1
-        fig, ax = _figure(6, 6)
-        plot_roc(ax, truth, df[spec.prob_columns()].to_numpy(float), spec.classes)
-        ax.set_title(f"ROC, pooled (n={len(df)})")
-        written.append(_save(fig, out_dir / "roc.png"))
-    if spec.kind == "classification":
-        index = {c: i for i, c in enumerate(spec.classes)}
-        y, pred = df["y_true"].map(index).to_numpy(int), df["y_pred"].map(index).to_numpy(int)
-        size = 2.5 + 0.9 * len(spec.classes)
-        fig, ax = _figure(size, size)
-        plot_confusion(ax, confusion_matrix(y, pred, len(spec.classes)), spec.classes)
-        ax.set_title("confusion matrix, pooled")
-        written.append(_save(fig, out_dir / "confusion.png"))
-    if spec.kind == "survival":
-        time, event, risk = (df[c].to_numpy(float) for c in ("time", "event", "risk"))
-        groups, _ = risk_groups(risk, "median")
-        fits = kaplan_meier(time, event, groups, GROUP_METHODS["median"])
-        fig, ax = _figure(7, 5.5, bottom=0.3)
-        plot_km(ax, fits)
-        p = survival_metrics(time, event, risk, n_bootstrap=0)["logrank_p"]
-        ax.set_title(
-            f"risk split at the median, log-rank p = {p:.3g}" if p is not None else "risk split at the median"
-        )
-        written.append(_save(fig, out_dir / "km.png"))
-    return written
+    return [_save(fig, out_dir / name) for name, fig in create_task(spec).figures(df)]
 
 
-def _figure(width: float, height: float, bottom: float | None = None) -> tuple[Figure, Axes]:
+def new_figure(width: float, height: float, bottom: float | None = None) -> tuple[Figure, Axes]:
+    """A figure with one axes on the Agg canvas (no pyplot); `bottom` leaves room under the axes."""
     fig = Figure(figsize=(width, height), layout=None if bottom else "constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

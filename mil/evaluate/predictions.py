@@ -3,16 +3,13 @@
 `mil train` writes out-of-fold predictions and `mil predict` writes predictions on an external cohort; `mil
 evaluate` reads nothing else (no model, no bag), so any tool that writes this table can be evaluated.
 
-Columns by kind (one row per patient; `patient_id` unique, because a patient predicted twice would be counted
-twice in every pooled metric):
-
-- classification: patient_id, fold, y_true (class name), y_pred (class name), prob_<class> per class
-- multilabel:     patient_id, fold, true_<label> (0/1), prob_<label> per label
-- survival:       patient_id, fold, time, event (0/1), risk (higher = worse)
+Columns (one row per patient; `patient_id` unique, because a patient predicted twice would be counted twice
+in every pooled metric): patient_id, fold, then the truth and prediction columns of the task kind (each kind's
+module in `mil.tasks` lists them; e.g. classification: y_true, y_pred, prob_<class> per class).
 
 `fold` is the cross-validation fold the patient was held out in; it is empty for an external cohort scored by an
 ensemble. Truth columns may be empty too (a cohort predicted before its labels were known); `attach_labels`
-fills them from a labels CSV. The spec (kind, target columns, classes in logit order) sits in a JSON sidecar
+fills them from a labels CSV. The `TaskSpec` (kind, target columns, classes in logit order) sits in a JSON sidecar
 `<path>.spec.json`, so the class order never has to be guessed from column names.
 
 Only empty cells count as missing when reading a predictions table (a class may be called "NA"); the labels CSV
@@ -22,7 +19,6 @@ uses pandas' usual missing markers (NA, NaN, null, ...), as clinical tables do.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,79 +27,16 @@ import pandas as pd
 from features.core.errors import InputError
 from features.core.io import atomic_write, atomic_write_text
 from mil.evaluate.columns import conflicting_patient, label_text, numeric_column, text_column
+from mil.tasks import TaskSpec, create_task
 
-KINDS = ("classification", "multilabel", "survival")
 SPEC_SCHEMA = "mil.predictions/1"
-
-
-@dataclass(frozen=True)
-class PredictionSpec:
-    kind: str  # "classification" | "multilabel" | "survival"
-    target: str | list[str]  # label column(s) in the labels CSV (survival: [time_col, event_col])
-    classes: list[str] = field(default_factory=list)  # logit order; multilabel: label names; survival: []
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise InputError(f"prediction spec: kind {self.kind!r} is not one of {', '.join(KINDS)}")
-        classes = [str(c) for c in self.classes]
-        object.__setattr__(self, "classes", classes)
-        target = self.target if isinstance(self.target, str) else [str(t) for t in self.target]
-        object.__setattr__(self, "target", target)
-        if len(set(classes)) != len(classes):
-            raise InputError(f"prediction spec: duplicate class names in {classes}")
-        if self.kind == "classification" and (len(classes) < 2 or not isinstance(target, str)):
-            raise InputError("prediction spec: classification needs one target column and at least 2 classes")
-        if self.kind == "multilabel" and (
-            isinstance(target, str) or len(target) != len(classes) or not classes
-        ):
-            raise InputError(
-                "prediction spec: multilabel needs one target column per label (same order as classes)"
-            )
-        if self.kind == "survival" and (isinstance(target, str) or len(target) != 2 or classes):
-            raise InputError("prediction spec: survival needs target [time_col, event_col] and no classes")
-
-    # -- column names: defined once, used by writer, reader, metrics and plots ---------------------------
-    def prob_columns(self) -> list[str]:
-        return [f"prob_{c}" for c in self.classes]
-
-    def truth_columns(self) -> list[str]:
-        if self.kind == "classification":
-            return ["y_true"]
-        if self.kind == "multilabel":
-            return [f"true_{c}" for c in self.classes]
-        return ["time", "event"]
-
-    def prediction_columns(self) -> list[str]:
-        if self.kind == "classification":
-            return ["y_pred", *self.prob_columns()]
-        if self.kind == "multilabel":
-            return self.prob_columns()
-        return ["risk"]
-
-    def columns(self) -> list[str]:
-        return ["patient_id", "fold", *self.truth_columns(), *self.prediction_columns()]
-
-    def target_map(self) -> dict[str, str]:
-        """Labels-CSV column -> predictions-table truth column."""
-        targets = [self.target] if isinstance(self.target, str) else list(self.target)
-        return dict(zip(targets, self.truth_columns(), strict=True))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict, source: str = "spec") -> PredictionSpec:
-        try:
-            return cls(kind=data["kind"], target=data["target"], classes=list(data.get("classes") or []))
-        except (KeyError, TypeError) as exc:
-            raise InputError(f"{source}: not a prediction spec (needs kind, target, classes): {exc}") from exc
 
 
 def spec_path(path: Path) -> Path:
     return Path(f"{path}.spec.json")
 
 
-def write_predictions(df: pd.DataFrame, spec: PredictionSpec, path: Path) -> None:
+def write_predictions(df: pd.DataFrame, spec: TaskSpec, path: Path) -> None:
     """Validate and write the table plus its `<path>.spec.json` sidecar, each atomically.
 
     The sidecar is renamed into place before the CSV, so a crash in between leaves the old CSV with a spec
@@ -113,10 +46,10 @@ def write_predictions(df: pd.DataFrame, spec: PredictionSpec, path: Path) -> Non
     table = validate_predictions(df, spec, source=str(path))
     sidecar = {"schema": SPEC_SCHEMA, **spec.to_dict()}
     atomic_write_text(spec_path(path), json.dumps(sidecar, indent=2) + "\n")
-    atomic_write(path, lambda tmp: table[spec.columns()].to_csv(tmp, index=False))
+    atomic_write(path, lambda tmp: table[create_task(spec).columns()].to_csv(tmp, index=False))
 
 
-def read_predictions(path: Path) -> tuple[pd.DataFrame, PredictionSpec]:
+def read_predictions(path: Path) -> tuple[pd.DataFrame, TaskSpec]:
     """Read a predictions table and its spec; every problem is a one-line `InputError` naming the file."""
     path = Path(path)
     if not path.is_file():
@@ -128,10 +61,10 @@ def read_predictions(path: Path) -> tuple[pd.DataFrame, PredictionSpec]:
             'or add it: {"kind": ..., "target": ..., "classes": [...]}'
         )
     try:
-        spec = PredictionSpec.from_dict(json.loads(sidecar.read_text()), source=str(sidecar))
+        spec = TaskSpec.from_dict(json.loads(sidecar.read_text()), source=str(sidecar))
     except json.JSONDecodeError as exc:
         raise InputError(f"{sidecar}: not valid JSON ({exc.msg}, line {exc.lineno})") from exc
-    text_cols = {"patient_id": str, "fold": str, "y_true": str, "y_pred": str}
+    text_cols = dict.fromkeys(["patient_id", "fold", *create_task(spec).text_columns()], str)
     try:
         df = pd.read_csv(path, dtype=text_cols, keep_default_na=False, na_values=[""])
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -139,12 +72,13 @@ def read_predictions(path: Path) -> tuple[pd.DataFrame, PredictionSpec]:
     return validate_predictions(df, spec, source=str(path)), spec
 
 
-def validate_predictions(df: pd.DataFrame, spec: PredictionSpec, source: str) -> pd.DataFrame:
-    """Check columns and values; return a normalised copy (string ids and folds, numeric scores)."""
-    missing = [c for c in spec.columns() if c not in df.columns]
+def validate_predictions(df: pd.DataFrame, spec: TaskSpec, source: str) -> pd.DataFrame:
+    """Check columns and values; return a normalised copy (string ids, folds and names, numeric scores)."""
+    task = create_task(spec)
+    missing = [c for c in task.columns() if c not in df.columns]
     if missing:
         raise InputError(f"{source}: missing column(s) {', '.join(missing)} for {spec.kind} predictions")
-    out = df[spec.columns()].copy()
+    out = df[task.columns()].copy()
     out["patient_id"] = text_column(out["patient_id"])
     if out["patient_id"].isna().any():
         raise InputError(f"{source}: {int(out['patient_id'].isna().sum())} row(s) without patient_id")
@@ -154,38 +88,25 @@ def validate_predictions(df: pd.DataFrame, spec: PredictionSpec, source: str) ->
             f"{source}: patient_id not unique (e.g. {', '.join(map(str, dup[:3]))}); one row per patient"
         )
     out["fold"] = label_text(out["fold"])
-    for col in spec.prediction_columns():
-        if col == "y_pred":
+    text = task.text_columns()
+    for col in task.prediction_columns():
+        if col in text:
             continue
         out[col] = numeric_column(out[col], source, col)
         if not np.isfinite(out[col].to_numpy(float)).all():
             raise InputError(
                 f"{source}: column {col} has empty or non-finite values; every patient needs a score"
             )
-    if spec.kind == "classification":
-        out["y_pred"] = label_text(out["y_pred"])
-        _check_classes(out["y_pred"], spec, source, "y_pred", allow_na=False)
-        out["y_true"] = label_text(out["y_true"])
-        _check_classes(out["y_true"], spec, source, "y_true", allow_na=True)
-    else:
-        for col in spec.truth_columns():
+    for col in [*task.truth_columns(), *task.prediction_columns()]:
+        if col in text:
+            out[col] = label_text(out[col])
+        elif col in task.truth_columns():
             out[col] = numeric_column(out[col], source, col)
-        binary = spec.truth_columns() if spec.kind == "multilabel" else ["event"]
-        for col in binary:
-            bad = out[col].notna() & ~out[col].isin([0, 1])
-            if bad.any():
-                raise InputError(f"{source}: column {col} must be 0/1, found {out[col][bad].iloc[0]!r}")
-        if spec.kind == "survival":
-            if (out["time"].isna() != out["event"].isna()).any():
-                raise InputError(
-                    f"{source}: time and event must be both given or both empty for each patient"
-                )
-            if (out["time"] < 0).any() or np.isinf(out["time"]).any():
-                raise InputError(f"{source}: column time must be finite and >= 0")
+    task.check_table(out, source)
     return out
 
 
-def attach_labels(df: pd.DataFrame, spec: PredictionSpec, labels_csv: Path) -> pd.DataFrame:
+def attach_labels(df: pd.DataFrame, spec: TaskSpec, labels_csv: Path) -> pd.DataFrame:
     """Fill the truth columns from a labels CSV (`patient_id` + the spec's target columns).
 
     The CSV may hold several rows per patient (one per slide, as `mil train` accepts) when they agree on the
@@ -200,9 +121,11 @@ def attach_labels(df: pd.DataFrame, spec: PredictionSpec, labels_csv: Path) -> p
     labels_csv = Path(labels_csv)
     if not labels_csv.is_file():
         raise InputError(f"labels file {labels_csv} not found")
-    targets = list(spec.target_map())
+    task = create_task(spec)
+    target_map, text = task.target_map(), task.text_columns()
+    targets = list(target_map)
     try:
-        text_cols = {"patient_id": str, **({targets[0]: str} if spec.kind == "classification" else {})}
+        text_cols = {"patient_id": str, **{t: str for t, col in target_map.items() if col in text}}
         labels = pd.read_csv(labels_csv, dtype=text_cols)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise InputError(f"{labels_csv}: not a readable CSV ({str(exc).splitlines()[0]})") from exc
@@ -215,15 +138,14 @@ def attach_labels(df: pd.DataFrame, spec: PredictionSpec, labels_csv: Path) -> p
         raise InputError(
             f"{labels_csv}: missing target column(s) {', '.join(missing)} named in the prediction spec"
         )
-    labels = labels[["patient_id", *targets]].rename(columns=spec.target_map())
+    labels = labels[["patient_id", *targets]].rename(columns=target_map)
     labels["patient_id"] = text_column(labels["patient_id"])
     labels = labels.dropna(subset=["patient_id"])
-    truth = spec.truth_columns()
-    if spec.kind == "classification":
-        labels["y_true"] = label_text(labels["y_true"])
-    else:
-        for col in truth:
-            labels[col] = numeric_column(labels[col], str(labels_csv), col)
+    truth = task.truth_columns()
+    for col in truth:
+        labels[col] = (
+            label_text(labels[col]) if col in text else numeric_column(labels[col], str(labels_csv), col)
+        )
     # A table with one row per slide repeats patients: fine while their rows agree (training's rule).
     pid = conflicting_patient(labels["patient_id"], labels[truth])
     if pid is not None:
@@ -242,38 +164,36 @@ def attach_labels(df: pd.DataFrame, spec: PredictionSpec, labels_csv: Path) -> p
             f"{labels['patient_id'].iloc[0] if len(labels) else 'none'!r})"
         )
     merged = merged[df.columns]
-    if spec.kind == "classification":
-        unknown = sorted(set(merged["y_true"]) - set(spec.classes))
-        if unknown:
-            raise InputError(
-                f"{labels_csv}: column {spec.target} has class(es) {', '.join(map(repr, unknown[:5]))} that the "
-                f"model does not predict (classes: {', '.join(spec.classes)}); fix or drop those patients"
-            )
+    task.check_new_truth(merged, str(labels_csv))
     merged = validate_predictions(merged, spec, source=str(labels_csv))
-    _check_agreement(df, merged, truth, labels_csv)
+    _check_agreement(df, merged, truth, all(col in text for col in truth), labels_csv)
     unlabelled = sorted(set(df["patient_id"]) - set(merged["patient_id"]))
     merged.attrs["unlabelled_patients"] = unlabelled
     return merged.reset_index(drop=True)
 
 
-def require_truth(df: pd.DataFrame, spec: PredictionSpec, source: str) -> None:
+def require_truth(df: pd.DataFrame, spec: TaskSpec, source: str) -> None:
     """Metrics need every truth cell; an external cohort without labels must go through `attach_labels`."""
-    empty = df[spec.truth_columns()].isna().any(axis=1)
+    truth = create_task(spec).truth_columns()
+    empty = df[truth].isna().any(axis=1)
     if empty.any():
         raise InputError(
-            f"{source}: {int(empty.sum())} of {len(df)} patients have no truth ({', '.join(spec.truth_columns())} "
+            f"{source}: {int(empty.sum())} of {len(df)} patients have no truth ({', '.join(truth)} "
             "empty); pass --labels CSV with patient_id and the target column(s)"
         )
 
 
-def _check_agreement(before: pd.DataFrame, after: pd.DataFrame, truth: list[str], source: Path) -> None:
+def _check_agreement(
+    before: pd.DataFrame, after: pd.DataFrame, truth: list[str], names: bool, source: Path
+) -> None:
+    """Truth already in the predictions must equal the labels' (names exactly, numbers to rounding)."""
     old = before.set_index("patient_id").loc[after["patient_id"], truth].reset_index(drop=True)
     new = after[truth].reset_index(drop=True)
     known = old.notna().all(axis=1)
     if not known.any():
         return
-    if truth == ["y_true"]:
-        differ = known & (old["y_true"] != new["y_true"])
+    if names:
+        differ = known & (old != new).any(axis=1)
     else:
         close = np.isclose(old[known].to_numpy(float), new[known].to_numpy(float), rtol=1e-6, atol=1e-9)
         differ = pd.Series(False, index=new.index)
@@ -284,15 +204,4 @@ def _check_agreement(before: pd.DataFrame, after: pd.DataFrame, truth: list[str]
             f"{source}: labels disagree with the truth already in the predictions for {int(differ.sum())} "
             f"patient(s) (e.g. {after['patient_id'].iloc[i]}: {old.iloc[i].tolist()} vs {new.iloc[i].tolist()}); "
             "fix the labels or drop the truth columns from the predictions"
-        )
-
-
-def _check_classes(values: pd.Series, spec: PredictionSpec, source: str, col: str, allow_na: bool) -> None:
-    if not allow_na and values.isna().any():
-        raise InputError(f"{source}: column {col} has empty values")
-    unknown = sorted(set(values.dropna()) - set(spec.classes))
-    if unknown:
-        raise InputError(
-            f"{source}: column {col} has class(es) {', '.join(map(repr, unknown[:5]))} not in the spec's "
-            f"classes {spec.classes}"
         )

@@ -17,7 +17,8 @@ import pandas as pd
 
 from features.core.errors import InputError
 from features.core.io import write_json
-from mil.evaluate.predictions import PredictionSpec, attach_labels, read_predictions, require_truth
+from mil.evaluate.predictions import attach_labels, read_predictions, require_truth
+from mil.tasks import TaskSpec
 
 _VERSIONED = ("mil", "numpy", "scipy", "pandas", "scikit-learn", "lifelines", "matplotlib")
 
@@ -26,7 +27,7 @@ _VERSIONED = ("mil", "numpy", "scipy", "pandas", "scikit-learn", "lifelines", "m
 class Evaluation:
     metrics: dict  # the metrics.json document, provenance included
     predictions: pd.DataFrame  # the rows that were evaluated (truth attached)
-    spec: PredictionSpec
+    spec: TaskSpec
     unlabelled: list[str] = field(default_factory=list)  # patient ids dropped for lack of a label
 
 

@@ -77,11 +77,6 @@ class PatientAttention:
         raise KeyError(slide_id)
 
 
-def output_names(classes: list[str]) -> list[str]:
-    """Names of a head's outputs: the class or label names; a survival head has one output, the risk."""
-    return list(classes) if classes else ["risk"]
-
-
 def method_of(models: list[FoldModel]) -> str:
     return "attention" if models[0].head.attention_kind != "none" else ATTRIBUTION_METHOD
 

@@ -5,9 +5,10 @@ attention a cell got only exists in the context of its patient's whole bag. Slid
 way training did: through the run's labels CSV (recorded in its config.yaml) where it lists the slide, else
 through the store's `BagMeta.patient_id`.
 
-Which patients belong to a class (for cohort galleries and discovery): the truth of the run's out-of-fold
-predictions.csv where the patient has one, else the ensemble's predicted class (recorded per patient as
-`group_source`, so a report on an unlabelled cohort says it grouped by prediction).
+Which patients belong to a class (for cohort galleries and discovery) is the task kind's rule
+(`Task.cohort_groups`): for classes and labels, the truth of the run's out-of-fold predictions.csv where the
+patient has one, else the ensemble's prediction (shown as "(predicted)", so a report on an unlabelled cohort
+says it grouped by prediction); for survival, the patients above the median predicted risk.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import yaml
 from features.bagstore import BagMeta, BagStore
 from features.core.errors import InputError
 from mil.config import TrainConfig
-from mil.evaluate.predictions import PredictionSpec
-from mil.explain.attention import PatientAttention, explain_patient, method_of, output_names
+from mil.explain.attention import PatientAttention, explain_patient, method_of
+from mil.tasks import TaskSpec, create_task
 from mil.training.checkpoint import FoldModel
 from mil.training.data import PatientBag, read_patient_bag
 
@@ -37,8 +38,8 @@ class Explainer:
     store: BagStore
     config: TrainConfig
     models: list[FoldModel]
-    spec: PredictionSpec
-    names: list[str]  # output names: classes, labels, or ["risk"]
+    spec: TaskSpec
+    names: list[str]  # output names: classes, labels, or ["risk"] (`Task.output_names`)
     method: str  # "attention" or the attribution method
     patient_slides: dict[str, list[str]]  # patient -> every stored slide of that patient (the model's bag)
     predictions: pd.DataFrame | None  # the run's out-of-fold predictions.csv, if present
@@ -77,7 +78,7 @@ class Explainer:
             config=config,
             models=models,
             spec=spec,
-            names=output_names(spec.classes),
+            names=create_task(spec).output_names(),
             method=method_of(models),
             patient_slides=_patient_slides(metas, labels),
             predictions=predictions,
@@ -108,28 +109,13 @@ class Explainer:
         )
         return bag, att
 
-    def group_of(self, patient_id: str, att: PatientAttention) -> tuple[set[str], str]:
-        """Output names this patient belongs to, and whether from "truth" or "predicted" (see module doc).
-        A patient the labels list with an empty target (an MDS patient in an APL/AML/healthy task) belongs to
-        none: the task does not apply to them, and a predicted class would be a guess outside the task."""
-        if patient_id in self.off_task:
-            return set(), "no label"
-        row = None
+    def cohort_groups(self, outputs: dict[str, np.ndarray]) -> dict[str, tuple[set[str], str]]:
+        """patient -> (output names it belongs to, how the report shows it), from the ensemble's `outputs`
+        (`PatientAttention.prediction`) and the truth of the run's predictions (see the module doc)."""
+        rows = {}
         if self.predictions is not None:
-            hit = self.predictions[self.predictions["patient_id"] == patient_id]
-            row = hit.iloc[0] if len(hit) else None
-        kind = self.spec.kind
-        if kind == "classification":
-            if row is not None and pd.notna(row["y_true"]) and str(row["y_true"]) != "":
-                return {str(row["y_true"])}, "truth"
-            return {self.names[int(np.argmax(att.prediction))]}, "predicted"
-        if kind == "multilabel":
-            truth = [f"true_{c}" for c in self.names]
-            if row is not None and all(pd.notna(row[c]) for c in truth):
-                return {c for c, t in zip(self.names, truth, strict=True) if int(row[t]) == 1}, "truth"
-            return {c for c, p in zip(self.names, att.prediction, strict=True) if p >= 0.5}, "predicted"
-        # survival: no classes; "risk" groups the patients the ensemble puts above the median risk (set later)
-        return set(), "predicted"
+            rows = {str(r["patient_id"]): r for _, r in self.predictions.iterrows()}
+        return create_task(self.spec).cohort_groups(outputs, rows, self.off_task)
 
 
 def _recorded_labels(run: Path) -> Path | None:
@@ -142,13 +128,13 @@ def _recorded_labels(run: Path) -> Path | None:
     return Path(path) if path and Path(path).is_file() else None
 
 
-def _off_task(labels: Path | None, spec: PredictionSpec) -> set[str]:
+def _off_task(labels: Path | None, spec: TaskSpec) -> set[str]:
     if labels is None:
         return set()
     from mil.cohort.labels import read_labels
 
     table = read_labels(labels)
-    target = [spec.target] if isinstance(spec.target, str) else list(spec.target)
+    target = spec.label_columns()
     if "patient_id" not in table.columns or any(c not in table.columns for c in target):
         return set()
     empty = table[target].isna().all(axis=1)  # read_labels turns empty cells into NaN

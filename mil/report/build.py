@@ -74,27 +74,19 @@ def report(
     emit("start", total=len(patients))
     collector = DiscoveryCollector(ex.names, seed=seed)
     tops: dict[str, dict[str, list[CellRef]]] = {name: {} for name in ex.names}
-    groups: dict[str, set[str]] = {}
-    shown_as: dict[str, str] = {}
-    risks: dict[str, float] = {}
+    outputs: dict[str, np.ndarray] = {}
     for i, patient in enumerate(patients):
         bag, att = ex.explain(patient)
         collector.add(bag.features, att)
-        groups[patient], how = ex.group_of(patient, att)
-        risks[patient] = float(att.prediction[0])
+        outputs[patient] = att.prediction
         rel = att.relative()
         for name in ex.names:
             best = np.argsort(-rel[att.row(name)], kind="stable")[:per_patient]
             tops[name][patient] = [_ref(att, int(r), float(rel[att.row(name), r])) for r in best]
-        shown_as[patient] = ", ".join(sorted(groups[patient])) + {
-            "predicted": " (predicted)",
-            "no label": "(no label)",
-        }.get(how, "")
         emit("patient", done=i + 1, total=len(patients), patient_id=patient)
-    if ex.spec.kind == "survival":  # no classes: "risk" = patients above the median predicted risk
-        cut = float(np.median(list(risks.values())))
-        groups = {p: ({"risk"} if r > cut else set()) for p, r in risks.items() if p not in ex.off_task}
-        shown_as = {p: ("high risk" if g else "low risk") + " (predicted)" for p, g in groups.items()}
+    grouped = ex.cohort_groups(outputs)  # the task kind's grouping: classes, labels, or predicted risk
+    groups = {p: names for p, (names, _) in grouped.items()}
+    shown_as = {p: shown for p, (_, shown) in grouped.items()}
 
     emit("discovery")
     clusters = collector.clusters(groups, n_clusters=n_clusters, members=cluster_members)

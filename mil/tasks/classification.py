@@ -4,6 +4,8 @@ Binary is a 2-class softmax, not a single sigmoid logit. The two are the same mo
 is the sigmoid of their difference), but the 2-class form keeps one code path: per-class attention heads
 (clam_mb, scemila) get one branch per class, the predictions table has prob_<class> for both classes, and
 evaluation treats binary and multiclass alike.
+
+Predictions table: patient_id, fold, y_true (class name), y_pred (class name), prob_<class> per class.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from features.core.errors import InputError
-from mil.evaluate.columns import label_text  # one rule for training's labels and evaluation's columns
+from features.core.errors import ConfigError, InputError
+from mil.evaluate.columns import check_classes, label_text  # one rule for training's labels and the table
 from mil.tasks import TASKS
-from mil.tasks.base import Task, mean_auc
+from mil.tasks.base import Task, mean_auc, require_columns
+from mil.tasks.formatting import per_class_html, per_class_rows
 
 # An integer-coded column with at most this many distinct values is a class label (0/1, 1/2/3 grades);
 # more look like a measurement, where guessing classes would be wrong.
@@ -43,6 +46,43 @@ class Classification(Task):
 
     kind = "classification"
     metric_name = "macro_auc"
+    metric_label = "macro AUC"
+    headline = ("macro_auc", "balanced_accuracy", "accuracy")
+    plots = {"roc.png": "ROC curves", "confusion.png": "confusion matrix"}
+
+    @classmethod
+    def infers(cls, config) -> bool:
+        return isinstance(config.target, str)
+
+    @classmethod
+    def resolve(cls, table: pd.DataFrame, config, source: str):
+        from mil.tasks.spec import TaskSpec
+
+        if config.target is None:
+            raise ConfigError("no target: pass --target COLUMN or set train.target in the config")
+        if not isinstance(config.target, str):
+            raise ConfigError(
+                "classification reads one target column; several 0/1 columns: --task multilabel"
+            )
+        (col,) = require_columns(table, [config.target], source)
+        classes = list(config.classes) if config.classes is not None else infer_classes(table[col])
+        if classes is None:
+            raise ConfigError(
+                f"{source}: column {col!r} holds non-integer numbers, not classes; for survival pass --task "
+                "survival --time-col TIME --event-col EVENT, or list train.classes"
+            )
+        if config.classes is not None:
+            classes = [label_text(pd.Series([c])).iloc[0] for c in classes]
+        if len(classes) < 2:
+            raise InputError(
+                f"{source}: column {col!r} has {len(classes)} class(es) {classes}; a classifier needs 2+"
+            )
+        return TaskSpec("classification", col, classes)
+
+    @classmethod
+    def check_spec(cls, spec) -> None:
+        if len(spec.classes) < 2 or not isinstance(spec.target, str):
+            raise InputError("task spec: classification needs one target column and at least 2 classes")
 
     def parse(self, table: pd.DataFrame, source: str) -> tuple[np.ndarray, np.ndarray]:
         col = self.spec.target
@@ -57,6 +97,10 @@ class Classification(Task):
             )
         y = np.array([index[v] if ok else -1 for v, ok in zip(labels, has, strict=True)], dtype=np.float32)
         return y, has
+
+    def fold_counts(self, y: np.ndarray) -> tuple[dict[str, int], str, str]:
+        counts = {c: int((y == i).sum()) for i, c in enumerate(self.spec.classes)}
+        return counts, "patients", "merge or drop the class (train.classes)"
 
     def fit_weights(self, y: np.ndarray, enabled: bool) -> None:
         # Inverse frequency n / (C * n_c): each class contributes equally to the loss, as sklearn's
@@ -80,6 +124,28 @@ class Classification(Task):
             onehot, out = onehot[:, 1:], out[:, 1:]
         return mean_auc(onehot, out)
 
+    def strata(self, y: np.ndarray) -> np.ndarray:
+        return y.astype(int)
+
+    def sample_weights(self, y: np.ndarray) -> np.ndarray | None:
+        counts = np.bincount(y.astype(int), minlength=self.n_outputs)
+        return 1.0 / counts[y.astype(int)]
+
+    def head_target(self, y: Tensor) -> Tensor | None:
+        return y.long()
+
+    def truth_columns(self) -> list[str]:
+        return ["y_true"]
+
+    def prediction_columns(self) -> list[str]:
+        return ["y_pred", *self.prob_columns()]
+
+    def prob_columns(self) -> list[str]:
+        return [f"prob_{c}" for c in self.spec.classes]
+
+    def text_columns(self) -> list[str]:
+        return ["y_true", "y_pred"]
+
     def frame(
         self, patients: list[str], fold: int | None, y: np.ndarray | None, out: np.ndarray
     ) -> pd.DataFrame:
@@ -91,9 +157,47 @@ class Classification(Task):
             df[f"prob_{c}"] = out[:, i]
         return df
 
-    def strata(self, y: np.ndarray) -> np.ndarray:
-        return y.astype(int)
+    def check_table(self, table: pd.DataFrame, source: str) -> None:
+        check_classes(table["y_pred"], self.spec.classes, source, "y_pred", allow_na=False)
+        check_classes(table["y_true"], self.spec.classes, source, "y_true", allow_na=True)
 
-    def sample_weights(self, y: np.ndarray) -> np.ndarray | None:
-        counts = np.bincount(y.astype(int), minlength=self.n_outputs)
-        return 1.0 / counts[y.astype(int)]
+    def check_new_truth(self, table: pd.DataFrame, source: str) -> None:
+        unknown = sorted(set(table["y_true"]) - set(self.spec.classes))
+        if unknown:
+            raise InputError(
+                f"{source}: column {self.spec.target} has class(es) {', '.join(map(repr, unknown[:5]))} that the "
+                f"model does not predict (classes: {', '.join(self.spec.classes)}); fix or drop those patients"
+            )
+
+    def metric_block(self, df: pd.DataFrame, n_bootstrap: int, seed: int) -> dict:
+        from mil.evaluate.classification import classification_metrics
+
+        probs = df[self.prob_columns()].to_numpy(float)
+        y_true, y_pred = df["y_true"].to_numpy(), df["y_pred"].to_numpy()
+        return classification_metrics(y_true, y_pred, probs, self.spec.classes, n_bootstrap, seed)
+
+    def figures(self, df: pd.DataFrame) -> list:
+        from mil.evaluate.classification import confusion_matrix
+        from mil.evaluate.plots import new_figure, plot_confusion, roc_figure
+
+        classes = self.spec.classes
+        truth = df["y_true"].to_numpy()[:, None] == np.asarray(classes)[None, :]
+        roc = roc_figure(truth, df[self.prob_columns()].to_numpy(float), classes)
+        index = {c: i for i, c in enumerate(classes)}
+        y, pred = df["y_true"].map(index).to_numpy(int), df["y_pred"].map(index).to_numpy(int)
+        size = 2.5 + 0.9 * len(classes)
+        fig, ax = new_figure(size, size)
+        plot_confusion(ax, confusion_matrix(y, pred, len(classes)), classes)
+        ax.set_title("confusion matrix, pooled")
+        return [("roc.png", roc), ("confusion.png", fig)]
+
+    def detail_rows(self, block: dict) -> list[tuple[str, str, str]]:
+        return per_class_rows(block)
+
+    def report_html(self, block: dict, level: int) -> str:
+        return per_class_html(block, level, "Per class (pooled, one vs rest)")
+
+    def group(self, row: pd.Series | None, prediction: np.ndarray) -> tuple[set[str], str]:
+        if row is not None and pd.notna(row["y_true"]) and str(row["y_true"]) != "":
+            return {str(row["y_true"])}, "truth"
+        return {self.spec.classes[int(np.argmax(prediction))]}, "predicted"

@@ -3,6 +3,8 @@
 A patient needs every label to be used (a partly empty row is left out and counted, like an empty target):
 masking single labels inside the loss would let patients count for some labels and not others, and the
 per-label metrics would then describe different cohorts.
+
+Predictions table: patient_id, fold, true_<label> (0/1) per label, prob_<label> per label.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from features.core.errors import InputError
+from features.core.errors import ConfigError, InputError
+from mil.evaluate.columns import check_binary
 from mil.tasks import TASKS
-from mil.tasks.base import Task, binary_auc
+from mil.tasks.base import Task, binary_auc, require_columns
+from mil.tasks.formatting import per_class_html, per_class_rows
 
 
 def parse_binary(values: pd.Series, source: str, col: str) -> np.ndarray:
@@ -39,11 +43,42 @@ class MultiLabel(Task):
 
     kind = "multilabel"
     metric_name = "macro_auc"
+    metric_label = "macro AUC"
+    headline = ("macro_auc",)
+    plots = {"roc.png": "ROC curves"}
+
+    @classmethod
+    def infers(cls, config) -> bool:
+        return isinstance(config.target, list)
+
+    @classmethod
+    def resolve(cls, table: pd.DataFrame, config, source: str):
+        from mil.tasks.spec import TaskSpec
+
+        target = config.target
+        if target is None:
+            raise ConfigError("no target: pass --target COLUMN or set train.target in the config")
+        cols = require_columns(table, [target] if isinstance(target, str) else list(target), source)
+        if config.classes is not None and list(config.classes) != cols:
+            raise ConfigError("multilabel: the labels are the target columns; leave train.classes empty")
+        return TaskSpec("multilabel", cols, cols)
+
+    @classmethod
+    def check_spec(cls, spec) -> None:
+        target = spec.target
+        if isinstance(target, str) or len(target) != len(spec.classes) or not spec.classes:
+            raise InputError(
+                "task spec: multilabel needs one target column per label (same order as classes)"
+            )
 
     def parse(self, table: pd.DataFrame, source: str) -> tuple[np.ndarray, np.ndarray]:
-        y = np.stack([parse_binary(table[c], source, c) for c in self.spec.columns()], axis=1)
+        y = np.stack([parse_binary(table[c], source, c) for c in self.spec.label_columns()], axis=1)
         has = ~np.isnan(y).any(axis=1)
         return np.nan_to_num(y, nan=-1).astype(np.float32), has
+
+    def fold_counts(self, y: np.ndarray) -> tuple[dict[str, int], str, str]:
+        counts = {c: int(y[:, i].sum()) for i, c in enumerate(self.spec.classes)}
+        return counts, "positive patients", "drop the label from train.target"
 
     def fit_weights(self, y: np.ndarray, enabled: bool) -> None:
         # pos_weight = negatives / positives per label: a rare mutation weighs as much as its absence.
@@ -65,6 +100,19 @@ class MultiLabel(Task):
         aucs = [a for a in aucs if not np.isnan(a)]
         return float(np.mean(aucs)) if aucs else float("nan")
 
+    def strata(self, y: np.ndarray) -> np.ndarray:
+        # The label combination ("10", "01", ...); the splitter merges combinations rarer than the fold count.
+        return np.array(["".join(str(int(v)) for v in row) for row in y], dtype=object)
+
+    def truth_columns(self) -> list[str]:
+        return [f"true_{c}" for c in self.spec.classes]
+
+    def prediction_columns(self) -> list[str]:
+        return self.prob_columns()
+
+    def prob_columns(self) -> list[str]:
+        return [f"prob_{c}" for c in self.spec.classes]
+
     def frame(
         self, patients: list[str], fold: int | None, y: np.ndarray | None, out: np.ndarray
     ) -> pd.DataFrame:
@@ -75,6 +123,32 @@ class MultiLabel(Task):
             df[f"prob_{c}"] = out[:, i]
         return df
 
-    def strata(self, y: np.ndarray) -> np.ndarray:
-        # The label combination ("10", "01", ...); the splitter merges combinations rarer than the fold count.
-        return np.array(["".join(str(int(v)) for v in row) for row in y], dtype=object)
+    def check_table(self, table: pd.DataFrame, source: str) -> None:
+        check_binary(table, self.truth_columns(), source)
+
+    def metric_block(self, df: pd.DataFrame, n_bootstrap: int, seed: int) -> dict:
+        from mil.evaluate.multilabel import multilabel_metrics
+
+        truth = df[self.truth_columns()].to_numpy(int)
+        probs = df[self.prob_columns()].to_numpy(float)
+        return multilabel_metrics(truth, probs, self.spec.classes, n_bootstrap, seed)
+
+    def figures(self, df: pd.DataFrame) -> list:
+        from mil.evaluate.plots import roc_figure
+
+        truth = df[self.truth_columns()].to_numpy(int) == 1
+        return [("roc.png", roc_figure(truth, df[self.prob_columns()].to_numpy(float), self.spec.classes))]
+
+    def detail_rows(self, block: dict) -> list[tuple[str, str, str]]:
+        return per_class_rows(block)
+
+    def report_html(self, block: dict, level: int) -> str:
+        return per_class_html(block, level, "Per class (pooled, one vs rest)")
+
+    def group(self, row: pd.Series | None, prediction: np.ndarray) -> tuple[set[str], str]:
+        from mil.evaluate.multilabel import THRESHOLD  # the metrics' fixed threshold
+
+        names, truth = self.spec.classes, self.truth_columns()
+        if row is not None and all(pd.notna(row[c]) for c in truth):
+            return {c for c, t in zip(names, truth, strict=True) if int(row[t]) == 1}, "truth"
+        return {c for c, p in zip(names, prediction, strict=True) if p >= THRESHOLD}, "predicted"

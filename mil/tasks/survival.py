@@ -4,6 +4,9 @@ The head's single logit is the log relative hazard (risk, higher = worse). Ties 
 Breslow's approximation: every patient still at risk at time t (time >= t, including the tied ones) is in the
 denominator of each event at t. The loss is computed over the patients of one batch (as in DeepSurv-style
 MIL training), and over all validation patients at once for early stopping. Concordance comes from lifelines.
+
+Predictions table: patient_id, fold, time, event (0/1), risk (higher = worse). Cohort explanations have no
+classes: "risk" groups the patients the ensemble puts above the median predicted risk.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from features.core.errors import InputError
+from features.core.errors import ConfigError, InputError
+from mil.evaluate.columns import check_binary
 from mil.tasks import TASKS
-from mil.tasks.base import Task
+from mil.tasks.base import Task, median_split, require_columns
 from mil.tasks.multilabel import parse_binary
 
 
@@ -45,13 +49,38 @@ class Survival(Task):
 
     kind = "survival"
     metric_name = "c_index"
+    metric_label = "c-index"
+    headline = ("c_index",)
+    plots = {"km.png": "Kaplan-Meier curves"}
 
     @property
     def n_outputs(self) -> int:
         return 1
 
+    @classmethod
+    def infers(cls, config) -> bool:
+        return config.target is None and bool(config.time_col and config.event_col)
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        if not (config.time_col and config.event_col):
+            raise ValueError("task survival needs time_col and event_col")
+
+    @classmethod
+    def resolve(cls, table: pd.DataFrame, config, source: str):
+        from mil.tasks.spec import TaskSpec
+
+        if not (config.time_col and config.event_col):
+            raise ConfigError("survival needs train.time_col and train.event_col (--time-col, --event-col)")
+        return TaskSpec("survival", require_columns(table, [config.time_col, config.event_col], source), [])
+
+    @classmethod
+    def check_spec(cls, spec) -> None:
+        if isinstance(spec.target, str) or len(spec.target) != 2 or spec.classes:
+            raise InputError("task spec: survival needs target [time_col, event_col] and no classes")
+
     def parse(self, table: pd.DataFrame, source: str) -> tuple[np.ndarray, np.ndarray]:
-        time_col, event_col = self.spec.columns()
+        time_col, event_col = self.spec.label_columns()
         time = pd.to_numeric(table[time_col], errors="coerce")
         bad = time.isna() & table[time_col].notna() & (table[time_col].astype(str).str.strip() != "")
         if bad.any() or (time < 0).any():
@@ -61,6 +90,9 @@ class Survival(Task):
         has = time.notna().to_numpy() & ~np.isnan(event)
         y = np.stack([time.fillna(-1).to_numpy(np.float64), np.nan_to_num(event, nan=-1)], axis=1)
         return y.astype(np.float32), has
+
+    def fold_counts(self, y: np.ndarray) -> tuple[dict[str, int], str, str]:
+        return {"event": int(y[:, 1].sum())}, "patients with an event", "wait for more events"
 
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
         return cox_ph_loss(logits[:, 0], y[:, 0], y[:, 1])
@@ -73,6 +105,15 @@ class Survival(Task):
 
         return float("nan") if y[:, 1].sum() == 0 else concordance(y[:, 0], y[:, 1], out[:, 0])
 
+    def strata(self, y: np.ndarray) -> np.ndarray:
+        return y[:, 1].astype(int)  # event status: every fold gets its share of events
+
+    def truth_columns(self) -> list[str]:
+        return ["time", "event"]
+
+    def prediction_columns(self) -> list[str]:
+        return ["risk"]
+
     def frame(
         self, patients: list[str], fold: int | None, y: np.ndarray | None, out: np.ndarray
     ) -> pd.DataFrame:
@@ -82,5 +123,55 @@ class Survival(Task):
         df["risk"] = out[:, 0]
         return df
 
-    def strata(self, y: np.ndarray) -> np.ndarray:
-        return y[:, 1].astype(int)  # event status: every fold gets its share of events
+    def check_table(self, table: pd.DataFrame, source: str) -> None:
+        check_binary(table, ["event"], source)
+        if (table["time"].isna() != table["event"].isna()).any():
+            raise InputError(f"{source}: time and event must be both given or both empty for each patient")
+        if (table["time"] < 0).any() or np.isinf(table["time"]).any():
+            raise InputError(f"{source}: column time must be finite and >= 0")
+
+    def metric_block(self, df: pd.DataFrame, n_bootstrap: int, seed: int) -> dict:
+        from mil.evaluate.survival import survival_metrics
+
+        time, event, risk = df["time"].to_numpy(float), df["event"].to_numpy(int), df["risk"].to_numpy(float)
+        return survival_metrics(time, event, risk, n_bootstrap, seed)
+
+    def figures(self, df: pd.DataFrame) -> list:
+        from mil.evaluate.plots import new_figure, plot_km
+        from mil.evaluate.survival import GROUP_METHODS, kaplan_meier, risk_groups, survival_metrics
+
+        time, event, risk = (df[c].to_numpy(float) for c in ("time", "event", "risk"))
+        groups, _ = risk_groups(risk, "median")
+        fig, ax = new_figure(7, 5.5, bottom=0.3)
+        plot_km(ax, kaplan_meier(time, event, groups, GROUP_METHODS["median"]))
+        p = survival_metrics(time, event, risk, n_bootstrap=0)["logrank_p"]
+        ax.set_title(
+            f"risk split at the median, log-rank p = {p:.3g}" if p is not None else "risk split at the median"
+        )
+        return [("km.png", fig)]
+
+    def headline_rows(self, block: dict) -> list[tuple[str, str, str]]:
+        p = block.get("logrank_p")
+        return [
+            *super().headline_rows(block),
+            ("log-rank p (median split)", "-" if p is None else f"{p:.3g}", ""),
+        ]
+
+    def report_html(self, block: dict, level: int) -> str:
+        from mil.report.html import table
+
+        if not block.get("groups"):
+            return ""
+        rows = [
+            [g, b.get("n"), b.get("n_events"), b.get("median_survival")] for g, b in block["groups"].items()
+        ]
+        heading = "<h3>Risk groups (split at the median predicted risk)</h3>"
+        return heading + table(["group", "patients", "events", "median survival"], rows)
+
+    def output_names(self) -> list[str]:
+        return ["risk"]
+
+    def cohort_groups(
+        self, outputs: dict[str, np.ndarray], rows: dict[str, pd.Series], off_task: set[str]
+    ) -> dict[str, tuple[set[str], str]]:
+        return median_split(outputs, off_task, "risk", ("high risk", "low risk"))

@@ -86,8 +86,7 @@ def train_epoch(
         config.instance_dropout,
         sample_weights,
     ):
-        target = batch.y.long() if task.kind == "classification" else None
-        out = model(batch.x, batch.mask, target=target)
+        out = model(batch.x, batch.mask, target=task.head_target(batch.y))
         loss = task.loss(out.logits, batch.y)
         for aux in out.aux_losses.values():
             loss = loss + aux

@@ -26,9 +26,9 @@ from features.bagstore import BagStore
 from features.core.device import resolve_device
 from features.core.errors import InputError
 from mil.config import TrainConfig
-from mil.evaluate.predictions import PredictionSpec, write_predictions
+from mil.evaluate.predictions import write_predictions
 from mil.heads.base import HeadOutput
-from mil.tasks import create_task
+from mil.tasks import TaskSpec, create_task
 from mil.training.checkpoint import FoldModel, load_checkpoint
 from mil.training.data import load_bags
 from mil.training.fit import eval_batch_instances, infer
@@ -43,11 +43,11 @@ class LoadedRun(NamedTuple):
 
     config: TrainConfig
     models: list[FoldModel]
-    spec: PredictionSpec
+    spec: TaskSpec
 
 
 def load_run(run: Path, device: torch.device | str = "cpu") -> LoadedRun:
-    """The run's train config, its fold models (eval mode, on `device`) and the prediction spec."""
+    """The run's train config, its fold models (eval mode, on `device`) and their task spec."""
     run = Path(run)
     config_file = run / "config.yaml"
     if not config_file.is_file():
@@ -69,7 +69,7 @@ def load_run(run: Path, device: torch.device | str = "cpu") -> LoadedRun:
             raise InputError(
                 f"{m.path}: fold models of {run} disagree on task or encoder; the run folder is mixed"
             )
-    return LoadedRun(config, models, first.spec.prediction_spec())
+    return LoadedRun(config, models, first.spec)
 
 
 def ensemble_outputs(
@@ -109,7 +109,7 @@ def predict(
     so `mil evaluate out` can score it directly; otherwise they stay empty for `mil evaluate --labels`.
     """
     emit = progress or (lambda event, **info: None)
-    config, models, pspec = load_run(run)
+    config, models, spec = load_run(run)
     dev = resolve_device(device or config.device, "--device" if device else "train.device")
     store = BagStore(bags)
     trained_on = models[0].encoder
@@ -120,7 +120,7 @@ def predict(
         )
     for m in models:
         m.head.to(dev)
-    task = create_task(models[0].spec)
+    task = create_task(spec)
     slides, table = _patient_slides(store, labels)
     patients = sorted(slides)
     sizes = {p: sum(store.meta(s).n_instances for s in slides[p]) for p in patients}
@@ -143,7 +143,7 @@ def predict(
     if table is not None:
         frame = _fill_truth(frame, task, table, str(labels))
     out = Path(out)
-    write_predictions(frame, pspec, out)
+    write_predictions(frame, spec, out)
     return out
 
 
@@ -173,7 +173,7 @@ def _patient_slides(store: BagStore, labels: Path | None) -> tuple[dict[str, lis
 
 def _fill_truth(frame: pd.DataFrame, task, table: pd.DataFrame, source: str) -> pd.DataFrame:
     """Truth from the labels CSV where it has the target column(s) (first row per patient)."""
-    if any(c not in table.columns for c in task.spec.columns()):
+    if any(c not in table.columns for c in task.spec.label_columns()):
         return frame
     rows = table.drop_duplicates("patient_id").set_index("patient_id")
     known = [p for p in frame["patient_id"] if p in rows.index]
@@ -186,6 +186,6 @@ def _fill_truth(frame: pd.DataFrame, task, table: pd.DataFrame, source: str) -> 
         y[has],
         np.zeros((int(has.sum()), task.n_outputs)),
     )
-    cols = [c for c in truth.columns if c.startswith("true_") or c in ("y_true", "time", "event")]
+    cols = task.truth_columns()
     merged = frame.drop(columns=cols).merge(truth[["patient_id", *cols]], on="patient_id", how="left")
     return merged[frame.columns]

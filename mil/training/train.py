@@ -59,11 +59,12 @@ class FoldSummary:
 class RunSummary:
     run: Path
     spec: TaskSpec
-    metric: str  # key of the main metric in metrics.json ("macro_auc" or "c_index")
+    metric: str  # key of the main metric in metrics.json (`Task.metric_name`: "macro_auc", "c_index", ...)
     n_patients: int
     left_out: dict[str, int]
     folds: list[FoldSummary]
     pooled: dict[str, Any]  # main metric over all out-of-fold predictions, with CI
+    headline: str  # the kind's one-line summary of the pooled metrics: "macro AUC 0.812 (95% CI 0.700-0.900)"
     device: str
     seconds: float
     plots: list[Path] = field(default_factory=list)
@@ -144,6 +145,7 @@ def train_cv(
         left_out=_left_out_counts(cohort, split),
         folds=folds,
         pooled=metrics["pooled"][metric],
+        headline=task.summary(metrics["pooled"]),
         device=str(device),
         seconds=time.perf_counter() - started,
         plots=[out / p.relative_to(tmp) for p in plots],
@@ -211,15 +213,15 @@ def _score(
     from mil.evaluate.predictions import read_predictions, write_predictions
     from mil.evaluate.run import write_metrics
 
-    pspec = cohort.spec.prediction_spec()
+    spec = cohort.spec
     table = pd.concat(frames, ignore_index=True).sort_values("patient_id", kind="stable")
-    write_predictions(table, pspec, run_dir / "predictions.csv")
+    write_predictions(table, spec, run_dir / "predictions.csv")
     table, _ = read_predictions(run_dir / "predictions.csv")  # score exactly what `mil evaluate` will read
     emit("metrics", n_bootstrap=config.n_bootstrap)
-    metrics = compute_metrics(table, pspec, n_bootstrap=config.n_bootstrap, seed=config.seed)
+    metrics = compute_metrics(table, spec, n_bootstrap=config.n_bootstrap, seed=config.seed)
     metrics["cohort"] = _cohort_record(cohort, split)
     write_metrics(metrics, run_dir / "metrics.json")
-    plots = write_plots(table, pspec, run_dir / "plots")
+    plots = write_plots(table, spec, run_dir / "plots")
     _left_out_table(cohort, split).to_csv(run_dir / "left_out.csv", index=False)
     return metrics, plots
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mil.evaluate.predictions import PredictionSpec
+from mil.tasks import TaskSpec
 
 
 def classification_table(
@@ -29,7 +29,7 @@ def classification_table(
     )
     for j, c in enumerate(classes):
         df[f"prob_{c}"] = probs[:, j]
-    return df, PredictionSpec("classification", "diagnosis", classes)
+    return df, TaskSpec("classification", "diagnosis", classes)
 
 
 def survival_table(n: int = 120, seed: int = 0, censor: float = 0.3, folds: int = 3):
@@ -47,7 +47,7 @@ def survival_table(n: int = 120, seed: int = 0, censor: float = 0.3, folds: int 
             "risk": risk + rng.normal(scale=0.5, size=n),
         }
     )
-    return df, PredictionSpec("survival", ["os_months", "dead"], [])
+    return df, TaskSpec("survival", ["os_months", "dead"], [])
 
 
 def multilabel_table(n: int = 150, seed: int = 0, folds: int = 3):
@@ -59,4 +59,4 @@ def multilabel_table(n: int = 150, seed: int = 0, folds: int = 3):
     for j, name in enumerate(labels):
         df[f"true_{name}"] = truth[:, j]
         df[f"prob_{name}"] = probs[:, j]
-    return df, PredictionSpec("multilabel", labels, labels)
+    return df, TaskSpec("multilabel", labels, labels)

@@ -15,7 +15,12 @@ from mil.evaluate.classification import (
     classification_metrics,
     confusion_matrix,
 )
+from mil.tasks import create_task
 from tests.mil.evaluate.synth import classification_table
+
+
+def prob_columns(spec) -> list[str]:
+    return create_task(spec).prob_columns()
 
 
 def naive_auc(positive, score):
@@ -77,7 +82,7 @@ def test_balanced_accuracy_and_confusion_match_twins():
 def test_per_class_threshold_metrics_match_sklearn():
     df, spec = classification_table(n=90, signal=1.0, seed=5)
     m = classification_metrics(
-        df.y_true.to_numpy(), df.y_pred.to_numpy(), df[spec.prob_columns()].to_numpy(), spec.classes, 50
+        df.y_true.to_numpy(), df.y_pred.to_numpy(), df[prob_columns(spec)].to_numpy(), spec.classes, 50
     )
     labels = spec.classes
     sens = recall_score(df.y_true, df.y_pred, labels=labels, average=None)
@@ -107,7 +112,7 @@ def test_absent_class_gives_nan_with_reason_and_macro_over_present():
     df, spec = classification_table(n=90, seed=6)
     df = df[df.y_true != "healthy"]  # a fold without healthy donors
     m = classification_metrics(
-        df.y_true.to_numpy(), df.y_pred.to_numpy(), df[spec.prob_columns()].to_numpy(), spec.classes, 100
+        df.y_true.to_numpy(), df.y_pred.to_numpy(), df[prob_columns(spec)].to_numpy(), spec.classes, 100
     )
     healthy = m["per_class"]["healthy"]
     assert healthy["auc"]["estimate"] is None and "no patient of class healthy" in healthy["auc"]["reason"]
@@ -121,7 +126,7 @@ def test_one_class_only_is_undefined_not_a_crash():
     df, spec = classification_table(n=30, seed=7)
     df = df[df.y_true == "AML"]
     m = classification_metrics(
-        df.y_true.to_numpy(), df.y_pred.to_numpy(), df[spec.prob_columns()].to_numpy(), spec.classes, 20
+        df.y_true.to_numpy(), df.y_pred.to_numpy(), df[prob_columns(spec)].to_numpy(), spec.classes, 20
     )
     assert m["macro_auc"]["estimate"] is None and m["macro_auc"]["reason"]
     assert m["per_class"]["AML"]["auc"]["reason"].startswith("every patient is AML")
@@ -167,7 +172,7 @@ def test_binary_block_uses_second_class_as_positive():
 
 def test_ci_reproducible_and_contains_estimate():
     df, spec = classification_table(n=150, seed=9)
-    args = (df.y_true.to_numpy(), df.y_pred.to_numpy(), df[spec.prob_columns()].to_numpy(), spec.classes, 300)
+    args = (df.y_true.to_numpy(), df.y_pred.to_numpy(), df[prob_columns(spec)].to_numpy(), spec.classes, 300)
     a, b, c = (
         classification_metrics(*args, seed=1),
         classification_metrics(*args, seed=1),

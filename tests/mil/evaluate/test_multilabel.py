@@ -7,12 +7,16 @@ import pytest
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
 from mil.evaluate.multilabel import multilabel_metrics
+from mil.tasks import create_task
 from tests.mil.evaluate.synth import multilabel_table
 
 
 def test_per_label_metrics_match_sklearn():
     df, spec = multilabel_table(n=150, seed=0)
-    truth, probs = df[spec.truth_columns()].to_numpy(), df[spec.prob_columns()].to_numpy()
+    truth, probs = (
+        df[create_task(spec).truth_columns()].to_numpy(),
+        df[create_task(spec).prob_columns()].to_numpy(),
+    )
     m = multilabel_metrics(truth, probs, spec.classes, n_bootstrap=200)
     aucs = []
     for j, name in enumerate(spec.classes):
@@ -30,7 +34,10 @@ def test_per_label_metrics_match_sklearn():
 
 def test_label_without_positives_is_excluded_from_macro():
     df, spec = multilabel_table(n=60, seed=1)
-    truth, probs = df[spec.truth_columns()].to_numpy(), df[spec.prob_columns()].to_numpy()
+    truth, probs = (
+        df[create_task(spec).truth_columns()].to_numpy(),
+        df[create_task(spec).prob_columns()].to_numpy(),
+    )
     truth[:, 1] = 0
     m = multilabel_metrics(truth, probs, spec.classes, n_bootstrap=50)
     rare = m["per_class"][spec.classes[1]]

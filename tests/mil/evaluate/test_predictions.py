@@ -10,13 +10,13 @@ import pytest
 
 from features.core.errors import InputError
 from mil.evaluate.predictions import (
-    PredictionSpec,
     attach_labels,
     read_predictions,
     require_truth,
     spec_path,
     write_predictions,
 )
+from mil.tasks import TaskSpec, create_task
 from tests.mil.evaluate.synth import classification_table, multilabel_table, survival_table
 
 
@@ -28,9 +28,10 @@ def test_round_trip_keeps_values_and_spec(tmp_path, make):
     back, spec2 = read_predictions(path)
     assert spec2 == spec
     assert json.loads(spec_path(path).read_text())["schema"] == "mil.predictions/1"
-    assert list(back.columns) == spec.columns()
+    task = create_task(spec)
+    assert list(back.columns) == task.columns()
     assert list(back["fold"].unique()) == ["0", "1", "2"]
-    for col in spec.prediction_columns():
+    for col in task.prediction_columns():
         if col != "y_pred":
             assert np.allclose(back[col].to_numpy(float), df[col].to_numpy(float))
     assert not list(tmp_path.glob(".*tmp"))  # atomic writes leave no temp files
@@ -47,7 +48,7 @@ def test_ids_stay_text_and_integer_classes_normalise(tmp_path):
             "prob_1": [0.8, 0.6],
         }
     )
-    spec = PredictionSpec("classification", "npm1", [0, 1])
+    spec = TaskSpec("classification", "npm1", [0, 1])
     write_predictions(df, spec, tmp_path / "p.csv")
     back, spec2 = read_predictions(tmp_path / "p.csv")
     assert spec2.classes == ["0", "1"]
@@ -75,11 +76,11 @@ def test_write_refuses_bad_tables(tmp_path, mutate, message):
 
 def test_spec_validation():
     with pytest.raises(InputError, match="kind"):
-        PredictionSpec("regression", "x", [])
+        TaskSpec("regression", "x", [])
     with pytest.raises(InputError, match="time_col, event_col"):
-        PredictionSpec("survival", "os", [])
+        TaskSpec("survival", "os", [])
     with pytest.raises(InputError, match="at least 2 classes"):
-        PredictionSpec("classification", "dx", ["AML"])
+        TaskSpec("classification", "dx", ["AML"])
 
 
 def test_read_errors_are_one_line(tmp_path):
@@ -190,9 +191,8 @@ def test_attach_survival_and_multilabel_labels(tmp_path):
     out = attach_labels(df.assign(time=np.nan, event=np.nan), spec, tmp_path / "s.csv")
     assert np.allclose(out["event"], df["event"]) and np.allclose(out["time"], df["time"])
     df, spec = multilabel_table(n=15)
-    labels = df[["patient_id", *spec.truth_columns()]].rename(
-        columns=dict(zip(spec.truth_columns(), spec.target, strict=True))
-    )
+    truth = create_task(spec).truth_columns()
+    labels = df[["patient_id", *truth]].rename(columns=dict(zip(truth, spec.target, strict=True)))
     labels.to_csv(tmp_path / "m.csv", index=False)
     out = attach_labels(df, spec, tmp_path / "m.csv")  # agreeing truth already present: fine
-    assert (out[spec.truth_columns()].to_numpy() == df[spec.truth_columns()].to_numpy()).all()
+    assert (out[truth].to_numpy() == df[truth].to_numpy()).all()

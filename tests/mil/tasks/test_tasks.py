@@ -152,8 +152,7 @@ def test_frames_follow_the_predictions_contract(spec):
         y = np.stack([rng.exponential(10, n), rng.integers(0, 2, n)], 1).astype(np.float32)
         out = rng.normal(size=(n, 1))
     frame = task.frame([f"p{i}" for i in range(n)], 2, y, out)
-    pspec = spec.prediction_spec()
-    checked = validate_predictions(frame, pspec, "test")
-    assert list(checked.columns) == pspec.columns() and (checked["fold"] == "2").all()
+    checked = validate_predictions(frame, spec, "test")
+    assert list(checked.columns) == task.columns() and (checked["fold"] == "2").all()
     unknown = task.frame([f"p{i}" for i in range(n)], None, None, out)  # external cohort: no truth, no fold
-    assert validate_predictions(unknown, pspec, "test")[pspec.truth_columns()].isna().all().all()
+    assert validate_predictions(unknown, spec, "test")[task.truth_columns()].isna().all().all()

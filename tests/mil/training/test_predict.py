@@ -12,6 +12,7 @@ from features.core.errors import InputError
 from mil.config import TrainConfig
 from mil.evaluate.metrics import compute_metrics
 from mil.evaluate.predictions import attach_labels, read_predictions
+from mil.tasks import create_task
 from mil.training.data import read_patient_bag
 from mil.training.predict import ensemble_outputs, load_run, predict
 from mil.training.train import train_cv
@@ -57,7 +58,7 @@ def test_predict_is_the_mean_of_fold_models(trained, tmp_path):
         slides = [m.slide_id for m in store.metas() if m.patient_id == pid]
         outs = ensemble_outputs(models, read_patient_bag(store, pid, slides).features)
         mean = torch.stack([torch.softmax(o.logits[0], 0) for o in outs]).mean(0).numpy()
-        row = preds.set_index("patient_id").loc[pid, spec.prob_columns()].to_numpy(float)
+        row = preds.set_index("patient_id").loc[pid, create_task(spec).prob_columns()].to_numpy(float)
         np.testing.assert_allclose(row, mean, atol=1e-5)
 
 
