@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from mil.config import EvaluateConfig
 from mil.evaluate.classification import classification_metrics
 from mil.evaluate.multilabel import multilabel_metrics
 from mil.evaluate.predictions import PredictionSpec, require_truth
@@ -27,42 +28,40 @@ HEADLINE = {
 }
 
 
-def compute_metrics(df: pd.DataFrame, spec: PredictionSpec, n_bootstrap: int = 1000, seed: int = 0) -> dict:
+def compute_metrics(df: pd.DataFrame, spec: PredictionSpec, evaluate: EvaluateConfig) -> dict:
     """Metrics per fold and pooled, JSON-serialisable (NaN -> None with a reason). Pure: reads no files."""
     require_truth(df, spec, "predictions")
     folds = {}
     for fold in sorted(df["fold"].dropna().unique(), key=_fold_order):
-        folds[str(fold)] = metric_block(df[df["fold"] == fold], spec, n_bootstrap, seed)
+        folds[str(fold)] = metric_block(df[df["fold"] == fold], spec, evaluate)
     out = {
         "schema": METRICS_SCHEMA,
         "kind": spec.kind,
         "spec": spec.to_dict(),
         "n_patients": int(len(df)),
         "n_unlabelled_dropped": len(df.attrs.get("unlabelled_patients", [])),
-        "n_bootstrap": int(n_bootstrap),
-        "seed": int(seed),
+        "n_bootstrap": evaluate.n_bootstrap,
+        "seed": evaluate.seed,
         "ci_level": CI_LEVEL,
-        "pooled": metric_block(df, spec, n_bootstrap, seed),
+        "pooled": metric_block(df, spec, evaluate),
         "folds": folds,
         "fold_summary": fold_summary(folds, spec.kind),
     }
     return jsonable(out)
 
 
-def metric_block(df: pd.DataFrame, spec: PredictionSpec, n_bootstrap: int, seed: int) -> dict:
+def metric_block(df: pd.DataFrame, spec: PredictionSpec, evaluate: EvaluateConfig) -> dict:
     """One block (a fold or the pooled table) for the spec's kind."""
     if spec.kind == "classification":
         probs = df[spec.prob_columns()].to_numpy(float)
         return classification_metrics(
-            df["y_true"].to_numpy(), df["y_pred"].to_numpy(), probs, spec.classes, n_bootstrap, seed
+            df["y_true"].to_numpy(), df["y_pred"].to_numpy(), probs, spec.classes, evaluate
         )
     if spec.kind == "multilabel":
         truth = df[spec.truth_columns()].to_numpy(int)
-        return multilabel_metrics(
-            truth, df[spec.prob_columns()].to_numpy(float), spec.classes, n_bootstrap, seed
-        )
+        return multilabel_metrics(truth, df[spec.prob_columns()].to_numpy(float), spec.classes, evaluate)
     return survival_metrics(
-        df["time"].to_numpy(float), df["event"].to_numpy(int), df["risk"].to_numpy(float), n_bootstrap, seed
+        df["time"].to_numpy(float), df["event"].to_numpy(int), df["risk"].to_numpy(float), evaluate
     )
 
 

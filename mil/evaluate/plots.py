@@ -19,6 +19,7 @@ from matplotlib.transforms import blended_transform_factory
 from sklearn.metrics import roc_curve
 
 from features.core.io import atomic_write
+from mil.config import EvaluateConfig
 from mil.evaluate.classification import auc_weighted, confusion_matrix
 from mil.evaluate.predictions import PredictionSpec, require_truth
 from mil.evaluate.survival import GROUP_METHODS, kaplan_meier, risk_groups, survival_metrics
@@ -113,7 +114,7 @@ def write_plots(df: pd.DataFrame, spec: PredictionSpec, out_dir: Path) -> list[P
         fits = kaplan_meier(time, event, groups, GROUP_METHODS["median"])
         fig, ax = _figure(7, 5.5, bottom=0.3)
         plot_km(ax, fits)
-        p = survival_metrics(time, event, risk, n_bootstrap=0)["logrank_p"]
+        p = survival_metrics(time, event, risk, EvaluateConfig(n_bootstrap=0))["logrank_p"]
         ax.set_title(
             f"risk split at the median, log-rank p = {p:.3g}" if p is not None else "risk split at the median"
         )

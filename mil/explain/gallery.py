@@ -32,7 +32,7 @@ class Section:
     captions: list[str]
 
 
-def read_cells(meta: BagMeta, bag: Bag, index: np.ndarray, display_px: int = 128) -> np.ndarray:
+def read_cells(meta: BagMeta, bag: Bag, index: np.ndarray, display_px: int) -> np.ndarray:
     """len(index) x display_px x display_px x 3 uint8: the cells `index` of this bag, re-read from the source."""
     index = np.asarray(index, dtype=np.int64)
     if len(index) == 0:
@@ -46,9 +46,12 @@ def read_cells(meta: BagMeta, bag: Bag, index: np.ndarray, display_px: int = 128
             raise SlideError(meta.slide_id, f"source slide {source} not found; move it back or re-extract")
         if bag.coords is None:
             raise SlideError(meta.slide_id, "bag has no coords; cannot locate its cells on the slide")
-        crop_um = meta.crop_um or 24.0
+        if meta.crop_um is None:
+            raise SlideError(
+                meta.slide_id, "bag records no crop size (crop_um); re-extract it with `mil extract`"
+            )
         with SlideReader(source, mpp=meta.mpp, mpp_source="bag") as reader:
-            return read_crops(reader, bag.coords[index], crop_um, display_px)
+            return read_crops(reader, bag.coords[index], meta.crop_um, display_px)
     if meta.source_kind == "cells":
         from features.sources.cells import read_cell_image
 
@@ -142,7 +145,7 @@ def slide_galleries(
     bag: Bag,
     values: dict[str, np.ndarray],
     top_k: int,
-    display_px: int = 128,
+    display_px: int,
     what: str = "attention x N",
     patient_id: str | None = None,
 ) -> dict[str, Image.Image]:
