@@ -82,16 +82,16 @@ def store(root: Path, synth: Path, layout: str) -> Path:
 
 
 def train(root: Path, bags: Path, labels: Path, task: str, head: str, args) -> Path:
-    from mil.config import TrainConfig
+    from mil.config import EvaluateConfig, TrainConfig
     from mil.training.train import train_cv
 
     run = root / "runs" / f"{bags.stem}-{task}-{head}"
     if not (run / "metrics.json").exists():
         config = TrainConfig(
             target=task, head=head, folds=args.folds, epochs=args.epochs, lr=1e-3, batch_size=4, patience=15,
-            n_bootstrap=0, allow_missing=True, device="cpu", seed=args.seed,
+            allow_missing=True, device="cpu", seed=args.seed,
         )  # fmt: skip
-        train_cv(bags, labels, config, run, overwrite=True)
+        train_cv(bags, labels, config, run, overwrite=True, evaluate=EvaluateConfig(n_bootstrap=0))
     return run
 
 

@@ -67,15 +67,16 @@ def run(args: argparse.Namespace) -> list[dict]:
         root = args.root / f"witness_{witness:g}"
         labels, store, times = cohort_and_store(root, witness, args)
         for name, overrides in SPLITS.items():
-            train = {"seed": args.seed, "device": "cpu", "n_bootstrap": args.bootstrap, "folds": args.folds,
-                     **overrides}  # fmt: skip
+            train = {"seed": args.seed, "device": "cpu", "folds": args.folds, **overrides}
             if args.epochs:
                 train["epochs"] = args.epochs
-            config = load_config("apl_aml_healthy", flags={"train": train}).train
+            evaluate = {"n_bootstrap": args.bootstrap, "seed": args.seed}
+            config = load_config("apl_aml_healthy", flags={"train": train, "evaluate": evaluate})
             with Timer() as t:
                 summary = train_cv(
-                    store, labels, config, root / "runs" / name.replace(" ", "_"), overwrite=True
-                )
+                    store, labels, config.train, root / "runs" / name.replace(" ", "_"), overwrite=True,
+                    evaluate=config.evaluate,
+                )  # fmt: skip
             pooled = summary.pooled
             rows.append(
                 {

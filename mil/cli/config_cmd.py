@@ -6,16 +6,15 @@ from pathlib import Path
 
 import typer
 
+from mil.cli.options import config_option, set_option
+
 config_app = typer.Typer(
     help="Show the resolved configuration or print a commented template.", no_args_is_help=True
 )
 
 
 @config_app.command("show")
-def show(
-    config: str = typer.Argument(None, help="A YAML path or a name in configs/ (default: schema defaults)."),
-    set_: list[str] = typer.Option(None, "--set", help="Override: section.key=value (repeatable)."),
-) -> None:
+def show(config: str = config_option(), set_: list[str] = set_option()) -> None:
     """Print the configuration after defaults < YAML < --set, validated (what a run would use)."""
     from mil.config import dump_config, load_config
 
@@ -24,7 +23,7 @@ def show(
 
 @config_app.command("template")
 def template(
-    section: str = typer.Option(None, "--section", help="Only this section (e.g. train)."),
+    section: str = typer.Option(None, "--section", help="Only this section (e.g. evaluate)."),
     out: Path = typer.Option(None, "-o", "--out", help="Write to this file instead of printing."),
 ) -> None:
     """Print a commented YAML template generated from the schema (every field, its default and meaning)."""

@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mil.demo import DEMO_PATIENTS, DEMO_SEED, DEMO_SLIDE_PX
+
 
 def register(app: typer.Typer) -> None:
     @app.command("demo")
@@ -17,10 +19,14 @@ def register(app: typer.Typer) -> None:
             Path("demo-out"), "--out", "-o", help="Folder for every output of the demo."
         ),
         patients: int = typer.Option(
-            30, min=15, help="Synthetic patients (APL, AML, healthy in equal shares)."
+            DEMO_PATIENTS, min=15, help="Synthetic patients (APL, AML, healthy in equal shares)."
         ),
-        slide_px: int = typer.Option(3000, min=1000, help="Side of each synthetic smear in px (0.25 µm/px)."),
-        seed: int = typer.Option(1, help="Seed of the cohort, the extraction subsample and the training."),
+        slide_px: int = typer.Option(
+            DEMO_SLIDE_PX, min=1000, help="Side of each synthetic smear in px (0.25 µm/px)."
+        ),
+        seed: int = typer.Option(
+            DEMO_SEED, help="Seed of the cohort, the extraction subsample, the training and its bootstrap."
+        ),
         overwrite: bool = typer.Option(
             False, "--overwrite", help="Replace the outputs of an earlier demo in OUT."
         ),

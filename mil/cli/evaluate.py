@@ -9,6 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mil.cli.options import config_option, field_option, set_option, typed_flags
+from mil.config.sections import EvaluateConfig
+
 if TYPE_CHECKING:
     from mil.tasks import Task
 
@@ -16,6 +19,7 @@ if TYPE_CHECKING:
 def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate(
+        ctx: typer.Context,
         predictions: Path = typer.Argument(
             ..., help="Predictions CSV from `mil train`/`mil predict` (+ .spec.json)."
         ),
@@ -33,18 +37,22 @@ def register(app: typer.Typer) -> None:
         plots: Path | None = typer.Option(
             None, "--plots", help="Folder for ROC / confusion / Kaplan-Meier PNGs."
         ),
-        bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap draws per CI (0: no CIs)."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap (same seed, same CIs)."),
+        n_bootstrap: int = field_option(EvaluateConfig, "n_bootstrap", "--bootstrap"),
+        seed: int = field_option(EvaluateConfig, "seed", "--seed"),
+        config: str = config_option(),
+        set_: list[str] = set_option(),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing metrics and plots."),
     ) -> None:
         """Per-fold and pooled metrics with bootstrap 95% CIs (AUC, balanced accuracy, c-index, ...)."""
+        from mil.config import load_config
         from mil.evaluate.plots import write_plots
         from mil.evaluate.run import check_outputs, evaluate_files, write_metrics
         from mil.tasks import create_task
 
+        cfg = load_config(config, set_, typed_flags(ctx, "evaluate"))
         output = output or Path(predictions).parent / "metrics.json"
         check_outputs([output], overwrite)
-        result = evaluate_files(predictions, labels, n_bootstrap=bootstrap, seed=seed)
+        result = evaluate_files(predictions, labels, cfg.evaluate)
         task = create_task(result.spec)
         planned = [plots / name for name in task.plots] if plots is not None else []
         check_outputs(planned, overwrite)

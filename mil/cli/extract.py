@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from features.pipeline.config import ExtractConfig
+from mil.cli.options import config_option, field_option, set_option, typed_flags
 from mil.cli.progress import Steps
 
 RANDOM_LINE = (
@@ -110,56 +112,36 @@ def exit_code(summary: Any) -> int:
 def register(app: typer.Typer) -> None:
     @app.command("extract")
     def extract_cmd(
+        ctx: typer.Context,
         input: Path = typer.Argument(
             ...,
             help="Folder of slides, of per-patient cell-image folders, or of .h5 "
             "feature files; one slide or .h5 file; or a .csv manifest.",
         ),
         output: Path = typer.Option(..., "-o", "--output", help="Bag store (a folder, e.g. bags.zarr)."),
-        encoder: str = typer.Option(
-            None, "--encoder", help="Encoder (`mil list encoders`); default cytomorph."
-        ),
-        weights: str = typer.Option(None, "--weights", help="Weights file, or `random` (tests/timing only)."),
-        unit: str = typer.Option(
-            None, "--unit", help="cells (detected nucleated cells) | tiles (grid tiles)."
-        ),
-        mpp: float = typer.Option(None, "--mpp", help="µm per level-0 pixel, for slides without it."),
-        source: str = typer.Option(None, "--source", help="auto | slides | cells | manifest | h5."),
+        encoder: str = field_option(ExtractConfig, "encoder", "--encoder"),
+        weights: str = field_option(ExtractConfig, "weights", "--weights"),
+        unit: str = field_option(ExtractConfig, "unit", "--unit"),
+        mpp: float = field_option(ExtractConfig, "mpp", "--mpp"),
+        source: str = field_option(ExtractConfig, "source", "--source"),
         shard: str = typer.Option(
             "0/1", "--shard", help="i/N: this process takes slides i, i+N, ... (sorted by id)."
         ),
-        config: Path = typer.Option(None, "--config", help="YAML config (its `extract:` section is used)."),
-        set_: list[str] = typer.Option(None, "--set", help="Override: extract.key=value (repeatable)."),
-        device: str = typer.Option(None, "--device", help="auto | cpu | cuda."),
-        batch_size: int = typer.Option(None, "--batch-size", help="Crops per encoder batch."),
-        workers: int = typer.Option(None, "--workers", help="Loader processes (0: inline)."),
-        max_instances: int = typer.Option(None, "--max-instances", help="Seeded random cap per slide."),
+        config: str = config_option(),
+        set_: list[str] = set_option(),
+        device: str = field_option(ExtractConfig, "device", "--device"),
+        batch_size: int = field_option(ExtractConfig, "batch_size", "--batch-size"),
+        workers: int = field_option(ExtractConfig, "workers", "--workers"),
+        max_instances: int = field_option(ExtractConfig, "max_instances", "--max-instances"),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing bags."),
-        skip_errors: bool = typer.Option(
-            None,
-            "--skip-errors/--no-skip-errors",
-            help="Go on after a failed slide (default) or stop at the first.",
-        ),
+        skip_errors: bool = field_option(ExtractConfig, "skip_errors", "--skip-errors/--no-skip-errors"),
     ) -> None:
         """Extract one bag of embeddings per slide (or import .h5 features) into a bag store."""
         from features.encoders import RandomWeightsWarning
         from features.pipeline.extract import extract, parse_shard
         from mil.config import load_config
 
-        given = {
-            "encoder": encoder,
-            "weights": weights,
-            "unit": unit,
-            "mpp": mpp,
-            "source": source,
-            "device": device,
-            "batch_size": batch_size,
-            "workers": workers,
-            "max_instances": max_instances,
-            "skip_errors": skip_errors,
-        }
-        flags = {"extract": {k: v for k, v in given.items() if v is not None}}
-        cfg = load_config(config, set_, flags).extract
+        cfg = load_config(config, set_, typed_flags(ctx, "extract")).extract
         console = Console()
         view = ProgressView(console)
         with warnings.catch_warnings():

@@ -10,12 +10,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mil.cli.options import config_option, field_option, set_option, typed_flags
 from mil.cli.progress import Steps
+from mil.config.sections import ExplainConfig
 
 
 def register(app: typer.Typer) -> None:
     @app.command("heatmap")
     def heatmap_cmd(
+        ctx: typer.Context,
         run: Path = typer.Argument(..., help="Run folder written by `mil train`."),
         bags: Path = typer.Option(
             ..., "--bags", help="Bag store with the slides to explain (the run's encoder)."
@@ -26,7 +29,9 @@ def register(app: typer.Typer) -> None:
         slide: list[str] = typer.Option(
             None, "--slide", help="Slide id to explain (repeatable; default: all)."
         ),
-        top_k: int = typer.Option(16, "--top-k", min=1, help="Cells per gallery block (top-k and bottom-k)."),
+        top_k: int = field_option(ExplainConfig, "top_k", "--top-k"),
+        config: str = config_option(),
+        set_: list[str] = set_option(),
         labels: Path = typer.Option(
             None, "--labels", help="Labels CSV mapping slide_id -> patient_id (default: the run's own)."
         ),
@@ -34,8 +39,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Where the model looked, per slide: attention.csv, galleries, overlays and cells.geojson."""
         from mil.cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL
+        from mil.config import load_config
         from mil.explain.heatmap import heatmap
 
+        cfg = load_config(config, set_, typed_flags(ctx, "explain"))
         console = Console()
         with Steps(console) as steps:
             task = steps.add("explain", total=None)
@@ -50,8 +57,8 @@ def register(app: typer.Typer) -> None:
                     steps.update(task, advance=1)
 
             summary = heatmap(
-                run, bags, output, slides=slide or None, top_k=top_k, overwrite=overwrite, progress=progress,
-                labels=labels,
+                run, bags, output, slides=slide or None, config=cfg.explain, overwrite=overwrite,
+                progress=progress, labels=labels,
             )  # fmt: skip
         console.print(_table(summary))
         how = (

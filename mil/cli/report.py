@@ -9,26 +9,33 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from mil.cli.options import config_option, field_option, set_option, typed_flags
 from mil.cli.progress import Steps
+from mil.config.sections import ReportConfig
 
 
 def register(app: typer.Typer) -> None:
     @app.command("report")
     def report_cmd(
+        ctx: typer.Context,
         run: Path = typer.Argument(..., help="Run folder written by `mil train`."),
         bags: Path = typer.Option(..., "--bags", help="Bag store of the cohort (the run's encoder)."),
         output: Path = typer.Option(..., "-o", "--output", help="HTML file to write, e.g. report.html."),
-        top_k: int = typer.Option(24, "--top-k", min=1, help="Cells per class gallery."),
-        clusters: int = typer.Option(6, "--clusters", min=1, help="k-means clusters per class (discovery)."),
+        top_k: int = field_option(ReportConfig, "top_k", "--top-k"),
+        clusters: int = field_option(ReportConfig, "clusters", "--clusters"),
         labels: Path = typer.Option(
             None, "--labels", help="Labels CSV mapping slide_id -> patient_id (default: the run's own)."
         ),
-        seed: int = typer.Option(0, "--seed", help="Seed of the discovery sampling and k-means."),
+        seed: int = field_option(ReportConfig, "seed", "--seed"),
+        config: str = config_option(),
+        set_: list[str] = set_option(),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
     ) -> None:
         """One self-contained HTML report: metrics with CIs, plots, predictions, cell galleries, discovery."""
+        from mil.config import load_config
         from mil.report.build import report
 
+        cfg = load_config(config, set_, typed_flags(ctx, "report"))
         console = Console()
         with Steps(console) as steps:
             task = steps.add("explain patients", total=None)
@@ -42,9 +49,8 @@ def register(app: typer.Typer) -> None:
                     )
 
             summary = report(
-                run, bags, output, labels=labels, top_k=top_k, n_clusters=clusters, overwrite=overwrite,
-                progress=progress, seed=seed,
-            )  # fmt: skip
+                run, bags, output, labels=labels, config=cfg.report, overwrite=overwrite, progress=progress
+            )
         how = "attention" if summary.method == "attention" else f"attribution ({summary.method})"
         found = ", ".join(f"{k} {v}" for k, v in summary.clusters.items()) or "none"
         console.print(

@@ -9,34 +9,25 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-
-def _default(name: str):
-    from features.synth.config import SynthConfig
-
-    return SynthConfig.model_fields[name].default
+from features.synth.config import SynthConfig
+from mil.cli.options import field_option
 
 
 def register(app: typer.Typer) -> None:
     @app.command("synth")
     def synth(
         out: Path = typer.Argument(..., help="Cohort folder to create (must be empty unless --overwrite)."),
-        patients: int = typer.Option(_default("patients"), help="Number of patients."),
-        layout: str = typer.Option(_default("layout"), help="cells | slides | both."),
-        sites: int = typer.Option(_default("sites"), help="Number of sites (stain/scanner shifts)."),
-        seed: int = typer.Option(
-            _default("seed"), help="Seed: same seed, same labels and truth, byte for byte."
-        ),
-        witness: float = typer.Option(_default("witness"), help="0..1: share of disease-defining cells."),
-        cells_per_patient: int = typer.Option(
-            _default("cells_per_patient"), help="Crops per patient (cells)."
-        ),
-        crop_px: int = typer.Option(
-            _default("crop_px"), help="Crop side in px (cells; 96 px = 24 µm at 0.25)."
-        ),
-        slide_px: int = typer.Option(_default("slide_px"), help="Slide side in px at level 0 (slides)."),
-        slides_per_patient: int = typer.Option(_default("slides_per_patient"), help="Slides per patient."),
-        mpp: float = typer.Option(_default("mpp"), help="Microns per pixel of crops and slide level 0."),
-        contact_sheet: bool = typer.Option(False, "--contact-sheet", help="Also write contact_sheet.png."),
+        patients: int = field_option(SynthConfig, "patients"),
+        layout: str = field_option(SynthConfig, "layout"),
+        sites: int = field_option(SynthConfig, "sites"),
+        seed: int = field_option(SynthConfig, "seed"),
+        witness: float = field_option(SynthConfig, "witness"),
+        cells_per_patient: int = field_option(SynthConfig, "cells_per_patient"),
+        crop_px: int = field_option(SynthConfig, "crop_px"),
+        slide_px: int = field_option(SynthConfig, "slide_px"),
+        slides_per_patient: int = field_option(SynthConfig, "slides_per_patient"),
+        mpp: float = field_option(SynthConfig, "mpp"),
+        contact_sheet: bool = field_option(SynthConfig, "contact_sheet", "--contact-sheet"),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a previous cohort in OUT."),
         workers: int = typer.Option(
             min(2, os.cpu_count() or 1), help="Worker processes (the output does not depend on it)."

@@ -9,6 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mil.cli.options import config_option, field_option, set_option, typed_flags
+from mil.config import TrainConfig
+
 
 class RichProgress:
     """Turns the library's progress events into steps (`mil.cli.progress`): bag loading, then one per fold."""
@@ -85,56 +88,42 @@ def print_summary(console: Console, summary: Any) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
+        ctx: typer.Context,
         bags: Path = typer.Option(..., "--bags", help="Bag store written by `mil extract`."),
         labels: Path = typer.Option(
             ..., "--labels", help="CSV: patient_id, optional slide_id, target column(s)."
         ),
         out: Path = typer.Option(..., "-o", "--out", help="Run folder to create."),
-        target: list[str] = typer.Option(
-            None, "--target", help="Label column; repeat for a multi-label head."
-        ),
-        task: str = typer.Option(None, "--task", help="Task kind (`mil list tasks`; default: inferred)."),
-        time_col: str = typer.Option(None, "--time-col", help="Survival: follow-up time column."),
-        event_col: str = typer.Option(None, "--event-col", help="Survival: event column (1 = event)."),
-        model: str = typer.Option(None, "--model", help="MIL head (`mil list heads`), e.g. abmil."),
-        folds: int = typer.Option(None, "--folds", help="Cross-validation folds."),
-        config: str = typer.Option(None, "--config", help="YAML config, or a name in configs/ (e.g. npm1)."),
-        set_: list[str] = typer.Option(None, "--set", help="Override: train.key=value (repeatable)."),
+        target: list[str] = field_option(TrainConfig, "target", "--target"),
+        task: str = field_option(TrainConfig, "task", "--task"),
+        time_col: str = field_option(TrainConfig, "time_col", "--time-col"),
+        event_col: str = field_option(TrainConfig, "event_col", "--event-col"),
+        head: str = field_option(TrainConfig, "head", "--model"),
+        folds: int = field_option(TrainConfig, "folds", "--folds"),
+        config: str = config_option(),
+        set_: list[str] = set_option(),
         splits: Path = typer.Option(None, "--splits", help="Reuse the folds of a run's splits.json."),
-        group_by: str = typer.Option(
-            None, "--group-by", help="Labels column: one fold per value (e.g. site)."
-        ),
-        seed: int = typer.Option(None, "--seed", help="Random seed."),
-        epochs: int = typer.Option(None, "--epochs", help="Maximum epochs per fold."),
-        device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps."),
-        allow_missing: bool = typer.Option(
-            False, "--allow-missing", help="Leave out unmatched patients/slides."
-        ),
+        group_by: str = field_option(TrainConfig, "group_by", "--group-by"),
+        seed: int = field_option(TrainConfig, "seed", "--seed"),
+        epochs: int = field_option(TrainConfig, "epochs", "--epochs"),
+        device: str = field_option(TrainConfig, "device", "--device"),
+        allow_missing: bool = field_option(TrainConfig, "allow_missing", "--allow-missing"),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
     ) -> None:
         """Cross-validate a MIL head on patient-level labels; write models, predictions, metrics and plots."""
         from mil.config import load_config
         from mil.training.train import train_cv
 
-        given = {
-            "target": (target[0] if len(target) == 1 else list(target)) if target else None,
-            "task": task,
-            "time_col": time_col,
-            "event_col": event_col,
-            "head": model,
-            "folds": folds,
-            "group_by": group_by,
-            "seed": seed,
-            "epochs": epochs,
-            "device": device,
-            "allow_missing": True if allow_missing else None,
-        }
-        cfg = load_config(config, set_, {"train": {k: v for k, v in given.items() if v is not None}})
+        flags = typed_flags(ctx, "train")
+        if len(flags["train"].get("target") or []) == 1:  # one --target is one column, not a multi-label list
+            flags["train"]["target"] = flags["train"]["target"][0]
+        cfg = load_config(config, set_, flags)
         console = Console()
         with RichProgress(console) as progress:
             summary = train_cv(
-                bags, labels, cfg.train, out, splits=splits, overwrite=overwrite, progress=progress
-            )
+                bags, labels, cfg.train, out, splits=splits, overwrite=overwrite, progress=progress,
+                evaluate=cfg.evaluate,
+            )  # fmt: skip
         print_summary(console, summary)
 
     @app.command("predict")

@@ -1,30 +1,20 @@
 """The one configuration schema: a frozen pydantic root with one section per command.
 
 Precedence: schema defaults < YAML file (`--config`) < `--set section.key=value` (dotted path, value parsed as
-a YAML scalar) < the command's own flags; then validate once. Unknown keys are errors (`extra="forbid"`), so a
-typo fails at load instead of being ignored. Sections are defined beside the code that consumes them
-(the extract section lives in `features.pipeline.config`, because `features/` knows nothing of `mil/`) and are
-composed here; this root is the only place they meet.
+a YAML scalar) < the command's own flags; then validate once (`mil.config.load`). Unknown keys are errors
+(`extra="forbid"`), so a typo fails at load instead of being ignored. The extract section lives in
+`features.pipeline.config` (`features/` knows nothing of `mil/`), the sections of the commands that read a
+trained run in `mil.config.sections`; this root is the only place they meet.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from features.core.errors import ConfigError
 from features.pipeline.config import ExtractConfig
-
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-
-
-class Section(BaseModel):
-    """Base for every config section: frozen, unknown keys rejected."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+from mil.config.sections import CellsConfig, EvaluateConfig, ExplainConfig, ReportConfig, Section
 
 
 class TrainConfig(Section):
@@ -123,9 +113,6 @@ class TrainConfig(Section):
         "Empty = 16,384 on the CPU (activations stay in cache: ~1.6x faster than 262,144 there) and 262,144 on "
         "a GPU.",
     )
-    n_bootstrap: int = Field(
-        1000, ge=0, description="Bootstrap draws for the confidence intervals in metrics.json."
-    )
     allow_missing: bool = Field(
         False,
         description="Proceed when labelled patients have no bag or stored slides have no label (they are left "
@@ -136,6 +123,13 @@ class TrainConfig(Section):
         description="auto (cuda, else mps, else cpu) | cpu | cuda | cuda:1 | mps; a device that is not here "
         "is an error.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "n_bootstrap" in data:
+            raise ValueError("n_bootstrap moved to the evaluate section: write evaluate.n_bootstrap")
+        return data
 
     @field_validator("task")
     @classmethod
@@ -176,83 +170,12 @@ class MilConfig(Section):
 
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    cells: CellsConfig = Field(default_factory=CellsConfig)
     provenance: dict[str, Any] | None = Field(
         None,
         description="Written by runs beside the resolved config (versions, seed, encoder, git commit, command "
         "line); ignored as input, so a run's config.yaml can be passed back to --config.",
     )
-
-
-def resolve_config_path(name_or_path: str | Path) -> Path:
-    """A path to a YAML file, or the name of a file in configs/ (`apl_aml_healthy` -> configs/apl_aml_healthy.yaml)."""
-    path = Path(name_or_path)
-    if path.exists():
-        return path
-    named = CONFIG_DIR / f"{name_or_path}.yaml"
-    if named.exists():
-        return named
-    choices = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-    raise ConfigError(f"config {str(name_or_path)!r} not found: give a YAML path or one of: {choices}")
-
-
-def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
-    """`["train.folds=3", "train.head.name=clam_sb"]` -> nested dict; values parsed as YAML scalars."""
-    nested: dict[str, Any] = {}
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected section.key=value")
-        dotted, raw = item.split("=", 1)
-        keys = dotted.strip().split(".")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from exc
-        node = nested
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: {key} is not a section")
-        node[keys[-1]] = value
-    return nested
-
-
-def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def load_config(
-    path: str | Path | None = None,
-    overrides: list[str] | None = None,
-    flags: dict[str, Any] | None = None,
-) -> MilConfig:
-    """Defaults < YAML < --set overrides < command flags (a nested dict of values the user gave); validate once."""
-    raw: dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        file = resolve_config_path(path)
-        source = str(file)
-        try:
-            loaded = yaml.safe_load(file.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{file}: not valid YAML ({exc})") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{file}: expected a mapping of sections at the top level")
-        raw = loaded
-    raw = deep_merge(raw, parse_overrides(overrides))
-    raw = deep_merge(raw, flags or {})
-    try:
-        return MilConfig.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{source}: {where}: {first['msg']} (input {first.get('input')!r})") from exc
-
-
-def dump_config(config: BaseModel) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,7 +1,7 @@
 """A commented YAML template generated from the config schema, so it can never drift from it.
 
 Each field becomes `key: default` under its section, preceded by its description (and its choices or bounds),
-which is the same text the schema uses for validation errors and CLI help.
+which is the same text the CLI shows as a flag's help (`describe`).
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def _value(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
 
 
-def _comment(info: FieldInfo) -> list[str]:
+def describe(info: FieldInfo) -> str:
+    """The field's description with its choices and bounds: the template's comment and the CLI's help text."""
     text = info.description or ""
     choices = _choices(info.annotation)
     if choices:
@@ -70,7 +71,11 @@ def _comment(info: FieldInfo) -> list[str]:
     ]
     if bounds:
         text += f" ({', '.join(bounds)})"
-    words, lines, line = text.split(), [], ""
+    return text
+
+
+def _comment(info: FieldInfo) -> list[str]:
+    words, lines, line = describe(info).split(), [], ""
     for word in words:
         if len(line) + len(word) + 1 > 104:
             lines.append(line)

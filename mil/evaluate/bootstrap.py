@@ -73,7 +73,7 @@ def resample_weights(
 def bootstrap_ci(
     metric: WeightedMetric,
     *arrays: np.ndarray,
-    n: int = 1000,
+    n: int,
     rng: np.random.Generator | int,
     strata: np.ndarray | None = None,
     level: float = 0.95,

@@ -24,6 +24,7 @@ import math
 import numpy as np
 from sklearn.metrics import roc_curve
 
+from mil.config import EvaluateConfig
 from mil.evaluate.bootstrap import CI, bootstrap_ci
 
 
@@ -71,13 +72,13 @@ def classification_metrics(
     y_pred: np.ndarray,
     probs: np.ndarray,
     classes: list[str],
-    n_bootstrap: int = 1000,
-    seed: int = 0,
+    evaluate: EvaluateConfig,
 ) -> dict:
     """All metrics of one block (a fold, or the pooled out-of-fold predictions), JSON-ready.
 
     `y_true`, `y_pred`: class names (n,); `probs`: n x C in the order of `classes`.
     """
+    n_bootstrap = evaluate.n_bootstrap
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[v] for v in y_true], int)
     pred = np.array([index[v] for v in y_pred], int)
@@ -88,7 +89,7 @@ def classification_metrics(
     present = [c for c in range(n_classes) if support[c] > 0]
 
     def ci(metric, *arrays) -> CI:  # every CI of the block uses the same paired, class-stratified draws
-        return bootstrap_ci(metric, *arrays, n=n_bootstrap, rng=np.random.default_rng(seed), strata=y)
+        return bootstrap_ci(metric, *arrays, n=n_bootstrap, rng=evaluate.seed, strata=y)
 
     per_class = {}
     for c, name in enumerate(classes):

@@ -15,6 +15,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from mil.config import EvaluateConfig
 from mil.evaluate.predictions import require_truth
 from mil.tasks import TaskSpec, create_task
 
@@ -22,23 +23,23 @@ METRICS_SCHEMA = "mil.metrics/1"
 CI_LEVEL = 0.95
 
 
-def compute_metrics(df: pd.DataFrame, spec: TaskSpec, n_bootstrap: int = 1000, seed: int = 0) -> dict:
+def compute_metrics(df: pd.DataFrame, spec: TaskSpec, evaluate: EvaluateConfig) -> dict:
     """Metrics per fold and pooled, JSON-serialisable (NaN -> None with a reason). Pure: reads no files."""
     require_truth(df, spec, "predictions")
     task = create_task(spec)
     folds = {}
     for fold in sorted(df["fold"].dropna().unique(), key=_fold_order):
-        folds[str(fold)] = task.metric_block(df[df["fold"] == fold], n_bootstrap, seed)
+        folds[str(fold)] = task.metric_block(df[df["fold"] == fold], evaluate)
     out = {
         "schema": METRICS_SCHEMA,
         "kind": spec.kind,
         "spec": spec.to_dict(),
         "n_patients": int(len(df)),
         "n_unlabelled_dropped": len(df.attrs.get("unlabelled_patients", [])),
-        "n_bootstrap": int(n_bootstrap),
-        "seed": int(seed),
+        "n_bootstrap": evaluate.n_bootstrap,
+        "seed": evaluate.seed,
         "ci_level": CI_LEVEL,
-        "pooled": task.metric_block(df, n_bootstrap, seed),
+        "pooled": task.metric_block(df, evaluate),
         "folds": folds,
         "fold_summary": fold_summary(folds, task.headline),
     }

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mil.config import EvaluateConfig
 from mil.evaluate.bootstrap import CI, bootstrap_ci
 from mil.evaluate.classification import auc_weighted, confusion_matrix, threshold_metrics
 
@@ -21,9 +22,10 @@ THRESHOLD = 0.5
 
 
 def multilabel_metrics(
-    truth: np.ndarray, probs: np.ndarray, labels: list[str], n_bootstrap: int = 1000, seed: int = 0
+    truth: np.ndarray, probs: np.ndarray, labels: list[str], evaluate: EvaluateConfig
 ) -> dict:
     """`truth`: n x L of 0/1, `probs`: n x L, columns in the order of `labels`. JSON-ready block."""
+    n_bootstrap = evaluate.n_bootstrap
     truth = np.asarray(truth, int)
     probs = np.asarray(probs, float)
     n = len(truth)
@@ -31,7 +33,7 @@ def multilabel_metrics(
     strata = strata.ravel()
 
     def ci(metric, *arrays) -> CI:
-        return bootstrap_ci(metric, *arrays, n=n_bootstrap, rng=np.random.default_rng(seed), strata=strata)
+        return bootstrap_ci(metric, *arrays, n=n_bootstrap, rng=evaluate.seed, strata=strata)
 
     per_class, usable = {}, []
     for j, name in enumerate(labels):

@@ -17,6 +17,7 @@ import pandas as pd
 
 from features.core.errors import InputError
 from features.core.io import write_json
+from mil.config import EvaluateConfig
 from mil.evaluate.predictions import attach_labels, read_predictions, require_truth
 from mil.tasks import TaskSpec
 
@@ -32,25 +33,22 @@ class Evaluation:
 
 
 def evaluate_files(
-    predictions: Path, labels: Path | None = None, n_bootstrap: int = 1000, seed: int = 0
+    predictions: Path, labels: Path | None = None, evaluate: EvaluateConfig = EvaluateConfig()
 ) -> Evaluation:
     """Metrics of a predictions CSV (+ its spec sidecar), optionally with truth from a labels CSV."""
     from mil.evaluate.metrics import compute_metrics
 
-    if n_bootstrap < 0:
-        raise InputError(f"--bootstrap {n_bootstrap}: must be >= 0 (0 disables confidence intervals)")
     df, spec = read_predictions(Path(predictions))
     unlabelled: list[str] = []
     if labels is not None:
         df = attach_labels(df, spec, Path(labels))
         unlabelled = list(df.attrs.get("unlabelled_patients", []))
     require_truth(df, spec, str(predictions))
-    metrics = compute_metrics(df, spec, n_bootstrap=n_bootstrap, seed=seed)
+    metrics = compute_metrics(df, spec, evaluate)
     metrics["provenance"] = {
         "predictions": _file_record(Path(predictions)),
         "labels": _file_record(Path(labels)) if labels is not None else None,
-        "n_bootstrap": n_bootstrap,
-        "seed": seed,
+        **evaluate.model_dump(),
         "versions": {"python": platform.python_version(), **{name: _version(name) for name in _VERSIONED}},
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }

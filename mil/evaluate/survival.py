@@ -29,6 +29,7 @@ from lifelines import KaplanMeierFitter
 from lifelines.statistics import logrank_test, multivariate_logrank_test
 from lifelines.utils import concordance_index
 
+from mil.config import EvaluateConfig
 from mil.evaluate.bootstrap import CI, bootstrap_ci
 
 _MAX_BLOCK_CELLS = 4_000_000  # pairwise rows are built in blocks of at most this many cells (32 MB)
@@ -96,12 +97,12 @@ def survival_metrics(
     time: np.ndarray,
     event: np.ndarray,
     risk: np.ndarray,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
+    evaluate: EvaluateConfig,
     group_method: str = "median",
 ) -> dict:
     """c-index (+CI), risk groups with Kaplan-Meier medians and the log-rank p between them. JSON-ready."""
     time, event, risk = np.asarray(time, float), np.asarray(event, int), np.asarray(risk, float)
+    n_bootstrap = evaluate.n_bootstrap
     n, n_events = len(time), int(event.sum())
     reasons = {}
     if n_events == 0:
@@ -109,9 +110,7 @@ def survival_metrics(
     elif math.isnan(concordance(time, event, risk)):
         c_index = CI.undefined("no comparable pair (each event is at the last follow-up time)", n_bootstrap)
     else:
-        c_index = bootstrap_ci(
-            concordance_weighted, time, event, risk, n=n_bootstrap, rng=np.random.default_rng(seed)
-        )
+        c_index = bootstrap_ci(concordance_weighted, time, event, risk, n=n_bootstrap, rng=evaluate.seed)
         # report lifelines' own number; the weighted twin agrees with it to rounding (tested)
         c_index = replace(c_index, estimate=concordance(time, event, risk))
 

@@ -91,9 +91,10 @@ class DiscoveryCollector:
         self._patients.append(_Patient(att.patient_id, sample.astype(np.float32), candidates))
 
     def clusters(
-        self, groups: dict[str, set[str]], n_clusters: int = 6, members: int = 12
+        self, groups: dict[str, set[str]], n_clusters: int, members: int
     ) -> dict[str, list[Cluster]]:
-        """Clusters per output name; `groups[patient]` = the names the patient belongs to."""
+        """Clusters per output name; `groups[patient]` = the names the patient belongs to; `members` cells of
+        each cluster are kept for its montage."""
         if not self._patients:
             return {}
         samples = [p.sample for p in self._patients]

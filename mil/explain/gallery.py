@@ -32,7 +32,7 @@ class Section:
     captions: list[str]
 
 
-def read_cells(meta: BagMeta, bag: Bag, index: np.ndarray, display_px: int = 128) -> np.ndarray:
+def read_cells(meta: BagMeta, bag: Bag, index: np.ndarray, display_px: int) -> np.ndarray:
     """len(index) x display_px x display_px x 3 uint8: the cells `index` of this bag, re-read from the source
     (`features.sources.open_instances`, which opens it once)."""
     index = np.asarray(index, dtype=np.int64)
@@ -107,7 +107,7 @@ def slide_galleries(
     bag: Bag,
     values: dict[str, np.ndarray],
     top_k: int,
-    display_px: int = 128,
+    display_px: int,
     what: str = "attention x N",
     patient_id: str | None = None,
     source: Instances | None = None,

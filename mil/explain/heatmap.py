@@ -2,7 +2,8 @@
 
 Layout of OUT (slide folders are `features.bagstore.bag_key(slide_id)`)::
 
-    heatmap.json                  run, store, head, method, rows, normalisation, versions, per-slide status
+    heatmap.json                  run, store, head, method, rows, normalisation, the explain section, versions,
+                                  per-slide status
     <slide>/attention.csv         one row per instance (columns: `mil.explain.tables`)
     <slide>/gallery_<row>.png     top-k and bottom-k cells by relative attention, re-read from the source
     <slide>/overlay_<row>.png     slides only: the smear with every cell coloured by attention
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from features.bagstore import bag_key
 from features.core.errors import InputError, MilError
+from mil.config import ExplainConfig
 from mil.explain.attention import ATTRIBUTION_METHOD
 from mil.explain.cohort import Explainer
 
@@ -72,21 +74,19 @@ def heatmap(
     bags: Path,
     out: Path,
     slides: list[str] | None = None,
-    top_k: int = 16,
+    config: ExplainConfig = ExplainConfig(),
     overwrite: bool = False,
     progress: Callable[..., None] | None = None,
     labels: Path | None = None,
-    display_px: int = 128,
     device: str = "cpu",
 ) -> HeatmapSummary:
-    """Explain the slides of `bags` (all, or `slides`) with the fold models of `run`; write OUT."""
+    """Explain the slides of `bags` (all, or `slides`) with the fold models of `run`; write OUT. `config` sets
+    the galleries (top-k cells, tile size)."""
     from mil.training.rundir import check_out, swap_in, temp_dir
 
     started = time.perf_counter()
     emit = progress or (lambda event, **info: None)
     out = Path(out)
-    if top_k < 1:
-        raise InputError(f"--top-k {top_k}: must be >= 1")
     check_out(out, overwrite)
     ex = Explainer.open(run, bags, labels, device)
     wanted = _resolve_slides(ex, slides, Path(bags))
@@ -107,13 +107,13 @@ def heatmap(
                     emit("slide_done", result=results[-1])
                 continue
             for s in slide_ids:
-                results.append(_write_slide(ex, s, patient, att, tmp / bag_key(s), top_k, display_px))
+                results.append(_write_slide(ex, s, patient, att, tmp / bag_key(s), config))
                 emit("slide_done", result=results[-1])
         summary = HeatmapSummary(
             out, Path(run), Path(bags), ex.head_name, ex.method, ex.class_agnostic,
             _rows(ex), results, time.perf_counter() - started,
         )  # fmt: skip
-        (tmp / "heatmap.json").write_text(json.dumps(_record(ex, summary, top_k), indent=1) + "\n")
+        (tmp / "heatmap.json").write_text(json.dumps(_record(ex, summary, config), indent=1) + "\n")
         if summary.count("written"):
             swap_in(tmp, out)
         else:
@@ -141,7 +141,7 @@ def _rows(ex: Explainer) -> list[str]:
     return ["all"] if ex.class_agnostic else list(ex.names)
 
 
-def _write_slide(ex: Explainer, slide_id, patient, att, folder: Path, top_k, display_px) -> SlideResult:
+def _write_slide(ex: Explainer, slide_id, patient, att, folder: Path, config: ExplainConfig) -> SlideResult:
     from features.sources import open_instances
     from mil.explain.gallery import save_png, slide_galleries
     from mil.explain.tables import att_column, attention_frame
@@ -157,7 +157,9 @@ def _write_slide(ex: Explainer, slide_id, patient, att, folder: Path, top_k, dis
         values = {row: frame[att_column(row, att.class_agnostic, "rel")].to_numpy() for row in att.rows}
         what = "attention x N" if att.method == "attention" else f"{att.method} / mean |.|"
         with open_instances(meta, bag) as source:  # one open serves the galleries and the overview
-            galleries = slide_galleries(meta, bag, values, top_k, display_px, what, patient, source)
+            galleries = slide_galleries(
+                meta, bag, values, config.top_k, config.display_px, what, patient, source
+            )
             for row, image in galleries.items():
                 result.files.append(save_png(image, folder / f"gallery_{row}.png").name)
             overview = source.overview()
@@ -181,7 +183,7 @@ def _write_slide(ex: Explainer, slide_id, patient, att, folder: Path, top_k, dis
     return result
 
 
-def _record(ex: Explainer, summary: HeatmapSummary, top_k: int) -> dict:
+def _record(ex: Explainer, summary: HeatmapSummary, config: ExplainConfig) -> dict:
     from features.core.versions import versions
 
     return {
@@ -200,7 +202,7 @@ def _record(ex: Explainer, summary: HeatmapSummary, top_k: int) -> dict:
         "class_agnostic": ex.class_agnostic,
         "normalisation": NORMALISATION,
         "renormalised_per_slide": False,
-        "top_k": top_k,
+        "explain": config.model_dump(mode="json"),
         "slides": {
             r.slide_id: {k: v for k, v in asdict(r).items() if k != "slide_id"} for r in summary.slides
         },

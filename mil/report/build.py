@@ -5,7 +5,7 @@ out-of-fold predictions, per-class galleries of the top cells across the cohort,
 (`mil.explain.discovery`) as montages with their enrichment.
 
 Cohort galleries: for each class, every patient of that class (truth, else predicted) contributes its
-`per_patient` highest-attention cells, and the `top_k` highest of those are shown, so one patient with a
+`per_patient` highest-attention cells, and the `top_k` highest of those are shown (`ReportConfig`), so one patient with a
 peaked attention cannot fill the whole gallery. Cell images are re-read from the sources, each slide opened
 once; a source that moved becomes a grey tile marked "missing" and is listed, not a failed report.
 """
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from features.core.errors import InputError, MilError
+from mil.config import ReportConfig
 from mil.explain.cohort import Explainer
 from mil.explain.discovery import CellRef, Cluster, DiscoveryCollector
 from mil.explain.gallery import Section, montage, read_cells
@@ -46,17 +47,13 @@ def report(
     bags: Path,
     out: Path,
     labels: Path | None = None,
-    top_k: int = 24,
-    per_patient: int = 2,
-    n_clusters: int = 6,
-    cluster_members: int = 12,
+    config: ReportConfig = ReportConfig(),
     overwrite: bool = False,
     progress: Callable[..., None] | None = None,
     device: str = "cpu",
-    display_px: int = 96,
-    seed: int = 0,
 ) -> ReportSummary:
-    """Write the HTML report of `run` explained on the patients of `bags` to `out`."""
+    """Write the HTML report of `run` explained on the patients of `bags` to `out`; `config` sets the galleries
+    and the discovery (cells per class, clusters, seed)."""
     from features.core.io import atomic_write_text
 
     started = time.perf_counter()
@@ -72,7 +69,7 @@ def report(
 
     patients = list(ex.patient_slides)
     emit("start", total=len(patients))
-    collector = DiscoveryCollector(ex.names, seed=seed)
+    collector = DiscoveryCollector(ex.names, seed=config.seed)
     tops: dict[str, dict[str, list[CellRef]]] = {name: {} for name in ex.names}
     outputs: dict[str, np.ndarray] = {}
     for i, patient in enumerate(patients):
@@ -81,7 +78,7 @@ def report(
         outputs[patient] = att.prediction
         rel = att.relative()
         for name in ex.names:
-            best = np.argsort(-rel[att.row(name)], kind="stable")[:per_patient]
+            best = np.argsort(-rel[att.row(name)], kind="stable")[: config.per_patient]
             tops[name][patient] = [_ref(att, int(r), float(rel[att.row(name), r])) for r in best]
         emit("patient", done=i + 1, total=len(patients), patient_id=patient)
     grouped = ex.cohort_groups(outputs)  # the task kind's grouping: classes, labels, or predicted risk
@@ -89,27 +86,27 @@ def report(
     shown_as = {p: shown for p, (_, shown) in grouped.items()}
 
     emit("discovery")
-    clusters = collector.clusters(groups, n_clusters=n_clusters, members=cluster_members)
+    clusters = collector.clusters(groups, n_clusters=config.clusters, members=config.cluster_members)
     galleries = {
         name: sorted(
             (ref for p, refs in tops[name].items() if name in groups.get(p, set()) for ref in refs),
             key=lambda r: -r.att_rel,
-        )[:top_k]
+        )[: config.top_k]
         for name in ex.names
     }
     emit("images")
     wanted = [r for refs in galleries.values() for r in refs] + [
         m for cs in clusters.values() for c in cs for m in c.members
     ]
-    images, missing = _read_images(ex, wanted, display_px)
+    images, missing = _read_images(ex, wanted, config.display_px)
 
     sections = [
         metrics_section(metrics),
         figures_section(ex.predictions, ex.spec),
         predictions_section(ex.predictions, ex.spec, shown_as),
-        _gallery_section(ex, galleries, images, top_k, per_patient),
+        _gallery_section(ex, galleries, images, config),
         _discovery_section(ex, clusters, images),
-        provenance_section(_provenance(ex, bags, missing, seed)),
+        provenance_section(_provenance(ex, bags, missing, config)),
     ]
     title = f"mil report: {Path(run).resolve().name}"
     subtitle = [
@@ -165,11 +162,11 @@ def _tiles(refs: list[CellRef], images: dict) -> tuple[np.ndarray, list[str]]:
     ]
 
 
-def _gallery_section(ex: Explainer, galleries: dict, images: dict, top_k: int, per_patient: int) -> str:
+def _gallery_section(ex: Explainer, galleries: dict, images: dict, config: ReportConfig) -> str:
     what = "attention x N" if ex.method == "attention" else f"{ex.method} / mean |.|"
     body = H.note(
-        f"For each class, the {top_k} highest cells by {what} (1 = uniform) among that class's patients, at most "
-        f"{per_patient} per patient; re-read from the source slides / cell images. Captions: rank, value, patient "
+        f"For each class, the {config.top_k} highest cells by {what} (1 = uniform) among that class's patients, "
+        f"at most {config.per_patient} per patient; re-read from the source slides / cell images. Captions: rank, value, patient "
         "and slide:instance (the row of that slide's attention.csv from `mil heatmap`)."
         + (" This head has one attention row shared by all classes." if ex.class_agnostic else "")
     )
@@ -232,7 +229,9 @@ def _discovery_section(ex: Explainer, clusters: dict[str, list[Cluster]], images
     return H.section("discovery", "Diagnostic-cell discovery", body)
 
 
-def _provenance(ex: Explainer, bags: Path, missing: dict[str, str], seed: int) -> dict[str, object]:
+def _provenance(
+    ex: Explainer, bags: Path, missing: dict[str, str], config: ReportConfig
+) -> dict[str, object]:
     from features.core.versions import versions
 
     lines: dict[str, object] = {
@@ -242,7 +241,7 @@ def _provenance(ex: Explainer, bags: Path, missing: dict[str, str], seed: int) -
         "explanation": "attention from the head's own forward pass, mean over fold models"
         if ex.method == "attention"
         else f"{ex.method} (the head has no attention), mean over fold models",
-        "discovery seed": seed,
+        "report settings": ", ".join(f"{k} {v}" for k, v in config.model_dump().items()),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": ", ".join(f"{k} {v}" for k, v in versions().items() if v),
     }

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from features.core.errors import InputError
+from mil.config import EvaluateConfig
 from mil.tasks.formatting import ci_cells, format_ci
 from mil.tasks.spec import TaskSpec
 
@@ -132,7 +133,7 @@ class Task:
         """Rules on truth just read from a labels CSV for the evaluated patients (`attach_labels`)."""
 
     # -- evaluation and display ------------------------------------------------------------------------------
-    def metric_block(self, df: pd.DataFrame, n_bootstrap: int, seed: int) -> dict[str, Any]:
+    def metric_block(self, df: pd.DataFrame, evaluate: EvaluateConfig) -> dict[str, Any]:
         """Metrics of one block of the table (a fold, or all rows), JSON-ready (keys: `mil.evaluate`)."""
         raise NotImplementedError
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from features.core.errors import ConfigError, InputError
+from mil.config import EvaluateConfig
 from mil.evaluate.columns import check_classes, label_text  # one rule for training's labels and the table
 from mil.tasks import TASKS
 from mil.tasks.base import Task, mean_auc, require_columns
@@ -169,12 +170,12 @@ class Classification(Task):
                 f"model does not predict (classes: {', '.join(self.spec.classes)}); fix or drop those patients"
             )
 
-    def metric_block(self, df: pd.DataFrame, n_bootstrap: int, seed: int) -> dict:
+    def metric_block(self, df: pd.DataFrame, evaluate: EvaluateConfig) -> dict:
         from mil.evaluate.classification import classification_metrics
 
         probs = df[self.prob_columns()].to_numpy(float)
         y_true, y_pred = df["y_true"].to_numpy(), df["y_pred"].to_numpy()
-        return classification_metrics(y_true, y_pred, probs, self.spec.classes, n_bootstrap, seed)
+        return classification_metrics(y_true, y_pred, probs, self.spec.classes, evaluate)
 
     def figures(self, df: pd.DataFrame) -> list:
         from mil.evaluate.classification import confusion_matrix

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from features.core.errors import ConfigError, InputError
+from mil.config import EvaluateConfig
 from mil.evaluate.columns import check_binary
 from mil.tasks import TASKS
 from mil.tasks.base import Task, binary_auc, require_columns
@@ -126,12 +127,12 @@ class MultiLabel(Task):
     def check_table(self, table: pd.DataFrame, source: str) -> None:
         check_binary(table, self.truth_columns(), source)
 
-    def metric_block(self, df: pd.DataFrame, n_bootstrap: int, seed: int) -> dict:
+    def metric_block(self, df: pd.DataFrame, evaluate: EvaluateConfig) -> dict:
         from mil.evaluate.multilabel import multilabel_metrics
 
         truth = df[self.truth_columns()].to_numpy(int)
         probs = df[self.prob_columns()].to_numpy(float)
-        return multilabel_metrics(truth, probs, self.spec.classes, n_bootstrap, seed)
+        return multilabel_metrics(truth, probs, self.spec.classes, evaluate)
 
     def figures(self, df: pd.DataFrame) -> list:
         from mil.evaluate.plots import roc_figure

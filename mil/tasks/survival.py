@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from features.core.errors import ConfigError, InputError
+from mil.config import EvaluateConfig
 from mil.evaluate.columns import check_binary
 from mil.tasks import TASKS
 from mil.tasks.base import Task, median_split, require_columns
@@ -130,11 +131,11 @@ class Survival(Task):
         if (table["time"] < 0).any() or np.isinf(table["time"]).any():
             raise InputError(f"{source}: column time must be finite and >= 0")
 
-    def metric_block(self, df: pd.DataFrame, n_bootstrap: int, seed: int) -> dict:
+    def metric_block(self, df: pd.DataFrame, evaluate: EvaluateConfig) -> dict:
         from mil.evaluate.survival import survival_metrics
 
         time, event, risk = df["time"].to_numpy(float), df["event"].to_numpy(int), df["risk"].to_numpy(float)
-        return survival_metrics(time, event, risk, n_bootstrap, seed)
+        return survival_metrics(time, event, risk, evaluate)
 
     def figures(self, df: pd.DataFrame) -> list:
         from mil.evaluate.plots import new_figure, plot_km
@@ -144,7 +145,7 @@ class Survival(Task):
         groups, _ = risk_groups(risk, "median")
         fig, ax = new_figure(7, 5.5, bottom=0.3)
         plot_km(ax, kaplan_meier(time, event, groups, GROUP_METHODS["median"]))
-        p = survival_metrics(time, event, risk, n_bootstrap=0)["logrank_p"]
+        p = survival_metrics(time, event, risk, EvaluateConfig(n_bootstrap=0))["logrank_p"]
         ax.set_title(
             f"risk split at the median, log-rank p = {p:.3g}" if p is not None else "risk split at the median"
         )

@@ -54,7 +54,11 @@ def load_run(run: Path, device: torch.device | str = "cpu") -> LoadedRun:
         raise InputError(f"{run}: no config.yaml; pass a run folder written by `mil train`")
     try:
         record = yaml.safe_load(config_file.read_text()) or {}
-        config = TrainConfig.model_validate(record.get("train") or {})
+        train = dict(record.get("train") or {})
+        train.pop(
+            "n_bootstrap", None
+        )  # runs written before the evaluate section kept it here; unused to predict
+        config = TrainConfig.model_validate(train)
     except (yaml.YAMLError, ValueError) as exc:
         raise InputError(f"{config_file}: not a valid run config ({str(exc).splitlines()[0]})") from None
     paths = sorted(

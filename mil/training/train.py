@@ -31,7 +31,7 @@ from features.bagstore import BagStore
 from features.core.device import resolve_device
 from mil.cohort.labels import Cohort, build_cohort, check_counts
 from mil.cohort.splits import Fold, Splits, check_leakage, load_splits, make_splits, save_splits
-from mil.config import TrainConfig
+from mil.config import EvaluateConfig, TrainConfig
 from mil.tasks import Task, TaskSpec, create_task
 from mil.training.checkpoint import save_checkpoint
 from mil.training.data import BagSet, load_bags
@@ -78,8 +78,10 @@ def train_cv(
     splits: Path | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
+    evaluate: EvaluateConfig = EvaluateConfig(),
 ) -> RunSummary:
-    """Cross-validate `config.head` on the patients of `labels` found in the bag store `bags`; write RUN."""
+    """Cross-validate `config.head` on the patients of `labels` found in the bag store `bags`; write RUN.
+    `evaluate` sets the bootstrap of metrics.json (the same section `mil evaluate` reads)."""
     started = time.perf_counter()
     bags, labels, out = Path(bags), Path(labels), Path(out)
     emit = progress or (lambda event, **info: None)
@@ -112,7 +114,7 @@ def train_cv(
             _run_fold(fold, task, data, cohort, config, device, store, tmp, emit, progress)
             for fold in split.folds
         ]
-        metrics, plots = _score(tmp, [frame for frame, _ in fitted], cohort, split, config, emit)
+        metrics, plots = _score(tmp, [frame for frame, _ in fitted], cohort, split, evaluate, emit)
         extra = {
             "bags": str(bags.resolve()),
             "labels": str(labels.resolve()),
@@ -125,6 +127,7 @@ def train_cv(
         sample = store.meta(cohort.slides[cohort.patients[0]][0])
         record = {
             "train": config.model_dump(mode="json"),
+            "evaluate": evaluate.model_dump(mode="json"),
             "provenance": provenance(config.seed, store.encoder, sample, extra),
         }
         (tmp / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
@@ -204,7 +207,7 @@ def _score(
     frames: list[pd.DataFrame],
     cohort: Cohort,
     split: Splits,
-    config: TrainConfig,
+    evaluate: EvaluateConfig,
     emit: Progress,
 ) -> tuple[dict[str, Any], list[Path]]:
     """predictions.csv, metrics.json, plots/ and left_out.csv, through the evaluation module's contract."""
@@ -217,8 +220,8 @@ def _score(
     table = pd.concat(frames, ignore_index=True).sort_values("patient_id", kind="stable")
     write_predictions(table, spec, run_dir / "predictions.csv")
     table, _ = read_predictions(run_dir / "predictions.csv")  # score exactly what `mil evaluate` will read
-    emit("metrics", n_bootstrap=config.n_bootstrap)
-    metrics = compute_metrics(table, spec, n_bootstrap=config.n_bootstrap, seed=config.seed)
+    emit("metrics", n_bootstrap=evaluate.n_bootstrap)
+    metrics = compute_metrics(table, spec, evaluate)
     metrics["cohort"] = _cohort_record(cohort, split)
     write_metrics(metrics, run_dir / "metrics.json")
     plots = write_plots(table, spec, run_dir / "plots")

@@ -22,7 +22,7 @@ FAST = [
     "--device",
     "cpu",
     "--set",
-    "train.n_bootstrap=20",
+    "evaluate.n_bootstrap=20",
     "--set",
     "train.batch_size=8",
 ]
@@ -120,7 +120,7 @@ def test_bad_labels_are_one_line_with_exit_code_2(cohort, tmp_path, capsys):
 
 
 def test_config_show_and_template(tmp_path):
-    shown = runner.invoke(app, ["config", "show", "npm1", "--set", "train.lr=0.001"])
+    shown = runner.invoke(app, ["config", "show", "--config", "npm1", "--set", "train.lr=0.001"])
     assert shown.exit_code == 0, shown.output
     assert yaml.safe_load(shown.output)["train"]["lr"] == 0.001
     out = tmp_path / "template.yaml"

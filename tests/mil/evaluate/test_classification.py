@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
+from mil.config import EvaluateConfig
 from mil.evaluate.bootstrap import bootstrap_ci, resample_weights
 from mil.evaluate.classification import (
     auc_weighted,
@@ -82,7 +83,11 @@ def test_balanced_accuracy_and_confusion_match_twins():
 def test_per_class_threshold_metrics_match_sklearn():
     df, spec = classification_table(n=90, signal=1.0, seed=5)
     m = classification_metrics(
-        df.y_true.to_numpy(), df.y_pred.to_numpy(), df[prob_columns(spec)].to_numpy(), spec.classes, 50
+        df.y_true.to_numpy(),
+        df.y_pred.to_numpy(),
+        df[prob_columns(spec)].to_numpy(),
+        spec.classes,
+        EvaluateConfig(n_bootstrap=50),
     )
     labels = spec.classes
     sens = recall_score(df.y_true, df.y_pred, labels=labels, average=None)
@@ -112,7 +117,11 @@ def test_absent_class_gives_nan_with_reason_and_macro_over_present():
     df, spec = classification_table(n=90, seed=6)
     df = df[df.y_true != "healthy"]  # a fold without healthy donors
     m = classification_metrics(
-        df.y_true.to_numpy(), df.y_pred.to_numpy(), df[prob_columns(spec)].to_numpy(), spec.classes, 100
+        df.y_true.to_numpy(),
+        df.y_pred.to_numpy(),
+        df[prob_columns(spec)].to_numpy(),
+        spec.classes,
+        EvaluateConfig(n_bootstrap=100),
     )
     healthy = m["per_class"]["healthy"]
     assert healthy["auc"]["estimate"] is None and "no patient of class healthy" in healthy["auc"]["reason"]
@@ -126,7 +135,11 @@ def test_one_class_only_is_undefined_not_a_crash():
     df, spec = classification_table(n=30, seed=7)
     df = df[df.y_true == "AML"]
     m = classification_metrics(
-        df.y_true.to_numpy(), df.y_pred.to_numpy(), df[prob_columns(spec)].to_numpy(), spec.classes, 20
+        df.y_true.to_numpy(),
+        df.y_pred.to_numpy(),
+        df[prob_columns(spec)].to_numpy(),
+        spec.classes,
+        EvaluateConfig(n_bootstrap=20),
     )
     assert m["macro_auc"]["estimate"] is None and m["macro_auc"]["reason"]
     assert m["per_class"]["AML"]["auc"]["reason"].startswith("every patient is AML")
@@ -135,7 +148,7 @@ def test_one_class_only_is_undefined_not_a_crash():
 def test_perfect_predictions():
     y = np.array(["a", "b"] * 20)
     probs = np.stack([(y == "a") * 0.9 + 0.05, (y == "b") * 0.9 + 0.05], axis=1)
-    m = classification_metrics(y, y, probs, ["a", "b"], 200)
+    m = classification_metrics(y, y, probs, ["a", "b"], EvaluateConfig(n_bootstrap=200))
     assert m["macro_auc"]["estimate"] == 1 and m["macro_auc"]["low"] == 1 and m["macro_auc"]["high"] == 1
     assert m["balanced_accuracy"]["estimate"] == 1
     assert m["binary"]["youden"]["sensitivity"] == 1 and m["binary"]["youden"]["specificity"] == 1
@@ -158,7 +171,9 @@ def test_binary_block_uses_second_class_as_positive():
     y = np.where(rng.random(80) < 0.5, "neg", "pos")
     p_pos = np.clip(0.5 + 0.3 * (y == "pos") + rng.normal(scale=0.25, size=80), 0, 1)
     pred = np.where(p_pos > 0.5, "pos", "neg")
-    m = classification_metrics(y, pred, np.stack([1 - p_pos, p_pos], axis=1), ["neg", "pos"], 100)
+    m = classification_metrics(
+        y, pred, np.stack([1 - p_pos, p_pos], axis=1), ["neg", "pos"], EvaluateConfig(n_bootstrap=100)
+    )
     b = m["binary"]
     assert b["positive_class"] == "pos"
     assert b["auc"]["estimate"] == pytest.approx(roc_auc_score(y == "pos", p_pos))
@@ -172,11 +187,11 @@ def test_binary_block_uses_second_class_as_positive():
 
 def test_ci_reproducible_and_contains_estimate():
     df, spec = classification_table(n=150, seed=9)
-    args = (df.y_true.to_numpy(), df.y_pred.to_numpy(), df[prob_columns(spec)].to_numpy(), spec.classes, 300)
+    args = (df.y_true.to_numpy(), df.y_pred.to_numpy(), df[prob_columns(spec)].to_numpy(), spec.classes)
     a, b, c = (
-        classification_metrics(*args, seed=1),
-        classification_metrics(*args, seed=1),
-        classification_metrics(*args, seed=2),
+        classification_metrics(*args, EvaluateConfig(n_bootstrap=300, seed=1)),
+        classification_metrics(*args, EvaluateConfig(n_bootstrap=300, seed=1)),
+        classification_metrics(*args, EvaluateConfig(n_bootstrap=300, seed=2)),
     )
     assert a == b
     assert a["macro_auc"]["low"] != c["macro_auc"]["low"]
@@ -189,7 +204,9 @@ def test_auc_bootstrap_1000_draws_500_patients_under_2s():
     y = rng.integers(0, 3, 500)
     probs = rng.dirichlet(np.ones(3), 500)
     start = time.perf_counter()
-    m = classification_metrics(y.astype(str), probs.argmax(1).astype(str), probs, ["0", "1", "2"], 1000)
+    m = classification_metrics(
+        y.astype(str), probs.argmax(1).astype(str), probs, ["0", "1", "2"], EvaluateConfig(n_bootstrap=1000)
+    )
     elapsed = time.perf_counter() - start  # 3 per-class + macro AUC + balanced accuracy, 1000 draws each
     assert m["macro_auc"]["n_valid"] == 1000
     assert elapsed < 2.0, f"{elapsed:.2f} s"

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from features.core.errors import InputError
 from mil.cli import app, main
+from mil.config import EvaluateConfig
 from mil.evaluate.predictions import spec_path, write_predictions
 from mil.evaluate.run import evaluate_files
 from tests.mil.evaluate.synth import classification_table, survival_table
@@ -38,7 +39,7 @@ def test_evaluate_writes_metrics_and_plots(cv_preds, tmp_path):
     assert sorted(p.name for p in plots.iterdir()) == ["confusion.png", "roc.png"]
     assert "macro_auc" in result.output and "fold 2" in result.output
     # the library call the command wraps gives the same numbers
-    lib = evaluate_files(cv_preds, n_bootstrap=200).metrics
+    lib = evaluate_files(cv_preds, evaluate=EvaluateConfig(n_bootstrap=200)).metrics
     assert lib["pooled"] == metrics["pooled"] and lib["folds"] == metrics["folds"]
 
 

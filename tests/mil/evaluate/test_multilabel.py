@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
+from mil.config import EvaluateConfig
 from mil.evaluate.multilabel import multilabel_metrics
 from mil.tasks import create_task
 from tests.mil.evaluate.synth import multilabel_table
@@ -17,7 +18,7 @@ def test_per_label_metrics_match_sklearn():
         df[create_task(spec).truth_columns()].to_numpy(),
         df[create_task(spec).prob_columns()].to_numpy(),
     )
-    m = multilabel_metrics(truth, probs, spec.classes, n_bootstrap=200)
+    m = multilabel_metrics(truth, probs, spec.classes, EvaluateConfig(n_bootstrap=200))
     aucs = []
     for j, name in enumerate(spec.classes):
         row = m["per_class"][name]
@@ -39,7 +40,7 @@ def test_label_without_positives_is_excluded_from_macro():
         df[create_task(spec).prob_columns()].to_numpy(),
     )
     truth[:, 1] = 0
-    m = multilabel_metrics(truth, probs, spec.classes, n_bootstrap=50)
+    m = multilabel_metrics(truth, probs, spec.classes, EvaluateConfig(n_bootstrap=50))
     rare = m["per_class"][spec.classes[1]]
     assert rare["auc"]["estimate"] is None and "no positive" in rare["auc"]["reason"]
     assert rare["sensitivity"] is None and rare["reasons"]["sensitivity"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
+from mil.config import EvaluateConfig
 from mil.evaluate.plots import plot_confusion, plot_km, plot_roc, write_plots
 from mil.evaluate.survival import kaplan_meier, risk_groups
 from mil.tasks import create_task
@@ -20,7 +21,7 @@ def test_roc_legend_carries_the_metric_auc():
     assert plot_roc(ax, truth, df[create_task(spec).prob_columns()].to_numpy(), spec.classes) is ax
     from mil.evaluate import compute_metrics
 
-    aucs = compute_metrics(df, spec, n_bootstrap=0)["pooled"]["per_class"]
+    aucs = compute_metrics(df, spec, EvaluateConfig(n_bootstrap=0))["pooled"]["per_class"]
     texts = [t.get_text() for t in ax.get_legend().get_texts()]
     for c, text in zip(spec.classes, texts, strict=True):
         assert f"AUC {aucs[c]['auc']['estimate']:.3f}" in text

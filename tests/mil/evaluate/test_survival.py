@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from lifelines.utils import concordance_index
 
+from mil.config import EvaluateConfig
 from mil.evaluate.bootstrap import resample_weights
 from mil.evaluate.survival import concordance, concordance_weighted, risk_groups, survival_metrics
 from tests.mil.evaluate.synth import survival_table
@@ -82,14 +83,14 @@ def test_blocked_pairs_equal_one_block(monkeypatch):
 
 def test_metrics_block_ci_groups_and_logrank():
     df, _ = survival_table(n=150, seed=3)
-    m = survival_metrics(df.time, df.event, df.risk, n_bootstrap=300, seed=0)
+    m = survival_metrics(df.time, df.event, df.risk, EvaluateConfig(n_bootstrap=300, seed=0))
     c = m["c_index"]
     assert c["estimate"] == pytest.approx(concordance_index(df.time, -df.risk, df.event))
     assert 0.6 < c["low"] <= c["estimate"] <= c["high"] < 0.95
     assert m["groups"]["low"]["n"] + m["groups"]["high"]["n"] == 150
     assert m["groups"]["high"]["median_survival"] < m["groups"]["low"]["median_survival"]
     assert m["logrank_p"] < 0.01
-    assert m == survival_metrics(df.time, df.event, df.risk, n_bootstrap=300, seed=0)
+    assert m == survival_metrics(df.time, df.event, df.risk, EvaluateConfig(n_bootstrap=300, seed=0))
 
 
 def test_random_risk_cindex_near_half():
@@ -102,7 +103,7 @@ def test_random_risk_cindex_near_half():
 
 def test_all_censored_is_a_reason_not_a_crash():
     df, _ = survival_table(n=30, seed=4)
-    m = survival_metrics(df.time, np.zeros(30, int), df.risk, n_bootstrap=100)
+    m = survival_metrics(df.time, np.zeros(30, int), df.risk, EvaluateConfig(n_bootstrap=100))
     assert m["c_index"]["estimate"] is None and "censored" in m["c_index"]["reason"]
     assert m["logrank_p"] is None and "no events" in m["reasons"]["logrank_p"]
     assert m["n_events"] == 0
@@ -111,7 +112,7 @@ def test_all_censored_is_a_reason_not_a_crash():
 def test_no_comparable_pair():
     time = np.array([1.0, 2, 3, 10])
     event = np.array([0, 0, 0, 1])  # the only event is the last time: nobody is known to outlive anyone
-    m = survival_metrics(time, event, np.array([0.1, 0.2, 0.3, 0.4]), n_bootstrap=50)
+    m = survival_metrics(time, event, np.array([0.1, 0.2, 0.3, 0.4]), EvaluateConfig(n_bootstrap=50))
     assert m["c_index"]["estimate"] is None and "comparable" in m["c_index"]["reason"]
 
 
@@ -120,7 +121,7 @@ def test_few_events_skips_draws_and_counts_them():
     time = rng.exponential(10, 40)
     event = np.zeros(40, int)
     event[np.argsort(time)[:2]] = 1  # 2 events: many draws hold no event
-    m = survival_metrics(time, event, rng.normal(size=40), n_bootstrap=300)
+    m = survival_metrics(time, event, rng.normal(size=40), EvaluateConfig(n_bootstrap=300))
     c = m["c_index"]
     assert c["estimate"] is not None and c["n_valid"] < 300
     assert (c["low"] is None) == (c["n_valid"] < 270)
@@ -128,7 +129,7 @@ def test_few_events_skips_draws_and_counts_them():
 
 def test_tied_risk_cannot_be_split():
     df, _ = survival_table(n=20, seed=6)
-    m = survival_metrics(df.time, df.event, np.zeros(20), n_bootstrap=20)
+    m = survival_metrics(df.time, df.event, np.zeros(20), EvaluateConfig(n_bootstrap=20))
     assert m["c_index"]["estimate"] == 0.5  # all risks tied: every comparable pair scores 1/2
     assert m["groups"]["high"]["n"] == 0 and m["groups"]["high"]["reason"] == "empty group"
     assert m["logrank_p"] is None and "tied" in m["reasons"]["logrank_p"]
@@ -143,5 +144,5 @@ def test_risk_groups_median_and_tertiles():
     with pytest.raises(ValueError):
         risk_groups(risk, "quartiles")
     df, _ = survival_table(n=90, seed=7)
-    m = survival_metrics(df.time, df.event, df.risk, n_bootstrap=0, group_method="tertiles")
+    m = survival_metrics(df.time, df.event, df.risk, EvaluateConfig(n_bootstrap=0), group_method="tertiles")
     assert set(m["groups"]) == {"low", "intermediate", "high"} and m["logrank_p"] is not None

@@ -81,7 +81,7 @@ def _write_stores(synth: Path, root: Path, encoder: EncoderIdentity) -> tuple[Pa
 
 def build(root: Path) -> TinyCohort:
     from features.synth import generate_cohort, make_config
-    from mil.config import TrainConfig
+    from mil.config import EvaluateConfig, TrainConfig
     from mil.training.train import train_cv
 
     config = make_config(
@@ -100,10 +100,10 @@ def build(root: Path) -> TinyCohort:
         ("mean_pool", "mean_pool", cells),
     ):
         cfg = TrainConfig(
-            target=TASK, head=head, folds=2, epochs=30, lr=5e-3, batch_size=4, n_bootstrap=20, allow_missing=True,
+            target=TASK, head=head, folds=2, epochs=30, lr=5e-3, batch_size=4, allow_missing=True,
             device="cpu", val_fraction=0.25,
         )  # fmt: skip
-        train_cv(store, labels, cfg, root / f"run_{name}")
+        train_cv(store, labels, cfg, root / f"run_{name}", evaluate=EvaluateConfig(n_bootstrap=20))
         runs[name] = root / f"run_{name}"
     return TinyCohort(
         synth, labels, cells, slides, runs["abmil"], runs["clam_mb"], runs["mean_pool"], encoder

@@ -57,6 +57,6 @@ def test_deterministic_in_seed():
         for i in range(6):
             col.add(*_patient(f"P{i}", rng, i < 3))
         groups = {f"P{i}": {"APL"} if i < 3 else {"healthy"} for i in range(6)}
-        return [(c.enrichment, c.n_cells) for c in col.clusters(groups, n_clusters=2)["APL"]]
+        return [(c.enrichment, c.n_cells) for c in col.clusters(groups, n_clusters=2, members=12)["APL"]]
 
     assert run(0) == run(0)

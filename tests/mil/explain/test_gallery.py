@@ -53,15 +53,17 @@ def test_missing_source_is_a_slide_error(tiny, tmp_path):
     from dataclasses import replace
 
     with pytest.raises(SlideError, match="not found"):
-        read_cells(replace(meta, source_path=str(tmp_path / "gone")), bag, np.array([0]))
+        read_cells(replace(meta, source_path=str(tmp_path / "gone")), bag, np.array([0]), 64)
     slides = BagStore(tiny.slides)
     smeta = slides.meta("P003_s1")
     with pytest.raises(SlideError, match="not found"):
         read_cells(
-            replace(smeta, source_path=str(tmp_path / "gone.tiff")), slides.read("P003_s1"), np.array([0])
+            replace(smeta, source_path=str(tmp_path / "gone.tiff")), slides.read("P003_s1"), np.array([0]), 64
         )
     with pytest.raises(SlideError, match="no images"):
-        read_cells(replace(smeta, source_kind="h5"), slides.read("P003_s1"), np.array([0]))
+        read_cells(replace(smeta, source_kind="h5"), slides.read("P003_s1"), np.array([0]), 64)
+    with pytest.raises(SlideError, match="no crop size"):  # never a guessed crop size
+        read_cells(replace(smeta, crop_um=None), slides.read("P003_s1"), np.array([0]), 64)
 
 
 def test_montage_layout_and_gallery_per_class(tiny):

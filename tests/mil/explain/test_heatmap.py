@@ -12,6 +12,7 @@ import pytest
 
 from features.bagstore import Bag, BagMeta, BagStore, EncoderIdentity
 from features.core.errors import InputError, StoreError
+from mil.config import ExplainConfig
 from mil.explain.heatmap import heatmap
 from mil.explain.truth import join_truth
 from tests.mil.explain.cohort import copy_store, get_tiny, point_source
@@ -29,13 +30,14 @@ def test_cells_outputs_join_the_truth_and_rank_diagnostic_cells_first(tiny, tmp_
     labels = pd.read_csv(tiny.labels).drop_duplicates("patient_id").set_index("patient_id")
     assert sorted(labels.index[labels["apl_aml_healthy"] == "APL"]) == APL
     out = tmp_path / "hm"
-    summary = heatmap(tiny.abmil, tiny.cells, out, slides=APL, top_k=4)
+    summary = heatmap(tiny.abmil, tiny.cells, out, slides=APL, config=ExplainConfig(top_k=4))
     assert summary.count("written") == 4 and summary.class_agnostic and summary.rows == ["all"]
     record = json.loads((out / "heatmap.json").read_text())
     assert (
         record["method"] == "attention" and record["class_agnostic"] and record["attribution_method"] is None
     )
     assert record["renormalised_per_slide"] is False and record["versions"]["torch"]
+    assert record["explain"] == ExplainConfig(top_k=4).model_dump()  # the resolved section beside the results
     assert set(record["slides"]) == set(APL) and record["slides"]["P004"]["status"] == "written"
     top_share, base = [], []
     for pid in APL:
@@ -53,7 +55,7 @@ def test_cells_outputs_join_the_truth_and_rank_diagnostic_cells_first(tiny, tmp_
 
 def test_slides_get_overlays_geojson_and_join_by_position(tiny, tmp_path):
     out = tmp_path / "hm"
-    summary = heatmap(tiny.clam_mb, tiny.slides, out, slides=["P004_s1"], top_k=3)
+    summary = heatmap(tiny.clam_mb, tiny.slides, out, slides=["P004_s1"], config=ExplainConfig(top_k=3))
     assert summary.count("written") == 1 and not summary.class_agnostic
     folder = out / "P004_s1"
     names = {p.name for p in folder.iterdir()}
@@ -71,7 +73,9 @@ def test_slides_get_overlays_geojson_and_join_by_position(tiny, tmp_path):
 
 
 def test_attribution_head_is_recorded(tiny, tmp_path):
-    summary = heatmap(tiny.mean_pool, tiny.cells, tmp_path / "hm", slides=["P001"], top_k=2)
+    summary = heatmap(
+        tiny.mean_pool, tiny.cells, tmp_path / "hm", slides=["P001"], config=ExplainConfig(top_k=2)
+    )
     record = json.loads((tmp_path / "hm" / "heatmap.json").read_text())
     assert summary.method == record["method"] == record["attribution_method"] == "gradient_x_input"
     assert {"gallery_AML.png", "gallery_APL.png", "gallery_healthy.png"} <= {
@@ -113,14 +117,16 @@ def test_moved_source_fails_that_slide_only_and_overwrite_replaces(tiny, tmp_pat
         point_source(store, sid, moved / f"{sid}.tiff")
     (moved / "P002_s1.tiff").rename(moved / "elsewhere.tiff")
     out = tmp_path / "hm"
-    summary = heatmap(tiny.clam_mb, store, out, slides=["P001_s1", "P002_s1"], top_k=2)
+    summary = heatmap(tiny.clam_mb, store, out, slides=["P001_s1", "P002_s1"], config=ExplainConfig(top_k=2))
     assert summary.count("written") == 1 and summary.count("failed") == 1
     failed = next(r for r in summary.slides if r.status == "failed")
     assert failed.slide_id == "P002_s1" and "not found" in failed.error
     assert not (out / "P002_s1").exists() and (out / "P001_s1" / "cells.geojson").exists()
     assert json.loads((out / "heatmap.json").read_text())["slides"]["P002_s1"]["status"] == "failed"
     # overwrite: the new run replaces the old folder entirely
-    again = heatmap(tiny.clam_mb, store, out, slides=["P001_s1"], top_k=2, overwrite=True)
+    again = heatmap(
+        tiny.clam_mb, store, out, slides=["P001_s1"], config=ExplainConfig(top_k=2), overwrite=True
+    )
     assert again.count("written") == 1 and not (out / "P002_s1").exists()
     # a run where every slide fails leaves the existing OUT as it was
     (moved / "P001_s1.tiff").unlink()
@@ -140,6 +146,12 @@ def test_each_slide_is_opened_once(tiny, tmp_path, monkeypatch):
         original(self, path, *args, **kwargs)
 
     monkeypatch.setattr(openslide_reader.SlideReader, "__init__", counting)
-    summary = heatmap(tiny.clam_mb, tiny.slides, tmp_path / "hm", slides=["P004_s1", "P001_s1"], top_k=2)
+    summary = heatmap(
+        tiny.clam_mb,
+        tiny.slides,
+        tmp_path / "hm",
+        slides=["P004_s1", "P001_s1"],
+        config=ExplainConfig(top_k=2),
+    )
     assert summary.count("written") == 2 and (tmp_path / "hm" / "P004_s1" / "overlay_APL.png").exists()
     assert sorted(opened) == ["P001_s1.tiff", "P004_s1.tiff"]

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from features.core.errors import InputError
 from mil.cli import app
+from mil.config import ReportConfig
 from mil.report.build import report
 from tests.mil.explain.cohort import copy_store, get_tiny, point_source
 
@@ -68,7 +69,7 @@ def parse(path: Path) -> tuple[str, Page]:
 
 def test_report_is_self_contained_with_every_section(tiny, tmp_path):
     out = tmp_path / "report.html"
-    summary = report(tiny.abmil, tiny.cells, out, top_k=8, n_clusters=3)
+    summary = report(tiny.abmil, tiny.cells, out, config=ReportConfig(top_k=8, clusters=3))
     assert (
         summary.n_patients == 12
         and summary.missing_sources == {}
@@ -83,6 +84,7 @@ def test_report_is_self_contained_with_every_section(tiny, tmp_path):
         Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).verify()
     assert page.rows_in_sortable == 1 + 12  # header + one row per patient
     assert "macro_auc" in text and "95% CI" in text and "enrichment" in text
+    assert "top_k 8, per_patient 2, clusters 3" in text  # the report section it was made with
     with pytest.raises(InputError, match="--overwrite"):
         report(tiny.abmil, tiny.cells, out)
     with pytest.raises(InputError, match="is a folder"):
@@ -93,7 +95,7 @@ def test_report_on_slides_with_a_moved_source_shows_grey_tiles(tiny, tmp_path):
     store = copy_store(tiny.slides, tmp_path / "slides.bags")
     point_source(store, "P004_s1", tmp_path / "gone.tiff")
     out = tmp_path / "slides.html"
-    summary = report(tiny.clam_mb, store, out, top_k=6, n_clusters=2)
+    summary = report(tiny.clam_mb, store, out, config=ReportConfig(top_k=6, clusters=2))
     assert set(summary.missing_sources) == {"P004_s1"} and "not found" in summary.missing_sources["P004_s1"]
     text, page = parse(out)
     assert page.sections >= SECTIONS and "missing cells: P004_s1" in text
@@ -112,7 +114,7 @@ def test_report_renders_in_headless_chromium(tiny, tmp_path):
     if chromium is None:
         pytest.skip("chromium not on PATH (apt-get install -y chromium); structure is tested without it")
     out = tmp_path / "report.html"
-    report(tiny.abmil, tiny.cells, out, top_k=8, n_clusters=3)
+    report(tiny.abmil, tiny.cells, out, config=ReportConfig(top_k=8, clusters=3))
     shot = tmp_path / "shot.png"
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run(
@@ -133,21 +135,21 @@ def test_report_renders_in_headless_chromium(tiny, tmp_path):
 def test_report_on_survival_has_km_curves_and_risk_groups(tiny, tmp_path):
     import torch
 
-    from mil.config import TrainConfig
+    from mil.config import EvaluateConfig, TrainConfig
     from mil.training.train import train_cv
 
     cfg = TrainConfig(
         time_col="os_months", event_col="os_event", head="clam_mb", folds=2, epochs=3, lr=5e-3, batch_size=4,
-        n_bootstrap=10, allow_missing=True, device="cpu",
+        allow_missing=True, device="cpu",
     )  # fmt: skip
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train_cv(tiny.cells, tiny.labels, cfg, tmp_path / "run")
+        train_cv(tiny.cells, tiny.labels, cfg, tmp_path / "run", evaluate=EvaluateConfig(n_bootstrap=10))
     finally:
         torch.set_num_threads(before)
     out = tmp_path / "surv.html"
-    summary = report(tmp_path / "run", tiny.cells, out, top_k=4, n_clusters=2)
+    summary = report(tmp_path / "run", tiny.cells, out, config=ReportConfig(top_k=4, clusters=2))
     assert summary.clusters == {"risk": 2}
     text, page = parse(out)
     assert "Kaplan-Meier" in text and "c_index" in text and "high risk (predicted)" in text

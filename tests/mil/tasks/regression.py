@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from features.core.errors import ConfigError, InputError
+from mil.config import EvaluateConfig
 from mil.tasks import TASKS, TaskSpec
 from mil.tasks.base import Task, median_split, require_columns
 
@@ -91,13 +92,15 @@ class Regression(Task):
         df["y_pred"] = out[:, 0]
         return df
 
-    def metric_block(self, df: pd.DataFrame, n_bootstrap: int, seed: int) -> dict:
+    def metric_block(self, df: pd.DataFrame, evaluate: EvaluateConfig) -> dict:
         from mil.evaluate.bootstrap import bootstrap_ci
 
         y, pred = df["y_true"].to_numpy(float), df["y_pred"].to_numpy(float)
 
         def ci(metric):
-            return bootstrap_ci(metric, y, pred, n=n_bootstrap, rng=np.random.default_rng(seed)).to_dict()
+            return bootstrap_ci(
+                metric, y, pred, n=evaluate.n_bootstrap, rng=np.random.default_rng(evaluate.seed)
+            ).to_dict()
 
         return {"n": len(df), "r2": ci(r2_weighted), "mae": ci(mae_weighted)}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from mil.config import EvaluateConfig
 from mil.evaluate import compute_metrics
 from mil.tasks import create_task
 from mil.tasks.formatting import ci_cells, format_ci
@@ -42,7 +43,7 @@ def test_format_ci_one_cell():
 )  # fmt: skip
 def test_summary_line_of_each_kind(make, label, key):
     df, spec = make(n=60)
-    pooled = compute_metrics(df, spec, n_bootstrap=50)["pooled"]
+    pooled = compute_metrics(df, spec, EvaluateConfig(n_bootstrap=50))["pooled"]
     est, low, high = (pooled[key][k] for k in ("estimate", "low", "high"))
     # the line `mil demo` prints after training, e.g. "macro AUC 0.812 (95% CI 0.700-0.900)"
     assert create_task(spec).summary(pooled) == f"{label} {est:.3f} (95% CI {low:.3f}-{high:.3f})"

@@ -44,7 +44,7 @@ def test_a_kind_in_one_module_lists_trains_evaluates_and_reports(regression, tmp
     trained = runner.invoke(app, [
         "train", "--bags", str(bags), "--labels", str(labels), "--task", "regression", "--target", "os_months",
         "-o", str(run), "--folds", "3", "--epochs", "3", "--device", "cpu", "--model", "mean_pool",
-        "--set", "train.n_bootstrap=20", "--set", "train.batch_size=8",
+        "--set", "evaluate.n_bootstrap=20", "--set", "train.batch_size=8",
     ])  # fmt: skip
     assert trained.exit_code == 0, trained.output
     assert "regression of os_months - r2" in trained.output

@@ -9,7 +9,7 @@ import torch
 
 from features.bagstore import BagStore, EncoderIdentity
 from features.core.errors import InputError
-from mil.config import TrainConfig
+from mil.config import EvaluateConfig, TrainConfig
 from mil.evaluate.metrics import compute_metrics
 from mil.evaluate.predictions import attach_labels, read_predictions
 from mil.tasks import create_task
@@ -23,10 +23,8 @@ from tests.train_helpers import make_cohort, single_thread  # noqa: F401
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     bags, labels = make_cohort(root, n_patients=30)
-    cfg = TrainConfig(
-        target="apl_aml_healthy", folds=3, epochs=4, batch_size=8, lr=2e-3, n_bootstrap=20, device="cpu"
-    )
-    train_cv(bags, labels, cfg, root / "run")
+    cfg = TrainConfig(target="apl_aml_healthy", folds=3, epochs=4, batch_size=8, lr=2e-3, device="cpu")
+    train_cv(bags, labels, cfg, root / "run", evaluate=EvaluateConfig(n_bootstrap=20))
     return root / "run", bags, labels
 
 
@@ -72,7 +70,7 @@ def test_predict_with_labels_fills_truth_and_is_scorable(trained, tmp_path):
     per_patient = tmp_path / "per_patient.csv"  # attach_labels takes one row per patient
     table.reset_index().to_csv(per_patient, index=False)
     scored = attach_labels(preds, spec, per_patient)  # what `mil evaluate preds.csv --labels CSV` does
-    metrics = compute_metrics(scored, spec, n_bootstrap=20)
+    metrics = compute_metrics(scored, spec, EvaluateConfig(n_bootstrap=20))
     assert metrics["n_patients"] == int(pd.notna(truth).sum()) and metrics["folds"] == {}
 
 
@@ -103,10 +101,9 @@ def test_survival_ensemble_is_the_mean_risk(tmp_path):
         event_col="os_event",
         folds=2,
         epochs=2,
-        n_bootstrap=10,
         device="cpu",
     )
-    train_cv(bags, labels, cfg, tmp_path / "run")
+    train_cv(bags, labels, cfg, tmp_path / "run", evaluate=EvaluateConfig(n_bootstrap=10))
     preds, spec = read_predictions(predict(tmp_path / "run", bags, tmp_path / "p.csv", labels=labels))
     assert spec.kind == "survival" and preds["time"].notna().all() and preds["event"].isin([0, 1]).all()
     _, models, _ = load_run(tmp_path / "run")

@@ -11,13 +11,14 @@ import torch
 import yaml
 
 from features.core.errors import InputError
-from mil.config import TrainConfig, load_config
+from mil.config import EvaluateConfig, TrainConfig, load_config
 from mil.evaluate.predictions import read_predictions
 from mil.training import train as train_module
 from mil.training.train import train_cv
 from tests.train_helpers import make_cohort, single_thread  # noqa: F401
 
-FAST = dict(folds=3, epochs=6, patience=4, batch_size=8, lr=2e-3, n_bootstrap=50, device="cpu")
+FAST = dict(folds=3, epochs=6, patience=4, batch_size=8, lr=2e-3, device="cpu")
+EVAL = EvaluateConfig(n_bootstrap=50)
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,7 @@ def run(cohort, tmp_path_factory):
         TrainConfig(target="apl_aml_healthy", **FAST),
         out,
         progress=lambda e, **i: events.append((e, i)),
+        evaluate=EVAL,
     )
     return out, summary, events
 
@@ -81,6 +83,7 @@ def test_run_folder(run, cohort):
     assert prov["features"]["crop_um"] == 24.0 and prov["features"]["mpp"] == 0.25 and "command" in prov
     assert "git_commit" in prov and prov["cohort"]["left_out"]["empty_target"] == left
     assert load_config(out / "config.yaml").train == TrainConfig(target="apl_aml_healthy", **FAST)
+    assert load_config(out / "config.yaml").evaluate == EVAL  # the bootstrap of metrics.json is recorded too
 
     kinds = [e for e, _ in events]
     assert kinds.count("fold_start") == 3 and kinds[-1] == "done" and "epoch" in kinds
@@ -91,7 +94,7 @@ def test_run_folder(run, cohort):
 def test_same_seed_repeats_exactly(run, cohort, tmp_path):
     out, _, _ = run
     again = tmp_path / "again"
-    train_cv(*cohort, TrainConfig(target="apl_aml_healthy", **FAST), again)
+    train_cv(*cohort, TrainConfig(target="apl_aml_healthy", **FAST), again, evaluate=EVAL)
     for name in ("metrics.json", "predictions.csv", "splits.json"):
         assert (again / name).read_bytes() == (out / name).read_bytes(), name
     other = tmp_path / "other"
