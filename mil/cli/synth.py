@@ -21,7 +21,9 @@ def register(app: typer.Typer) -> None:
     def synth(
         out: Path = typer.Argument(..., help="Cohort folder to create (must be empty unless --overwrite)."),
         patients: int = typer.Option(_default("patients"), help="Number of patients."),
-        layout: str = typer.Option(_default("layout"), help="cells | slides | both."),
+        layout: str = typer.Option(
+            _default("layout"), help="cells | slides | both (cells and slides) | fields (camera JPEGs)."
+        ),
         sites: int = typer.Option(_default("sites"), help="Number of sites (stain/scanner shifts)."),
         seed: int = typer.Option(
             _default("seed"), help="Seed: same seed, same labels and truth, byte for byte."
@@ -35,6 +37,10 @@ def register(app: typer.Typer) -> None:
         ),
         slide_px: int = typer.Option(_default("slide_px"), help="Slide side in px at level 0 (slides)."),
         slides_per_patient: int = typer.Option(_default("slides_per_patient"), help="Slides per patient."),
+        fields_per_patient: int = typer.Option(
+            _default("fields_per_patient"), help="Microscope fields per patient (fields)."
+        ),
+        field_px: int = typer.Option(_default("field_px"), help="Field width in px, 4:3 frames (fields)."),
         mpp: float = typer.Option(_default("mpp"), help="Microns per pixel of crops and slide level 0."),
         contact_sheet: bool = typer.Option(False, "--contact-sheet", help="Also write contact_sheet.png."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a previous cohort in OUT."),
@@ -42,7 +48,7 @@ def register(app: typer.Typer) -> None:
             min(2, os.cpu_count() or 1), help="Worker processes (the output does not depend on it)."
         ),
     ) -> None:
-        """Write a synthetic cohort: labels.csv, cells/ and/or slides/, truth/, cohort.json."""
+        """Write a synthetic cohort: labels.csv, cells/ and/or slides/ (or fields/), truth/, cohort.json."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from features.synth import generate_cohort, make_config
@@ -57,6 +63,8 @@ def register(app: typer.Typer) -> None:
             crop_px=crop_px,
             slide_px=slide_px,
             slides_per_patient=slides_per_patient,
+            fields_per_patient=fields_per_patient,
+            field_px=field_px,
             mpp=mpp,
             contact_sheet=contact_sheet,
         )
@@ -87,6 +95,11 @@ def register(app: typer.Typer) -> None:
         if summary.slides:
             table.add_row(
                 "slides", f"{summary.slides} in slides/ ({summary.nucleated_on_slides} nucleated cells)"
+            )
+        if summary.fields:
+            table.add_row(
+                "fields",
+                f"{summary.fields} in fields/<patient_id>/ ({summary.nucleated_in_fields} nucleated cells)",
             )
         table.add_row("files", ", ".join(summary.files))
         console.print(table)
