@@ -107,9 +107,10 @@ def extract(
         raise InputError(
             f"{input}: mixes .h5 feature files with slides or cell folders; import them separately"
         )
-    if config.unit == "tiles" and "cells" in kinds:
+    if config.unit == "tiles" and kinds & {"cells", "fields"}:
         raise InputError(
-            f"{input}: cell-image folders are one instance per image; --unit tiles is for slides"
+            f"{input}: cell-image and field folders give one instance per image or per detected cell; "
+            "--unit tiles is for slides"
         )
 
     if kinds == {"h5"}:

@@ -61,6 +61,8 @@ class ProgressView:
                 completed=info["done"],
                 description=f"  {info['slide_id']}: encode",
             )
+        elif event == "slide_notice":  # one input of a slide left out (a patient's bad field); the rest go on
+            bar.console.print(f"[yellow]left out[/] {info['message']}", highlight=False, soft_wrap=True)
         elif event == "slide_done":
             outcome = info["outcome"]
             task = self.slides.pop(outcome.slide_id, None)
@@ -108,7 +110,7 @@ def register(app: typer.Typer) -> None:
     def extract_cmd(
         input: Path = typer.Argument(
             ...,
-            help="Folder of slides, of per-patient cell-image folders, or of .h5 "
+            help="Folder of slides, of per-patient folders of cell images or of microscope fields, or of .h5 "
             "feature files; one slide or .h5 file; or a .csv manifest.",
         ),
         output: Path = typer.Option(..., "-o", "--output", help="Bag store (a folder, e.g. bags.zarr)."),
@@ -119,8 +121,14 @@ def register(app: typer.Typer) -> None:
         unit: str = typer.Option(
             None, "--unit", help="cells (detected nucleated cells) | tiles (grid tiles)."
         ),
-        mpp: float = typer.Option(None, "--mpp", help="µm per level-0 pixel, for slides without it."),
-        source: str = typer.Option(None, "--source", help="auto | slides | cells | manifest | h5."),
+        mpp: float = typer.Option(
+            None,
+            "--mpp",
+            help="µm per level-0 pixel, for slides without it; for fields (else estimated from red cells).",
+        ),
+        source: str = typer.Option(
+            None, "--source", help="auto | slides | cells | fields | manifest | h5."
+        ),
         shard: str = typer.Option(
             "0/1", "--shard", help="i/N: this process takes slides i, i+N, ... (sorted by id)."
         ),
