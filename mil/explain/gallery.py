@@ -61,6 +61,15 @@ def read_cells(meta: BagMeta, bag: Bag, index: np.ndarray, display_px: int = 128
                 raise SlideError(meta.slide_id, f"cell image {path} not found; move it back or re-extract")
             out[j] = _square(read_cell_image(path), display_px)
         return out
+    if meta.source_kind == "fields":
+        from features.sources.fields import field_mpps, read_field_crops
+
+        if bag.paths is None or bag.coords is None:
+            raise SlideError(meta.slide_id, "bag has no field paths or coords; cannot locate its cells")
+        return read_field_crops(
+            source, bag.paths[index], bag.coords[index], field_mpps(meta.qc), meta.mpp,
+            meta.crop_um or 24.0, display_px,
+        )  # fmt: skip
     raise SlideError(
         meta.slide_id,
         f"bag imported from {meta.source_kind} features has no images to show; extract from images",
@@ -167,6 +176,8 @@ def slide_galleries(
 
 
 def _where(bag: Bag, i: int) -> str:
+    if bag.paths is not None and bag.coords is not None:  # a field: the file and the cell's place in it
+        return f"{bag.paths[i]} x{int(bag.coords[i, 0])} y{int(bag.coords[i, 1])}"
     if bag.paths is not None:
         return str(bag.paths[i])
     if bag.coords is not None:
