@@ -10,14 +10,16 @@
    patients whose mpp was refused are misses. Three pixel sizes:
      given      0.0721 µm/px = 7.5 µm / the median VOC red-cell box side (boxes not touching the border)
      estimated  from the red cells of each pseudo-patient's fields (the default when no mpp is given)
-     pooled     from the red cells of all 364 fields at once, passed as --mpp (one camera, one estimate)
+     run        from the red cells of a sample of every patient's fields (`fields.mpp_scope=run`: one camera)
 2. speed: fields per second of the whole extraction (encoder included) against the path the issue measured:
    the same fields converted to pyramidal TIFFs at the given mpp and extracted as slides (region QC, detection
    in the trail, crops). Both on the same `--speed-fields` fields, interleaved `--rounds` times; ours also
    with one field per patient (the per-bag overhead) and with the mpp estimated.
 3. mpp: `mil synth` fields (features.synth.field_images, the `fields` layout) rendered at known mpp from 0.05
-   to 0.5 µm/px, `--mpp-patients` patients x `--mpp-fields` fields of 1024 x 768 px each; the estimate per
-   patient (what extraction uses) and per field (each field alone, for the spread) against the truth.
+   to 0.5 µm/px, `--mpp-patients` patients x `--mpp-fields` fields each, `--field-um` wide (4:3; the same
+   piece of smear at every mpp: 2560 px at 0.05, 256 px at 0.5), monolayer (red cells barely touch) and
+   hemodiluted (they overlap); the estimate per patient (what extraction uses) and per field (each field
+   alone, for the spread) against the truth.
 """
 
 from __future__ import annotations
@@ -96,8 +98,12 @@ def patient_folders(images: list[Path], out: Path, group: int) -> Path:
     return out
 
 
-def run_extract(fields: Path, store: Path, mpp: float | None, source: str = "fields") -> tuple[object, float]:
-    config = ExtractConfig(source=source, encoder="cytomorph", mpp=mpp, workers=2)
+def run_extract(
+    fields: Path, store: Path, mpp: float | None, source: str = "fields", scope: str = "patient"
+) -> tuple[object, float]:
+    config = ExtractConfig(
+        source=source, encoder="cytomorph", mpp=mpp, workers=2, fields={"mpp_scope": scope}
+    )
     start = time.perf_counter()
     summary = extract(fields, store, config)
     return summary, time.perf_counter() - start
@@ -132,20 +138,22 @@ def part_bccd(data: Path, group: int, work: Path) -> dict:
     annotations = bccd / "Annotations"
     given = box_mpp(annotations)
     fields = patient_folders(images, work / "bccd_fields", group)
-    from features.smear.mpp_estimate import estimate_mpp, measure_red_cells
-    from features.sources.fields import read_field_image
-
-    pooled = estimate_mpp({p.name: measure_red_cells(read_field_image(p)) for p in images})
-    out = {"fields": len(images), "group": group, "given_mpp": given, "pooled_mpp": pooled.to_dict()}
+    out = {"fields": len(images), "group": group, "given_mpp": given}
     print(f"BCCD: {len(images)} fields, {len(list(fields.iterdir()))} pseudo-patients of {group}")
-    for label, mpp in (("given", given), ("estimated", None), ("pooled", pooled.mpp)):
-        summary, seconds = run_extract(fields, work / f"store_{label}", mpp)
+    for label, mpp, scope in (
+        ("given", given, "patient"),
+        ("estimated", None, "patient"),
+        ("run", None, "run"),
+    ):
+        summary, seconds = run_extract(fields, work / f"store_{label}", mpp, scope=scope)
         score = score_store(work / f"store_{label}", annotations)
         kept = score_store(work / f"store_{label}", annotations, fields)
         refused = [o.message for o in summary.outcomes if o.status == "failed"]
         mpps = [m.mpp for m in BagStore(work / f"store_{label}").metas()]
+        estimates = [m.qc.get("mpp_estimate") for m in BagStore(work / f"store_{label}").metas()]
         out[label] = {**score, "seconds": seconds, "fields_per_s": len(images) / seconds, "refused": refused,
-                      "mpp_range": [min(mpps), max(mpps)], "patients_with_a_bag": kept}  # fmt: skip
+                      "mpp_range": [min(mpps), max(mpps)], "patients_with_a_bag": kept,
+                      "mpp_estimates": estimates}  # fmt: skip
         print(
             f"  {label:9s} mpp {min(mpps):.4f}-{max(mpps):.4f}  recall {score['recall']:.3f}  precision "
             f"{score['precision']:.3f}  (tp {score['tp']}, fp {score['fp']}, fn {score['fn']})  "
@@ -182,7 +190,7 @@ def part_speed(data: Path, n_fields: int, rounds: int, work: Path) -> dict:
         "fields, 20 per patient, given mpp": (by20, given, "fields"),
         "fields, 1 per patient, given mpp": (by1, given, "fields"),
         "fields, 20 per patient, estimated mpp": (by20, None, "fields"),
-    }
+    }  # (the first is the baseline the issue measured)
     seconds: dict[str, list[float]] = {k: [] for k in runs}
     cpu: dict[str, list[float]] = {k: [] for k in runs}
     failed: dict[str, int] = {}
@@ -213,7 +221,13 @@ def part_speed(data: Path, n_fields: int, rounds: int, work: Path) -> dict:
     return out
 
 
-def part_mpp(patients: int, fields: int, seed: int) -> dict:
+def part_mpp(
+    patients: int, fields: int, seed: int, mpps: tuple[float, ...] = MPPS, field_um: float = 128.0
+) -> dict:
+    from features.smear.detect import match_points
+    from features.smear.detect_params import DetectParams
+    from features.smear.field_detect import detect_field
+    from features.smear.field_params import FieldParams
     from features.smear.mpp_estimate import estimate_mpp, measure_red_cells
     from features.synth.cohort import build_cohort
     from features.synth.config import SynthConfig
@@ -222,21 +236,31 @@ def part_mpp(patients: int, fields: int, seed: int) -> dict:
 
     cohort = build_cohort(SynthConfig(patients=max(patients, 6), sites=3, seed=seed))
     stains = site_stains(3, seed)
-    out: dict = {"patients": patients, "fields": fields, "size_px": [1024, 768], "per_region": {}}
-    print(f"mpp from red cells: {patients} synthetic patients x {fields} fields of 1024 x 768 px per mpp")
+    out: dict = {"patients": patients, "fields": fields, "field_um": field_um, "per_region": {}}
+    print(
+        f"mpp from red cells: {patients} synthetic patients x {fields} fields of {field_um:g} x "
+        f"{field_um * 0.75:g} µm per mpp"
+    )
     worst = 0.0
     for region in FIELD_REGIONS:  # monolayer: red cells barely touch; hemodiluted: they overlap
         print(f" {region} fields")
         rows = out["per_region"][region] = {}
-        for mpp in MPPS:
+        counts = np.zeros(3, int)  # detection at the true mpp: tp, fp, fn within 6 µm, one-to-one
+        for mpp in mpps:
             patient_err, field_err, refused = [], [], 0
+            width = round(field_um / mpp)
             for p in range(patients):
                 rng = np.random.default_rng([seed, p, round(mpp * 1e4)])
                 stain = jitter(stains[p % len(stains)], rng)
-                measured = {
-                    str(k): measure_red_cells(render_field(cohort[p], stain, rng, 1024, 768, mpp, region)[0])
-                    for k in range(fields)
-                }
+                measured = {}
+                for k in range(fields):
+                    rgb, truth = render_field(cohort[p], stain, rng, width, round(width * 0.75), mpp, region)
+                    measured[str(k)] = measure_red_cells(rgb)
+                    xy, _ = detect_field(rgb, mpp, DetectParams(), FieldParams())
+                    cells = truth["nucleated"] == 1
+                    true_xy = np.stack([truth["x"][cells], truth["y"][cells]], axis=1)
+                    inside = interior(rgb.shape, MARGIN_UM / mpp)
+                    counts += match_points(xy[inside(xy)], true_xy[inside(true_xy)], 6.0 / mpp)
                 estimate = estimate_mpp(measured)
                 if estimate is None:
                     refused += 1
@@ -256,13 +280,43 @@ def part_mpp(patients: int, fields: int, seed: int) -> dict:
                 "refused": refused,
             }
             print(
-                f"  mpp {mpp:5.3f}: per patient mean {100 * np.mean(patient_err):+5.1f} %, max |err| "
-                f"{100 * pe.max():4.1f} %  |  per field median |err| {100 * np.median(fe):4.1f} %, p90 "
-                f"{100 * np.percentile(fe, 90):4.1f} %  refused {refused}"
+                f"  mpp {mpp:5.3f} ({width} px): per patient mean {_pct(np.mean, patient_err, '+5.1f')} %, max "
+                f"|err| {_pct(np.max, pe, '4.1f')} %  |  per field median |err| {_pct(np.median, fe, '4.1f')} %, "
+                f"p90 {_pct(lambda v: np.percentile(v, 90), fe, '4.1f')} % ({len(fe)} fields)  patients "
+                f"refused {refused}"
             )
+        tp, fp, fn = (int(c) for c in counts)
+        out["per_region"][region]["detection"] = {"tp": tp, "fp": fp, "fn": fn}
+        print(
+            f"  nucleated cells at the true mpp ({region}): recall {tp / max(tp + fn, 1):.3f}, precision "
+            f"{tp / max(tp + fp, 1):.3f} (tp {tp}, fp {fp}, fn {fn}; within 6 µm, {MARGIN_UM:g} µm from the edges)"
+        )
     out["worst_patient_error"] = worst
     print(f"  worst per-patient error {100 * worst:.1f} % (goal <= 5 %)")
     return out
+
+
+MARGIN_UM = 10.0  # cells cut by a field's edge are scored neither way: the truth lists centres inside only
+
+
+def interior(shape: tuple[int, ...], margin_px: float):
+    """A mask function for points at least `margin_px` from the border of an image of `shape`."""
+    h, w = shape[:2]
+
+    def inside(xy: np.ndarray) -> np.ndarray:
+        xy = np.asarray(xy, float).reshape(-1, 2)
+        return (
+            (xy[:, 0] >= margin_px)
+            & (xy[:, 0] < w - margin_px)
+            & (xy[:, 1] >= margin_px)
+            & (xy[:, 1] < h - margin_px)
+        )
+
+    return inside
+
+
+def _pct(stat, values, spec: str) -> str:
+    return format(100 * stat(np.asarray(values)), spec) if len(values) else "  -"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -276,12 +330,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--mpp-patients", type=int, default=4)
     parser.add_argument("--mpp-fields", type=int, default=4)
+    parser.add_argument(
+        "--mpps", type=float, nargs="+", default=list(MPPS), help="µm/px of the synthetic fields"
+    )
+    parser.add_argument("--field-um", type=float, default=128.0, help="width of the synthetic fields in µm")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--work", type=Path, help="keep the stores here instead of a temporary folder")
     args = parser.parse_args(argv)
     record: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="fields-bench-") as tmp:
-        work = Path(tmp)
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         if args.part in ("all", "bccd", "speed") and not (args.data / "bccd" / "BCCD").is_dir():
             raise SystemExit(f"{args.data / 'bccd'} not found; pass --data (the shared data folder)")
         if args.part in ("all", "bccd"):
@@ -289,7 +349,9 @@ def main(argv: list[str] | None = None) -> dict:
         if args.part in ("all", "speed"):
             record["speed"] = part_speed(args.data, args.speed_fields, args.rounds, work)
         if args.part in ("all", "mpp"):
-            record["mpp"] = part_mpp(args.mpp_patients, args.mpp_fields, args.seed)
+            record["mpp"] = part_mpp(
+                args.mpp_patients, args.mpp_fields, args.seed, tuple(args.mpps), args.field_um
+            )
     record["load_after"] = os.getloadavg()
     if args.json:
         args.json.write_text(json.dumps(record, indent=1, default=str) + "\n")

@@ -113,6 +113,11 @@ def extract(
             "--unit tiles is for slides"
         )
 
+    if "fields" in kinds and config.fields.mpp_scope == "run":
+        from features.pipeline.field_mpp import pool_run_mpp
+
+        refs = pool_run_mpp(found, refs, config.fields)
+
     if kinds == {"h5"}:
         from features.pipeline.h5_import import H5Importer
 

@@ -8,8 +8,9 @@ fields stream out together in chunks of `batch_size`, so the encoder sees full b
 
 Per patient:
 1. mpp: a field's own (a manifest row), else `--mpp`, else estimated from the red cells of all the patient's
-   fields that have none (`features.smear.mpp_estimate`); too few red cells, or an estimate whose 95 % interval
-   is wider than `fields.max_mpp_uncertainty`, refuses the patient in one line;
+   fields that have none (`features.smear.mpp_estimate`; or the run's, `features.pipeline.field_mpp`, with
+   `fields.mpp_scope` "run"); too few red cells, or an estimate whose 95 % interval is wider than
+   `fields.max_mpp_uncertainty`, refuses the patient in one line;
 2. each field: QC (`features.smear.field_qc`: too small, empty, overexposed are skipped; blur is a flag), then
    nucleated cells (`features.smear.field_detect`);
 3. an optional seeded subsample over the patient's cells (`max_instances`), then crops of `crop_um` around each
@@ -80,6 +81,8 @@ def field_records(job: SlideJob, index: int, ref: SlideRef, qc: dict[str, Any]) 
         return Notice(index, ref.slide_id, f"{ref.path / name}: {reason}")
 
     given = [_given_mpp(ref, i) for i in range(len(names))]
+    if getattr(ref, "mpp_estimate", None):  # the run's estimate (fields.mpp_scope "run")
+        qc["mpp_estimate"] = ref.mpp_estimate
     estimate = None
     if any(mpp is None for mpp, _ in given):
         measured = {}

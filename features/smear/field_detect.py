@@ -3,12 +3,15 @@
 A field is small (a camera frame), so it is segmented whole at `DetectParams.detect_mpp`; no tiling, no region
 map. What differs from slides is what real camera fields hold (BCCD: pale nuclei, purple-tinged red cells piled
 on each other, platelet clumps, refractile dots on red cells):
-- the darkness threshold is lower (`FieldParams.nuclear_od`), so pale nuclei are found whole;
-- the colour decision moves from pixels to objects: an object is kept when its mean optical density beyond the
-  field's own red-cell colour (`features.smear.stain_od.nuclear_from_od` explains the residual) reaches
-  `FieldParams.min_chromatin_od`, so red cells and their overlaps (which are pure red-cell colour, however
-  dark) fall out as whole objects instead of leaving fragments behind;
-- objects under `FieldParams.min_area_um2` (platelets and fragments) are dropped.
+- the darkness threshold is lower (`FieldParams.nuclear_od`), so pale nuclei are found whole, with the
+  pixel veto of red-cell colour (`FieldParams.beyond_red_od`, see `features.smear.stain_od.nuclear_from_od`)
+  keeping the mask off the red cells around them;
+- a colour decision per object: an object is kept when its mean optical density beyond the field's own
+  red-cell colour reaches `FieldParams.min_chromatin_od`, so red cells and their overlaps (pure red-cell
+  colour, however dark) fall out as whole objects instead of leaving fragments behind;
+- objects under `FieldParams.min_area_um2` (platelets) are dropped, and those under
+  `FieldParams.dense_below_um2` are kept only when dense (`dense_min_od`): a small nucleus is pyknotic (a late
+  normoblast) or a lymphocyte's, while platelet clumps and nuclear fragments are paler.
 """
 
 from __future__ import annotations
@@ -47,19 +50,21 @@ def detect_field(
             "nuclear_od": fields.nuclear_od,
             "min_area_um2": fields.min_area_um2,
             "split_min_radius_um": fields.split_min_radius_um,
-            "beyond_red_od": 0.0,  # the colour decision is made per object below
+            "beyond_red_od": fields.beyond_red_od,
         }
     )
-    comp = label_nuclei(balanced, work_mpp, params)
+    comp = label_nuclei(balanced, work_mpp, params, red_od)
     centres, area_um2, labels = measure_nuclei(comp, work_mpp, params)
     if len(labels) and red_od is not None:
         amount = np.minimum(np.minimum(od_r / red_od[0], od_g / red_od[1]), od_b / red_od[2])
         beyond = np.minimum(od_r - amount * red_od[0], od_g - amount * red_od[1])
-        n = int(comp.max())
-        total = np.bincount(comp.ravel(), weights=beyond.ravel(), minlength=n + 1)
-        count = np.maximum(np.bincount(comp.ravel(), minlength=n + 1), 1)
-        chromatin = (total / count)[labels]
-        keep = chromatin >= fields.min_chromatin_od
+        flat, n = comp.ravel(), int(comp.max())
+        count = np.maximum(np.bincount(flat, minlength=n + 1), 1)
+        chromatin = (np.bincount(flat, weights=beyond.ravel(), minlength=n + 1) / count)[labels]
+        peak = np.zeros(n + 1, np.float32)
+        np.maximum.at(peak, flat, np.minimum(od_r, od_g).ravel())
+        dense = peak[labels] >= fields.dense_min_od
+        keep = (chromatin >= fields.min_chromatin_od) & ((area_um2 >= fields.dense_below_um2) | dense)
         centres, area_um2 = centres[keep], area_um2[keep]
     elif red_od is None:  # nothing stained enough to tell a red cell from chromatin: no cells
         centres, area_um2 = centres[:0], area_um2[:0]

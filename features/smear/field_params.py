@@ -9,6 +9,8 @@ fields need (benchmarks/fields.py); every size is in µm or µm², so one settin
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -19,6 +21,12 @@ class FieldParams(BaseModel):
 
     rbc_diameter_um: float = Field(
         7.5, gt=0, description="median red-cell diameter assumed when the mpp is estimated from red cells"
+    )
+    mpp_scope: Literal["patient", "run"] = Field(
+        "patient",
+        description="what an estimated mpp is pooled over: each patient's fields (patients may come from "
+        "different microscopes) or the whole run (one camera for the cohort: a lab archive, a public set; "
+        "a sample of up to 8 fields per patient, so crowded patients with few separate red cells get one)",
     )
     min_red_cells: int = Field(
         5, ge=1, description="single red cells needed (over a patient's fields) to estimate the mpp"
@@ -48,11 +56,17 @@ class FieldParams(BaseModel):
     )
     focus_mpp: float = Field(0.5, gt=0, description="resolution at which focus is measured (as region QC)")
     nuclear_od: float = Field(
-        0.1,
+        0.06,
         gt=0,
         lt=2,
         description="red AND green optical density above which a pixel may be chromatin (replaces "
-        "detect.nuclear_od: camera fields are paler than scans; the colour gate below does the rest)",
+        "detect.nuclear_od: camera fields are paler than scans; the colour gates below do the rest)",
+    )
+    beyond_red_od: float = Field(
+        0.05,
+        ge=0,
+        description="OD a chromatin pixel keeps once the field's red-cell colour is removed (replaces "
+        "detect.beyond_red_od): keeps the paler mask from spreading into the red cells around a nucleus",
     )
     min_chromatin_od: float = Field(
         0.06,
@@ -61,9 +75,18 @@ class FieldParams(BaseModel):
         "overlaps and refractile dots have ~0, purple chromatin more",
     )
     min_area_um2: float = Field(
+        12.0, ge=0, description="smaller objects are dropped (platelets; replaces detect.min_area_um2)"
+    )
+    dense_below_um2: float = Field(
         20.0,
         ge=0,
-        description="smaller objects are dropped (platelets, fragments; replaces detect.min_area_um2)",
+        description="objects smaller than this are kept only when dense (dense_min_od): a small nucleus is a "
+        "pyknotic one (late normoblast) or a lymphocyte's, while platelet clumps and fragments are paler",
+    )
+    dense_min_od: float = Field(
+        0.35,
+        ge=0,
+        description="peak red AND green optical density a small object needs (see dense_below_um2)",
     )
     split_min_radius_um: float = Field(
         4.5,

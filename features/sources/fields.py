@@ -35,17 +35,19 @@ from features.sources.base import SlideRef, check_mpp
 from features.sources.cells import list_images, patient_folders
 
 CROP_MAX_PX = 320  # long side below which an image is a single-cell crop, not a camera field
-FIELD_MIN_RBC = 6.0  # red cells across the long side from which an image is a field
-CROP_MAX_RBC = 5.0  # ... up to which it is a crop (PBC / CellaVision: 4.9; BCCD fields: 7)
-SAMPLE = 6  # images decoded to recognise a folder
+FIELD_MIN_RBC = 6.0  # red cells across the long side from which an image is a field (BCCD: 7)
+CROP_MAX_RBC = 5.5  # ... up to which it is a crop (PBC / CellaVision exports: 5.0)
+SAMPLE = 8  # images decoded to recognise a folder
 MAX_FIELD_PX = 64_000_000  # a bigger image is a scan: convert it to a tiled TIFF and use the slides source
 
 
 @dataclass(frozen=True)
 class FieldsRef(SlideRef):
-    """A patient's fields; `image_mpp[i]` overrides the mpp of `images[i]` (manifest rows), None = not given."""
+    """A patient's fields; `image_mpp[i]` overrides the mpp of `images[i]` (manifest rows), None = not given;
+    `mpp_estimate` is the run's red-cell estimate when `fields.mpp_scope` is "run" (then also `mpp`)."""
 
     image_mpp: tuple[float | None, ...] = ()
+    mpp_estimate: dict | None = None
 
     def mpp_of(self, i: int) -> tuple[float | None, str | None]:
         """The given mpp of field i and where it came from (None: estimate it from red cells)."""
@@ -106,7 +108,8 @@ def read_field_image(path: Path) -> np.ndarray:
         raise SlideError(str(path), f"cannot read image ({' '.join(str(exc).split())})") from None
     step = max(1, rgb.shape[0] * rgb.shape[1] // 50_000)
     sample = rgb.reshape(-1, 3)[::step].astype(np.int16)
-    if np.abs(sample - sample[:, 1:2]).max() <= 2:  # R = G = B everywhere (JPEG leaves +-1 or 2)
+    # R = G = B everywhere (JPEG leaves +-1 or 2) in a picture with content; a blank frame is left to QC
+    if np.abs(sample - sample[:, 1:2]).max() <= 2 and np.ptp(sample[:, 1]) > 30:
         raise SlideError(str(path), _GREY)
     return rgb
 
@@ -191,7 +194,7 @@ def read_field_crops(
 
 def recognise(root: Path, mpp: float | None = None) -> str:
     """ "fields" or "cells" for a folder of per-patient image folders; `InputError` when it cannot tell."""
-    images = [p / name for p in patient_folders(root) for name in list_images(p)[:2]]
+    images = [p / name for p in patient_folders(root)[:SAMPLE] for name in list_images(p)[:SAMPLE]]
     return recognise_images(images, mpp, str(root))
 
 

@@ -126,9 +126,7 @@ def register(app: typer.Typer) -> None:
             "--mpp",
             help="µm per level-0 pixel, for slides without it; for fields (else estimated from red cells).",
         ),
-        source: str = typer.Option(
-            None, "--source", help="auto | slides | cells | fields | manifest | h5."
-        ),
+        source: str = typer.Option(None, "--source", help="auto | slides | cells | fields | manifest | h5."),
         shard: str = typer.Option(
             "0/1", "--shard", help="i/N: this process takes slides i, i+N, ... (sorted by id)."
         ),
