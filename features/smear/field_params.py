@@ -40,7 +40,11 @@ class FieldParams(BaseModel):
         10.0, gt=0, description="a field whose shorter side is below this holds no whole cell: skipped"
     )
     min_stained_share: float = Field(
-        0.03, ge=0, le=1, description="below this share of stained pixels a field is empty: skipped"
+        0.01,
+        ge=0,
+        le=1,
+        description="below this share of stained pixels a field is empty: skipped (one white cell among glass "
+        "is ~2 % of a x100 field, so this only catches glass, a blank frame, a lens cap)",
     )
     max_clipped_share: float = Field(
         0.5,
