@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from features.core.errors import ConfigError
 from features.smear.detect_params import DetectParams
+from features.smear.field_params import FieldParams
 from features.smear.qc import QCParams, region_codes
 
 
@@ -24,8 +25,9 @@ class ExtractConfig(BaseModel):
 
     source: str = Field(
         "auto",
-        description="Input kind: auto | slides | cells | manifest | h5 (`mil list sources`); auto looks at the "
-        "input (a .csv is a manifest, .h5 files are imported, slide files, else patient folders of cells).",
+        description="Input kind: auto | slides | cells | fields | manifest | h5 (`mil list sources`); auto looks "
+        "at the input (a .csv is a manifest, .h5 files are imported, slide files, else patient folders of "
+        "single-cell crops or of microscope fields, told apart by how many red cells wide the images are).",
     )
     encoder: str = Field(
         "cytomorph",
@@ -54,7 +56,8 @@ class ExtractConfig(BaseModel):
     mpp: float | None = Field(
         None,
         gt=0,
-        description="Override the slides' µm per level-0 pixel (for files without it); empty: read it.",
+        description="µm per level-0 pixel: overrides the slides' own (for files without it); for microscope "
+        "fields, their mpp (empty: estimated from the red cells).",
     )
     crop_um: float = Field(24.0, gt=0, description="Side of the square crop centred on each cell, in µm.")
     tile_um: float = Field(112.0, gt=0, description="Tile side in µm for unit=tiles (224 px at 0.5 µm/px).")
@@ -87,6 +90,10 @@ class ExtractConfig(BaseModel):
     )
     qc: QCParams = Field(default_factory=QCParams, description="Region map and focus QC (smears).")
     detect: DetectParams = Field(default_factory=DetectParams, description="Nucleated-cell detection.")
+    fields: FieldParams = Field(
+        default_factory=FieldParams,
+        description="Microscope field images: mpp from red cells, field QC, detection gates.",
+    )
 
     @field_validator("source")
     @classmethod
@@ -129,8 +136,8 @@ class ExtractConfig(BaseModel):
 
 
 def shaping_settings(config: ExtractConfig, kind: str) -> dict[str, Any]:
-    """The settings a bag of this `kind` ("slide", "cells", "h5") depends on; a rerun skips a bag only when
-    these match. Encoder and weights are not here: the store's encoder identity already pins them."""
+    """The settings a bag of this `kind` ("slide", "cells", "fields", "h5") depends on; a rerun skips a bag
+    only when these match. Encoder and weights are not here: the store's encoder identity already pins them."""
     out: dict[str, Any] = {"mpp": config.mpp}
     if config.max_instances is not None:
         out.update(max_instances=config.max_instances, seed=config.seed)
@@ -140,6 +147,12 @@ def shaping_settings(config: ExtractConfig, kind: str) -> dict[str, Any]:
             out.update(crop_um=config.crop_um, detect=config.detect.model_dump(mode="json"))
         else:
             out.update(tile_um=config.tile_um, tile_regions=list(config.regions_tiled))
+    elif kind == "fields":
+        out.update(
+            crop_um=config.crop_um,
+            detect=config.detect.model_dump(mode="json"),
+            fields=config.fields.model_dump(mode="json"),
+        )
     return out
 
 

@@ -21,7 +21,7 @@ from features.core.errors import MilError, SlideError
 from features.pipeline.config import ExtractConfig
 from features.pipeline.loader import iterate_records
 from features.pipeline.provenance import SlideOutcome, concat, failed, write_bag
-from features.pipeline.records import CropChunk, SlideFailed, SlideFinished, SlideStarted, Stage
+from features.pipeline.records import CropChunk, Notice, SlideFailed, SlideFinished, SlideStarted, Stage
 from features.pipeline.slide_job import SlideJob
 from features.sources.base import SlideRef
 
@@ -36,6 +36,7 @@ class _Pending:
     paths: list[str] = field(default_factory=list)
     obs: dict[str, list[np.ndarray]] = field(default_factory=dict)
     total: int | None = None
+    notices: list[str] = field(default_factory=list)  # inputs of this slide left out, one line each
 
     @property
     def n(self) -> int:
@@ -86,6 +87,9 @@ class EncodeLoop:
                 if "total" in record.info:
                     pending[record.index].total = record.info["total"]
                 self.emit("slide_stage", slide_id=ref.slide_id, stage=record.stage, info=record.info)
+            elif isinstance(record, Notice):
+                pending[record.index].notices.append(record.message)
+                self.emit("slide_notice", slide_id=ref.slide_id, message=record.message)
             elif isinstance(record, CropChunk):
                 if record.index in dead:
                     continue
@@ -110,7 +114,8 @@ class EncodeLoop:
                 if isinstance(record, SlideFinished):
                     outcome = self._write(ref, record, slot, seconds)
                 else:
-                    outcome = failed(ref, record.message, seconds, record.detail)
+                    detail = "\n".join([*slot.notices, record.detail or ""]).strip() or None
+                    outcome = failed(ref, record.message, seconds, detail)
                 outcomes.append(outcome)
                 self.emit("slide_done", outcome=outcome)
                 if outcome.status == "failed" and not self.config.skip_errors:
@@ -147,6 +152,16 @@ class EncodeLoop:
             )
         except MilError as exc:
             return failed(ref, " ".join(str(exc).split()), seconds)
+        # Inputs left out (a patient's unreadable fields): counted in the table, named one per line in the
+        # run record (`detail`); each was printed as it happened.
+        message = f"{len(slot.notices)} input(s) left out" if slot.notices else ""
         return SlideOutcome(
-            ref.slide_id, ref.patient_id, str(ref.path), "written", "", len(bag.features), round(seconds, 3)
+            ref.slide_id,
+            ref.patient_id,
+            str(ref.path),
+            "written",
+            message,
+            len(bag.features),
+            round(seconds, 3),
+            "\n".join(slot.notices) or None,
         )

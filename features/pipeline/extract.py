@@ -100,10 +100,16 @@ def extract(
         raise InputError(
             f"{input}: mixes .h5 feature files with slides or cell folders; import them separately"
         )
-    if config.unit == "tiles" and "cells" in kinds:
+    if config.unit == "tiles" and kinds & {"cells", "fields"}:
         raise InputError(
-            f"{input}: cell-image folders are one instance per image; --unit tiles is for slides"
+            f"{input}: cell-image and field folders give one instance per image or per detected cell; "
+            "--unit tiles is for slides"
         )
+
+    if "fields" in kinds and config.fields.mpp_scope == "run":
+        from features.pipeline.field_mpp import pool_run_mpp
+
+        refs = pool_run_mpp(found, refs, config.fields)
 
     if kinds == {"h5"}:
         from features.pipeline.h5_import import H5Importer

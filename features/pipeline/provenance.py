@@ -33,9 +33,10 @@ class SlideOutcome:
 
 
 def source_stat(ref: SlideRef) -> tuple[int | None, float | None]:
-    """Size in bytes and mtime of the input: the file, or for a cell folder the sum/latest over its images."""
+    """Size in bytes and mtime of the input: the file, or for a cell or field folder the sum/latest over its
+    images."""
     try:
-        if ref.kind == "cells":
+        if ref.kind in ("cells", "fields"):
             stats = [(ref.path / name).stat() for name in ref.images]
             return sum(s.st_size for s in stats), max((s.st_mtime for s in stats), default=None)
         st = ref.path.stat()

@@ -1,7 +1,7 @@
 """What a loader worker sends to the main process: typed records, one stream per run.
 
-Per slide, in order: `SlideStarted`, any number of `Stage` and `CropChunk` records, then exactly one of
-`SlideFinished` (the bag can be written) or `SlideFailed` (drop what was accumulated). Chunks of different
+Per slide, in order: `SlideStarted`, any number of `Stage`, `CropChunk` and `Notice` records, then exactly one
+of `SlideFinished` (the bag can be written) or `SlideFailed` (drop what was accumulated). Chunks of different
 slides interleave when several workers run.
 """
 
@@ -39,6 +39,15 @@ class CropChunk:
 
 
 @dataclass
+class Notice:
+    """One input of a slide was left out and the rest go on (a patient's unreadable or empty field)."""
+
+    index: int
+    slide_id: str
+    message: str  # one line naming the file and the fix
+
+
+@dataclass
 class SlideFinished:
     index: int
     slide_id: str
@@ -58,4 +67,4 @@ class SlideFailed:
     detail: str | None = None  # traceback for unexpected errors (kept in the run record)
 
 
-Record = SlideStarted | Stage | CropChunk | SlideFinished | SlideFailed
+Record = SlideStarted | Stage | CropChunk | Notice | SlideFinished | SlideFailed

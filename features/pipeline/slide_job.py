@@ -74,6 +74,10 @@ class SlideJob:
         try:
             if ref.kind == "cells":
                 yield from self._cells(index, ref, qc)
+            elif ref.kind == "fields":
+                from features.pipeline.field_job import field_records
+
+                yield from field_records(self, index, ref, qc)
             elif ref.kind == "slide":
                 yield from self._slide(index, ref, qc)
             else:

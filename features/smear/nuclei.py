@@ -35,6 +35,15 @@ def segment_nuclei(
     rgb: np.ndarray, mpp: float, params: DetectParams, red_od: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Centroids (N x 2, x/y in pixels of `rgb`, pixel centres at integer + 0.5) and areas (µm²) of nuclei."""
+    comp = label_nuclei(rgb, mpp, params, red_od)
+    centres, area_um2, _ = measure_nuclei(comp, mpp, params)
+    return centres, area_um2
+
+
+def label_nuclei(
+    rgb: np.ndarray, mpp: float, params: DetectParams, red_od: np.ndarray | None = None
+) -> np.ndarray:
+    """Steps 1-3: a label image of nuclei (0 = background; labels may have gaps after a split)."""
     mask = nuclear_mask(rgb, params.nuclear_od, params.smooth_um / mpp, red_od, params.beyond_red_od)
     if params.merge_um > 0:
         # Closing by a square of side 2 x merge_um: separable min/max filters, ~10x faster than a disk.
@@ -43,9 +52,17 @@ def segment_nuclei(
     mask = fill_holes(mask[None])[0]  # pale chromatin and nucleoli are holes in the OD mask
     comp, n = ndimage.label(mask)
     if n == 0:
-        return np.zeros((0, 2)), np.zeros(0)
-    comp = _split_touching(mask, comp, n, mpp, params)
+        return comp
+    return _split_touching(mask, comp, n, mpp, params)
+
+
+def measure_nuclei(
+    comp: np.ndarray, mpp: float, params: DetectParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step 4: centroids (N x 2), areas (µm²) and labels of the objects of `comp` within the size range."""
     n = int(comp.max())
+    if n == 0:
+        return np.zeros((0, 2)), np.zeros(0), np.zeros(0, np.int64)
     flat = comp.ravel()  # labels may have gaps after a split; empty labels get area 0 and are dropped
     area_px = np.bincount(flat, minlength=n + 1)[1:]
     ys, xs = np.divmod(np.flatnonzero(flat), comp.shape[1])
@@ -55,7 +72,7 @@ def segment_nuclei(
         cy = np.bincount(labels, weights=ys, minlength=n + 1)[1:] / area_px + 0.5
     area_um2 = area_px * mpp * mpp
     keep = (area_px > 0) & (area_um2 >= params.min_area_um2) & (area_um2 <= params.max_area_um2)
-    return np.stack([cx[keep], cy[keep]], axis=1), area_um2[keep]
+    return np.stack([cx[keep], cy[keep]], axis=1), area_um2[keep], np.flatnonzero(keep) + 1
 
 
 def _split_touching(
@@ -130,4 +147,4 @@ def _split_touching(
     return out  # labels of split components are now unused (area 0); segment_nuclei skips empty labels
 
 
-__all__ = ["segment_nuclei"]
+__all__ = ["label_nuclei", "measure_nuclei", "segment_nuclei"]

@@ -1,8 +1,9 @@
 """Sources: from an input path to the list of slides (or patient cell folders) to extract, as `SlideRef`s.
 
 Registered in `SOURCES` (see `mil list sources`): `slides` (whole-slide files via OpenSlide), `cells`
-(per-patient folders of single-cell images), `manifest` (a CSV of slide_id, path[, patient_id][, mpp]) and
-`h5` (CLAM / TRIDENT / STAMP feature files, imported without re-encoding).
+(per-patient folders of single-cell images), `fields` (per-patient folders of microscope field images),
+`manifest` (a CSV of slide_id, path[, patient_id][, mpp]) and `h5` (CLAM / TRIDENT / STAMP feature files,
+imported without re-encoding).
 Every source class has `discover(input, mpp=None) -> list[SlideRef]` (`features.sources.base.Source`);
 `open_instances(meta, bag)` reopens a finished bag's source to show its cells (`features.sources.instances`).
 """
@@ -20,6 +21,7 @@ SOURCES = Registry(
     modules=(
         "features.sources.slides",
         "features.sources.cells",
+        "features.sources.fields",
         "features.sources.manifest",
         "features.sources.h5",
     ),
@@ -31,10 +33,11 @@ from features.sources.instances import open_instances  # noqa: E402 - after SOUR
 __all__ = ["SOURCES", "SlideRef", "detect_source", "discover", "open_instances"]
 
 
-def detect_source(input: Path) -> str:
+def detect_source(input: Path, mpp: float | None = None) -> str:
     """The source `auto` picks: a .csv file -> manifest; a folder of .h5 files (or one .h5) -> h5; a folder
     with whole-slide files (or sub-folders of DICOM files) or one slide file -> slides; a folder of
-    sub-folders with images -> cells."""
+    sub-folders with images -> cells or fields (`features.sources.fields.recognise`: a crop is one cell, a
+    field many cells wide; refused with the fix when it cannot tell)."""
     from features.sources.base import SLIDE_SUFFIXES
     from features.sources.cells import list_images, patient_folders
     from features.sources.slides import has_slides
@@ -59,7 +62,9 @@ def detect_source(input: Path) -> str:
     if has_slides(input):
         return "slides"
     if any(list_images(p) for p in patient_folders(input)):
-        return "cells"
+        from features.sources.fields import recognise
+
+        return recognise(input, mpp)
     raise InputError(
         f"{input}: found no slides, cell-image folders or .h5 files (expected whole-slide files, "
         "one sub-folder of cell images per patient, .h5 feature files, or pass a .csv manifest)"
@@ -68,7 +73,7 @@ def detect_source(input: Path) -> str:
 
 def discover(input: Path, source: str = "auto", mpp: float | None = None) -> list[SlideRef]:
     """The slides (or patient folders) under `input`, via the named source or the one `auto` detects."""
-    name = detect_source(Path(input)) if source == "auto" else source
+    name = detect_source(Path(input), mpp) if source == "auto" else source
     if name not in SOURCES:
         SOURCES.get(name)  # raises ConfigError listing the registered sources
     return SOURCES.create(name).discover(Path(input), mpp=mpp)

@@ -3,7 +3,7 @@
 Galleries, overlays and reports ask here for cells by row index and get them as extracted, re-read from the
 source at full resolution (a slide's crops at the bag's `crop_um`, a folder's cell images), never the
 encoder's normalised input. `open_instances(meta, bag)` decides what the source is (slide, cell folder,
-imported features without images) so callers never dispatch on `source_kind`, and it opens the source once:
+microscope fields, imported features without images) so callers never dispatch on `source_kind`, and it opens the source once:
 one slide open serves every gallery and the overview of that slide.
 """
 
@@ -117,7 +117,37 @@ class CellInstances(_Source):
         return None
 
 
-Instances = SlideInstances | CellInstances
+class FieldInstances(_Source):
+    """A patient's microscope fields: crops of `crop_um` around each cell, in its own field's pixels and at
+    that field's mpp (`features.sources.fields`); each field is read once per call."""
+
+    def __init__(self, meta: BagMeta, bag: Bag):
+        if bag.paths is None or bag.coords is None:
+            raise SlideError(meta.slide_id, "bag has no field paths or coords; cannot locate its cells")
+        if meta.crop_um is None:
+            raise SlideError(meta.slide_id, "bag records no crop size (crop_um); re-extract it")
+        from features.sources.fields import field_mpps
+
+        self.slide_id, self.crop_px, self.crop_um = meta.slide_id, meta.crop_px, float(meta.crop_um)
+        self.folder, self.paths, self.coords = Path(meta.source_path), bag.paths, bag.coords
+        self.mpps, self.default_mpp = field_mpps(meta.qc), meta.mpp
+
+    def crops(self, index: np.ndarray, out_px: int | None = None) -> np.ndarray:
+        """len(index) x out_px x out_px x 3 uint8 (default: the bag's crop_px), the cell as photographed."""
+        from features.sources.fields import read_field_crops
+
+        index = np.asarray(index, dtype=np.int64)
+        return read_field_crops(
+            self.folder, self.paths[index], self.coords[index], self.mpps, self.default_mpp, self.crop_um,
+            self._out_px(out_px),
+        )  # fmt: skip
+
+    def overview(self, max_px: int = OVERVIEW_PX) -> None:
+        """None: fields are separate photographs; their overlays are drawn per field."""
+        return None
+
+
+Instances = SlideInstances | CellInstances | FieldInstances
 
 
 def open_instances(meta: BagMeta, bag: Bag) -> Instances:
@@ -130,6 +160,8 @@ def open_instances(meta: BagMeta, bag: Bag) -> Instances:
         return SlideInstances(meta.slide_id, source, meta.mpp, meta.crop_um, meta.crop_px, bag.coords)
     if meta.source_kind == "cells":
         return CellInstances(meta.slide_id, source, meta.crop_px, bag.paths)
+    if meta.source_kind == "fields":
+        return FieldInstances(meta, bag)
     raise SlideError(
         meta.slide_id,
         f"bag imported from {meta.source_kind} features has no images to show; extract from images",
@@ -146,4 +178,12 @@ def square(image: np.ndarray, size: int) -> np.ndarray:
     return resize_batch(canvas[None], size, size)[0]
 
 
-__all__ = ["CellInstances", "Instances", "Overview", "SlideInstances", "open_instances", "square"]
+__all__ = [
+    "CellInstances",
+    "FieldInstances",
+    "Instances",
+    "Overview",
+    "SlideInstances",
+    "open_instances",
+    "square",
+]

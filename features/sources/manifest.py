@@ -3,7 +3,10 @@
 Why a manifest: slide file names are rarely the ids the label table uses, several slides can belong to one
 patient, and old scans often lack a pixel size. Paths are relative to the manifest's folder (absolute paths
 work too). A path may be a whole-slide file, any file of a DICOM series (or the folder holding it), a folder
-of single-cell images (`kind="cells"`), or an `.h5` feature file.
+of single-cell images (`kind="cells"`) or of microscope fields (`kind="fields"`, told apart by
+`features.sources.fields.recognise_images`), an `.h5` feature file, or one microscope field image (jpg, png,
+bmp, or an untiled single-page TIFF). Field rows of one patient (`patient_id`, else `slide_id`) form one bag
+named after the patient, each field keeping its row's mpp.
 
 mpp precedence: a row's own `mpp` value > `--mpp` (fills the rows that have none) > the slide's metadata. The
 row wins because it is the more specific statement about that one scan.
@@ -20,30 +23,38 @@ from pathlib import Path
 
 from features.core.errors import InputError
 from features.sources import SOURCES
-from features.sources.base import SLIDE_SUFFIXES, SlideRef, check_mpp
+from features.sources.base import IMAGE_SUFFIXES, SLIDE_SUFFIXES, SlideRef, check_mpp
 from features.sources.cells import list_images
+from features.sources.fields import FieldsRef, common_root, is_field_tiff, recognise_images
 
 REQUIRED = ("slide_id", "path")
 OPTIONAL = ("patient_id", "mpp")
 
 
-def _resolve(path: Path) -> tuple[str, Path, tuple[str, ...]] | str:
-    """(kind, path, images) for a usable path, else the reason it is not usable."""
+def _resolve(path: Path, mpp: float | None) -> tuple[str, Path, tuple[str, ...]] | str:
+    """(kind, path, images) for a usable path, else the reason it is not usable. kind "field" is one field
+    image (grouped into a patient's "fields" bag by the caller)."""
     if path.is_file():
         suffix = path.suffix.lower()
-        if suffix in SLIDE_SUFFIXES:
+        if suffix in SLIDE_SUFFIXES and not (suffix in IMAGE_SUFFIXES and is_field_tiff(path)):
             return "slide", path, ()
+        if suffix in IMAGE_SUFFIXES:
+            return "field", path, ()
         if suffix == ".h5":
             return "h5", path, ()
-        return f"{path.name} is not a whole-slide file, a cell-image folder or an .h5 file"
+        return f"{path.name} is not a whole-slide file, a field image, a cell-image folder or an .h5 file"
     if path.is_dir():
         dicom = sorted(p for p in path.iterdir() if p.suffix.lower() == ".dcm" and not p.name.startswith("."))
         if dicom:
             return "slide", dicom[0], ()
         images = list_images(path)
         if images:
-            return "cells", path, images
-        return "folder holds no DICOM series and no cell images"
+            try:
+                kind = recognise_images([path / i for i in images], mpp, str(path))
+            except InputError as exc:
+                return str(exc).removeprefix(f"{path}: ")
+            return kind, path, images
+        return "folder holds no DICOM series and no cell or field images"
     return "file not found"
 
 
@@ -76,6 +87,7 @@ class ManifestSource:
             )
         col = {name: header.index(name) for name in header}
         refs: list[SlideRef] = []
+        fields: dict[str, list[tuple[Path, float | None, str | None]]] = {}  # patient -> field rows
         problems: list[str] = []
         seen: dict[str, int] = {}
         for number, row in enumerate(rows[1:], start=2):
@@ -94,12 +106,12 @@ class ManifestSource:
                 continue
             seen[slide_id] = number
             path = Path(raw_path) if Path(raw_path).is_absolute() else input.parent / raw_path
-            resolved = _resolve(path)
+            row_mpp = value.get("mpp", "")
+            resolved = _resolve(path, _number(row_mpp) or default_mpp)
             if isinstance(resolved, str):
                 problems.append(f"row {number}: {raw_path}: {resolved}")
                 continue
             kind, path, images = resolved
-            row_mpp = value.get("mpp", "")
             if row_mpp:
                 try:
                     parsed = float(row_mpp)
@@ -112,7 +124,13 @@ class ManifestSource:
             else:
                 ref_mpp, source = default_mpp, ("user" if default_mpp is not None else None)
             patient = value.get("patient_id") or slide_id
-            refs.append(SlideRef(slide_id, patient, path, kind, ref_mpp, source, images))
+            if kind == "field":
+                fields.setdefault(patient, []).append((path, ref_mpp, source))
+            elif kind == "fields":
+                refs.append(FieldsRef(slide_id, patient, path, kind, ref_mpp, source, images))
+            else:
+                refs.append(SlideRef(slide_id, patient, path, kind, ref_mpp, source, images))
+        refs += [_patient_fields(patient, rows) for patient, rows in fields.items()]
         if problems:
             raise InputError(
                 f"{input}: {len(problems)} bad row(s), fix or remove them:\n" + "\n".join(problems)
@@ -120,3 +138,29 @@ class ManifestSource:
         if not refs:
             raise InputError(f"{input}: no rows (expected one row per slide: slide_id, path)")
         return refs
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if 0 < value < 1e4 else None
+
+
+def _patient_fields(patient: str, rows: list[tuple[Path, float | None, str | None]]) -> FieldsRef:
+    """One bag of a patient's field rows: paths relative to the folder holding them all, sorted, each with
+    its own mpp (None where neither the row nor --mpp gave one: estimated from red cells)."""
+    root = common_root([path for path, _, _ in rows])
+    entries = sorted((path.resolve().relative_to(root).as_posix(), mpp) for path, mpp, _ in rows)
+    sources = {source for _, mpp, source in rows if mpp is not None}
+    return FieldsRef(
+        patient,
+        patient,
+        root,
+        "fields",
+        None,
+        sources.pop() if len(sources) == 1 else ("manifest" if sources else None),
+        tuple(name for name, _ in entries),
+        image_mpp=tuple(mpp for _, mpp in entries),
+    )

@@ -18,8 +18,10 @@ class SynthConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     patients: int = Field(24, ge=1, le=100_000, description="Number of patients.")
-    layout: Literal["cells", "slides", "both"] = Field(
-        "both", description="cells: CellaVision-like crops per patient; slides: pyramidal TIFF smears; both."
+    layout: Literal["cells", "slides", "both", "fields"] = Field(
+        "both",
+        description="cells: CellaVision-like crops per patient; slides: pyramidal TIFF smears; both (cells and "
+        "slides); fields: microscope-camera JPEG fields per patient.",
     )
     sites: int = Field(
         3, ge=1, le=50, description="Number of sites (stain/scanner shifts); site1 = reference."
@@ -37,7 +39,16 @@ class SynthConfig(BaseModel):
         6000, ge=512, le=200_000, description="Slide side in px at level 0 (slides layout)."
     )
     slides_per_patient: int = Field(1, ge=1, le=20, description="Slides per patient (<patient_id>_s1, ...).")
-    mpp: float = Field(0.25, gt=0.05, le=2.0, description="Microns per pixel of crops and slide level 0.")
+    fields_per_patient: int = Field(12, ge=1, le=10_000, description="Fields per patient (fields layout).")
+    field_px: int = Field(
+        640,
+        ge=64,
+        le=8192,
+        description="Field width in px (fields layout); fields are 4:3 like camera frames.",
+    )
+    mpp: float = Field(
+        0.25, ge=0.05, le=2.0, description="Microns per pixel of crops, fields and slide level 0."
+    )
     diagnosis_mix: dict[str, float] = Field(
         default_factory=lambda: {"healthy": 0.2, "AML": 0.3, "APL": 0.15, "MDS": 0.2, "AA": 0.15},
         description="Relative share of each diagnosis; counts are allocated exactly (largest remainder).",

@@ -24,6 +24,7 @@ from features.core.errors import ConfigError, InputError
 from features.synth.cohort import DEFINES, DISEASE, LABEL_COLUMNS, Patient, build_cohort, labels_row
 from features.synth.config import SynthConfig
 from features.synth.contact_sheet import write_contact_sheet
+from features.synth.field_images import write_patient_fields
 from features.synth.layout_cells import write_csv, write_patient_cells
 from features.synth.slides import write_slide
 from features.synth.stain import site_stains
@@ -42,6 +43,8 @@ class CohortSummary:
     crops: int
     slides: int
     nucleated_on_slides: int
+    fields: int = 0
+    nucleated_in_fields: int = 0
     files: list[str] = field(default_factory=list)  # top-level entries written, relative to out
 
 
@@ -96,6 +99,10 @@ def generate_cohort(
                 jobs.append(
                     ("cells", p.patient_id, write_patient_cells, (tmp, p, i, config, stain_of[p.site]))
                 )
+            if config.layout == "fields":
+                jobs.append(
+                    ("fields", p.patient_id, write_patient_fields, (tmp, p, i, config, stain_of[p.site]))
+                )
             if config.layout in ("slides", "both"):
                 for k in range(config.slides_per_patient):
                     jobs.append(
@@ -108,7 +115,7 @@ def generate_cohort(
                     )
         report("plan", total=len(jobs) + 1)
         results = _run(jobs, workers, report)
-        cells = {r.patient_id: r for kind, r in results if kind == "cells"}
+        cells = {r.patient_id: r for kind, r in results if kind in ("cells", "fields")}
         slides = sorted((r for kind, r in results if kind == "slide"), key=lambda r: r.slide_id)
         _write_tables(tmp, config, patients, stains, cells, slides)
         if config.contact_sheet:
@@ -126,9 +133,11 @@ def generate_cohort(
         patients=len(patients),
         diagnoses=dict(Counter(p.diagnosis for p in patients)),
         sites=[s.name for s in stains],
-        crops=sum(r.n_cells for r in cells.values()),
+        crops=sum(getattr(r, "n_cells", 0) for r in cells.values()),
         slides=len(slides),
         nucleated_on_slides=sum(r.n_nucleated for r in slides),
+        fields=sum(getattr(r, "n_fields", 0) for r in cells.values()),
+        nucleated_in_fields=sum(getattr(r, "n_nucleated", 0) for r in cells.values()),
         files=sorted(p.name for p in out.iterdir()),
     )
 
@@ -176,6 +185,10 @@ def _write_tables(
             "slide_id = <patient_id>_s<k>; apl_aml_healthy empty for MDS/AA, mds_aa_aml empty for APL/healthy, "
             "npm1 and cbfb_myh11 are 0/1 for AML and empty otherwise",
             "cells": "cells/<patient_id>/<n>.png, n = 1..cells_per_patient, cell centred, crop_px at mpp",
+            "fields": "fields/<patient_id>/<n>.jpg, n = 1..fields_per_patient, 4:3 camera frames field_px "
+            "wide at mpp (slide_id = patient_id in labels.csv)",
+            "truth/fields/<patient_id>.csv": "file, x, y (the field's px), cell_type, diagnostic, defines, "
+            "nucleated, diameter_um",
             "slides": "slides/<slide_id>.tiff, JPEG-tiled pyramid, level 0 at mpp, one page per level",
             "truth/cells/<patient_id>.csv": "file (relative to cells/<patient_id>/), cell_type, diagnostic, "
             "defines, nucleated, diameter_um",
@@ -188,7 +201,8 @@ def _write_tables(
         "patients": [
             {
                 **asdict(p),
-                "n_crops": cells[p.patient_id].n_cells if p.patient_id in cells else 0,
+                "n_crops": getattr(cells.get(p.patient_id), "n_cells", 0),
+                "n_fields": getattr(cells.get(p.patient_id), "n_fields", 0),
                 "slides": [s.slide_id for s in slides_of.get(p.patient_id, [])],
             }
             for p in patients

@@ -56,10 +56,17 @@ def _u16(od_sprites: np.ndarray, stain: SiteStain, mpp: float) -> np.ndarray:
 
 
 def render_smear(
-    patient: Patient, stain: SiteStain, rng: np.random.Generator, size_px: int, mpp: float
+    patient: Patient,
+    stain: SiteStain,
+    rng: np.random.Generator,
+    size_px: int,
+    mpp: float,
+    layout: smear.SmearLayout | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(size, size, 3) uint8 RGB of one smear and its truth columns (TRUTH_SLIDE_COLUMNS)."""
-    layout = smear.smear_layout(rng, size_px, mpp)
+    """(size, size, 3) uint8 RGB of one smear and its truth columns (TRUTH_SLIDE_COLUMNS). `layout` replaces
+    the drawn wedge-smear layout (microscope fields use one region throughout: features.synth.field_images)."""
+    if layout is None:
+        layout = smear.smear_layout(rng, size_px, mpp)
     xy_n, reg_n = smear.scatter(rng, layout, smear.NUCLEATED_PER_UM2, mpp, scale=patient.cellularity)
     types = np.where(
         reg_n == smear.HEMODILUTED,

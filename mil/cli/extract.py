@@ -58,6 +58,8 @@ class ProgressView:
                 completed=info["done"],
                 description=f"  {info['slide_id']}: encode",
             )
+        elif event == "slide_notice":  # one input of a slide left out (a patient's bad field); the rest go on
+            steps.print(f"[yellow]left out[/] {info['message']}")
         elif event == "slide_done":
             outcome = info["outcome"]
             task = self.slides.pop(outcome.slide_id, None)
@@ -115,7 +117,7 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         input: Path = typer.Argument(
             ...,
-            help="Folder of slides, of per-patient cell-image folders, or of .h5 "
+            help="Folder of slides, of per-patient folders of cell images or of microscope fields, or of .h5 "
             "feature files; one slide or .h5 file; or a .csv manifest.",
         ),
         output: Path = typer.Option(..., "-o", "--output", help="Bag store (a folder, e.g. bags.zarr)."),

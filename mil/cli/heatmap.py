@@ -79,7 +79,7 @@ def _table(summary: Any) -> Table:
         table.add_column(col, justify="right" if col == "cells" else "left")
     style = {"written": "green", "failed": "red"}
     for r in summary.slides:
-        detail = ", ".join(r.files) if r.status == "written" else r.error
+        detail = _files(r.files) if r.status == "written" else r.error
         table.add_row(
             r.slide_id, r.patient_id, f"[{style[r.status]}]{r.status}[/]", str(r.n_instances), detail
         )
@@ -87,3 +87,10 @@ def _table(summary: Any) -> Table:
         f"{summary.count('written')} written, {summary.count('failed')} failed in {summary.seconds:.1f} s"
     )
     return table
+
+
+def _files(files: list[str]) -> str:
+    """The files of one slide; a fields bag's per-field files are counted, not listed (one line per bag)."""
+    own = [f for f in files if not f.startswith("fields/")]
+    fields = {f.split("/")[1] for f in files if f.startswith("fields/")}
+    return ", ".join(own + ([f"fields/<field>/ for {len(fields)} field(s)"] if fields else []))

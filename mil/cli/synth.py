@@ -26,6 +26,8 @@ def register(app: typer.Typer) -> None:
         crop_px: int = field_option(SynthConfig, "crop_px"),
         slide_px: int = field_option(SynthConfig, "slide_px"),
         slides_per_patient: int = field_option(SynthConfig, "slides_per_patient"),
+        fields_per_patient: int = field_option(SynthConfig, "fields_per_patient"),
+        field_px: int = field_option(SynthConfig, "field_px"),
         mpp: float = field_option(SynthConfig, "mpp"),
         contact_sheet: bool = field_option(SynthConfig, "contact_sheet", "--contact-sheet"),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a previous cohort in OUT."),
@@ -33,7 +35,7 @@ def register(app: typer.Typer) -> None:
             min(2, os.cpu_count() or 1), help="Worker processes (the output does not depend on it)."
         ),
     ) -> None:
-        """Write a synthetic cohort: labels.csv, cells/ and/or slides/, truth/, cohort.json."""
+        """Write a synthetic cohort: labels.csv, cells/ and/or slides/ (or fields/), truth/, cohort.json."""
         from features.synth import generate_cohort, make_config
         from mil.cli.progress import Steps
 
@@ -47,6 +49,8 @@ def register(app: typer.Typer) -> None:
             crop_px=crop_px,
             slide_px=slide_px,
             slides_per_patient=slides_per_patient,
+            fields_per_patient=fields_per_patient,
+            field_px=field_px,
             mpp=mpp,
             contact_sheet=contact_sheet,
         )
@@ -70,6 +74,11 @@ def register(app: typer.Typer) -> None:
         if summary.slides:
             table.add_row(
                 "slides", f"{summary.slides} in slides/ ({summary.nucleated_on_slides} nucleated cells)"
+            )
+        if summary.fields:
+            table.add_row(
+                "fields",
+                f"{summary.fields} in fields/<patient_id>/ ({summary.nucleated_in_fields} nucleated cells)",
             )
         table.add_row("files", ", ".join(summary.files))
         console.print(table)

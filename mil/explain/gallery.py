@@ -137,6 +137,8 @@ def slide_galleries(
 
 
 def _where(bag: Bag, i: int) -> str:
+    if bag.paths is not None and bag.coords is not None:  # a field: the file and the cell's place in it
+        return f"{bag.paths[i]} x{int(bag.coords[i, 0])} y{int(bag.coords[i, 1])}"
     if bag.paths is not None:
         return str(bag.paths[i])
     if bag.coords is not None:

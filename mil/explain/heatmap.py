@@ -8,6 +8,8 @@ Layout of OUT (slide folders are `features.bagstore.bag_key(slide_id)`)::
     <slide>/gallery_<row>.png     top-k and bottom-k cells by relative attention, re-read from the source
     <slide>/overlay_<row>.png     slides only: the smear with every cell coloured by attention
     <slide>/cells.geojson         slides only: the cells as QuPath detections with attention measurements
+    <slide>/fields/<field>/       microscope fields: overlay_<row>.png and cells.geojson per field, in the
+                                  field's own pixels (`mil.explain.field_overlay`)
 
 `<row>` is each class (per-class attention, or attribution for heads without attention) or `all` for a head
 with one attention row shared by the classes (abmil, gated_abmil, clam_sb, transmil).
@@ -177,6 +179,14 @@ def _write_slide(ex: Explainer, slide_id, patient, att, folder: Path, config: Ex
             ]
             write_geojson(cells_geojson(frame, meta.mpp, measures), folder / "cells.geojson")
             result.files.append("cells.geojson")
+        elif meta.source_kind == "fields":
+            from mil.explain.field_overlay import write_field_views
+
+            label = "attention x N (1 = uniform)" if att.method == "attention" else "attribution / mean |.|"
+            measures = [
+                c for c in frame.columns if c.startswith(("att", "score_")) and c != "attribution_method"
+            ]
+            result.files += write_field_views(meta, bag, frame, values, folder, label, measures)
     except (MilError, OSError) as exc:
         shutil.rmtree(folder, ignore_errors=True)
         return SlideResult(slide_id, patient, "failed", meta.n_instances, error=_one_line(exc))

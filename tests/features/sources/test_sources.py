@@ -212,7 +212,7 @@ def test_manifest_bad_rows_one_line_each(tmp_path):
         "row 3: missing.svs: file not found",
         "row 4: slide_id 'A' already on row 2",
         "row 5: ok.svs: mpp '-1' is not a positive number",
-        "row 6: notes.txt: notes.txt is not a whole-slide file, a cell-image folder or an .h5 file",
+        "row 6: notes.txt: notes.txt is not a whole-slide file, a field image, a cell-image folder or an .h5 file",
     ]
 
 

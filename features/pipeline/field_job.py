@@ -1,0 +1,249 @@
+"""The CPU work for one patient's microscope fields, inside a loader worker: one bag from many small images.
+
+Why per patient and not per field: a field is a few hundred kilopixels holding one to a dozen cells, so anything
+paid per input (a QC map, a thumbnail, a bag write, an encoder call for two crops) would cost more than the
+pixels (1.4 s per 640 x 480 field through the slide path). Here a field costs its decode, a red-cell measurement
+when the mpp is estimated, QC and detection on a 0.5 µm/px copy, and its crops; the crops of all the patient's
+fields stream out together in chunks of `batch_size`, so the encoder sees full batches.
+
+Per patient:
+1. mpp: a field's own (a manifest row), else `--mpp`, else estimated from the red cells of all the patient's
+   fields that have none (`features.smear.mpp_estimate`; or the run's, `features.pipeline.field_mpp`, with
+   `fields.mpp_scope` "run"); too few red cells, or an estimate whose 95 % interval is wider than
+   `fields.max_mpp_uncertainty`, refuses the patient in one line;
+2. each field: QC (`features.smear.field_qc`: too small, empty, overexposed are skipped; blur is a flag), then
+   nucleated cells (`features.smear.field_detect`);
+3. an optional seeded subsample over the patient's cells (`max_instances`), then crops of `crop_um` around each
+   cell, cut from the field at its own mpp (`FieldImage` has the slide reader's surface).
+A field that cannot be used (unreadable, grayscale, too small, empty, overexposed) is one `Notice` line and the
+rest go on; the QC JSON lists every field with its figures and verdict. Decoded fields are kept between the
+passes up to `CACHE_BYTES` (a patient's 640 x 480 fields fit many times over), else read again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from features.core.errors import SlideError
+from features.pipeline.records import CropChunk, Notice, Record, SlideFinished, Stage
+from features.sources.base import SlideRef
+
+if TYPE_CHECKING:
+    from features.pipeline.slide_job import SlideJob
+
+CACHE_BYTES = 768 * 2**20
+ESTIMATED = "red cells"  # mpp_source of an estimated mpp
+
+
+class _Decoded:
+    """Decoded fields of one patient, kept while they fit in `budget` bytes."""
+
+    def __init__(self, folder: Path, budget: int = CACHE_BYTES):
+        self.folder, self.budget, self.kept, self.used = folder, budget, {}, 0
+
+    def get(self, name: str) -> np.ndarray:
+        from features.sources.fields import read_field_image
+
+        if name in self.kept:
+            return self.kept[name]
+        rgb = read_field_image(self.folder / name)
+        if self.used + rgb.nbytes <= self.budget:
+            self.kept[name] = rgb
+            self.used += rgb.nbytes
+        return rgb
+
+
+def _given_mpp(ref: SlideRef, i: int) -> tuple[float | None, str | None]:
+    mpp_of = getattr(ref, "mpp_of", None)
+    return mpp_of(i) if mpp_of is not None else (ref.mpp, ref.mpp_source)
+
+
+def field_records(job: SlideJob, index: int, ref: SlideRef, qc: dict[str, Any]) -> Iterator[Record]:
+    from features.bagstore import SlideQC
+    from features.pipeline.slide_job import subsample_index
+    from features.smear.field_detect import detect_field
+    from features.smear.field_qc import assess_field
+    from features.smear.mpp_estimate import estimate_mpp, measure_red_cells
+
+    cfg, params = job.config, job.config.fields
+    if not ref.images:
+        raise SlideError(ref.slide_id, f"folder {ref.path} holds no field images")
+    names = list(ref.images)
+    decoded = _Decoded(ref.path)
+    rows: dict[str, dict[str, Any]] = {name: {"file": name} for name in names}
+    yield Stage(index, ref.slide_id, "read", {"total": len(names)})
+
+    def leave_out(name: str, reason: str) -> Notice:
+        rows[name].update(status="skipped", problem=reason)
+        return Notice(index, ref.slide_id, f"{ref.path / name}: {reason}")
+
+    given = [_given_mpp(ref, i) for i in range(len(names))]
+    if getattr(ref, "mpp_estimate", None):  # the run's estimate (fields.mpp_scope "run")
+        qc["mpp_estimate"] = ref.mpp_estimate
+    estimate = None
+    if any(mpp is None for mpp, _ in given):
+        measured = {}
+        for name, (mpp, _) in zip(names, given, strict=True):
+            if mpp is not None:
+                continue
+            try:
+                measured[name] = measure_red_cells(decoded.get(name))
+            except SlideError as exc:
+                yield leave_out(name, _reason(exc, ref.path / name))
+        estimate = estimate_mpp(measured, params.rbc_diameter_um, params.min_red_cells)
+        qc.update(fields_total=len(names), fields=list(rows.values()))
+        if estimate is None:
+            found = sum(len(m.diameters_px) for m in measured.values())
+            raise SlideError(
+                ref.slide_id,
+                f"too few red cells to estimate the pixel size ({found} single cell(s) in {len(measured)} "
+                f"field(s), fields.min_red_cells {params.min_red_cells}); pass --mpp, or an mpp column in a "
+                "manifest",
+            )
+        qc["mpp_estimate"] = estimate.to_dict()
+        lo, hi = estimate.ci95
+        if max(estimate.mpp - lo, hi - estimate.mpp) > params.max_mpp_uncertainty * estimate.mpp:
+            raise SlideError(
+                ref.slide_id,
+                f"pixel size too uncertain: red cells give {estimate.mpp:.4f} µm/px (95 % {lo:.4f}-{hi:.4f}) "
+                f"from {estimate.n_cells} single cell(s); pass --mpp, or an mpp column in a manifest",
+            )
+
+    yield Stage(index, ref.slide_id, "detect", {"total": len(names)})
+    found: list[tuple[str, float, str, np.ndarray, np.ndarray, bool]] = []
+    for name, (mpp, source) in zip(names, given, strict=True):
+        if rows[name].get("status") == "skipped":
+            continue
+        if mpp is None:
+            mpp, source = estimate.mpp, ESTIMATED
+        try:
+            rgb = decoded.get(name)
+        except SlideError as exc:
+            yield leave_out(name, _reason(exc, ref.path / name))
+            continue
+        field_qc = assess_field(rgb, mpp, params)
+        rows[name].update(mpp=round(mpp, 6), mpp_source=source, **field_qc.to_dict())
+        if field_qc.problem:
+            yield leave_out(name, field_qc.problem)
+            continue
+        xy, area = detect_field(rgb, mpp, cfg.detect, params)
+        if cfg.detect.require_in_focus and not field_qc.in_focus:
+            xy, area = xy[:0], area[:0]
+        rows[name].update(status="used", cells=len(xy))
+        found.append((name, mpp, source, xy, area, field_qc.in_focus))
+
+    used = found
+    qc.update(
+        unit="cells",
+        source="fields",
+        fields_total=len(names),
+        fields_used=len(used),
+        fields_skipped=sum(1 for r in rows.values() if r.get("status") == "skipped"),
+        mpp_source=_summary_source(used),
+        fields=list(rows.values()),
+    )
+    if not used:
+        raise SlideError(
+            ref.slide_id, f"none of its {len(names)} field(s) could be used (see the lines above)"
+        )
+    counts = np.array([len(f[3]) for f in used])
+    n_found = int(counts.sum())
+    keep = subsample_index(n_found, cfg.max_instances, cfg.seed, ref.slide_id)
+    focus = np.array([rows[f[0]]["focus"] for f in used], np.float64)
+    qc.update(
+        instances_found=n_found,
+        instances_kept=n_found if keep is None else len(keep),
+        focus_median=float(np.nanmedian(focus)) if np.isfinite(focus).any() else None,
+        share_in_focus=float(np.mean([f[5] for f in used])),
+    )
+    job.store.write_qc(ref.slide_id, SlideQC({**qc, "status": "detected"}))
+    if n_found == 0:
+        raise SlideError(
+            ref.slide_id,
+            f"no nucleated cells found in {len(used)} usable field(s) (see its QC: `mil bags qc`)",
+        )
+    chosen = np.zeros(n_found, bool)
+    chosen[keep if keep is not None else slice(None)] = True
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    yield Stage(index, ref.slide_id, "crops", {"total": int(chosen.sum())})
+    yield from _crops(job, index, ref, used, chosen, offsets, decoded)
+    job.store.write_qc(ref.slide_id, SlideQC({**qc, "status": "cropped"}))
+    mpps = np.array([f[1] for f in used])
+    subsample = None if keep is None else {"seed": cfg.seed, "from": n_found, "kept": len(keep)}
+    yield SlideFinished(
+        index, ref.slide_id, int(chosen.sum()), qc, float(np.median(mpps)), qc["mpp_source"], cfg.crop_um,
+        subsample,
+    )  # fmt: skip
+
+
+def _crops(job, index, ref, used, chosen, offsets, decoded) -> Iterator[CropChunk]:
+    """Crops of the chosen cells, field after field, in chunks of `batch_size` across fields."""
+    from features.smear.crops import read_crops
+    from features.sources.fields import FieldImage
+
+    cfg, px = job.config, job.input_px
+    parts: list[tuple[np.ndarray, np.ndarray, list[str], dict[str, np.ndarray]]] = []
+    pending = 0
+    for k, (name, mpp, source, xy, area, in_focus) in enumerate(used):
+        pick = chosen[offsets[k] : offsets[k + 1]]
+        if not pick.any():
+            continue
+        xy, area = xy[pick], area[pick]
+        reader = FieldImage(decoded.get(name), mpp, source, name)
+        crops = read_crops(reader, xy, cfg.crop_um, px)
+        obs = {
+            "in_focus": np.full(len(xy), in_focus, bool),
+            "area_um2": area.astype(np.float32),
+            "mpp": np.full(len(xy), mpp, np.float32),
+        }
+        parts.append((crops, np.floor(xy).astype(np.int64), [name] * len(xy), obs))
+        pending += len(xy)
+        while pending >= cfg.batch_size:
+            chunk, parts, pending = _take(parts, cfg.batch_size)
+            yield _chunk(index, ref, chunk)
+    if pending:
+        chunk, parts, pending = _take(parts, pending)
+        yield _chunk(index, ref, chunk)
+
+
+def _take(parts: list, n: int) -> tuple[list, list, int]:
+    """The first `n` cells of the buffered parts, and what remains."""
+    out, rest, need = [], [], n
+    for crops, xy, names, obs in parts:
+        if need <= 0:
+            rest.append((crops, xy, names, obs))
+            continue
+        m = min(need, len(xy))
+        out.append((crops[:m], xy[:m], names[:m], {k: v[:m] for k, v in obs.items()}))
+        if m < len(xy):
+            rest.append((crops[m:], xy[m:], names[m:], {k: v[m:] for k, v in obs.items()}))
+        need -= m
+    return out, rest, sum(len(p[1]) for p in rest)
+
+
+def _chunk(index: int, ref: SlideRef, parts: list) -> CropChunk:
+    import torch
+
+    images = np.concatenate([p[0] for p in parts])
+    coords = np.concatenate([p[1] for p in parts])
+    names = [name for p in parts for name in p[2]]
+    obs = {key: np.concatenate([p[3][key] for p in parts]) for key in parts[0][3]}
+    return CropChunk(index, ref.slide_id, torch.from_numpy(np.ascontiguousarray(images)), coords, names, obs)
+
+
+def _reason(exc: SlideError, path: Path) -> str:
+    """The error's message without the path it starts with (the notice names the file itself)."""
+    text = " ".join(str(exc).split())
+    return text.removeprefix(f"{path}: ")
+
+
+def _summary_source(used: list) -> str | None:
+    sources = sorted({f[2] for f in used if f[2]})
+    return sources[0] if len(sources) == 1 else ("mixed" if sources else None)
+
+
+__all__ = ["field_records"]

@@ -1,0 +1,92 @@
+"""Microscope fields end to end through the CLI: `mil synth --layout fields` -> `mil extract` (no conversion,
+source recognised) -> `mil train` -> `mil heatmap` (per-field overlays and GeoJSON) -> `mil report`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from features.bagstore import BagStore
+from mil.cli import app
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    import torch
+
+    root = tmp_path_factory.mktemp("fields_cli")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        synth = run("synth", root / "cohort", "--layout", "fields", "--patients", "12", "--fields-per-patient", "2",
+                    "--field-px", "400", "--seed", "4", "--sites", "1", "--workers", "1")  # fmt: skip
+        assert synth.exit_code == 0, synth.output
+        extracted = run("extract", root / "cohort" / "fields", "-o", root / "bags.zarr", "--workers", "0")
+        trained = run("train", "--bags", root / "bags.zarr", "--labels", root / "cohort" / "labels.csv",
+                      "--config", "apl_aml_healthy", "-o", root / "run", "--folds", "2", "--epochs", "3",
+                      "--device", "cpu", "--set", "train.n_bootstrap=10", "--set", "train.allow_missing=true")  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    return root, extracted, trained
+
+
+def test_extract_recognises_fields_and_train_runs(pipeline):
+    root, extracted, trained = pipeline
+    assert extracted.exit_code == 0, extracted.output
+    assert "12 written, 0 skipped, 0 failed" in extracted.output
+    metas = BagStore(root / "bags.zarr").metas()
+    assert {m.source_kind for m in metas} == {"fields"} and all(m.mpp_source == "red cells" for m in metas)
+    assert trained.exit_code == 0, trained.output
+    assert (root / "run" / "metrics.json").exists()
+
+
+def test_heatmap_writes_per_field_overlays_and_geojson(pipeline, tmp_path):
+    root, _, _ = pipeline
+    out = tmp_path / "hm"
+    result = run(
+        "heatmap", root / "run", "--bags", root / "bags.zarr", "-o", out, "--slide", "P001", "--top-k", "3"
+    )
+    assert result.exit_code == 0, result.output
+    assert "fields/<field>/ for 2 field(s)" in result.output
+    frame = pd.read_csv(out / "P001" / "attention.csv")
+    assert {"file", "x", "y", "mpp"} <= set(frame.columns)
+    for name in frame["file"].unique():
+        folder = out / "P001" / "fields" / name
+        overlays = list(folder.glob("overlay_*.png"))
+        assert overlays and Image.open(overlays[0]).size[0] > 100
+        cells = json.loads((folder / "cells.geojson").read_text())["features"]
+        assert len(cells) == (frame["file"] == name).sum()
+        ring = cells[0]["geometry"]["coordinates"][0]
+        width, height = Image.open(root / "cohort" / "fields" / "P001" / name).size
+        assert all(-50 < x < width + 50 and -50 < y < height + 50 for x, y in ring)  # the field's own pixels
+    assert (out / "P001" / "gallery_all.png").exists() or list((out / "P001").glob("gallery_*.png"))
+
+
+def test_report_on_a_fields_store(pipeline, tmp_path):
+    root, _, _ = pipeline
+    result = run("report", root / "run", "--bags", root / "bags.zarr", "-o", tmp_path / "report.html")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "report.html").stat().st_size > 10_000
+
+
+def test_bad_fields_print_one_line_each_and_exit_0(pipeline, tmp_path):
+    root, _, _ = pipeline
+    patient = tmp_path / "in" / "P1"
+    shutil.copytree(root / "cohort" / "fields" / "P001", patient)
+    (patient / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    result = run(
+        "extract", tmp_path / "in", "-o", tmp_path / "s.zarr", "--source", "fields", "--workers", "0"
+    )
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("left out")]
+    assert len(lines) == 1 and "broken.jpg" in lines[0] and "cannot read image" in lines[0]
+    assert "1 input(s) left out" in result.output
