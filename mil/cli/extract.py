@@ -102,6 +102,11 @@ def failure_lines(summary: Any) -> list[str]:
     ]
 
 
+def notice_lines(summary: Any) -> list[str]:
+    """Bags written with some inputs left out (a patient's unreadable field): `<slide>: k input(s) left out`."""
+    return [f"{o.slide_id}: {o.message}" for o in summary.outcomes if o.status == "written" and o.message]
+
+
 def exit_code(summary: Any) -> int:
     from mil.cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL
 
@@ -167,6 +172,11 @@ def register(app: typer.Typer) -> None:
         if failures:
             console.print(f"[red]failures[/] ({len(failures)}):", highlight=False)
             for line in failures:
+                console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
+        notices = notice_lines(summary)
+        if notices:
+            console.print(f"[yellow]written with inputs left out[/] ({len(notices)}):", highlight=False)
+            for line in notices:
                 console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
         if summary.message:
             console.print(f"[red]nothing extracted:[/] {summary.message}", highlight=False)

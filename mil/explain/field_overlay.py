@@ -23,8 +23,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from features.bagstore import Bag, BagMeta, bag_key
+from features.sources.instances import OVERVIEW_PX as THUMB_MAX_PX
 from mil.explain.geojson import cells_geojson, write_geojson
-from mil.explain.overlay import DOT_UM, THUMB_MAX_PX, plot_overlay
+from mil.explain.overlay import DOT_UM, plot_overlay
 
 
 def write_field_views(

@@ -33,7 +33,7 @@ def pipeline(tmp_path_factory):
         extracted = run("extract", root / "cohort" / "fields", "-o", root / "bags.zarr", "--workers", "0")
         trained = run("train", "--bags", root / "bags.zarr", "--labels", root / "cohort" / "labels.csv",
                       "--config", "apl_aml_healthy", "-o", root / "run", "--folds", "2", "--epochs", "3",
-                      "--device", "cpu", "--set", "train.n_bootstrap=10", "--set", "train.allow_missing=true")  # fmt: skip
+                      "--device", "cpu", "--set", "evaluate.n_bootstrap=10", "--set", "train.allow_missing=true")  # fmt: skip
     finally:
         torch.set_num_threads(threads)
     return root, extracted, trained
