@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from features.core.errors import InputError
+from features.core.outputs import check_writable
 
 # 30 patients of the three apl_aml_healthy classes (10 each) leave >= 2 per class in every test fold of 5;
 # 3000 px at 0.25 µm/px is a 0.75 mm smear field with ~250 nucleated cells.
@@ -39,6 +40,7 @@ def check_demo_out(out: Path, overwrite: bool) -> None:
         raise InputError(f"{out} is a file; give a folder for the demo outputs")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out} is not empty; choose a new folder or pass --overwrite")
+    check_writable(out / "report.html")
 
 
 def run_demo(

@@ -19,12 +19,13 @@ import json
 import os
 import re
 import shutil
-import socket
 import uuid
 from pathlib import Path
 from typing import Any
 
 from features.core.io import json_default
+from features.core.outputs import host_tag as _host  # one staging rule: same host, dead pid
+from features.core.outputs import pid_alive as _pid_alive
 
 SCHEMA_VERSION = 2  # 1: bags at the top level, qc/ runs/ .tmp/ as plain folders
 BAGS, QC, RUNS, TMP = "bags", "qc", "runs", "tmp"
@@ -52,10 +53,6 @@ def bag_key(slide_id: str) -> str:
         return key
     base = re.sub("^_+", "_", key) or "_"
     return f"{base[:80]}-{hashlib.sha1(slide_id.encode()).hexdigest()[:8]}"
-
-
-def _host() -> str:
-    return _KEY_OK.sub("_", socket.gethostname())
 
 
 def staging_path(store: Path, section: str, label: str, role: str = "new") -> Path:
@@ -136,16 +133,6 @@ def sweep(store: Path) -> list[str]:
             remove(path)
         swept.append(name)
     return swept
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def json_safe(data: Any) -> Any:

@@ -26,7 +26,9 @@ class SynthConfig(BaseModel):
     sites: int = Field(
         3, ge=1, le=50, description="Number of sites (stain/scanner shifts); site1 = reference."
     )
-    seed: int = Field(0, ge=0, description="Seeds everything; same seed => identical labels and truth.")
+    seed: int = Field(
+        0, ge=0, le=2**32 - 1, description="Seeds everything; same seed => identical labels and truth."
+    )
     witness: float = Field(
         1.0,
         ge=0,

@@ -46,16 +46,18 @@ def register(app: typer.Typer) -> None:
         """Per-fold and pooled metrics with bootstrap 95% CIs (AUC, balanced accuracy, c-index, ...)."""
         from mil.config import load_config
         from mil.evaluate.plots import write_plots
+        from mil.evaluate.predictions import spec_path
         from mil.evaluate.run import check_outputs, evaluate_files, write_metrics
         from mil.tasks import create_task
 
         cfg = load_config(config, set_, typed_flags(ctx, "evaluate"))
         output = output or Path(predictions).parent / "metrics.json"
-        check_outputs([output], overwrite)
+        inputs = (predictions, spec_path(predictions), labels)
+        check_outputs([output], overwrite, inputs)
         result = evaluate_files(predictions, labels, cfg.evaluate)
         task = create_task(result.spec)
         planned = [plots / name for name in task.plots] if plots is not None else []
-        check_outputs(planned, overwrite)
+        check_outputs(planned, overwrite, inputs)
         written = write_plots(result.predictions, result.spec, plots) if plots is not None else []
         write_metrics(result.metrics, output)
         console = Console()

@@ -80,8 +80,22 @@ def print_summary(console: Console, summary: Any) -> None:
         "[bold]pooled[/bold]", str(summary.n_patients), "", f"[bold]{format_ci(summary.pooled)}[/bold]"
     )
     console.print(table)
-    left = ", ".join(f"{n} {what.replace('_', ' ')}" for what, n in summary.left_out.items() if n)
+    left = ", ".join(
+        f"{n} {what.replace('_', ' ')}"
+        for what, n in summary.left_out.items()
+        if n and what != "not_in_splits"  # not patients of this cohort: their own line below
+    )
     console.print(f"patients: {summary.n_patients} used; left out: {left or 'none'} (see left_out.csv)")
+    if summary.splits_only:
+        from rich.markup import escape
+
+        from mil.cohort.labels import first_ids
+
+        console.print(
+            f"[yellow]--splits names {len(summary.splits_only)} patient(s) not in this cohort[/] "
+            f"({escape(first_ids(summary.splits_only))}): its folds were used without them (listed in left_out.csv)",
+            highlight=False,
+        )
     console.print(f"run written to {summary.run} ({summary.seconds:.0f} s on {summary.device})")
 
 
@@ -133,11 +147,14 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "-o", "--out", help="Predictions CSV to write (+ .spec.json)."),
         labels: Path = typer.Option(None, "--labels", help="CSV mapping slide_id -> patient_id (and truth)."),
         device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing predictions file (never one of the run's own)."
+        ),
     ) -> None:
         """Predict new slides with the ensemble of a run's fold models (mean of their outputs)."""
         from mil.training.predict import predict as predict_fn
 
-        path = predict_fn(run, bags, out, labels=labels, device=device)
+        path = predict_fn(run, bags, out, labels=labels, device=device, overwrite=overwrite)
         import pandas as pd
 
         n = len(pd.read_csv(path, usecols=["patient_id"]))

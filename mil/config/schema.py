@@ -14,7 +14,14 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from features.pipeline.config import ExtractConfig
-from mil.config.sections import CellsConfig, EvaluateConfig, ExplainConfig, ReportConfig, Section
+from mil.config.sections import (
+    MAX_SEED,
+    CellsConfig,
+    EvaluateConfig,
+    ExplainConfig,
+    ReportConfig,
+    Section,
+)
 
 
 class TrainConfig(Section):
@@ -59,7 +66,12 @@ class TrainConfig(Section):
         description="Labels column naming a group (e.g. site): one fold per group, tested on that group only "
         "(leave-one-site-out external validation); `folds` is then ignored.",
     )
-    seed: int = Field(0, description="Seeds the splits, initialisation, sampling and instance subsampling.")
+    seed: int = Field(
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description="Seeds the splits, initialisation, sampling and instance subsampling.",
+    )
     epochs: int = Field(100, ge=1, description="Maximum epochs per fold.")
     patience: int = Field(15, ge=1, description="Stop after this many epochs without validation improvement.")
     monitor: Literal["loss", "metric"] = Field(

@@ -17,6 +17,7 @@ import pandas as pd
 
 from features.core.errors import InputError
 from features.core.io import write_json
+from features.core.outputs import check_output_file
 from mil.config import EvaluateConfig
 from mil.evaluate.predictions import attach_labels, read_predictions, require_truth
 from mil.tasks import TaskSpec
@@ -55,11 +56,14 @@ def evaluate_files(
     return Evaluation(metrics, df, spec, unlabelled)
 
 
-def check_outputs(paths: list[Path], overwrite: bool) -> None:
-    """Refuse to replace existing results unless asked: one line naming the first existing file."""
-    existing = [p for p in paths if Path(p).exists()]
-    if existing and not overwrite:
-        raise InputError(f"{existing[0]} exists; rerun with --overwrite or choose another output")
+def check_outputs(paths: list[Path], overwrite: bool, inputs: tuple[Path | None, ...] = ()) -> None:
+    """Refuse to replace existing results unless asked, outputs that are folders or cannot be written, and
+    (even with `overwrite`) an output that is one of the `inputs`: one line naming the first such file."""
+    read = {Path(p).resolve() for p in inputs if p is not None}
+    for path in paths:
+        if Path(path).resolve() in read:
+            raise InputError(f"{path} is an input of this command; choose another output (-o, --plots)")
+        check_output_file(Path(path), overwrite, "metrics.json")
 
 
 def write_metrics(metrics: dict, path: Path) -> None:

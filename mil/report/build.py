@@ -22,13 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from features.core.errors import InputError, MilError
+from features.core.errors import MilError
+from features.core.outputs import check_output_file
 from mil.config import ReportConfig
 from mil.explain.cohort import Explainer
 from mil.explain.discovery import CellRef, Cluster, DiscoveryCollector
 from mil.explain.gallery import Section, montage, read_cells
 from mil.report import html as H
 from mil.report.sections import figures_section, metrics_section, predictions_section, provenance_section
+from mil.training.rundir import refuse_run_file
 
 
 @dataclass
@@ -59,7 +61,8 @@ def report(
     started = time.perf_counter()
     emit = progress or (lambda event, **info: None)
     out = Path(out)
-    _check_out(out, overwrite)
+    refuse_run_file(run, out)
+    check_output_file(out, overwrite, "report.html")  # before any work: exists, a folder, not writable
     ex = Explainer.open(run, bags, labels, device)
     metrics_file = Path(run) / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
@@ -95,13 +98,6 @@ def report(
         out, len(cohort.patients), ex.method, ex.head_name, {k: len(v) for k, v in clusters.items()}, missing,
         time.perf_counter() - started,
     )  # fmt: skip
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.is_dir():
-        raise InputError(f"{out}: is a folder; pass the HTML file to write, e.g. -o report.html")
-    if out.exists() and not overwrite:
-        raise InputError(f"{out} exists; rerun with --overwrite or choose another output")
 
 
 @dataclass

@@ -68,6 +68,9 @@ class RunSummary:
     device: str
     seconds: float
     plots: list[Path] = field(default_factory=list)
+    splits_only: list[str] = field(
+        default_factory=list
+    )  # named by --splits, not in this cohort (left unused)
 
 
 @dataclass
@@ -187,6 +190,7 @@ def _run_summary(run: _Training, out: Path, folds: list[FoldSummary], metrics: d
         headline=run.task.summary(metrics["pooled"]),
         device=str(run.device),
         seconds=time.perf_counter() - run.started,
+        splits_only=run.split.dropped,
     )
 
 
