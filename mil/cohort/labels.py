@@ -70,20 +70,29 @@ class Cohort:
 
 def read_table(path: Path, ids: tuple[str, ...] = ID_COLUMNS) -> pd.DataFrame:
     """A labels CSV as text columns: UTF-8 (a BOM is fine; another encoding is one line naming the byte and
-    the fix, never guessed), one header without duplicate names, ids kept verbatim (a patient called "NA" or
-    "nan" is a patient, not a missing value), other columns with pandas' usual missing markers as missing."""
-    text = _decode(Path(path))
+    the fix, never decoded by a guess), a patient_id column, no header name twice, ids kept verbatim (a
+    patient called "NA" or "nan" is a patient), other columns with pandas' usual missing markers as missing."""
+    path = Path(path)
+    text = _decode(path)
     try:
-        header = next(csv.reader(io.StringIO(text)), [])
+        header = next(csv.reader(io.StringIO(text, newline=None)), [])
         table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.EmptyDataError, pd.errors.ParserError, csv.Error, ValueError) as exc:
         raise InputError(
             f"{path}: not a readable CSV ({str(exc).splitlines()[0]}); save it as comma-separated UTF-8"
         ) from None
     names = [str(c).strip() for c in header]
+    if "patient_id" not in names:
+        sep = next((s for s in (";", "\t") if s in "".join(names)), None)
+        hint = f" (the header looks {'tab' if sep == chr(9) else sep!r}-separated; save as comma-separated)"
+        raise InputError(
+            f"{path}: no patient_id column{hint if sep else ''}; columns: {', '.join(names[:8])[:200]}"
+        )
     dups = sorted({n for n in names if names.count(n) > 1})
     if dups:
         raise InputError(f"{path}: the header names {', '.join(map(repr, dups))} twice; rename or delete one")
+    if table.empty:
+        raise InputError(f"{path}: a header and no rows; add one row per patient (or slide)")
     table.columns = [str(c).strip() for c in table.columns]
     for col in table.columns:
         if col not in ids:
@@ -95,9 +104,11 @@ def _decode(path: Path) -> str:
     data = path.read_bytes()
     if not data.strip():
         raise InputError(f"{path}: the file is empty; write a header (patient_id + target columns) and rows")
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in data:
+    head = data[:4096]
+    controls = sum(b < 32 and b not in b"\t\n\r" for b in head)
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or controls > len(head) // 100:
         raise InputError(
-            f"{path}: UTF-16 text or binary data, not a CSV; save it as 'CSV UTF-8 (comma delimited)'"
+            f"{path}: binary data or UTF-16/32 text, not a CSV; save it as 'CSV UTF-8 (comma delimited)'"
         )
     try:
         return data.decode("utf-8-sig")
@@ -117,14 +128,6 @@ def read_labels(path: Path) -> pd.DataFrame:
             f"labels file {path} not found; pass --labels with a CSV of patient_id + target columns"
         )
     table = read_table(path)
-    if "patient_id" not in table.columns:
-        sep = next((s for s in (";", "\t") if s in "".join(table.columns)), None)
-        hint = (
-            f" (the header looks {'tab' if sep == chr(9) else sep!r}-separated; save as comma-separated)"
-            if sep
-            else ""
-        )
-        raise InputError(f"{path}: no patient_id column{hint}; columns: {', '.join(table.columns[:8])}")
     for col in ID_COLUMNS:
         if col in table.columns:
             table[col] = table[col].str.strip()

@@ -8,7 +8,6 @@ import errno
 
 import pytest
 
-from mil.cli import os_error_line
 from tests.faults.cli_cases import FAST, build, mil, snapshot, staging_left, unwritable_folder
 from tests.train_helpers import single_thread  # noqa: F401
 
@@ -144,9 +143,13 @@ def test_a_full_disk_mid_write_is_one_line_exit_2(monkeypatch, tmp_path, capsys)
     ],
 )  # fmt: skip
 def test_os_errors_name_the_path_and_the_fix(exc, expected):
+    from mil.cli import os_error_line
+
     assert expected in os_error_line(exc)
 
 
 def test_os_errors_that_are_not_about_a_path_stay_bugs():
+    from mil.cli import os_error_line
+
     assert os_error_line(OSError(errno.EBADF, "Bad file descriptor")) is None
     assert os_error_line(OSError("no errno")) is None
