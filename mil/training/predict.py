@@ -118,7 +118,7 @@ def predict(
     """
     emit = progress or (lambda event, **info: None)
     out = Path(out)
-    check_predict_out(Path(run), out, overwrite)
+    check_predict_out(Path(run), out, overwrite, labels)
     config, models, spec = load_run(run)
     dev = resolve_device(device or config.device, "--device" if device else "train.device")
     store = BagStore(bags)
@@ -156,12 +156,14 @@ def predict(
     return out
 
 
-def check_predict_out(run: Path, out: Path, overwrite: bool) -> None:
+def check_predict_out(run: Path, out: Path, overwrite: bool, labels: Path | None = None) -> None:
     """The table and its sidecar may be written: never onto a file of the run (its out-of-fold predictions.csv
-    is what `mil evaluate` and `mil report` read; replacing it would lose the truth and the folds), even with
-    `overwrite`; anything else existing only with it."""
+    is what `mil evaluate` and `mil report` read; replacing it would lose the truth and the folds) or onto the
+    labels, even with `overwrite`; anything else existing only with it."""
     for path in (out, spec_path(out)):
         refuse_run_file(run, path)
+        if labels is not None and path.resolve() == Path(labels).resolve():
+            raise InputError(f"{path} is the labels file this command reads; write the predictions elsewhere")
         check_output_file(path, overwrite, "predictions.csv")
 
 

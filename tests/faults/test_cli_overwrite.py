@@ -26,6 +26,10 @@ def test_predict_never_replaces_the_runs_own_predictions(cohort, capsys):
     assert mil(capsys, "report", cohort.run, "--bags", cohort.bags, "-o", cohort.run / "predictions.csv",
                "--overwrite").code == 2  # fmt: skip
     assert snapshot(cohort.run) == before
+    labels = cohort.labels.read_bytes()
+    done = mil(capsys, "predict", cohort.run, "--bags", cohort.bags, "-o", cohort.labels, "--labels", cohort.labels,
+               "--overwrite", "--device", "cpu")  # fmt: skip
+    assert done.code == 2 and "labels file" in done.one_line_error() and cohort.labels.read_bytes() == labels
 
 
 def test_predict_replaces_a_file_only_with_overwrite(cohort, tmp_path, capsys):
