@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> None:
 _PATH_FIXES = {
     errno.EACCES: "check its permissions, or choose a path you can write to",
     errno.EPERM: "check its permissions, or choose a path you can write to",
-    errno.EROFS: "it is on a read-only file system; choose an output on a writable disk",
-    errno.EISDIR: "it is a folder; give a file path",
+    errno.EROFS: "choose an output on a writable disk",
+    errno.EISDIR: "give a file path, not a folder",
     errno.ENOTDIR: "a part of the path is a file, not a folder; fix the path",
     errno.ENAMETOOLONG: "choose a shorter name",
     errno.ENOSPC: "free some space or choose an output on another disk",
@@ -123,7 +123,7 @@ def os_error_line(exc: OSError) -> str | None:
     if fix is None:
         return None
     what = (exc.strerror or "").lower()
-    if exc.filename is None:
+    if not isinstance(exc.filename, str | bytes | os.PathLike):  # none, or a file descriptor
         return f"{what}; {fix}" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else None
     path = Path(os.fsdecode(exc.filename))
     if _STAGING.match(path.name):

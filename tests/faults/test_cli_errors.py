@@ -135,7 +135,7 @@ def test_a_full_disk_mid_write_is_one_line_exit_2(monkeypatch, tmp_path, capsys)
          "cannot write in /data/out (permission denied)"),
         (PermissionError(errno.EACCES, "Permission denied", "/data/x/.p.csv.123-abcd.tmp"),
          "cannot write in /data/x (permission denied)"),
-        (IsADirectoryError(errno.EISDIR, "Is a directory", "/data/preds"), "/data/preds: is a directory; it is"),
+        (IsADirectoryError(errno.EISDIR, "Is a directory", "/data/preds"), "/data/preds: is a directory; give a file path"),
         (NotADirectoryError(errno.ENOTDIR, "Not a directory", "/data/f/x"), "a part of the path is a file"),
         (OSError(errno.ENAMETOOLONG, "File name too long", "/data/" + "x" * 300), "choose a shorter name"),
         (OSError(errno.EROFS, "Read-only file system", "/mnt/ro/x"), "read-only file system"),
@@ -153,3 +153,4 @@ def test_os_errors_that_are_not_about_a_path_stay_bugs():
 
     assert os_error_line(OSError(errno.EBADF, "Bad file descriptor")) is None
     assert os_error_line(OSError("no errno")) is None
+    assert os_error_line(PermissionError(errno.EACCES, "Permission denied", 3)) is None  # a descriptor
