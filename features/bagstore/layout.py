@@ -19,13 +19,13 @@ import json
 import os
 import re
 import shutil
+import socket
 import uuid
 from pathlib import Path
 from typing import Any
 
 from features.core.io import json_default
-from features.core.outputs import host_tag as _host  # one staging rule: same host, dead pid
-from features.core.outputs import pid_alive as _pid_alive
+from features.core.outputs import pid_alive  # one staging rule: same host, dead pid
 
 SCHEMA_VERSION = 2  # 1: bags at the top level, qc/ runs/ .tmp/ as plain folders
 BAGS, QC, RUNS, TMP = "bags", "qc", "runs", "tmp"
@@ -53,6 +53,10 @@ def bag_key(slide_id: str) -> str:
         return key
     base = re.sub("^_+", "_", key) or "_"
     return f"{base[:80]}-{hashlib.sha1(slide_id.encode()).hexdigest()[:8]}"
+
+
+def _host() -> str:
+    return _KEY_OK.sub("_", socket.gethostname())
 
 
 def staging_path(store: Path, section: str, label: str, role: str = "new") -> Path:
@@ -123,7 +127,7 @@ def sweep(store: Path) -> list[str]:
     for name in pending(store):
         section, entry = name.split("/", 1)
         parts = entry.split("~")
-        if len(parts) != 5 or parts[2] != host or not parts[3].isdigit() or _pid_alive(int(parts[3])):
+        if len(parts) != 5 or parts[2] != host or not parts[3].isdigit() or pid_alive(int(parts[3])):
             continue
         path = store / TMP / name
         final = store / section / parts[0]
