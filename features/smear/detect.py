@@ -179,4 +179,12 @@ def match_truth(pred_xy: np.ndarray, true_xy: np.ndarray, radius_px: float) -> n
     return maximum_bipartite_matching(graph, perm_type="column").astype(np.int64)
 
 
-__all__ = ["REGIONS", "DetectParams", "Detections", "detect_cells", "grid_tiles", "match_points", "match_truth"]
+__all__ = [
+    "REGIONS",
+    "DetectParams",
+    "Detections",
+    "detect_cells",
+    "grid_tiles",
+    "match_points",
+    "match_truth",
+]
