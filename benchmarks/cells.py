@@ -119,132 +119,135 @@ def detect_slide(tiff: Path, truth: pd.DataFrame) -> dict:
         )
         radius = RADIUS_UM / reader.mpp
     qc_at_truth = region_map.region_at(true_xy)
+    match = match_truth(det.xy, true_xy, radius)
     found = np.zeros(len(nucleated), bool)
-    found[(m := match_truth(det.xy, true_xy, radius))[m >= 0]] = True
-    found_any = np.zeros(len(nucleated), bool)
+    found[match[match >= 0]] = True
     m_any = match_truth(everywhere.xy, true_xy, radius)
+    found_any = np.zeros(len(nucleated), bool)
     found_any[m_any[m_any >= 0]] = True
-    monolayer = (nucleated["region"] == "monolayer").to_numpy()
     blast = nucleated["cell_type"].isin(BLAST_TYPES).to_numpy()
-    counted = m[m >= 0]  # true cells behind the detections the count would read
+    monolayer = (nucleated["region"] == "monolayer").to_numpy()
+    in_trail = qc_at_truth == TRAIL
+    counted = match[match >= 0]  # the true cells behind the detections the count reads
+
+    def pct(mask_or_index) -> float:
+        picked = blast[mask_or_index]
+        return 100 * picked.mean() if len(picked) else np.nan
+
     return {
         "cells": nucleated.assign(slide=tiff.stem, found=found, found_any=found_any, qc=qc_at_truth),
-        "pred_region": [TRUTH_TO_QC.get(r, "outside") for r in _nearest_region(everywhere.xy, truth, radius)],
+        "pred_region": _nearest_region(everywhere.xy, truth, radius),
         "pred_matched": m_any >= 0,
-        "true_blast_pct": 100 * blast[monolayer].mean() if monolayer.any() else np.nan,
-        "counted_blast_pct": 100 * blast[counted].mean() if len(counted) else np.nan,
-        "counted": len(counted),
-        "cpu_s": cpu,
+        "slide": {
+            "blasts_monolayer": pct(monolayer),
+            "blasts_qc_trail": pct(in_trail),
+            "blasts_counted": pct(counted),
+            "counted": len(counted),
+            "precision": (match >= 0).mean() if len(match) else np.nan,
+            "cpu_s": cpu,
+        },
     }
 
 
 def _nearest_region(xy: np.ndarray, truth: pd.DataFrame, radius_px: float) -> np.ndarray:
-    """Truth region of each prediction: that of the nearest truth object, glass beyond 10 µm-ish."""
+    """QC name of the truth region of each prediction: that of the nearest truth object, glass beyond 10 µm."""
     from scipy.spatial import cKDTree
 
     if len(xy) == 0:
         return np.zeros(0, object)
     dist, idx = cKDTree(truth[["x", "y"]].to_numpy()).query(xy)
-    return np.where(dist > radius_px * 10 / RADIUS_UM, "glass", truth["region"].to_numpy()[idx])
+    region = truth["region"].map(TRUTH_TO_QC).to_numpy()[idx]
+    return np.where(dist > radius_px * 10 / RADIUS_UM, "outside", region)
 
 
 def detection(cohorts: Cohorts, scenarios: list[str]) -> None:
-    print("\n== detection: region QC + detection vs synth truth, per cell type (recall; match 6 µm) ==")
-    per_type_rows, region_rows, count_rows, qc_rows = [], [], [], []
+    print("\n== detection: region QC + detection vs synth truth (match within 6 µm, one to one) ==")
+    cells_of, per_slide, region_rows = {}, [], []
     for scenario in scenarios:
         results = [detect_slide(tiff, truth) for tiff, truth in cohorts.slides(scenario)]
         cells = pd.concat([r["cells"] for r in results], ignore_index=True)
-        mono = cells[cells["region"] == "monolayer"]
-        in_trail = cells[cells["qc"] == TRAIL]
-        for cell_type, group in mono.groupby("cell_type"):
-            qc_group = in_trail[in_trail["cell_type"] == cell_type]
-            per_type_rows.append(
-                {
-                    "scenario": scenario,
-                    "type": cell_type,
-                    "n": len(group),
-                    "pipeline": group["found"].mean(),
-                    "in_qc_trail": qc_group["found"].mean() if len(qc_group) else np.nan,
-                    "qc_particle": (group["qc"] == PARTICLE).mean(),
-                }
-            )
+        cells_of[scenario] = cells
+        per_slide += [{"scenario": scenario, **r["slide"]} for r in results]
         pred_region = np.concatenate([r["pred_region"] for r in results])
         pred_matched = np.concatenate([r["pred_matched"] for r in results])
         for truth_region in ("monolayer", "hemodiluted", "particle"):
             group = cells[cells["region"] == truth_region]
-            qc_name = TRUTH_TO_QC[truth_region]
-            here = pred_region == qc_name
+            here = pred_region == TRUTH_TO_QC[truth_region]
             region_rows.append(
                 {
                     "scenario": scenario,
                     "region": truth_region,
-                    "n": len(group),
                     "recall": group["found_any"].mean() if len(group) else np.nan,
                     "precision": pred_matched[here].mean() if here.any() else np.nan,
                 }
             )
-        for r in results:
-            count_rows.append(
-                {
-                    "scenario": scenario,
-                    "true_blast_pct": r["true_blast_pct"],
-                    "counted_blast_pct": r["counted_blast_pct"],
-                    "counted": r["counted"],
-                    "cpu_s": r["cpu_s"],
-                }
-            )
-        mono = mono.assign(band=pd.cut(100 * _slide_blast_share(cells, mono), [-1, 20, 50, 80, 100]))
-        for band, group in mono.groupby("band", observed=True):
-            qc_rows.append({"scenario": scenario, "blasts %": str(band), "n": len(group),
-                            "called particle": (group["qc"] == PARTICLE).mean(),
-                            "called trail": (group["qc"] == TRAIL).mean()})  # fmt: skip
-    per_type = pd.DataFrame(per_type_rows)
-    _print_per_type(per_type)
-    print("\nper truth region (all regions searched):")
+    in_trail = {s: c[c["qc"] == TRAIL] for s, c in cells_of.items()}
+    _print_type_table(
+        "1. recall in the counting region: true cells (every region) where QC says trail, found by detection",
+        {s: c.groupby("cell_type")["found"].agg(["mean", "size"]) for s, c in in_trail.items()},
+    )
+    monolayer = {s: c[c["region"] == "monolayer"] for s, c in cells_of.items()}
+    print("\n2. end to end: true monolayer cells found by QC (trail) + detection; lowest type with n >= 20")
+    for s, c in monolayer.items():
+        by_type = c.groupby("cell_type")["found"].agg(["mean", "size"])
+        by_type = by_type[by_type["size"] >= 20]
+        print(f"  {s:<12} all {c['found'].mean():.3f} (n {len(c)}); lowest {by_type['mean'].min():.3f} "
+              f"({by_type['mean'].idxmin()}); QC called {(c['qc'] == PARTICLE).mean():.3f} of them particle, "
+              f"{(c['qc'] == REGIONS.index('hemodiluted')).mean():.3f} hemodiluted")  # fmt: skip
+    print("\n3. per truth region, every region searched:")
     regions = pd.DataFrame(region_rows).pivot(
         index="scenario", columns="region", values=["recall", "precision"]
     )
     print(regions.reindex(scenarios).round(3).to_string())
-    counts = pd.DataFrame(count_rows)
-    counts["error"] = (counts["counted_blast_pct"] - counts["true_blast_pct"]).abs()
-    print("\nthe count the detections give (blast % of the detected QC-trail cells vs the true monolayer):")
-    summary = counts.groupby("scenario", sort=False).agg(
-        slides=("error", "size"), mean_abs_points=("error", "mean"), worst_points=("error", "max"),
-        cells_per_slide=("counted", "mean"), cpu_s_per_slide=("cpu_s", "mean"))  # fmt: skip
-    print(summary.round(2).to_string())
-    print("\nQC at the true monolayer cells, by the slide's blast share:")
-    print(pd.DataFrame(qc_rows).round(3).to_string(index=False))
-    worst = per_type[per_type["n"] >= 20].nsmallest(5, "pipeline")
-    print("\nlowest per-type pipeline recall (types with >= 20 true monolayer cells in a scenario):")
-    print(worst.round(3).to_string(index=False))
-
-
-def _slide_blast_share(cells: pd.DataFrame, mono: pd.DataFrame) -> pd.Series:
-    """Per monolayer cell, the blast share of its slide's nucleated cells (the band it is reported in)."""
-    share = cells["cell_type"].isin(BLAST_TYPES).groupby(cells["slide"]).transform("mean")
-    return share.loc[mono.index]
-
-
-def _print_per_type(per_type: pd.DataFrame) -> None:
-    table = per_type.pivot(index="type", columns="scenario", values="pipeline")
-    n = per_type.pivot(index="type", columns="scenario", values="n").fillna(0).astype(int)
-    order = list(dict.fromkeys(per_type["scenario"]))
-    print("\nrecall of the true monolayer cells by the default pipeline (QC trail, then detection); n in ():")
-    lines = [f"{'type':<26}" + "".join(f"{s:>18}" for s in order)]
-    for cell_type in table.index:
-        cells = [
-            f"{table.loc[cell_type, s]:.3f} ({n.loc[cell_type, s]:>4})" if n.loc[cell_type, s] else "-"
-            for s in order
-        ]
-        lines.append(f"{cell_type:<26}" + "".join(f"{c:>18}" for c in cells))
-    print("\n".join(lines))
-    inner = per_type.pivot(index="type", columns="scenario", values="in_qc_trail")
+    slides = pd.DataFrame(per_slide)
+    slides["detection_bias"] = (slides["blasts_counted"] - slides["blasts_qc_trail"]).abs()
+    slides["qc_selection"] = (slides["blasts_qc_trail"] - slides["blasts_monolayer"]).abs()
+    slides["total"] = (slides["blasts_counted"] - slides["blasts_monolayer"]).abs()
     print(
-        "\ndetection alone: recall of the true cells lying in what QC called trail, worst type per scenario:"
+        "\n4. the count the detections give, blast % (myeloblast + npm1_blast), |difference| in points per slide:"
     )
+    print("   detection = counted vs every true cell where QC says trail; QC = those vs the true monolayer")
+    summary = slides.groupby("scenario", sort=False).agg(
+        slides=("total", "size"), detection_mean=("detection_bias", "mean"),
+        detection_worst=("detection_bias", "max"), qc_mean=("qc_selection", "mean"), qc_worst=("qc_selection", "max"),
+        total_mean=("total", "mean"), total_worst=("total", "max"), precision=("precision", "mean"),
+        cells_per_slide=("counted", "mean"), cpu_s_per_slide=("cpu_s", "mean"))  # fmt: skip
+    print(summary.round(3).to_string())
+    print("\n5. QC at the true monolayer cells, by the slide's blast share (share called particle):")
+    rows = []
+    for s, c in monolayer.items():
+        share = cells_of[s]["cell_type"].isin(BLAST_TYPES).groupby(cells_of[s]["slide"]).mean()
+        band = pd.cut(100 * c["slide"].map(share), [-1, 20, 50, 80, 100])
+        for b, group in c.groupby(band, observed=True):
+            rows.append({"scenario": s, "blasts %": str(b), "n": len(group),
+                         "called particle": round((group["qc"] == PARTICLE).mean(), 3)})  # fmt: skip
+    print(
+        pd.DataFrame(rows).pivot(index="scenario", columns="blasts %", values="called particle").to_string()
+    )
+
+
+def _print_type_table(title: str, per_scenario: dict[str, pd.DataFrame]) -> None:
+    """Types x scenarios: recall (n); the lowest recall among types with n >= 20 per scenario at the bottom."""
+    order = list(per_scenario)
+    types = sorted(set().union(*(t.index for t in per_scenario.values())))
+    print(f"\n{title}; n in ():")
+    print(f"{'type':<26}" + "".join(f"{s:>16}" for s in order))
+    for cell_type in types:
+        row = []
+        for s in order:
+            t = per_scenario[s]
+            row.append(
+                f"{t.loc[cell_type, 'mean']:.3f} ({t.loc[cell_type, 'size']:>4})"
+                if cell_type in t.index
+                else "-"
+            )
+        print(f"{cell_type:<26}" + "".join(f"{c:>16}" for c in row))
+    lowest = []
     for s in order:
-        col = inner[s].where(n[s] >= 20).dropna()
-        print(f"  {s:<12} min {col.min():.3f} ({col.idxmin()}), all types with n >= 20: {len(col)}")
+        t = per_scenario[s]
+        t = t[t["size"] >= 20]
+        lowest.append(f"{t['mean'].min():.3f}")
+    print(f"{'lowest (n >= 20)':<26}" + "".join(f"{c:>16}" for c in lowest))
 
 
 SECTIONS: dict[str, Callable[[Cohorts, list[str]], None]] = {"detection": detection}

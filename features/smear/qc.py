@@ -100,7 +100,7 @@ class QCParams(BaseModel):
         1.0, gt=0, description="resolution at which particle candidates are checked for overlapping cells"
     )
     clump_od: float = Field(
-        0.15,
+        0.12,
         gt=0,
         description="red and green OD above which a pixel is chromatin or particle ground (clump check)",
     )
