@@ -136,7 +136,6 @@ class Painter:
         self.out.image = np.clip(img + 0.5, 0, 255).astype(np.uint8)
         return self.out
 
-
     def _pale_nucleus(self, x: float, y: float, r: float, od: float) -> None:
         """Fine chromatin: OD `od` x (1 + a 0.3 µm stipple of +-12 %), nucleoli at 55 % of it."""
         half = int(r + 2)
