@@ -37,6 +37,7 @@ The seed defaults to one not used while tuning QC or detection (tuning used seed
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -91,9 +92,12 @@ class Cohorts:
                 blast_share=(0.0, 0.95),
                 **SCENARIOS[scenario],
             )
-            t0 = time.time()
-            generate_cohort(out, config, overwrite=True, workers=min(2, os.cpu_count() or 1))
-            print(f"  generated {scenario}: {self.patients} slides in {time.time() - t0:.0f} s", flush=True)
+            if _recorded_config(out) != json.loads(json.dumps(config.recorded())):  # reuse a kept cohort
+                t0 = time.time()
+                generate_cohort(out, config, overwrite=True, workers=min(2, os.cpu_count() or 1))
+                print(
+                    f"  generated {scenario}: {self.patients} slides in {time.time() - t0:.0f} s", flush=True
+                )
             self.paths[scenario] = out
         return self.paths[scenario]
 
@@ -103,6 +107,13 @@ class Cohorts:
             (tiff, pd.read_csv(out / "truth" / "slides" / f"{tiff.stem}.csv"))
             for tiff in sorted((out / "slides").glob("*.tiff"))
         ]
+
+
+def _recorded_config(out: Path) -> dict | None:
+    try:
+        return json.loads((out / "cohort.json").read_text())["config"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 # ---- detection -----------------------------------------------------------------------------------------------
@@ -239,26 +250,23 @@ def detection(cohorts: Cohorts, scenarios: list[str]) -> None:
 
 
 def _print_type_table(title: str, per_scenario: dict[str, pd.DataFrame]) -> None:
-    """Types x scenarios: recall (n); the lowest recall among types with n >= 20 per scenario at the bottom."""
-    order = list(per_scenario)
-    types = sorted(set().union(*(t.index for t in per_scenario.values())))
+    """Types x scenarios (and pooled over them): recall (n); the lowest recall among types with n >= 20 at the
+    bottom."""
+    found = pd.concat([t["mean"] * t["size"] for t in per_scenario.values()], axis=1).sum(axis=1)
+    pooled = pd.DataFrame({"size": pd.concat([t["size"] for t in per_scenario.values()], axis=1).sum(axis=1)})
+    pooled["mean"] = found / pooled["size"]
+    tables = {**per_scenario, "pooled": pooled}
     print(f"\n{title}; n in ():")
-    print(f"{'type':<26}" + "".join(f"{s:>16}" for s in order))
-    for cell_type in types:
-        row = []
-        for s in order:
-            t = per_scenario[s]
-            row.append(
-                f"{t.loc[cell_type, 'mean']:.3f} ({t.loc[cell_type, 'size']:>4})"
-                if cell_type in t.index
-                else "-"
-            )
+    print(f"{'type':<26}" + "".join(f"{s:>16}" for s in tables))
+    for cell_type in pooled.index:
+        row = [
+            f"{t.loc[cell_type, 'mean']:.3f} ({t.loc[cell_type, 'size']:>4.0f})"
+            if cell_type in t.index
+            else "-"
+            for t in tables.values()
+        ]
         print(f"{cell_type:<26}" + "".join(f"{c:>16}" for c in row))
-    lowest = []
-    for s in order:
-        t = per_scenario[s]
-        t = t[t["size"] >= 20]
-        lowest.append(f"{t['mean'].min():.3f}")
+    lowest = [f"{t.loc[t['size'] >= 20, 'mean'].min():.3f}" for t in tables.values()]
     print(f"{'lowest (n >= 20)':<26}" + "".join(f"{c:>16}" for c in lowest))
 
 

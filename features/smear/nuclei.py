@@ -31,6 +31,8 @@ from features.smear.detect_params import DetectParams
 from features.smear.imageops import fill_holes
 from features.smear.stain_od import tile_darkness
 
+OUTLINE_NECK = 0.9  # a split also needs the object itself to narrow by a tenth between the seeds
+
 
 def segment_nuclei(
     rgb: np.ndarray, mpp: float, params: DetectParams, red_od: np.ndarray | None = None
@@ -95,8 +97,9 @@ def _split_touching(
     h-maxima would, but vectorised: seeds are deep, spaced maxima of the distance map of `mask` (the darker
     core, within the components of `comp`); two seeds of one component belong to different nuclei only if
     the distance map dips between them (a neck: the straight path's minimum falls below `split_neck` x the
-    shallower seed) without the path leaving the object. In a convex blob (one large or squarish nucleus) the
-    distance map is concave, never dips, and extra maxima merge into one seed group."""
+    shallower seed) without the path leaving the object, and the object itself narrows there (by
+    `OUTLINE_NECK`, when the core is darker than the object). In a convex blob (one large or squarish
+    nucleus) the distance map is concave, never dips, and extra maxima merge into one seed group."""
     # Seeds come from the taxicab (chamfer) distance, ~7x cheaper than the Euclidean one on a whole tile.
     dist = ndimage.distance_transform_cdt(mask, metric="taxicab").astype(np.float32)
     peak = dist == ndimage.maximum_filter(dist, size=2 * round(params.split_sep_um / mpp) + 1)
@@ -116,11 +119,19 @@ def _split_touching(
     if len(candidates) == 0:
         return comp
     boxes = ndimage.find_objects(comp)
+    # With a core darker than the object, the object's own distance map must narrow between the seeds too:
+    # two dark patches of one large pale nucleus are cores apart, but the nucleus around them has no waist.
+    outline = (
+        np.zeros(mask.shape, np.float32) if mask is not None and not np.array_equal(mask, comp > 0) else None
+    )
     for c in candidates:
         box = boxes[c - 1]
-        inside = (comp[box] == c) & mask[box]
+        whole = comp[box] == c
+        inside = whole & mask[box]
         exact = ndimage.distance_transform_edt(np.pad(inside, 1))[1:-1, 1:-1]
         dist[box][inside] = exact[inside]
+        if outline is not None:
+            outline[box][whole] = ndimage.distance_transform_edt(np.pad(whole, 1))[1:-1, 1:-1][whole]
     # A seed's depth is the deepest exact distance within 1 µm of it (taxicab plateaus put seed centres
     # slightly off the Euclidean maximum).
     r = max(1, round(1.0 / mpp))
@@ -145,6 +156,9 @@ def _split_touching(
     # stays inside the object.
     curved = (comp[path[..., 0], path[..., 1]] != seed_comp[i, None]).any(axis=1)
     joined = (neck >= params.split_neck * np.minimum(depth[i], depth[j])) | curved
+    if outline is not None:  # along the path, between its ends (a disc's distance map has no inner minimum)
+        along = outline[path[..., 0], path[..., 1]]
+        joined |= along[:, 1:-1].min(axis=1) >= OUTLINE_NECK * np.minimum(along[:, 0], along[:, -1])
     # Seeds joined without a neck are one nucleus: connected components of the "joined" graph are seed groups.
     graph = csr_array((np.ones(int(joined.sum())), (i[joined], j[joined])), shape=(n_seeds, n_seeds))
     _, group = connected_components(graph, directed=False)
