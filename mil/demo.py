@@ -50,69 +50,107 @@ def run_demo(
     progress: Progress | None = None,
 ) -> DemoResult:
     """Run every stage into `out/` (cohort/, bags.zarr, run/, heatmaps/, report.html)."""
-    from features.pipeline.config import ExtractConfig
-    from features.pipeline.extract import extract
-    from features.synth import SynthConfig, generate_cohort
-    from mil.config import load_config
-    from mil.explain.heatmap import heatmap
-    from mil.report.build import report
-    from mil.training.train import train_cv
-
     out = Path(out)
     check_demo_out(out, overwrite)
-    emit = progress or (lambda event, **info: None)
-    result = DemoResult(out)
-    cohort, store, run = out / "cohort", out / "bags.zarr", out / "run"
-    heatmaps, html = out / "heatmaps", out / "report.html"
+    demo = _Demo(DemoResult(out), seed, overwrite, progress or (lambda event, **info: None))
+    demo.make_bags(patients, slide_px)
+    demo.train_and_explain()
+    return demo.result
 
-    def stage(name: str, call: Callable[[], Any], wrote: Callable[[Any], str]) -> Any:
-        emit("stage_start", stage=name)
+
+@dataclass
+class _Demo:
+    """One demo run: its folder's layout, the settings every stage shares, and the result it fills in."""
+
+    result: DemoResult
+    seed: int
+    overwrite: bool
+    emit: Progress
+
+    def __post_init__(self) -> None:
+        out = self.result.out
+        self.cohort, self.store, self.run = out / "cohort", out / "bags.zarr", out / "run"
+        self.heatmaps, self.html = out / "heatmaps", out / "report.html"
+
+    def stage(self, name: str, call: Callable[[], Any], wrote: Callable[[Any], str]) -> Any:
+        """Run one stage; listed in the result (time, what it wrote) only once it has run."""
+        self.emit("stage_start", stage=name)
         started = time.perf_counter()
         value = call()
         seconds = time.perf_counter() - started
-        result.stages.append((name, seconds, wrote(value)))
-        emit("stage_done", stage=name, seconds=seconds, wrote=result.stages[-1][2])
+        self.result.stages.append((name, seconds, wrote(value)))
+        self.emit("stage_done", stage=name, seconds=seconds, wrote=self.result.stages[-1][2])
         return value
 
-    synth_config = SynthConfig(
-        patients=patients, layout="slides", sites=2, seed=seed, slide_px=slide_px, diagnosis_mix=DEMO_MIX
-    )
-    stage(
-        "synth",
-        lambda: generate_cohort(cohort, synth_config, overwrite=overwrite),
-        lambda s: f"{s.slides} slides, {s.nucleated_on_slides} nucleated cells -> {cohort}",
-    )
-    extract_config = ExtractConfig(encoder="cytomorph", workers=0, seed=seed)
-    summary = stage(
-        "extract",
-        lambda: extract(cohort / "slides", store, extract_config, overwrite=overwrite),
-        lambda s: f"{s.count('written')} bags, {s.instances} cells (cytomorph) -> {store}",
-    )
-    if summary.count("failed") or not summary.count("written"):
-        failed = [o.message for o in summary.outcomes if o.status == "failed"][:3]
-        raise InputError(f"demo extraction failed for some slides: {'; '.join(failed) or summary.message}")
-    # one seed for everything, the bootstrap of metrics.json included
-    config = load_config(
-        "apl_aml_healthy", [f"train.seed={seed}", f"evaluate.seed={seed}", "train.device=cpu"]
-    )
-    train_config = config.train
-    run_summary = stage(
-        "train",
-        lambda: train_cv(
-            store, cohort / "labels.csv", train_config, run, overwrite=overwrite, evaluate=config.evaluate
-        ),
-        lambda r: f"5-fold {train_config.head}: pooled {r.headline} -> {run}",
-    )
-    result.metrics = dict(run_summary.pooled)
-    stage(
-        "heatmap",
-        lambda: heatmap(run, store, heatmaps, config=config.explain, overwrite=overwrite),
-        lambda h: f"{h.count('written')} slides: attention.csv, galleries, overlays, GeoJSON -> {heatmaps}",
-    )
-    stage(
-        "report",
-        lambda: report(run, store, html, config=config.report, overwrite=overwrite),
-        lambda r: f"{html}",
-    )
-    result.report = html
-    return result
+    def make_bags(self, patients: int, slide_px: int) -> None:
+        """synth, then extract with `cytomorph`; any slide that fails stops the demo."""
+        from features.pipeline.config import ExtractConfig
+        from features.pipeline.extract import extract
+        from features.synth import SynthConfig, generate_cohort
+
+        cohort, store, overwrite = self.cohort, self.store, self.overwrite
+        synth_config = SynthConfig(
+            patients=patients,
+            layout="slides",
+            sites=2,
+            seed=self.seed,
+            slide_px=slide_px,
+            diagnosis_mix=DEMO_MIX,
+        )
+        self.stage(
+            "synth",
+            lambda: generate_cohort(cohort, synth_config, overwrite=overwrite),
+            lambda s: f"{s.slides} slides, {s.nucleated_on_slides} nucleated cells -> {cohort}",
+        )
+        extract_config = ExtractConfig(encoder="cytomorph", workers=0, seed=self.seed)
+        summary = self.stage(
+            "extract",
+            lambda: extract(cohort / "slides", store, extract_config, overwrite=overwrite),
+            lambda s: f"{s.count('written')} bags, {s.instances} cells (cytomorph) -> {store}",
+        )
+        if summary.count("failed") or not summary.count("written"):
+            failed = [o.message for o in summary.outcomes if o.status == "failed"][:3]
+            raise InputError(
+                f"demo extraction failed for some slides: {'; '.join(failed) or summary.message}"
+            )
+
+    def train_and_explain(self) -> None:
+        """train (the `apl_aml_healthy` config), heatmap, report."""
+        from mil.config import load_config
+        from mil.explain.heatmap import heatmap
+        from mil.report.build import report
+        from mil.training.train import train_cv
+
+        store, run, heatmaps, html, overwrite = self.store, self.run, self.heatmaps, self.html, self.overwrite
+        # one seed for everything, the bootstrap of metrics.json included
+        seed = self.seed
+        config = load_config(
+            "apl_aml_healthy", [f"train.seed={seed}", f"evaluate.seed={seed}", "train.device=cpu"]
+        )
+        train_config = config.train
+        run_summary = self.stage(
+            "train",
+            lambda: train_cv(
+                store,
+                self.cohort / "labels.csv",
+                train_config,
+                run,
+                overwrite=overwrite,
+                evaluate=config.evaluate,
+            ),
+            lambda r: f"5-fold {train_config.head}: pooled {r.headline} -> {run}",
+        )
+        self.result.metrics = dict(run_summary.pooled)
+        self.stage(
+            "heatmap",
+            lambda: heatmap(run, store, heatmaps, config=config.explain, overwrite=overwrite),
+            lambda h: (
+                f"{h.count('written')} slides: attention.csv, galleries, overlays, GeoJSON -> {heatmaps}"
+            ),
+        )
+        self.stage(
+            "report",
+            lambda: report(run, store, html, config=config.report, overwrite=overwrite),
+            lambda r: f"{html}",
+        )
+        self.result.report = html

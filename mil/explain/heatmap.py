@@ -97,20 +97,9 @@ def heatmap(
     for s in wanted:
         by_patient.setdefault(owner[s], []).append(s)
     emit("start", total=len(wanted), patients=len(by_patient), method=ex.method)
-    results: list[SlideResult] = []
     tmp = temp_dir(out)
     try:
-        for patient, slide_ids in by_patient.items():
-            try:
-                _, att = ex.explain(patient)
-            except (MilError, OSError) as exc:
-                for s in slide_ids:
-                    results.append(SlideResult(s, patient, "failed", error=_one_line(exc)))
-                    emit("slide_done", result=results[-1])
-                continue
-            for s in slide_ids:
-                results.append(_write_slide(ex, s, patient, att, tmp / bag_key(s), config))
-                emit("slide_done", result=results[-1])
+        results = _explain_slides(ex, by_patient, tmp, config, emit)
         summary = HeatmapSummary(
             out, Path(run), Path(bags), ex.head_name, ex.method, ex.class_agnostic,
             _rows(ex), results, time.perf_counter() - started,
@@ -124,6 +113,30 @@ def heatmap(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return summary
+
+
+def _explain_slides(
+    ex: Explainer,
+    by_patient: dict[str, list[str]],
+    folder: Path,
+    config: ExplainConfig,
+    emit: Callable[..., None],
+) -> list[SlideResult]:
+    """Each patient explained once (its slides' bags together), then each of its slides written to its own
+    folder; a patient or slide that fails is a failed result, and the others go on."""
+    results: list[SlideResult] = []
+    for patient, slide_ids in by_patient.items():
+        try:
+            _, att = ex.explain(patient)
+        except (MilError, OSError) as exc:
+            for s in slide_ids:
+                results.append(SlideResult(s, patient, "failed", error=_one_line(exc)))
+                emit("slide_done", result=results[-1])
+            continue
+        for s in slide_ids:
+            results.append(_write_slide(ex, s, patient, att, folder / bag_key(s), config))
+            emit("slide_done", result=results[-1])
+    return results
 
 
 def _resolve_slides(ex: Explainer, slides: list[str] | None, bags: Path) -> list[str]:
