@@ -163,7 +163,7 @@ def _write_tables(
         "seed": config.seed,
         "mpp": config.mpp,
         "witness": config.witness,
-        "config": config.model_dump(),
+        "config": config.recorded(),
         "sites": [s.to_dict() for s in stains],
         "conventions": {
             "labels.csv": "one row per slide; cells layout: slide_id = patient_id (the crop folder); slides layout: "
