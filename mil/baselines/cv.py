@@ -4,7 +4,7 @@ Outer folds are the run's own (`mil train` passes its splits), so head and basel
 models that never saw it. A fold's baseline trains on its train and validation patients together (the head
 uses the validation part only to stop early; the baseline has its own inner selection) and never on its test
 patients. Inside, C is chosen by `INNER_FOLDS`-fold stratified CV over those patients alone: for each C of
-`C_GRID` the inner out-of-fold outputs are pooled and scored with the kind's headline metric (`Task.metric`:
+`C_GRID` (ascending; each inner split walks it with warm starts) the inner out-of-fold outputs are pooled and scored with the kind's headline metric (`Task.metric`:
 AUC, macro AUC, c-index); the best C wins, ties going to the stronger penalty (the smaller C). Then the model
 is refitted on all the fold's training patients with that C and predicts the test patients.
 
@@ -68,25 +68,22 @@ def select_c(
     n_folds: int = INNER_FOLDS,
 ) -> tuple[float, float | None, list[str]]:
     """(C, its inner metric, notes) from an inner CV over the rows of x/y alone."""
+    grid = tuple(sorted(grid))  # ascending: warm starts go from strong to weak penalty, ties to the smaller C
     splits = inner_splits(task.strata(y), n_folds, seed)
     if splits is None:
         return DEFAULT_C, None, [f"{len(y)} training patient(s): no inner CV, C = {DEFAULT_C:g}"]
-    scores = []
-    for c in grid:
-        oof: np.ndarray | None = None
-        for train, test in splits:
-            out = task.baseline_model(c).fit(x[train], y[train]).predict(x[test])
-            if oof is None:
-                oof = np.full((len(y), out.shape[1]), np.nan)
-            oof[test] = out
-        scores.append(task.metric(y, oof))
-    scores = np.asarray(scores, dtype=float)
+    oof: dict[float, np.ndarray] = {}
+    for train, test in splits:
+        previous = None
+        for c in grid:  # ascending: each fit warm-starts from the previous C's (`mil.baselines.linear`)
+            previous = task.baseline_model(c).fit(x[train], y[train], start=previous)
+            out = previous.predict(x[test])
+            oof.setdefault(c, np.full((len(y), out.shape[1]), np.nan))[test] = out
+    scores = np.array([task.metric(y, oof[c]) for c in grid], dtype=float)
     if np.isnan(scores).all():
         why = f"the inner folds could not score any C ({task.metric_label} undefined); C = {DEFAULT_C:g}"
         return DEFAULT_C, None, [why]
-    best = int(
-        np.flatnonzero(scores >= np.nanmax(scores) - 1e-12)[0]
-    )  # the grid ascends: smallest C wins ties
+    best = int(np.flatnonzero(scores >= np.nanmax(scores) - 1e-12)[0])  # the first: the smallest C wins ties
     return grid[best], float(scores[best]), []
 
 

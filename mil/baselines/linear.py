@@ -11,6 +11,11 @@ each kind; C is chosen by the inner cross-validation (`mil.baselines.cv`).
   minimised by L-BFGS in numpy; outputs the log relative hazard. A p >> n penalised Cox fit in lifelines takes
   Newton steps on a p x p Hessian (seconds per fit at p = 1,920); this costs O(n p) per step.
 
+`fit(x, y, start=model)` warm-starts from `model`, the same kind fitted on the same rows with a smaller C: the
+inner CV walks the C grid upwards per inner split, as glmnet walks its path, and the weakly penalised fits that
+dominate the cost start near their answer (ridge Cox on 240 x 1,920: 4.9x fewer seconds for the 13 values,
+warm-started and with `COX_FTOL` 1e-7 instead of scipy's 2.2e-9). The optimum does not depend on the start.
+
 Degenerate training data are not errors: a class (or label value) absent from the training patients gets
 probability 0, the only class present gets 1, and no events give a zero risk; each case adds a note that the
 run records. That is what the fitted model is in the limit, not a substitute for it.
@@ -24,6 +29,7 @@ import numpy as np
 
 MIN_SD = 1e-8  # below this a training feature counts as constant: centred, not scaled
 MAX_ITER = 2000
+COX_FTOL = 1e-7  # relative decrease that ends a Cox fit: far below what moves a c-index
 
 
 class LinearBaselineModel:
@@ -33,12 +39,15 @@ class LinearBaselineModel:
         self.c = float(c)
         self.notes: list[str] = []
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> LinearBaselineModel:
+    def fit(
+        self, x: np.ndarray, y: np.ndarray, start: LinearBaselineModel | None = None
+    ) -> LinearBaselineModel:
+        """Fit on rows x (patients x features), targets y; `start`: a fit on the same rows to start from."""
         x = np.asarray(x, np.float64)
         self.mean = x.mean(axis=0)
         sd = x.std(axis=0)
         self.sd = np.where(sd > MIN_SD, sd, 1.0)
-        self._fit(self._z(x), np.asarray(y))
+        self._fit(self._z(x), np.asarray(y), start)
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -47,7 +56,7 @@ class LinearBaselineModel:
     def _z(self, x: np.ndarray) -> np.ndarray:
         return (x - self.mean) / self.sd
 
-    def _fit(self, z: np.ndarray, y: np.ndarray) -> None:
+    def _fit(self, z: np.ndarray, y: np.ndarray, start: LinearBaselineModel | None) -> None:
         raise NotImplementedError
 
     def _predict(self, z: np.ndarray) -> np.ndarray:
@@ -57,13 +66,14 @@ class LinearBaselineModel:
 class _Binary:
     """P(y = 1) from one logistic regression, or a constant when the training rows hold one value only."""
 
-    def __init__(self, z: np.ndarray, y: np.ndarray, c: float, notes: list[str], what: str):
+    def __init__(self, z: np.ndarray, y: np.ndarray, c: float, notes: list[str], what: str, start=None):
         values = np.unique(y)
         self.constant = float(values[0]) if len(values) == 1 else None
+        self.model = None
         if self.constant is not None:
             notes.append(f"{what}: the training patients are all {int(self.constant)}; predicted constant")
             return
-        self.model = _logistic(z, y, c, notes, what)
+        self.model = _logistic(z, y, c, notes, what, None if start is None else start.model)
 
     def proba(self, z: np.ndarray) -> np.ndarray:
         if self.constant is not None:
@@ -78,7 +88,7 @@ class LogisticModel(LinearBaselineModel):
         super().__init__(c)
         self.n_classes = n_classes
 
-    def _fit(self, z: np.ndarray, y: np.ndarray) -> None:
+    def _fit(self, z: np.ndarray, y: np.ndarray, start: LogisticModel | None) -> None:
         y = y.astype(int)
         self.present = np.unique(y)
         if len(self.present) < 2:
@@ -87,7 +97,7 @@ class LogisticModel(LinearBaselineModel):
             )
             self.model = None
             return
-        self.model = _logistic(z, y, self.c, self.notes, "classes")
+        self.model = _logistic(z, y, self.c, self.notes, "classes", None if start is None else start.model)
 
     def _predict(self, z: np.ndarray) -> np.ndarray:
         out = np.zeros((len(z), self.n_classes))
@@ -101,9 +111,11 @@ class LogisticModel(LinearBaselineModel):
 class OneVsRestLogistic(LinearBaselineModel):
     """One class-weighted logistic regression per label: P x L probabilities."""
 
-    def _fit(self, z: np.ndarray, y: np.ndarray) -> None:
+    def _fit(self, z: np.ndarray, y: np.ndarray, start: OneVsRestLogistic | None) -> None:
+        starts = [None] * y.shape[1] if start is None else start.labels
         self.labels = [
-            _Binary(z, y[:, j].astype(int), self.c, self.notes, f"label {j}") for j in range(y.shape[1])
+            _Binary(z, y[:, j].astype(int), self.c, self.notes, f"label {j}", starts[j])
+            for j in range(y.shape[1])
         ]
 
     def _predict(self, z: np.ndarray) -> np.ndarray:
@@ -113,7 +125,7 @@ class OneVsRestLogistic(LinearBaselineModel):
 class RidgeCox(LinearBaselineModel):
     """Cox proportional hazards with an L2 penalty; outputs P x 1 log relative hazard (higher = worse)."""
 
-    def _fit(self, z: np.ndarray, y: np.ndarray) -> None:
+    def _fit(self, z: np.ndarray, y: np.ndarray, start: RidgeCox | None) -> None:
         from scipy.optimize import minimize
 
         time, event = y[:, 0].astype(np.float64), y[:, 1].astype(np.float64)
@@ -122,7 +134,9 @@ class RidgeCox(LinearBaselineModel):
             self.notes.append("no event among the training patients; predicted risk 0 for all")
             return
         objective = penalised_cox(z, time, event, self.c)
-        found = minimize(objective, self.beta, jac=True, method="L-BFGS-B", options={"maxiter": MAX_ITER})
+        first = self.beta if start is None else start.beta
+        options = {"maxiter": MAX_ITER, "ftol": COX_FTOL}
+        found = minimize(objective, first, jac=True, method="L-BFGS-B", options=options)
         if not found.success:
             self.notes.append(f"Cox fit at C={self.c:g} stopped early ({found.message})")
         self.beta = found.x
@@ -132,35 +146,46 @@ class RidgeCox(LinearBaselineModel):
 
 
 def penalised_cox(z: np.ndarray, time: np.ndarray, event: np.ndarray, c: float):
-    """beta -> (C x negative Breslow partial log-likelihood + ||beta||^2 / 2, its gradient).
+    """beta -> (C x negative Breslow partial log-likelihood + ||beta||^2 / 2, its gradient), in O(n p).
 
-    Sorted by time descending, each risk set is a prefix, extended over tied times to the last tied patient
-    (as `cox_ph_loss`); cumulative sums of w = exp(eta - max eta) give every denominator and its gradient."""
+    Sorted by time descending, each risk set is a prefix, extended over tied times to the last tied patient k
+    (as `cox_ph_loss`), so every log-denominator is a running log-sum-exp, LS_k = logaddexp.accumulate(eta)
+    (stable for any eta, unlike one exp(eta - max eta), which underflows to log 0 when the optimiser tries
+    large steps). The gradient's risk-set means, sum over events i of sum_{j <= k_i} exp(eta_j - LS_{k_i}) z_j,
+    are regrouped by patient j: z^T (exp(eta_j) x sum_{k >= j} n_k exp(-LS_k)) with n_k the events whose risk
+    set ends at k, a reverse running log-sum-exp; two matrix-vector products instead of an n x p cumsum."""
     order = np.argsort(-time, kind="stable")
     z, time, event = z[order], time[order], event[order]
     ascending = -time
     last_tied = np.searchsorted(ascending, ascending, side="right") - 1
+    with np.errstate(divide="ignore"):  # log 0 = -inf: no event ends a risk set there
+        log_events_at = np.log(np.bincount(last_tied, weights=event, minlength=len(time)))
+    event_z = event @ z
 
     def objective(beta: np.ndarray) -> tuple[float, np.ndarray]:
         eta = z @ beta
-        top = eta.max()
-        w = np.exp(eta - top)
-        s0 = np.cumsum(w)[last_tied]
-        s1 = np.cumsum(w[:, None] * z, axis=0)[last_tied]
-        nll = -np.sum(event * (eta - np.log(s0) - top))
-        grad = -(event[:, None] * (z - s1 / s0[:, None])).sum(axis=0)
+        log_s0 = np.logaddexp.accumulate(eta)
+        nll = -np.sum(event * (eta - log_s0[last_tied]))
+        log_a = np.logaddexp.accumulate((log_events_at - log_s0)[::-1])[::-1]  # sum over k >= j
+        grad = -event_z + z.T @ np.exp(eta + log_a)
         return c * nll + 0.5 * beta @ beta, c * grad + beta
 
     return objective
 
 
-def _logistic(z: np.ndarray, y: np.ndarray, c: float, notes: list[str], what: str):
+def _logistic(z: np.ndarray, y: np.ndarray, c: float, notes: list[str], what: str, start=None):
+    """A class-weighted sklearn logistic regression; `start`: a fitted one on the same rows and classes."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        model = LogisticRegression(C=c, class_weight="balanced", max_iter=MAX_ITER).fit(z, y)
+        model = LogisticRegression(
+            C=c, class_weight="balanced", max_iter=MAX_ITER, warm_start=start is not None
+        )
+        if start is not None and np.array_equal(start.classes_, np.unique(y)):
+            model.coef_, model.intercept_ = start.coef_.copy(), start.intercept_.copy()
+        model.fit(z, y)
     for w in caught:  # convergence becomes a note of the run; anything else is warned as usual
         if issubclass(w.category, ConvergenceWarning):
             notes.append(f"{what}: logistic regression at C={c:g} did not converge in {MAX_ITER} iterations")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mil.baselines import create_baseline
+from mil.baselines import Baseline, create_baseline
 from mil.baselines.cv import C_GRID, INNER_FOLDS, cross_validate
 from mil.cohort.splits import Splits
 from mil.config import EvaluateConfig
@@ -37,52 +37,22 @@ class BaselineRun:
     record: dict = field(default_factory=dict)  # status, reason?, n_features, seconds, folds {k: C, ...}
 
 
-def fit_baselines(
-    names: list[str],
-    bags: Callable[[], Iterable[np.ndarray]],
-    dim: int,
-    patients: list[str],
-    y: np.ndarray,
-    task: Task,
-    split: Splits,
-    seed: int,
-    emit: Callable[..., None] = lambda event, **info: None,
-) -> list[BaselineRun]:
-    """Out-of-fold predictions of each baseline on `split`. `bags()` yields the patients' bags in order."""
-    runs = []
-    for i, name in enumerate(names):
-        emit("baseline_start", name=name, index=i, total=len(names))
-        started = time.perf_counter()
-        run = _fit_one(name, bags, dim, patients, y, task, split, seed)
-        run.record["seconds"] = round(time.perf_counter() - started, 3)
-        runs.append(run)
-        emit("baseline_end", name=name, status=run.record["status"], reason=run.record.get("reason"))
-    return runs
+@dataclass(frozen=True)
+class BaselineData:
+    """What every baseline of a run shares: the bags, the patients in bag order, their targets, the folds."""
+
+    bags: Callable[[], Iterable[np.ndarray]]  # a fresh iterator over the patients' bags, in `patients` order
+    dim: int
+    patients: list[str]
+    y: np.ndarray  # the task kind's targets, one row per patient
+    split: Splits
+    seed: int
 
 
-def _fit_one(
-    name: str,
-    bags: Callable[[], Iterable[np.ndarray]],
-    dim: int,
-    patients: list[str],
-    y: np.ndarray,
-    task: Task,
-    split: Splits,
-    seed: int,
-) -> BaselineRun:
-    baseline = create_baseline(name)
-    run = BaselineRun(name, baseline.describes, None, {"status": "skipped"})
-    if task.baseline_model(1.0) is None:
-        run.record["reason"] = f"the {task.kind} task kind has no baseline model (Task.baseline_model)"
-        return run
-    features = baseline.features(bags(), dim)
-    finite = np.isfinite(features.values).all(axis=1)
-    if not finite.all():
-        bad = patients[int(np.flatnonzero(~finite)[0])]
-        run.record["reason"] = f"patient {bad} has non-finite features (NaN or inf in its bag); fix the store"
-        return run
+def fold_positions(split: Splits, patients: list[str]) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(fold, training positions = train + validation, test positions) of each fold, positions in `patients`."""
     position = {p: i for i, p in enumerate(patients)}
-    folds = [
+    return [
         (
             f.index,
             np.array([position[p] for p in (*f.train, *f.val)]),
@@ -90,10 +60,39 @@ def _fit_one(
         )
         for f in split.folds
     ]
-    cv = cross_validate(features.values, y, task, folds, seed)
+
+
+def fit_baselines(
+    names: list[str], data: BaselineData, task: Task, emit: Callable[..., None] = lambda event, **info: None
+) -> list[BaselineRun]:
+    """Out-of-fold predictions of each baseline on the run's folds."""
+    runs = []
+    for i, name in enumerate(names):
+        emit("baseline_start", name=name, index=i, total=len(names))
+        started = time.perf_counter()
+        run = _fit_one(create_baseline(name), data, task)
+        run.record["seconds"] = round(time.perf_counter() - started, 3)
+        runs.append(run)
+        emit("baseline_end", name=name, status=run.record["status"], reason=run.record.get("reason"))
+    return runs
+
+
+def _fit_one(baseline: Baseline, data: BaselineData, task: Task) -> BaselineRun:
+    run = BaselineRun(baseline.name, baseline.describes, None, {"status": "skipped"})
+    if task.baseline_model(1.0) is None:
+        run.record["reason"] = f"the {task.kind} task kind has no baseline model (Task.baseline_model)"
+        return run
+    features = baseline.features(data.bags(), data.dim)
+    finite = np.isfinite(features.values).all(axis=1)
+    if not finite.all():
+        bad = data.patients[int(np.flatnonzero(~finite)[0])]
+        run.record["reason"] = f"patient {bad} has non-finite features (NaN or inf in its bag); fix the store"
+        return run
+    folds = fold_positions(data.split, data.patients)
+    cv = cross_validate(features.values, data.y, task, folds, data.seed)
     frames = [
-        task.frame(list(f.test), f.index, y[test], cv.outputs[test])
-        for f, (_, _, test) in zip(split.folds, folds, strict=True)
+        task.frame(list(f.test), f.index, data.y[test], cv.outputs[test])
+        for f, (_, _, test) in zip(data.split.folds, folds, strict=True)
     ]
     run.table = pd.concat(frames, ignore_index=True).sort_values("patient_id", kind="stable")
     run.record = {

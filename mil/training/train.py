@@ -31,7 +31,7 @@ import yaml
 
 from features.bagstore import BagStore
 from features.core.device import resolve_device
-from mil.baselines.run import BaselineRun, fit_baselines
+from mil.baselines.run import BaselineData, BaselineRun, fit_baselines
 from mil.cohort.labels import Cohort, build_cohort, check_counts
 from mil.cohort.splits import Fold, Splits, check_leakage, load_splits, make_splits, save_splits
 from mil.config import EvaluateConfig, TrainConfig
@@ -131,9 +131,8 @@ def train_cv(
     try:
         save_splits(split, tmp / "splits.json")
         fitted = [_run_fold(run, fold, tmp) for fold in split.folds]
-        baselines = fit_baselines(
-            config.baselines, data.arrays, data.dim, cohort.patients, cohort.y, task, split, config.seed, emit
-        )
+        shared = BaselineData(data.arrays, data.dim, cohort.patients, cohort.y, split, config.seed)
+        baselines = fit_baselines(config.baselines, shared, task, emit)
         metrics, plots = _score(tmp, [frame for frame, _ in fitted], run, baselines)
         inputs = {
             "bags": str(bags.resolve()),

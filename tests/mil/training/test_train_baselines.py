@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from features.core.errors import ConfigError
 from mil.baselines import BASELINES, Baseline, PatientFeatures
-from mil.baselines.run import fit_baselines
+from mil.baselines.run import BaselineData, fit_baselines
 from mil.cli import app
-from mil.cohort.splits import load_splits
+from mil.cohort.splits import load_splits, make_splits
 from mil.config import EvaluateConfig, TrainConfig
 from mil.evaluate.predictions import read_predictions
 from mil.evaluate.run import evaluate_files
@@ -158,11 +158,10 @@ def test_non_finite_features_and_a_kind_without_a_model_are_skipped_with_the_rea
     bags = [np.ones((3, 2), np.float32) * i for i in range(6)]
     bags[4][1, 0] = np.nan
     patients = [f"P{i}" for i in range(6)]
-    from mil.cohort.splits import make_splits
-
     y = np.array([0, 1] * 3, np.float32)
     split = make_splits(patients, y.astype(int), 2, seed=0, val_fraction=0.3)
-    (nan_run,) = fit_baselines(["pooled_stats"], lambda: iter(bags), 2, patients, y, task, split, seed=0)
+    data = BaselineData(lambda: iter(bags), 2, patients, y, split, seed=0)
+    (nan_run,) = fit_baselines(["pooled_stats"], data, task)
     assert nan_run.table is None and nan_run.record["status"] == "skipped"
     assert "patient P4 has non-finite features" in nan_run.record["reason"]
 
@@ -170,9 +169,7 @@ def test_non_finite_features_and_a_kind_without_a_model_are_skipped_with_the_rea
         def baseline_model(self, c):
             return None
 
-    (skipped,) = fit_baselines(
-        ["pooled_stats"], lambda: iter(bags), 2, patients, y, NoModel(spec), split, seed=0
-    )
+    (skipped,) = fit_baselines(["pooled_stats"], data, NoModel(spec))
     assert skipped.table is None and "has no baseline model" in skipped.record["reason"]
 
 
