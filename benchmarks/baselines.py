@@ -20,6 +20,7 @@ Printed, each measured in this run:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -112,22 +113,27 @@ def time_store(bags: list[np.ndarray], dim: int, features: np.ndarray) -> float:
     return t.seconds
 
 
-def time_cv(features: np.ndarray, y: dict[str, np.ndarray], folds) -> dict[str, tuple[float, float]]:
+def time_cv(
+    features: np.ndarray, y: dict[str, np.ndarray], folds
+) -> dict[str, tuple[float, float, float, list]]:
     out = {}
     for kind, spec in KINDS.items():
         task = create_task(spec)
         with Timer() as t:
             result = cross_validate(features, y[kind], task, folds, seed=0)
-        out[kind] = (t.seconds, task.metric(y[kind], result.outputs))
+        out[kind] = (
+            t.seconds,
+            t.cpu_seconds,
+            task.metric(y[kind], result.outputs),
+            [f.c for f in result.folds],
+        )
     return out
 
 
 def time_threaded_cv(features: np.ndarray, y: np.ndarray, folds) -> float:
-    from mil.baselines import cv
-
     task = create_task(KINDS["binary"])
     with Timer() as t:
-        cv._cross_validate(features, y, task, folds, 0, cv.C_GRID, cv.INNER_FOLDS)  # no thread limit
+        cross_validate(features, y, task, folds, seed=0, blas_threads=None)  # the default thread pool
     return t.seconds
 
 
@@ -166,6 +172,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     started = time.perf_counter()
+    print(f"load average at the start: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     bags, classes = make_bags(args.patients, args.instances, args.dim)
     print(
         f"{args.patients} patients x {args.instances} cells x {args.dim}-d ({sum(b.nbytes for b in bags) / 1e9:.2f} GB)"
@@ -184,8 +191,11 @@ def main() -> None:
     split = make_splits(patients, classes, 5, seed=0)
     folds = fold_positions(split, patients)
     record["cv"] = time_cv(features, y, folds)
-    for kind, (seconds, metric) in record["cv"].items():
-        print(f"CV          {kind:<9} {seconds:6.2f} s   out-of-fold headline metric {metric:.3f}")
+    for kind, (seconds, cpu, metric, cs) in record["cv"].items():
+        chosen = ", ".join(f"{c:.0e}" for c in cs)
+        print(
+            f"CV          {kind:<9} {seconds:6.2f} s ({cpu:6.2f} s CPU)   out-of-fold headline metric {metric:.3f}   C {chosen}"
+        )
     record["cv_threaded_binary_s"] = time_threaded_cv(features, y["binary"], folds)
     print(f"CV          binary, default BLAS threads {record['cv_threaded_binary_s']:6.2f} s "
           f"({record['cv_threaded_binary_s'] / record['cv']['binary'][0]:.2f}x the single-thread time)")  # fmt: skip
@@ -195,7 +205,8 @@ def main() -> None:
         print(f"Cox fit     ours {ours_s:7.3f} s   lifelines {theirs_s:7.3f} s   ratio {theirs_s / ours_s:.0f}x   "
               f"max |coef difference| {gap:.2g}")  # fmt: skip
     record.update(peak_rss_mb=peak_rss_mb(), seconds=time.perf_counter() - started, args=vars(args))
-    print(f"peak RSS {record['peak_rss_mb']:.0f} MB, {record['seconds']:.0f} s in all")
+    print(f"peak RSS {record['peak_rss_mb']:.0f} MB, {record['seconds']:.0f} s in all; "
+          f"load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")  # fmt: skip
     write_json(args.json, {**record, "versions": versions()})
 
 

@@ -95,34 +95,24 @@ def cross_validate(
     seed: int,
     grid: tuple[float, ...] = C_GRID,
     n_inner: int = INNER_FOLDS,
+    blas_threads: int | None = 1,
 ) -> CrossValidated:
-    """Out-of-fold outputs for `folds` = [(fold index, training positions, test positions)]."""
+    """Out-of-fold outputs for `folds` = [(fold index, training positions, test positions)]. `blas_threads`:
+    the BLAS pool during the fits (1, see above; None leaves it as it is)."""
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1):  # small fits: one BLAS thread (see above)
-        return _cross_validate(x, y, task, folds, seed, grid, n_inner)
-
-
-def _cross_validate(
-    x: np.ndarray,
-    y: np.ndarray,
-    task: Task,
-    folds: list[tuple[int, np.ndarray, np.ndarray]],
-    seed: int,
-    grid: tuple[float, ...],
-    n_inner: int,
-) -> CrossValidated:
     outputs: np.ndarray | None = None
     fits = []
-    for k, train, test in folds:
-        if set(train.tolist()) & set(test.tolist()):
-            raise ValueError(f"fold {k}: a patient is both in training and test")  # a caller's bug, not input
-        c, score, notes = select_c(x[train], y[train], task, seed * 1000 + k, grid, n_inner)
-        model = task.baseline_model(c).fit(x[train], y[train])
-        out = model.predict(x[test])
-        if outputs is None:
-            outputs = np.full((len(x), out.shape[1]), np.nan)
-        outputs[test] = out
-        inner = None if score is None or math.isnan(score) else score
-        fits.append(FoldFit(k, c, inner, len(train), notes + model.notes))
+    with threadpool_limits(limits=blas_threads):
+        for k, train, test in folds:
+            if set(train.tolist()) & set(test.tolist()):
+                raise ValueError(f"fold {k}: a patient is both in training and test")  # a caller's bug
+            c, score, notes = select_c(x[train], y[train], task, seed * 1000 + k, grid, n_inner)
+            model = task.baseline_model(c).fit(x[train], y[train])
+            out = model.predict(x[test])
+            if outputs is None:
+                outputs = np.full((len(x), out.shape[1]), np.nan)
+            outputs[test] = out
+            inner = None if score is None or math.isnan(score) else score
+            fits.append(FoldFit(k, c, inner, len(train), notes + model.notes))
     return CrossValidated(outputs if outputs is not None else np.zeros((len(x), 0)), fits)

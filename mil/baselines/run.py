@@ -122,20 +122,13 @@ def write_baselines(
             continue
         path = run_dir / "baselines" / run.name / "predictions.csv"
         write_predictions(run.table, task.spec, path)
-        tables[run.name] = (
-            read_predictions(path)[0],
-            run.describes,
-        )  # compare exactly what evaluate will read
+        tables[run.name] = (read_predictions(path)[0], run.describes)  # compare exactly what evaluate reads
     blocks, comparison = baseline_comparison(head, task.spec, tables, evaluate)
     records = {
         run.name: {"describes": run.describes, **run.record, **blocks.get(run.name, {})} for run in runs
     }
-    plots = []
-    figure = (
-        task.comparison_figure({"head": head, **{name: table for name, (table, _) in tables.items()}})
-        if tables
-        else None
-    )
-    if figure is not None:
-        plots.append(save_figure(figure, run_dir / "plots" / COMPARISON_PLOT))
+    if not tables:
+        return records, comparison, []
+    figure = task.comparison_figure({"head": head, **{name: table for name, (table, _) in tables.items()}})
+    plots = [] if figure is None else [save_figure(figure, run_dir / "plots" / COMPARISON_PLOT)]
     return records, comparison, plots
