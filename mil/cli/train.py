@@ -60,7 +60,11 @@ class RichProgress:
             label = f"baseline {info['name']} (same folds, C by inner CV)"
             self.tasks[("baseline", info["name"])] = p.add(label, total=1, info="")
         elif event == "baseline_end":
-            done = "done" if info["status"] == "ok" else f"{info['status']}: {info.get('reason')}"
+            done = (
+                f"done, {info['seconds']:.1f} s"
+                if info["status"] == "ok"
+                else f"{info['status']}: {info.get('reason')}"
+            )
             p.update(self.tasks[("baseline", info["name"])], completed=1, info=done)
         elif event == "metrics":
             self.tasks["metrics"] = p.add(
