@@ -60,6 +60,11 @@ def run_demo(
     return demo.result
 
 
+def _verdicts(summary: Any) -> str:
+    """ "; <verdict>" for each baseline the run compared the head with (the demo's one line per stage)."""
+    return "".join(f"; {c['verdict']}" for c in summary.comparison.values())
+
+
 @dataclass
 class _Demo:
     """One demo run: its folder's layout, the settings every stage shares, and the result it fills in."""
@@ -140,7 +145,7 @@ class _Demo:
                 overwrite=overwrite,
                 evaluate=config.evaluate,
             ),
-            lambda r: f"5-fold {train_config.head}: pooled {r.headline} -> {run}",
+            lambda r: f"5-fold {train_config.head}: pooled {r.headline}{_verdicts(r)} -> {run}",
         )
         self.result.metrics = dict(run_summary.pooled)
         self.stage(

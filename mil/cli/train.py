@@ -56,6 +56,16 @@ class RichProgress:
                 completed=info["epochs_run"],
                 info=f"{how}; best epoch {info['best_epoch']}, test {info['test_metric']:.3f}",
             )
+        elif event == "baseline_start":
+            label = f"baseline {info['name']} (same folds, C by inner CV)"
+            self.tasks[("baseline", info["name"])] = p.add(label, total=1, info="")
+        elif event == "baseline_end":
+            done = (
+                f"done, {info['seconds']:.1f} s"
+                if info["status"] == "ok"
+                else f"{info['status']}: {info.get('reason')}"
+            )
+            p.update(self.tasks[("baseline", info["name"])], completed=1, info=done)
         elif event == "metrics":
             self.tasks["metrics"] = p.add(
                 f"metrics ({info['n_bootstrap']} bootstrap draws)", total=None, info=""
@@ -65,6 +75,7 @@ class RichProgress:
 
 
 def print_summary(console: Console, summary: Any) -> None:
+    from mil.cli.evaluate import print_comparison
     from mil.tasks.formatting import format_ci
 
     spec = summary.spec
@@ -80,6 +91,10 @@ def print_summary(console: Console, summary: Any) -> None:
         "[bold]pooled[/bold]", str(summary.n_patients), "", f"[bold]{format_ci(summary.pooled)}[/bold]"
     )
     console.print(table)
+    print_comparison(
+        console, summary.metric, {summary.metric: summary.pooled}, summary.baselines, summary.comparison,
+        f"{summary.head} (head)",
+    )  # fmt: skip
     left = ", ".join(
         f"{n} {what.replace('_', ' ')}"
         for what, n in summary.left_out.items()
@@ -121,6 +136,7 @@ def register(app: typer.Typer) -> None:
         seed: int = field_option(TrainConfig, "seed", "--seed"),
         epochs: int = field_option(TrainConfig, "epochs", "--epochs"),
         device: str = field_option(TrainConfig, "device", "--device"),
+        baselines: list[str] = field_option(TrainConfig, "baselines", "--baselines"),
         allow_missing: bool = field_option(TrainConfig, "allow_missing", "--allow-missing"),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
     ) -> None:

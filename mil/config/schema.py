@@ -135,6 +135,13 @@ class TrainConfig(Section):
         description="auto (cuda, else mps, else cpu) | cpu | cuda | cuda:1 | mps; a device that is not here "
         "is an error.",
     )
+    baselines: list[str] = Field(
+        default_factory=lambda: ["pooled_stats"],
+        description="Baselines fitted on the same folds beside the head (`mil list baselines`): patient-level "
+        "features -> regularised logistic / Cox model, C chosen by an inner CV on each fold's training "
+        "patients. Their predictions go to RUN/baselines/<name>/, metrics.json compares head and baseline "
+        "with a paired bootstrap CI. Empty ([], or --baselines none) = off.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -150,6 +157,19 @@ class TrainConfig(Section):
             from mil.tasks import TASKS
 
             TASKS.check(value)
+        return value
+
+    @field_validator("baselines")
+    @classmethod
+    def _known_baselines(cls, value: list[str]) -> list[str]:
+        from mil.baselines import BASELINES
+
+        if value == ["none"]:  # what the CLI can type for "no baselines"
+            return []
+        if len(set(value)) != len(value):
+            raise ValueError("a baseline is listed twice")
+        for name in value:
+            BASELINES.check(name)
         return value
 
     @field_validator("target")

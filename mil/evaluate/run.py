@@ -31,13 +31,16 @@ class Evaluation:
     predictions: pd.DataFrame  # the rows that were evaluated (truth attached)
     spec: TaskSpec
     unlabelled: list[str] = field(default_factory=list)  # patient ids dropped for lack of a label
+    notes: list[str] = field(default_factory=list)  # baselines beside the predictions that were not compared
 
 
 def evaluate_files(
     predictions: Path, labels: Path | None = None, evaluate: EvaluateConfig = EvaluateConfig()
 ) -> Evaluation:
-    """Metrics of a predictions CSV (+ its spec sidecar), optionally with truth from a labels CSV."""
-    from mil.evaluate.metrics import compute_metrics
+    """Metrics of a predictions CSV (+ its spec sidecar), optionally with truth from a labels CSV. A run's
+    predictions.csv is also compared with the baselines beside it (RUN/baselines/<name>/predictions.csv)."""
+    from mil.evaluate.compare import baselines_beside
+    from mil.evaluate.metrics import compute_metrics, jsonable
 
     df, spec = read_predictions(Path(predictions))
     unlabelled: list[str] = []
@@ -46,6 +49,9 @@ def evaluate_files(
         unlabelled = list(df.attrs.get("unlabelled_patients", []))
     require_truth(df, spec, str(predictions))
     metrics = compute_metrics(df, spec, evaluate)
+    baselines, comparison, notes = baselines_beside(Path(predictions), df, spec, evaluate, labels)
+    if baselines:
+        metrics["baselines"], metrics["comparison"] = jsonable(baselines), jsonable(comparison)
     metrics["provenance"] = {
         "predictions": _file_record(Path(predictions)),
         "labels": _file_record(Path(labels)) if labels is not None else None,
@@ -53,7 +59,7 @@ def evaluate_files(
         "versions": {"python": platform.python_version(), **{name: _version(name) for name in _VERSIONED}},
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    return Evaluation(metrics, df, spec, unlabelled)
+    return Evaluation(metrics, df, spec, unlabelled, notes)
 
 
 def check_outputs(paths: list[Path], overwrite: bool, inputs: tuple[Path | None, ...] = ()) -> None:

@@ -1,6 +1,7 @@
 """`mil report`: one self-contained HTML file about a run and the cells behind its calls, across the cohort.
 
-Sections: performance with CIs (RUN/metrics.json), ROC + confusion or Kaplan-Meier figures, per-patient
+Sections: performance with CIs (RUN/metrics.json), head vs baseline (the run's baselines on the same folds,
+the paired difference and its verdict, both models' curves), ROC + confusion or Kaplan-Meier figures, per-patient
 out-of-fold predictions, per-class galleries of the top cells across the cohort, and the discovery clusters
 (`mil.explain.discovery`) as montages with their enrichment.
 
@@ -29,7 +30,13 @@ from mil.explain.cohort import Explainer
 from mil.explain.discovery import CellRef, Cluster, DiscoveryCollector
 from mil.explain.gallery import Section, montage, read_cells
 from mil.report import html as H
-from mil.report.sections import figures_section, metrics_section, predictions_section, provenance_section
+from mil.report.sections import (
+    comparison_section,
+    figures_section,
+    metrics_section,
+    predictions_section,
+    provenance_section,
+)
 from mil.training.rundir import refuse_run_file
 
 
@@ -81,6 +88,7 @@ def report(
 
     sections = [
         metrics_section(metrics),
+        comparison_section(Path(run), metrics, ex.head_name),
         figures_section(ex.predictions, ex.spec),
         predictions_section(ex.predictions, ex.spec, cohort.shown_as),
         _gallery_section(ex, galleries, images, config),

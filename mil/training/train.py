@@ -6,9 +6,11 @@ leakage, the output folder), then loads every bag once and fits one model per fo
     config.yaml       resolved config + provenance (versions, seed, encoder, git commit, command line, cohort)
     splits.json       patients per fold and part (reuse with --splits)
     predictions.csv   one out-of-fold row per patient (+ .spec.json), the input of `mil evaluate`
-    metrics.json      per fold and pooled, with bootstrap CIs (mil.evaluate), plus the cohort counts
+    metrics.json      per fold and pooled, with bootstrap CIs (mil.evaluate), plus the cohort counts, and
+                      `baselines` / `comparison`: each baseline's pooled metrics, head minus baseline (paired CI)
     left_out.csv      patients/slides not used, with the reason
-    plots/            ROC per class, confusion matrix, or Kaplan-Meier of predicted risk groups
+    plots/            ROC per class, confusion matrix, or Kaplan-Meier of predicted risk groups; head vs baselines
+    baselines/<name>/predictions.csv   each baseline's out-of-fold predictions on the same folds (`mil.baselines`)
     folds/<k>/model.pt, history.csv
 
 Per-fold seeds are `seed * 1000 + fold`, so folds differ from each other and a run repeats exactly.
@@ -29,6 +31,7 @@ import yaml
 
 from features.bagstore import BagStore
 from features.core.device import resolve_device
+from mil.baselines.run import BaselineData, BaselineRun, fit_baselines
 from mil.cohort.labels import Cohort, build_cohort, check_counts
 from mil.cohort.splits import Fold, Splits, check_leakage, load_splits, make_splits, save_splits
 from mil.config import EvaluateConfig, TrainConfig
@@ -59,6 +62,7 @@ class FoldSummary:
 class RunSummary:
     run: Path
     spec: TaskSpec
+    head: str  # the head's registry name
     metric: str  # key of the main metric in metrics.json (`Task.metric_name`: "macro_auc", "c_index", ...)
     n_patients: int
     left_out: dict[str, int]
@@ -71,6 +75,10 @@ class RunSummary:
     splits_only: list[str] = field(
         default_factory=list
     )  # named by --splits, not in this cohort (left unused)
+    baselines: dict[str, Any] = field(
+        default_factory=dict
+    )  # metrics.json "baselines": name -> status, pooled
+    comparison: dict[str, Any] = field(default_factory=dict)  # metrics.json "comparison": name -> difference
 
 
 @dataclass
@@ -126,7 +134,9 @@ def train_cv(
     try:
         save_splits(split, tmp / "splits.json")
         fitted = [_run_fold(run, fold, tmp) for fold in split.folds]
-        metrics, plots = _score(tmp, [frame for frame, _ in fitted], cohort, split, evaluate, emit)
+        shared = BaselineData(data.arrays, data.dim, cohort.patients, cohort.y, split, config.seed)
+        baselines = fit_baselines(config.baselines, shared, task, emit)
+        metrics, plots = _score(tmp, [frame for frame, _ in fitted], run, baselines)
         inputs = {
             "bags": str(bags.resolve()),
             "labels": str(labels.resolve()),
@@ -182,6 +192,7 @@ def _run_summary(run: _Training, out: Path, folds: list[FoldSummary], metrics: d
     return RunSummary(
         run=out,
         spec=run.cohort.spec,
+        head=run.config.head,
         metric=metric,
         n_patients=len(run.cohort.patients),
         left_out=_left_out_counts(run.cohort, run.split),
@@ -191,6 +202,8 @@ def _run_summary(run: _Training, out: Path, folds: list[FoldSummary], metrics: d
         device=str(run.device),
         seconds=time.perf_counter() - run.started,
         splits_only=run.split.dropped,
+        baselines=metrics.get("baselines", {}),
+        comparison=metrics.get("comparison", {}),
     )
 
 
@@ -237,28 +250,27 @@ def _run_fold(run: _Training, fold: Fold, run_dir: Path) -> tuple[pd.DataFrame, 
 
 
 def _score(
-    run_dir: Path,
-    frames: list[pd.DataFrame],
-    cohort: Cohort,
-    split: Splits,
-    evaluate: EvaluateConfig,
-    emit: Progress,
+    run_dir: Path, frames: list[pd.DataFrame], run: _Training, baselines: list[BaselineRun]
 ) -> tuple[dict[str, Any], list[Path]]:
-    """predictions.csv, metrics.json, plots/ and left_out.csv, through the evaluation module's contract."""
-    from mil.evaluate.metrics import compute_metrics
+    """predictions.csv, metrics.json, plots/ and left_out.csv, through the evaluation module's contract;
+    the baselines' predictions and their comparison with the head (`mil.baselines.run`)."""
+    from mil.baselines.run import write_baselines
+    from mil.evaluate.metrics import compute_metrics, jsonable
     from mil.evaluate.plots import write_plots
     from mil.evaluate.predictions import read_predictions, write_predictions
     from mil.evaluate.run import write_metrics
 
-    spec = cohort.spec
+    cohort, split, evaluate, spec = run.cohort, run.split, run.evaluate, run.cohort.spec
     table = pd.concat(frames, ignore_index=True).sort_values("patient_id", kind="stable")
     write_predictions(table, spec, run_dir / "predictions.csv")
     table, _ = read_predictions(run_dir / "predictions.csv")  # score exactly what `mil evaluate` will read
-    emit("metrics", n_bootstrap=evaluate.n_bootstrap)
+    run.emit("metrics", n_bootstrap=evaluate.n_bootstrap)
     metrics = compute_metrics(table, spec, evaluate)
     metrics["cohort"] = _cohort_record(cohort, split)
+    records, comparison, compared = write_baselines(run_dir, baselines, table, run.task, evaluate)
+    metrics["baselines"], metrics["comparison"] = jsonable(records), jsonable(comparison)
     write_metrics(metrics, run_dir / "metrics.json")
-    plots = write_plots(table, spec, run_dir / "plots")
+    plots = write_plots(table, spec, run_dir / "plots") + compared
     _left_out_table(cohort, split).to_csv(run_dir / "left_out.csv", index=False)
     return metrics, plots
 
