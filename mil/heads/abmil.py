@@ -49,7 +49,9 @@ class ABMIL(MILHead):
         attention, pooled = attention_pool(self.attention(h), h, mask)
         logits = self.classifier(pooled[:, 0])
         instance_scores = self.classifier(h).transpose(1, 2) * mask[:, None, :]
-        return HeadOutput(logits=logits, attention=attention, instance_scores=instance_scores)
+        return HeadOutput(
+            logits=logits, attention=attention, instance_scores=instance_scores, pooled=pooled[:, 0]
+        )
 
 
 @HEADS.register("gated_abmil")

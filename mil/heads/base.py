@@ -33,12 +33,16 @@ class HeadOutput:
     instance_scores: B x K x N per-instance class logits where the head has them (each head's docstring says
         what they mean); 0 on padding.
     aux_losses: named scalar losses, already weighted, that the trainer adds to the task loss.
+    pooled: B x E, the bag embedding the head's last bag-level layer reads (abmil: the attention-weighted
+        embedding; transmil: the normalised CLS token; max_pool: the max-pooled instance scores). What
+        `FusedHead` concatenates with the covariate embedding; like logits, the same for a bag alone or padded.
     """
 
     logits: Tensor
     attention: Tensor | None
     instance_scores: Tensor | None = None
     aux_losses: dict[str, Tensor] = field(default_factory=dict)
+    pooled: Tensor | None = None
 
 
 class HeadParams(BaseModel):

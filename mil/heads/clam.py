@@ -77,7 +77,10 @@ class _CLAM(MILHead):
             logits = self.classifier(pooled[:, 0])
             instance_scores = self.classifier(h).transpose(1, 2)
         out = HeadOutput(
-            logits=logits, attention=attention, instance_scores=instance_scores * mask[:, None, :]
+            logits=logits,
+            attention=attention,
+            instance_scores=instance_scores * mask[:, None, :],
+            pooled=pooled.flatten(1),
         )
         if self.training and target is not None and self.instance_classifiers is not None:
             loss = self.instance_loss(attention, h, mask, target)

@@ -66,9 +66,11 @@ class DSMIL(MILHead):
         q = self.q(x)  # B x N x d
         q_critical = q[torch.arange(b, device=x.device)[:, None], critical]  # B x C x d
         attention = masked_softmax(q_critical @ q.transpose(1, 2) / q.shape[-1] ** 0.5, mask[:, None, :])
-        bag_logits = self.bag_classifier((attention @ self.v(x)).flatten(1))
+        bag = (attention @ self.v(x)).flatten(1)
+        bag_logits = self.bag_classifier(bag)
         return HeadOutput(
             logits=0.5 * (bag_logits + max_logits),
             attention=attention,
             instance_scores=scores.masked_fill(~mask[:, None, :], 0.0),
+            pooled=torch.cat([bag, max_logits], dim=1),  # both streams the logits read
         )

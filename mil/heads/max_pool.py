@@ -32,4 +32,7 @@ class MaxPool(MILHead):
         scores = self.classifier(self.embed(x)).transpose(1, 2)  # B x C x N
         logits = fill_padding(scores, mask[:, None, :]).amax(-1)
         logits = torch.where(mask.any(1, keepdim=True), logits, torch.zeros_like(logits))
-        return HeadOutput(logits=logits, attention=None, instance_scores=scores * mask[:, None, :])
+        # the bag embedding is the max-pooled instance scores themselves (the head has no other)
+        return HeadOutput(
+            logits=logits, attention=None, instance_scores=scores * mask[:, None, :], pooled=logits
+        )

@@ -29,6 +29,7 @@ class MeanPool(MILHead):
     def forward(self, x: Tensor, mask: Tensor, target: Tensor | None = None) -> HeadOutput:
         check_inputs(self, x, mask)
         h = self.embed(x)
-        logits = self.classifier(masked_mean(h, mask))
+        pooled = masked_mean(h, mask)
+        logits = self.classifier(pooled)
         instance_scores = self.classifier(h).transpose(1, 2) * mask[:, None, :]
-        return HeadOutput(logits=logits, attention=None, instance_scores=instance_scores)
+        return HeadOutput(logits=logits, attention=None, instance_scores=instance_scores, pooled=pooled)

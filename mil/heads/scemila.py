@@ -54,5 +54,8 @@ class SCEMILA(MILHead):
         logits = self.fc2(self.fc1(pooled).relu())[..., 0]
         instance_scores = self.fc2(self.fc1.forward_shared(h).relu())[..., 0]  # B x C x N
         return HeadOutput(
-            logits=logits, attention=attention, instance_scores=instance_scores * mask[:, None, :]
+            logits=logits,
+            attention=attention,
+            instance_scores=instance_scores * mask[:, None, :],
+            pooled=pooled.flatten(1),
         )

@@ -162,8 +162,9 @@ class TransMIL(MILHead):
             if i == 0:
                 tokens = torch.cat([tokens[:, :1], self.ppeg(tokens[:, 1:], mask)], dim=1)
         cls, weights = self.last(tokens, token_mask)
-        logits = self.classifier(self.norm(cls))
-        return HeadOutput(logits=logits, attention=self._rollout(weights, states, mask))
+        pooled = self.norm(cls)
+        logits = self.classifier(pooled)
+        return HeadOutput(logits=logits, attention=self._rollout(weights, states, mask), pooled=pooled)
 
     @torch.no_grad()
     def _rollout(self, weights: Tensor, states: list[NystromState], mask: Tensor) -> Tensor:

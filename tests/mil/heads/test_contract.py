@@ -75,6 +75,9 @@ def test_output_shapes_and_attention_normalisation(name: str, n_outputs: int) ->
             out.instance_scores.masked_select(~mask[:, None, :].expand_as(out.instance_scores)) == 0
         ).all()
     assert out.aux_losses == {}  # eval mode, no target
+    # every head exposes its bag embedding: what FusedHead joins with the covariates
+    assert out.pooled is not None and out.pooled.dim() == 2 and out.pooled.shape[0] == 3
+    assert torch.isfinite(out.pooled).all()
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -88,6 +91,7 @@ def test_bag_alone_equals_bag_padded_in_a_batch(name: str) -> None:
         for i, bag in enumerate(bags):
             alone = head(bag[None], torch.ones(1, len(bag), dtype=torch.bool))
             torch.testing.assert_close(batch.logits[i], alone.logits[0], atol=ATOL, rtol=1e-4)
+            torch.testing.assert_close(batch.pooled[i], alone.pooled[0], atol=ATOL, rtol=1e-4)
             for field in ("attention", "instance_scores"):
                 got, want = getattr(batch, field), getattr(alone, field)
                 if want is not None:
@@ -194,3 +198,38 @@ def test_mil_list_heads_shows_every_head_with_its_summary() -> None:
     for entry in HEADS.entries():
         assert entry.name in result.output
         assert entry.summary and entry.summary[:30] in result.output
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fused_head_keeps_the_image_part_and_uses_the_covariates(name: str) -> None:
+    from mil.heads.fused import FusedHead
+
+    head = make(name)
+    torch.manual_seed(1)
+    fused = FusedHead(head, n_covariates=4).eval()
+    g = torch.Generator().manual_seed(2)
+    bags = [torch.randn(n, IN_DIM, generator=g) for n in (6, 1, 15)]
+    x, mask = pad_bags(bags, width=17)
+    cov = torch.randn(3, 4, generator=g)
+    with torch.no_grad():
+        for p in fused.fusion.parameters():  # a trained fusion layer: non-zero everywhere
+            p.copy_(torch.randn(p.shape, generator=g))
+        image, out = head(x, mask), fused(x, mask, covariates=cov)
+        other = fused(x, mask, covariates=cov + 1.0)
+        for i, bag in enumerate(bags):  # a bag alone or padded: same fused logits
+            alone = fused(bag[None], torch.ones(1, len(bag), dtype=torch.bool), covariates=cov[i : i + 1])
+            torch.testing.assert_close(out.logits[i], alone.logits[0], atol=ATOL, rtol=1e-4)
+        image_part = fused(x, mask)  # no covariates: the image part exactly, for explanations
+    assert out.logits.shape == image.logits.shape
+    assert not torch.allclose(out.logits, other.logits)  # the covariates move the prediction
+    torch.testing.assert_close(image_part.logits, image.logits)
+    for field in ("attention", "instance_scores", "pooled"):  # attention keeps its meaning and form
+        want = getattr(image, field)
+        if want is None:
+            assert getattr(out, field) is None
+        else:
+            torch.testing.assert_close(getattr(out, field), want)
+    fused.train()
+    loss = fused(x, mask, covariates=cov).logits.square().sum()
+    loss.backward()
+    assert all(p.grad is not None for p in fused.fusion.parameters())

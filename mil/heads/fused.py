@@ -1,0 +1,79 @@
+"""Clinical covariates beside the bag: ONE wrapper that fuses them into any head's prediction.
+
+    e      = [c, ReLU(W_e c)]                       a small covariate embedding (c: the standardised covariates)
+    logits = head logits + W_f [pooled ; e] + b_f   the head's pooled bag embedding concatenated with e
+
+For the heads whose last layer is linear in `pooled` (all but dsmil's max stream), this is exactly a linear
+classifier / Cox layer on the concatenation [pooled ; e], written as the head's own classifier plus a second
+linear term so that the image part keeps its meaning: attention, instance scores and the pooled embedding are
+the head's, unchanged in form, and an explanation of the smear reads them as it does without covariates.
+`W_f` starts at zero on `pooled`, so training starts from "image + covariates, additive" and learns any
+interaction it needs from there.
+
+The wrapper knows nothing of files or columns: it takes a B x K float tensor (`mil.cohort.covariates` builds it
+per fold) and is used for every head alike. `forward(..., covariates=None)` returns the head's output as it is
+(the image part), which is what the explainers show; the trainer and `mil predict` always pass covariates.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mil.heads.base import HeadOutput
+
+
+class FusedHead(nn.Module):
+    """`head` (a MIL head, possibly behind `StandardizedHead`) with `n_covariates` patient-level numbers."""
+
+    def __init__(self, head: nn.Module, n_covariates: int, embed_dim: int | None = None, dropout: float = 0.1):
+        super().__init__()
+        if n_covariates < 1:
+            raise ValueError("FusedHead needs at least one covariate")
+        self.head = head
+        self.n_covariates = int(n_covariates)
+        width = embed_dim or max(4, min(16, 2 * self.n_covariates))
+        self.embed = nn.Sequential(nn.Linear(self.n_covariates, width), nn.ReLU(), nn.Dropout(dropout))
+        self.pooled_dim = self._pooled_dim()
+        self.fusion = nn.Linear(self.pooled_dim + self.n_covariates + width, self.n_outputs)
+        with torch.no_grad():
+            self.fusion.weight[:, : self.pooled_dim].zero_()
+            self.fusion.bias.zero_()
+
+    def _pooled_dim(self) -> int:
+        """The width of the head's `pooled`, read from one tiny forward pass (heads do not declare it)."""
+        was_training = self.head.training
+        self.head.eval()
+        with torch.no_grad():
+            x = torch.zeros(1, 2, self.in_dim)
+            out = self.head(x, torch.ones(1, 2, dtype=torch.bool))
+        self.head.train(was_training)
+        if out.pooled is None:
+            raise ValueError(f"{type(self.head).__name__} returns no pooled embedding (HeadOutput.pooled)")
+        return int(out.pooled.shape[1])
+
+    # What the explainers and the trainer read from whatever model they are handed.
+    @property
+    def attention_kind(self) -> str:
+        return self.head.attention_kind
+
+    @property
+    def n_outputs(self) -> int:
+        return self.head.n_outputs
+
+    @property
+    def in_dim(self) -> int:
+        return self.head.in_dim
+
+    def forward(
+        self, x: Tensor, mask: Tensor, target: Tensor | None = None, covariates: Tensor | None = None
+    ) -> HeadOutput:
+        out = self.head(x, mask, target=target)
+        if covariates is None:
+            return out  # the image part: what explanations show (see the module docstring)
+        c = covariates.to(out.logits.dtype)
+        if c.shape != (x.shape[0], self.n_covariates):
+            raise ValueError(f"covariates must be B x {self.n_covariates}, got {tuple(c.shape)}")
+        joined = torch.cat([out.pooled, c, self.embed(c)], dim=1)
+        out.logits = out.logits + self.fusion(joined)
+        return out
