@@ -33,6 +33,8 @@ def create_baseline(name: str, **params: Any) -> Baseline:
 
 def describe_baseline(name: str) -> str:
     """What a verdict calls baseline `name`: its own words when registered ("the pooled statistics")."""
+    if name == "covariates":  # the covariates-only model of a run with covariates (mil.baselines.covariates)
+        return "the covariates alone"
     return BASELINES.get(name).factory.describes if name in BASELINES else f"the {name} baseline"
 
 

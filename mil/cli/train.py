@@ -95,6 +95,7 @@ def print_summary(console: Console, summary: Any) -> None:
         console, summary.metric, {summary.metric: summary.pooled}, summary.baselines, summary.comparison,
         f"{summary.head} (head)",
     )  # fmt: skip
+    print_covariates(console, summary.covariates)
     left = ", ".join(
         f"{n} {what.replace('_', ' ')}"
         for what, n in summary.left_out.items()
@@ -112,6 +113,26 @@ def print_summary(console: Console, summary: Any) -> None:
             highlight=False,
         )
     console.print(f"run written to {summary.run} ({summary.seconds:.0f} s on {summary.device})")
+
+
+def print_covariates(console: Console, block: dict) -> None:
+    """The three models of a run with covariates side by side, then each paired difference (metrics.json's
+    `covariates` block); nothing without covariates."""
+    from mil.tasks.formatting import ci_cells
+
+    if not block:
+        return
+    table = Table(
+        title=f"covariates ({', '.join(block['columns'])}) - {block['metric']}, same folds, paired bootstrap",
+        title_justify="left",
+    )
+    for col in ("model / difference", "estimate", "95% CI", "what it says"):
+        table.add_column(col, justify="left" if col in ("model / difference", "what it says") else "right")
+    for name, ci in block["models"].items():
+        table.add_row(name.replace("_", " "), *ci_cells(ci), "")
+    for name, compared in block["differences"].items():
+        table.add_row(name.replace("_", " "), *ci_cells(compared["difference"]), compared["says"])
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
@@ -137,6 +158,12 @@ def register(app: typer.Typer) -> None:
         epochs: int = field_option(TrainConfig, "epochs", "--epochs"),
         device: str = field_option(TrainConfig, "device", "--device"),
         baselines: list[str] = field_option(TrainConfig, "baselines", "--baselines"),
+        covariates: list[str] = field_option(TrainConfig, "covariates", "--covariates"),
+        clinical: Path = typer.Option(
+            None,
+            "--clinical",
+            help="CSV: patient_id + the --covariates columns (instead of the labels CSV's).",
+        ),
         allow_missing: bool = field_option(TrainConfig, "allow_missing", "--allow-missing"),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
     ) -> None:
@@ -152,7 +179,7 @@ def register(app: typer.Typer) -> None:
         with RichProgress(console) as progress:
             summary = train_cv(
                 bags, labels, cfg.train, out, splits=splits, overwrite=overwrite, progress=progress,
-                evaluate=cfg.evaluate,
+                evaluate=cfg.evaluate, clinical=clinical,
             )  # fmt: skip
         print_summary(console, summary)
 
@@ -162,6 +189,11 @@ def register(app: typer.Typer) -> None:
         bags: Path = typer.Option(..., "--bags", help="Bag store of the slides to predict (same encoder)."),
         out: Path = typer.Option(..., "-o", "--out", help="Predictions CSV to write (+ .spec.json)."),
         labels: Path = typer.Option(None, "--labels", help="CSV mapping slide_id -> patient_id (and truth)."),
+        clinical: Path = typer.Option(
+            None,
+            "--clinical",
+            help="CSV: patient_id + the run's covariate columns (else read from --labels).",
+        ),
         device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps."),
         overwrite: bool = typer.Option(
             False, "--overwrite", help="Replace an existing predictions file (never one of the run's own)."
@@ -170,8 +202,17 @@ def register(app: typer.Typer) -> None:
         """Predict new slides with the ensemble of a run's fold models (mean of their outputs)."""
         from mil.training.predict import predict as predict_fn
 
-        path = predict_fn(run, bags, out, labels=labels, device=device, overwrite=overwrite)
+        console = Console()
+
+        def warn(line: str) -> None:
+            from rich.markup import escape
+
+            console.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
+
+        path = predict_fn(
+            run, bags, out, labels=labels, device=device, overwrite=overwrite, clinical=clinical, warn=warn
+        )
         import pandas as pd
 
         n = len(pd.read_csv(path, usecols=["patient_id"]))
-        Console().print(f"predicted {n} patients with the fold ensemble of {run} -> {path}")
+        console.print(f"predicted {n} patients with the fold ensemble of {run} -> {path}")

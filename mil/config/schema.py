@@ -143,6 +143,14 @@ class TrainConfig(Section):
         "with a paired bootstrap CI. Empty ([], or --baselines none) = off.",
     )
 
+    covariates: list[str] = Field(
+        default_factory=list,
+        description="Patient-level clinical columns (blood counts, age, sex) used beside the bag: from the "
+        "labels CSV or --clinical CSV; numeric or categorical (one-hot), standardised and imputed (median / "
+        "mode + a missingness column) with each fold's training patients only. The run then fits three models "
+        "on the same folds: covariates only, image only (the head) and fused. Comma-separated on the CLI.",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _moved(cls, data: Any) -> Any:
@@ -171,6 +179,18 @@ class TrainConfig(Section):
         for name in value:
             BASELINES.check(name)
         return value
+
+    @field_validator("covariates", mode="before")
+    @classmethod
+    def _covariate_list(cls, value: Any) -> Any:
+        from mil.cohort.covariates import parse_columns
+
+        if value is None or value == ["none"]:
+            return []
+        columns = parse_columns(value)
+        if len(set(columns)) != len(columns):
+            raise ValueError("a covariate is listed twice")
+        return columns
 
     @field_validator("target")
     @classmethod

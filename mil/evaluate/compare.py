@@ -142,3 +142,32 @@ def _aligned(
                 f"({left[i]!r} vs {right[i]!r}); both tables must be scored against the same labels"
             )
     return a, b
+
+
+# The three models of a run with clinical covariates, and the differences a user asks about, in this order:
+# what the smear adds beyond the numbers, what the numbers add beyond the smear, smear vs numbers alone.
+COVARIATE_MODELS = ("covariates_only", "image_only", "fused")
+COVARIATE_PAIRS = (("fused", "covariates_only"), ("fused", "image_only"), ("image_only", "covariates_only"))
+_SAYS = {
+    ("fused", "covariates_only"): "what the smear adds beyond the covariates",
+    ("fused", "image_only"): "what the covariates add beyond the smear",
+    ("image_only", "covariates_only"): "the smear alone vs the covariates alone",
+}
+
+
+def model_comparison(tables: dict[str, pd.DataFrame], spec: TaskSpec, evaluate: EvaluateConfig) -> dict:
+    """metrics.json `covariates`: {metric, models: {name: CI}, differences: {"a - b": compared + says}} over
+    the models of COVARIATE_MODELS present in `tables`, every pair through `compare_predictions` (paired, the
+    same bootstrap draws for every model and difference)."""
+    task = create_task(spec)
+    models, differences = {}, {}
+    for a, b in COVARIATE_PAIRS:
+        if a not in tables or b not in tables:
+            continue
+        compared = compare_predictions(tables[a], tables[b], spec, evaluate, (a, b))
+        models.setdefault(a, compared[a])
+        models.setdefault(b, compared[b])
+        compared["says"] = _SAYS[(a, b)]
+        differences[f"{a} - {b}"] = compared
+    ordered = {name: models[name] for name in COVARIATE_MODELS if name in models}
+    return {"metric": task.metric_name, "models": ordered, "differences": differences}

@@ -26,7 +26,9 @@ from mil.heads.base import HeadOutput
 class FusedHead(nn.Module):
     """`head` (a MIL head, possibly behind `StandardizedHead`) with `n_covariates` patient-level numbers."""
 
-    def __init__(self, head: nn.Module, n_covariates: int, embed_dim: int | None = None, dropout: float = 0.1):
+    def __init__(
+        self, head: nn.Module, n_covariates: int, embed_dim: int | None = None, dropout: float = 0.1
+    ):
         super().__init__()
         if n_covariates < 1:
             raise ValueError("FusedHead needs at least one covariate")

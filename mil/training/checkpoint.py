@@ -36,6 +36,9 @@ class FoldModel:
     encoder: EncoderIdentity
     best_epoch: int
     path: Path
+    covariates: dict[str, Any] | None = (
+        None  # the fold's CovariateEncoder.to_dict(), where the run fused them
+    )
 
 
 def save_checkpoint(
@@ -50,6 +53,7 @@ def save_checkpoint(
     fold: int,
     best_epoch: int,
     seed: int,
+    covariates: dict[str, Any] | None = None,
 ) -> None:
     from mil import __version__
 
@@ -65,7 +69,8 @@ def save_checkpoint(
         "fold": int(fold),
         "best_epoch": int(best_epoch),
         "seed": int(seed),
-        "standardized": bool(getattr(model, "feature_mean", None) is not None),
+        "standardized": bool(_inner(model).__class__.__name__ == "StandardizedHead"),
+        "covariates": covariates,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
@@ -95,6 +100,11 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> FoldModel
 
         dim = payload["in_dim"]
         head = StandardizedHead(head, torch.zeros(dim), torch.ones(dim))  # buffers come from the state dict
+    covariates = payload.get("covariates")
+    if covariates:
+        from mil.heads.fused import FusedHead
+
+        head = FusedHead(head, len(covariates["names"]))
     try:
         head.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as exc:
@@ -113,4 +123,10 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> FoldModel
         encoder=EncoderIdentity(**payload["encoder"]),
         best_epoch=payload["best_epoch"],
         path=path,
+        covariates=covariates or None,
     )
+
+
+def _inner(model: nn.Module) -> nn.Module:
+    """The model below a `FusedHead` (what `standardized` describes)."""
+    return model.head if hasattr(model, "n_covariates") else model

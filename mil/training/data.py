@@ -42,6 +42,7 @@ class BagSet:
     offsets: Tensor  # P + 1, int64, CPU
     y: Tensor  # P x ... float32 targets (CPU); NaN-free
     slides: list[list[tuple[str, int]]]  # per patient: (slide_id, n_instances) in concatenation order
+    covariates: Tensor | None = None  # P x K encoded covariates (CPU float32; one fold's encoding), or None
 
     @property
     def sizes(self) -> Tensor:
@@ -66,6 +67,7 @@ class Batch:
     x: Tensor  # B x N x D float32, zero on padding
     mask: Tensor  # B x N bool, True = real instance
     y: Tensor  # B x ... float32
+    covariates: Tensor | None = None  # B x K float32 on the device, where the bags carry covariates
 
 
 @dataclass
@@ -172,7 +174,8 @@ def gather(
     x = rows.view(*flat_index.shape, feats.shape[1]).to(device, non_blocking=True).float()
     if not bool(mask.all()):  # padded slots hold row 0's features: zero them, in place
         x.masked_fill_(~mask_dev[..., None], 0.0)
-    return Batch(index, x, mask_dev, bags.y[index].to(device, non_blocking=True))
+    covariates = None if bags.covariates is None else bags.covariates[index].to(device, non_blocking=True)
+    return Batch(index, x, mask_dev, bags.y[index].to(device, non_blocking=True), covariates)
 
 
 def train_batches(

@@ -41,6 +41,7 @@ class FoldFit:
     best_epoch: int
     best_score: float  # the monitored value at best_epoch
     history: list[EpochLog] = field(default_factory=list)
+    test_metric: float = math.nan  # the task's metric on the fold's test patients, set by the caller
 
 
 def eval_batch_instances(config: TrainConfig, device: torch.device) -> int:
@@ -75,7 +76,7 @@ def train_epoch(
     total = torch.zeros((), device=device)
     seen = 0
     for batch in batches:
-        out = model(batch.x, batch.mask, target=task.head_target(batch.y))
+        out = forward(model, batch, target=task.head_target(batch.y))
         loss = task.loss(out.logits, batch.y)
         for aux in out.aux_losses.values():
             loss = loss + aux
@@ -89,6 +90,16 @@ def train_epoch(
     return float(total) / max(seen, 1)
 
 
+def forward(model: nn.Module, batch: Batch, target: Tensor | None = None):
+    """The model on one batch, with the batch's covariates where the model fuses them (`FusedHead`); a fused
+    model handed bags without covariates is a caller's bug, never an image-only prediction in disguise."""
+    if getattr(model, "n_covariates", 0):
+        if batch.covariates is None:
+            raise ValueError("a model with covariates was handed bags without them")
+        return model(batch.x, batch.mask, target=target, covariates=batch.covariates)
+    return model(batch.x, batch.mask, target=target)
+
+
 def infer(
     model: nn.Module, bags: BagSet, index: np.ndarray, device: torch.device, max_batch_instances: int
 ) -> Tensor:
@@ -98,7 +109,7 @@ def infer(
     logits: Tensor | None = None
     with torch.inference_mode():
         for batch in eval_batches(bags, index, device, max_batch_instances):
-            out = model(batch.x, batch.mask).logits.float().cpu()
+            out = forward(model, batch).logits.float().cpu()
             if logits is None:
                 logits = torch.empty((len(index), out.shape[1]))
             logits[[position[int(b)] for b in batch.index]] = out

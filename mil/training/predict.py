@@ -108,6 +108,8 @@ def predict(
     device: str | None = None,
     progress: Callable[..., None] | None = None,
     overwrite: bool = False,
+    clinical: Path | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> Path:
     """Ensemble predictions for every patient in the store -> `out` (predictions table + spec sidecar).
 
@@ -115,6 +117,10 @@ def predict(
     mapping (then every stored slide must be listed). Truth columns are filled where `labels` has the target,
     so `mil evaluate out` can score it directly; otherwise they stay empty for `mil evaluate --labels`.
     An existing `out` is replaced only with `overwrite`, and never when it is a file of the run itself.
+
+    A run trained with covariates reads them from `clinical` (else from `labels`) and encodes them with each
+    fold's saved statistics (`CovariateEncoder`); a missing column is one InputError before any bag is read,
+    a category never seen in training encodes as all zeros and is reported through `warn`.
     """
     emit = progress or (lambda event, **info: None)
     out = Path(out)
@@ -133,6 +139,7 @@ def predict(
     task = create_task(spec)
     slides, table = _patient_slides(store, labels)
     patients = sorted(slides)
+    designs = _covariate_designs(models, labels, clinical, patients, warn or _warn)
     sizes = {p: sum(store.meta(s).n_instances for s in slides[p]) for p in patients}
     chunks, current, filled = [], [], 0
     for p in patients:
@@ -143,10 +150,16 @@ def predict(
         filled += sizes[p]
     chunks.append(current)
     outputs, batch_instances = [], eval_batch_instances(config, dev)
+    row_of = {p: i for i, p in enumerate(patients)}
     for i, chunk in enumerate(chunks):
         data = load_bags(store, chunk, slides, None, torch.float32)
         index = np.arange(len(chunk))
-        per_model = [task.outputs(infer(m.head, data, index, dev, batch_instances)) for m in models]
+        per_model = []
+        for m, design in zip(models, designs, strict=True):
+            if design is not None:
+                rows = [row_of[p] for p in chunk]
+                data.covariates = torch.from_numpy(design[rows])
+            per_model.append(task.outputs(infer(m.head, data, index, dev, batch_instances)))
         outputs.append(torch.stack(per_model).mean(dim=0).numpy())
         emit("predict", done=i + 1, total=len(chunks), patients=len(chunk))
     frame = task.frame(patients, None, None, np.concatenate(outputs))
@@ -154,6 +167,47 @@ def predict(
         frame = _fill_truth(frame, task, table, str(labels))
     write_predictions(frame, spec, out)
     return out
+
+
+def _warn(line: str) -> None:
+    import warnings
+
+    warnings.warn(line, stacklevel=3)
+
+
+def _covariate_designs(
+    models: list[FoldModel],
+    labels: Path | None,
+    clinical: Path | None,
+    patients: list[str],
+    warn: Callable[[str], None],
+) -> list[np.ndarray | None]:
+    """Each fold model's encoded covariates for `patients` (None for a model without covariates)."""
+    from mil.cohort.covariates import CovariateEncoder, covariate_source, read_covariates
+
+    encoders = [None if m.covariates is None else CovariateEncoder.from_dict(m.covariates) for m in models]
+    used = next((e for e in encoders if e is not None), None)
+    if used is None:
+        if clinical is not None:
+            raise InputError(f"--clinical {clinical}: this run was trained without covariates; omit it")
+        return [None] * len(models)
+    wanted = ", ".join(used.required)
+    if labels is None and clinical is None:
+        raise InputError(
+            f"this run was trained with covariates ({wanted}); pass --clinical CSV (patient_id + those columns)"
+        )
+    frame, source = covariate_source(labels, clinical)
+    fix = f"the run was trained with covariates {wanted}; add the column or pass --clinical with them"
+    table = read_covariates(used.required, frame, source, patients, used.kinds, fix)
+    designs, said = [], set()
+    for encoder in encoders:
+        design, lines = encoder.transform(table, patients)
+        for line in lines:
+            if line not in said:  # each fold model says the same; once is enough
+                said.add(line)
+                warn(line)
+        designs.append(design)
+    return designs
 
 
 def check_predict_out(run: Path, out: Path, overwrite: bool, labels: Path | None = None) -> None:

@@ -12,15 +12,23 @@ leakage, the output folder), then loads every bag once and fits one model per fo
     plots/            ROC per class, confusion matrix, or Kaplan-Meier of predicted risk groups; head vs baselines
     baselines/<name>/predictions.csv   each baseline's out-of-fold predictions on the same folds (`mil.baselines`)
     folds/<k>/model.pt, history.csv
+    folds/<k>/covariates.json        with train.covariates: the fold's covariate encoding (also in model.pt)
+    image_only/predictions.csv       with train.covariates: the same head without covariates, same folds/seeds
+
+With covariates (`train.covariates`, `mil.cohort.covariates`) each fold fits the head twice from the same seed,
+without covariates (image only) and with them (`FusedHead`: fused, the run's model), and the covariates-only
+model joins the baselines (`mil.baselines.covariates`); metrics.json's `covariates` block compares the three
+on the same patients with paired bootstrap CIs of their differences.
 
 Per-fold seeds are `seed * 1000 + fold`, so folds differ from each other and a run repeats exactly.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +39,9 @@ import yaml
 
 from features.bagstore import BagStore
 from features.core.device import resolve_device
+from features.core.errors import InputError
 from mil.baselines.run import BaselineData, BaselineRun, fit_baselines
+from mil.cohort.covariates import CovariateEncoder, CovariateTable, covariate_source, read_covariates
 from mil.cohort.labels import Cohort, build_cohort, check_counts
 from mil.cohort.splits import Fold, Splits, check_leakage, load_splits, make_splits, save_splits
 from mil.config import EvaluateConfig, TrainConfig
@@ -79,6 +89,7 @@ class RunSummary:
         default_factory=dict
     )  # metrics.json "baselines": name -> status, pooled
     comparison: dict[str, Any] = field(default_factory=dict)  # metrics.json "comparison": name -> difference
+    covariates: dict[str, Any] = field(default_factory=dict)  # metrics.json "covariates": the three models
 
 
 @dataclass
@@ -96,6 +107,15 @@ class _Training:
     emit: Progress
     progress: Progress | None  # the caller's own, handed to fit_fold (None: no per-epoch events)
     started: float
+    covariates: CovariateTable | None = None
+
+
+@dataclass
+class _FoldResult:
+    frame: pd.DataFrame  # the run's model on the fold's test patients (fused where there are covariates)
+    summary: FoldSummary
+    image_only: pd.DataFrame | None = None  # the head without covariates, where the run has them
+    encoder: CovariateEncoder | None = None
 
 
 def train_cv(
@@ -107,9 +127,11 @@ def train_cv(
     overwrite: bool = False,
     progress: Progress | None = None,
     evaluate: EvaluateConfig = EvaluateConfig(),
+    clinical: Path | None = None,
 ) -> RunSummary:
     """Cross-validate `config.head` on the patients of `labels` found in the bag store `bags`; write RUN.
-    `evaluate` sets the bootstrap of metrics.json (the same section `mil evaluate` reads)."""
+    `evaluate` sets the bootstrap of metrics.json (the same section `mil evaluate` reads). `clinical`: a CSV
+    of patient_id + the `config.covariates` columns, instead of the labels CSV's."""
     started = time.perf_counter()
     bags, labels, out = Path(bags), Path(labels), Path(out)
     emit = progress or (lambda event, **info: None)
@@ -120,9 +142,16 @@ def train_cv(
     task = create_task(cohort.spec)
     split = _splits(cohort, task.strata(cohort.y), config, splits)
     check_leakage(split, cohort.patients)
+    covariates = None
+    if config.covariates:
+        table, source = covariate_source(labels, clinical)
+        covariates = read_covariates(config.covariates, table, source, cohort.patients)
+    elif clinical is not None:
+        raise InputError(f"--clinical {clinical} given without --covariates; name the columns to use")
     device = resolve_device(config.device, "train.device")
     data = _load(store, cohort, config.feature_dtype, device, emit)
-    run = _Training(config, evaluate, store, cohort, task, split, device, data, emit, progress, started)
+    run = _Training(config, evaluate, store, cohort, task, split, device, data, emit, progress, started,
+                    covariates)  # fmt: skip
     emit(
         "start",
         n_patients=len(cohort.patients),
@@ -136,10 +165,16 @@ def train_cv(
         fitted = [_run_fold(run, fold, tmp) for fold in split.folds]
         shared = BaselineData(data.arrays, data.dim, cohort.patients, cohort.y, split, config.seed)
         baselines = fit_baselines(config.baselines, shared, task, emit)
-        metrics, plots = _score(tmp, [frame for frame, _ in fitted], run, baselines)
+        if covariates is not None:
+            from mil.baselines.covariates import fit_covariates_only
+
+            encoders = {f.summary.fold: f.encoder for f in fitted}
+            baselines.append(fit_covariates_only(covariates, encoders, shared, task, emit))
+        metrics, plots = _score(tmp, fitted, run, baselines)
         inputs = {
             "bags": str(bags.resolve()),
             "labels": str(labels.resolve()),
+            "clinical": str(Path(clinical).resolve()) if clinical else None,
             "splits_from": str(Path(splits).resolve()) if splits else None,
         }
         _write_config(run, tmp / "config.yaml", inputs)
@@ -147,7 +182,7 @@ def train_cv(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    summary = _run_summary(run, out, [fold for _, fold in fitted], metrics)
+    summary = _run_summary(run, out, [f.summary for f in fitted], metrics)
     summary.plots = [out / p.relative_to(tmp) for p in plots]
     emit("done", summary=summary)
     return summary
@@ -204,27 +239,52 @@ def _run_summary(run: _Training, out: Path, folds: list[FoldSummary], metrics: d
         splits_only=run.split.dropped,
         baselines=metrics.get("baselines", {}),
         comparison=metrics.get("comparison", {}),
+        covariates=metrics.get("covariates", {}),
     )
 
 
-def _run_fold(run: _Training, fold: Fold, run_dir: Path) -> tuple[pd.DataFrame, FoldSummary]:
-    """Fit one fold, predict its test patients, write its checkpoint and history."""
-    from mil.heads import create_head
-    from mil.training.standardize import StandardizedHead, training_statistics
-
+def _run_fold(run: _Training, fold: Fold, run_dir: Path) -> _FoldResult:
+    """Fit one fold (twice with covariates: image only, then fused), predict its test patients, write its
+    checkpoint and history."""
     t0 = time.perf_counter()
-    config, task, data, cohort, device, emit = (
-        run.config,
-        run.task,
-        run.data,
-        run.cohort,
-        run.device,
-        run.emit,
-    )
+    config, task, data, cohort, emit = run.config, run.task, run.data, run.cohort, run.emit
     position = {p: i for i, p in enumerate(cohort.patients)}
     tr, va, te = (np.array([position[p] for p in part]) for part in (fold.train, fold.val, fold.test))
     emit("fold_start", fold=fold.index, name=fold.name, n_train=len(tr), n_val=len(va), n_test=len(te),
          epochs=config.epochs)  # fmt: skip
+    encoder, image_only = None, None
+    if run.covariates is not None:
+        # the fold's training side (train + validation, never test), as the covariates-only model's
+        encoder = CovariateEncoder.fit(run.covariates, [*fold.train, *fold.val])
+        design, _ = encoder.transform(run.covariates, cohort.patients)
+        _, image_only, _ = _fit_model(run, fold, data, tr, va, te)
+        data = replace(data, covariates=torch.from_numpy(design))
+    model, frame, fit = _fit_model(run, fold, data, tr, va, te)
+    fold_dir = run_dir / "folds" / str(fold.index)
+    save_checkpoint(
+        fold_dir / "model.pt", model, head_name=config.head, model_params=config.model_params, in_dim=data.dim,
+        spec=cohort.spec, encoder=run.store.encoder, fold=fold.index, best_epoch=fit.best_epoch,
+        seed=config.seed * 1000 + fold.index, covariates=None if encoder is None else encoder.to_dict(),
+    )  # fmt: skip
+    if encoder is not None:
+        (fold_dir / "covariates.json").write_text(json.dumps(encoder.to_dict(), indent=1))
+    pd.DataFrame([vars(h) for h in fit.history]).to_csv(fold_dir / "history.csv", index=False)
+    seconds = time.perf_counter() - t0
+    summary = FoldSummary(fold.index, fold.name, len(tr), len(va), len(te), fit.best_epoch, len(fit.history),
+                          seconds, {})  # fmt: skip
+    emit("fold_end", fold=fold.index, best_epoch=fit.best_epoch, epochs_run=len(fit.history),
+         test_metric=fit.test_metric, seconds=seconds)  # fmt: skip
+    return _FoldResult(frame, summary, image_only, encoder)
+
+
+def _fit_model(
+    run: _Training, fold: Fold, data: BagSet, tr: np.ndarray, va: np.ndarray, te: np.ndarray
+) -> tuple[torch.nn.Module, pd.DataFrame, Any]:
+    """One head fitted on the fold from the fold's seed (fused when `data` carries covariates); its test table."""
+    from mil.heads import create_head
+    from mil.training.standardize import StandardizedHead, training_statistics
+
+    config, task, device = run.config, run.task, run.device
     seed = config.seed * 1000 + fold.index
     with seeded(seed, device):
         model = create_head(config.head, data.dim, task.n_outputs, **config.model_params)
@@ -232,25 +292,18 @@ def _run_fold(run: _Training, fold: Fold, run_dir: Path) -> tuple[pd.DataFrame, 
             model = StandardizedHead(
                 model, *training_statistics(data.features, data.offsets, torch.as_tensor(tr))
             )
+        if data.covariates is not None:
+            from mil.heads.fused import FusedHead
+
+            model = FusedHead(model, data.covariates.shape[1])
         fit = fit_fold(model, task, data, tr, va, config, FitSetup(device, seed, fold.index, run.progress))
     out_test = task.outputs(infer(model, data, te, device, eval_batch_instances(config, device))).numpy()
-    frame = task.frame(fold.test, fold.index, cohort.y[te], out_test)
-    fold_dir = run_dir / "folds" / str(fold.index)
-    save_checkpoint(
-        fold_dir / "model.pt", model, head_name=config.head, model_params=config.model_params, in_dim=data.dim,
-        spec=cohort.spec, encoder=run.store.encoder, fold=fold.index, best_epoch=fit.best_epoch, seed=seed,
-    )  # fmt: skip
-    pd.DataFrame([vars(h) for h in fit.history]).to_csv(fold_dir / "history.csv", index=False)
-    seconds = time.perf_counter() - t0
-    summary = FoldSummary(fold.index, fold.name, len(tr), len(va), len(te), fit.best_epoch, len(fit.history),
-                          seconds, {})  # fmt: skip
-    emit("fold_end", fold=fold.index, best_epoch=fit.best_epoch, epochs_run=len(fit.history),
-         test_metric=task.metric(cohort.y[te], out_test), seconds=seconds)  # fmt: skip
-    return frame, summary
+    fit.test_metric = task.metric(run.cohort.y[te], out_test)
+    return model, task.frame(fold.test, fold.index, run.cohort.y[te], out_test), fit
 
 
 def _score(
-    run_dir: Path, frames: list[pd.DataFrame], run: _Training, baselines: list[BaselineRun]
+    run_dir: Path, fitted: list[_FoldResult], run: _Training, baselines: list[BaselineRun]
 ) -> tuple[dict[str, Any], list[Path]]:
     """predictions.csv, metrics.json, plots/ and left_out.csv, through the evaluation module's contract;
     the baselines' predictions and their comparison with the head (`mil.baselines.run`)."""
@@ -261,7 +314,7 @@ def _score(
     from mil.evaluate.run import write_metrics
 
     cohort, split, evaluate, spec = run.cohort, run.split, run.evaluate, run.cohort.spec
-    table = pd.concat(frames, ignore_index=True).sort_values("patient_id", kind="stable")
+    table = pd.concat([f.frame for f in fitted], ignore_index=True).sort_values("patient_id", kind="stable")
     write_predictions(table, spec, run_dir / "predictions.csv")
     table, _ = read_predictions(run_dir / "predictions.csv")  # score exactly what `mil evaluate` will read
     run.emit("metrics", n_bootstrap=evaluate.n_bootstrap)
@@ -269,10 +322,42 @@ def _score(
     metrics["cohort"] = _cohort_record(cohort, split)
     records, comparison, compared = write_baselines(run_dir, baselines, table, run.task, evaluate)
     metrics["baselines"], metrics["comparison"] = jsonable(records), jsonable(comparison)
+    if run.covariates is not None:
+        metrics["covariates"] = jsonable(_three_models(run_dir, fitted, table, baselines, run))
     write_metrics(metrics, run_dir / "metrics.json")
     plots = write_plots(table, spec, run_dir / "plots") + compared
     _left_out_table(cohort, split).to_csv(run_dir / "left_out.csv", index=False)
     return metrics, plots
+
+
+def _three_models(
+    run_dir: Path,
+    fitted: list[_FoldResult],
+    fused: pd.DataFrame,
+    baselines: list[BaselineRun],
+    run: _Training,
+) -> dict[str, Any]:
+    """metrics.json `covariates`: covariates only vs image only vs fused on the same patients and folds."""
+    from mil.evaluate.compare import model_comparison
+    from mil.evaluate.predictions import read_predictions, write_predictions
+
+    spec = run.cohort.spec
+    frames = [f.image_only for f in fitted]
+    image = pd.concat(frames, ignore_index=True).sort_values("patient_id", kind="stable")
+    path = run_dir / "image_only" / "predictions.csv"
+    write_predictions(image, spec, path)
+    tables = {"image_only": read_predictions(path)[0], "fused": fused}
+    covariates_only = next(b for b in baselines if b.name == "covariates")
+    if covariates_only.table is not None:
+        path = run_dir / "baselines" / "covariates" / "predictions.csv"
+        tables["covariates_only"] = read_predictions(path)[0]
+    block = model_comparison(tables, spec, run.evaluate)
+    block["columns"] = run.covariates.columns
+    block["kinds"] = run.covariates.kinds
+    block["source"] = run.covariates.source
+    if covariates_only.table is None:
+        block["covariates_only_skipped"] = covariates_only.record.get("reason")
+    return block
 
 
 def _splits(cohort: Cohort, strata: np.ndarray, config: TrainConfig, path: Path | None) -> Splits:
