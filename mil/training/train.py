@@ -247,7 +247,7 @@ def _run_fold(run: _Training, fold: Fold, run_dir: Path) -> _FoldResult:
     """Fit one fold (twice with covariates: image only, then fused), predict its test patients, write its
     checkpoint and history."""
     t0 = time.perf_counter()
-    config, task, data, cohort, emit = run.config, run.task, run.data, run.cohort, run.emit
+    config, data, cohort, emit = run.config, run.data, run.cohort, run.emit
     position = {p: i for i, p in enumerate(cohort.patients)}
     tr, va, te = (np.array([position[p] for p in part]) for part in (fold.train, fold.val, fold.test))
     emit("fold_start", fold=fold.index, name=fold.name, n_train=len(tr), n_val=len(va), n_test=len(te),
