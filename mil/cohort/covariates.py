@@ -94,7 +94,8 @@ def read_covariates(
         if parsed[filled].all() and expected != "categorical":
             values[col], found[col] = numbers.astype(float), "numeric"
         elif not parsed[filled].any() or expected == "categorical":
-            values[col], found[col] = text.where(filled).astype(object), "categorical"
+            words = [str(v) if f else None for v, f in zip(text, filled, strict=True)]
+            values[col], found[col] = pd.Series(words, index=picked.index, dtype=object), "categorical"
         else:
             bad = [
                 (i, v) for i, (v, ok, f) in enumerate(zip(text, parsed, filled, strict=True)) if f and not ok
@@ -186,8 +187,10 @@ class CovariateEncoder:
                 sd = c["sd"] if c["sd"] > MIN_SD else 1.0
                 blocks.append(((x - c["mean"]) / sd)[:, None])
             else:
-                x = column.where(~column.isna(), c["mode"]).to_numpy(object)
-                onehot = np.stack([x == v for v in c["categories"]], axis=1).astype(float)
+                x = np.array([c["mode"] if m else v for v, m in zip(column, missing, strict=True)], object)
+                onehot = np.zeros((len(x), len(c["categories"])))
+                for j, v in enumerate(c["categories"]):
+                    onehot[:, j] = x == v
                 unseen = ~onehot.any(axis=1) & ~missing
                 if unseen.any():
                     ids = [patients[i] for i in np.flatnonzero(unseen)]

@@ -1,0 +1,170 @@
+"""`mil train --covariates`: three models on the same folds (covariates only, image only, fused), compared with
+paired CIs; fold statistics from the fold's training patients only, saved and applied by `mil predict`; bad
+covariates are one line before training; survival gets its c-index for the three."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from features.core.errors import InputError
+from mil.cli import app, main
+from mil.cohort.covariates import CovariateEncoder, read_covariates
+from mil.cohort.labels import read_labels
+from mil.cohort.splits import load_splits
+from mil.config import EvaluateConfig, TrainConfig
+from mil.evaluate.predictions import read_predictions
+from mil.training.predict import predict
+from mil.training.train import train_cv
+from tests.train_helpers import make_cohort, single_thread  # noqa: F401
+
+FAST = dict(folds=3, epochs=3, batch_size=8, device="cpu", head="abmil", baselines=[])
+EVAL = EvaluateConfig(n_bootstrap=50, seed=2)
+runner = CliRunner()
+
+
+def add_covariates(labels, seed: int = 0) -> None:
+    """Age tied to the diagnosis (AML older), sex at random, one patient without an age: per patient."""
+    table = pd.read_csv(labels, dtype=str)
+    rng = np.random.default_rng(seed)
+    first = table.drop_duplicates("patient_id").set_index("patient_id")
+    age = {p: round(55 + 15 * (d == "AML") + rng.normal(0, 8)) for p, d in first["diagnosis"].items()}
+    sex = {p: rng.choice(["M", "F"]) for p in first.index}
+    age[first.index[4]] = None
+    table["age"] = table["patient_id"].map(age)
+    table["sex"] = table["patient_id"].map(sex)
+    table.to_csv(labels, index=False)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    bags, labels = make_cohort(tmp_path_factory.mktemp("cov"), n_patients=45, n_instances=(10, 20))
+    add_covariates(labels)
+    return bags, labels
+
+
+@pytest.fixture(scope="module")
+def run(cohort, tmp_path_factory):
+    bags, labels = cohort
+    out = tmp_path_factory.mktemp("runs") / "run"
+    config = TrainConfig(target="apl_aml_healthy", covariates=["age,sex"], **FAST)
+    return out, train_cv(bags, labels, config, out, evaluate=EVAL)
+
+
+def test_three_models_on_the_same_patients_and_folds(run):
+    out, summary = run
+    fused, _ = read_predictions(out / "predictions.csv")
+    image, _ = read_predictions(out / "image_only" / "predictions.csv")
+    covariates, _ = read_predictions(out / "baselines" / "covariates" / "predictions.csv")
+    for other in (image, covariates):
+        pd.testing.assert_series_equal(fused["patient_id"], other["patient_id"])
+        np.testing.assert_array_equal(fused["fold"], other["fold"])
+    prob = [c for c in fused.columns if c.startswith("prob_")]
+    assert not np.allclose(fused[prob], image[prob])  # the fused model is not the image one renamed
+    block = json.loads((out / "metrics.json").read_text())["covariates"]
+    assert block == summary.covariates
+    assert list(block["models"]) == ["covariates_only", "image_only", "fused"]
+    assert set(block["differences"]) == {
+        "fused - covariates_only",
+        "fused - image_only",
+        "image_only - covariates_only",
+    }
+    metrics = json.loads((out / "metrics.json").read_text())
+    # each model's estimate is its own table's pooled metric; the difference is the difference of estimates
+    assert block["models"]["fused"]["estimate"] == pytest.approx(metrics["pooled"]["macro_auc"]["estimate"])
+    d = block["differences"]["fused - image_only"]
+    assert d["difference"]["estimate"] == pytest.approx(d["fused"]["estimate"] - d["image_only"]["estimate"])
+    assert d["difference"]["low"] <= d["difference"]["estimate"] <= d["difference"]["high"]
+    assert block["kinds"] == {"age": "numeric", "sex": "categorical"}
+
+
+def test_fold_statistics_come_from_the_folds_training_patients_only(run, cohort):
+    out, _ = run
+    _, labels = cohort
+    table = read_labels(labels)
+    patients = read_predictions(out / "predictions.csv")[0]["patient_id"].tolist()
+    split = load_splits(out / "splits.json", patients)
+    covariates = read_covariates(["age", "sex"], table, str(labels), patients)
+    ages = covariates.values["age"]
+    for fold in split.folds:
+        saved = json.loads((out / "folds" / str(fold.index) / "covariates.json").read_text())
+        training = [*fold.train, *fold.val]
+        assert saved == CovariateEncoder.fit(covariates, training).to_dict()
+        age = saved["columns"][0]
+        assert age["median"] == float(np.median(ages[training].dropna()))
+        # poisoning the test patients' ages changes nothing in this fold's statistics
+        poisoned = table.copy()
+        poisoned.loc[poisoned["patient_id"].isin(fold.test), "age"] = "999"
+        again = read_covariates(["age", "sex"], poisoned, str(labels), patients)
+        assert CovariateEncoder.fit(again, training).to_dict() == saved
+
+
+def test_predict_applies_the_saved_encoding_and_refuses_a_missing_column(run, cohort, tmp_path):
+    out, _ = run
+    bags, labels = cohort
+    first = predict(out, bags, tmp_path / "p.csv", labels=labels)
+    table = pd.read_csv(labels, dtype=str)
+    patient = table["patient_id"].iloc[0]
+    table.loc[table["patient_id"] == patient, "age"] = "95"
+    table.to_csv(tmp_path / "older.csv", index=False)
+    second = predict(out, bags, tmp_path / "p2.csv", labels=tmp_path / "older.csv")
+    a, b = pd.read_csv(first), pd.read_csv(second)
+    prob = [c for c in a.columns if c.startswith("prob_")]
+    changed = ~np.isclose(a[prob], b[prob]).all(axis=1)
+    assert changed.tolist() == (a["patient_id"] == patient).tolist()  # that patient only
+    clinical = table[["patient_id", "sex"]].drop_duplicates("patient_id")
+    clinical.to_csv(tmp_path / "clinical.csv", index=False)
+    with pytest.raises(
+        InputError, match=r"clinical.csv: covariate column 'age' not found.*trained with covariates"
+    ):
+        predict(out, bags, tmp_path / "p3.csv", clinical=tmp_path / "clinical.csv")
+    with pytest.raises(InputError, match="pass --clinical"):
+        predict(out, bags, tmp_path / "p4.csv")
+    clinical = table[["patient_id", "age", "sex"]].drop_duplicates("patient_id").copy()
+    clinical.loc[clinical.index[0], "sex"] = "unknown"
+    clinical.to_csv(tmp_path / "clinical2.csv", index=False)
+    said: list[str] = []
+    predict(out, bags, tmp_path / "p5.csv", clinical=tmp_path / "clinical2.csv", warn=said.append)
+    assert len(said) == 1 and "category 'unknown' not seen in training" in said[0]
+
+
+def test_the_cli_prints_the_three_models_and_bad_covariates_are_one_line(cohort, tmp_path, capsys):
+    bags, labels = cohort
+    args = ["train", "--bags", str(bags), "--labels", str(labels), "--target", "apl_aml_healthy", "--folds", "3",
+            "--epochs", "2", "--device", "cpu", "--baselines", "none", "--set", "evaluate.n_bootstrap=20"]  # fmt: skip
+    result = runner.invoke(
+        app, [*args, "--covariates", "age,sex", "-o", str(tmp_path / "r")], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.output
+    assert "covariates (age, sex)" in result.output and "fused - covariates only" in result.output
+    assert "what the smear adds beyond the covariates" in result.output
+    table = pd.read_csv(labels, dtype=str)
+    used = table["patient_id"][table["apl_aml_healthy"].notna()].iloc[3]
+    table.loc[table["patient_id"] == used, "age"] = "old"
+    table["hb"] = ""
+    table.to_csv(tmp_path / "bad.csv", index=False)
+    for extra, says in (
+        (["--covariates", "agee"], "covariate column 'agee' not found"),
+        (["--labels", str(tmp_path / "bad.csv"), "--covariates", "age"], "is numeric but 1 patient(s) hold"),
+        (["--labels", str(tmp_path / "bad.csv"), "--covariates", "hb"], "'hb' is empty for all 27 patients"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main([*args, *extra, "-o", str(tmp_path / "bad")])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and len(err.splitlines()) == 1
+        assert not (tmp_path / "bad").exists()
+
+
+def test_survival_runs_compare_the_three_on_the_c_index(cohort, tmp_path):
+    bags, labels = cohort
+    config = TrainConfig(time_col="os_months", event_col="os_event", covariates=["age", "sex"], **FAST)
+    train_cv(bags, labels, config, tmp_path / "s", evaluate=EVAL)
+    block = json.loads((tmp_path / "s" / "metrics.json").read_text())["covariates"]
+    assert block["metric"] == "c_index"
+    assert set(block["models"]) == {"covariates_only", "image_only", "fused"}
+    assert all(0 <= m["estimate"] <= 1 for m in block["models"].values())
