@@ -32,6 +32,7 @@ from mil.explain.gallery import Section, montage, read_cells
 from mil.report import html as H
 from mil.report.sections import (
     comparison_section,
+    covariates_section,
     figures_section,
     metrics_section,
     predictions_section,
@@ -89,6 +90,7 @@ def report(
     sections = [
         metrics_section(metrics),
         comparison_section(Path(run), metrics, ex.head_name),
+        covariates_section(metrics),
         figures_section(ex.predictions, ex.spec),
         predictions_section(ex.predictions, ex.spec, cohort.shown_as),
         _gallery_section(ex, galleries, images, config),

@@ -72,6 +72,33 @@ def comparison_section(run: Path, metrics: dict | None, head_name: str) -> str:
     return section("baselines", title, body)
 
 
+def covariates_section(metrics: dict | None) -> str:
+    """Covariates only vs image only vs fused (metrics.json `covariates`): each model's pooled headline
+    metric and the paired differences, so a reader sees what the smear adds beyond the numbers. Empty for a
+    run without covariates."""
+    block = (metrics or {}).get("covariates")
+    if not block:
+        return ""
+    columns = ", ".join(block["columns"])
+    body = note(
+        f"Clinical covariates ({columns}, from {block['source']}) beside the bag. Three models on the same "
+        "folds and patients: the covariates alone (regularised linear model, C by inner CV), the image alone "
+        "(the head without covariates, same seeds) and fused (the head with a covariate embedding joined to "
+        "its pooled bag embedding: the run's model). Covariates were imputed and standardised with each "
+        "fold's training patients only. Differences are paired bootstrap CIs on the same patient resamples "
+        f"({metrics['n_bootstrap']} draws); one that includes 0 shows no evidence either way."
+    )
+    rows = [[name.replace("_", " "), *ci_cells(ci), ""] for name, ci in block["models"].items()]
+    rows += [
+        [name.replace("_", " "), *ci_cells(c["difference"]), c["says"]]
+        for name, c in block["differences"].items()
+    ]
+    body += table(["model / difference", block["metric"], "95% CI", "what it says"], rows)
+    if block.get("covariates_only_skipped"):
+        body += note(f"covariates only did not run: {block['covariates_only_skipped']}")
+    return section("covariates", "Covariates only vs image only vs fused", body)
+
+
 def _png(figure) -> bytes:
     import io
 

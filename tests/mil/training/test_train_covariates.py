@@ -168,3 +168,16 @@ def test_survival_runs_compare_the_three_on_the_c_index(cohort, tmp_path):
     assert block["metric"] == "c_index"
     assert set(block["models"]) == {"covariates_only", "image_only", "fused"}
     assert all(0 <= m["estimate"] <= 1 for m in block["models"].values())
+
+
+def test_the_report_shows_the_three_models_and_nothing_without_covariates(run):
+    from mil.report.sections import covariates_section
+
+    out, _ = run
+    metrics = json.loads((out / "metrics.json").read_text())
+    html = covariates_section(metrics)
+    for text in ("covariates only", "image only", "fused - covariates only", "what the smear adds beyond"):
+        assert text in html
+    fused = metrics["covariates"]["models"]["fused"]["estimate"]
+    assert f"{fused:.3f}" in html
+    assert covariates_section({k: v for k, v in metrics.items() if k != "covariates"}) == ""
