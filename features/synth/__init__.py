@@ -27,6 +27,10 @@ Output layout (OUT):
     truth/cells/<patient_id>.csv       file, cell_type, diagnostic, defines, nucleated, diameter_um
     truth/slides/<slide_id>.csv        x, y (level-0 px centre), cell_type, diagnostic, defines, nucleated,
                                        region, diameter_um; red cells and platelets are rows with nucleated 0
+    clinical.csv                       patient_id, wbc (G/L), hemoglobin (g/dL), platelets (G/L), age, sex: one
+                                       row per patient, drawn per diagnosis with overlap, ~3% of counts empty
+                                       (features.synth.clinical; `mil train --clinical clinical.csv
+                                       --covariates wbc,hemoglobin,platelets,age,sex`)
     cohort.json                        config, seed, version, site stains, per-patient composition, survival
     contact_sheet.png                  with contact_sheet=True
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from features.core.errors import ConfigError
 from features.core.outputs import check_output_folder, staged_dir, swap_in
+from features.synth.clinical import write_clinical
 from features.synth.cohort import DEFINES, DISEASE, LABEL_COLUMNS, Patient, build_cohort, labels_row
 from features.synth.config import SynthConfig
 from features.synth.contact_sheet import write_contact_sheet
@@ -156,6 +157,8 @@ def _write_tables(
             rows.append(labels_row(p, p.patient_id))
         rows.extend(labels_row(p, s.slide_id) for s in slides_of.get(p.patient_id, []))
     write_csv(tmp / "labels.csv", LABEL_COLUMNS, [[r[c] for c in LABEL_COLUMNS] for r in rows])
+    # its own file and random stream (features.synth.clinical): labels.csv and cohort.json are unchanged by it
+    write_clinical(tmp / "clinical.csv", patients, config.seed)
     meta = {
         "generator": GENERATOR,
         "synth_version": SYNTH_VERSION,

@@ -35,6 +35,7 @@ def cohort(tmp_path_factory) -> Path:
 def test_layout_and_labels(cohort):
     assert sorted(p.name for p in cohort.iterdir()) == [
         "cells",
+        "clinical.csv",
         "cohort.json",
         "labels.csv",
         "slides",
