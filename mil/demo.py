@@ -68,11 +68,13 @@ def _verdicts(summary: Any) -> str:
 
 
 def _three_models(summary: Any) -> str:
-    """"; covariates only 0.80, image only 0.90, fused 0.95 (macro_auc)" where the run had covariates."""
+    """ "; covariates only 0.80, image only 0.90, fused 0.95 (macro_auc)" where the run had covariates."""
     block = summary.covariates
     if not block:
         return ""
-    models = ", ".join(f"{name.replace('_', ' ')} {ci['estimate']:.3f}" for name, ci in block["models"].items())
+    models = ", ".join(
+        f"{name.replace('_', ' ')} {ci['estimate']:.3f}" for name, ci in block["models"].items()
+    )
     return f"; {models} ({block['metric']})"
 
 
@@ -157,7 +159,9 @@ class _Demo:
                 evaluate=config.evaluate,
                 clinical=self.cohort / "clinical.csv",
             ),
-            lambda r: f"5-fold {train_config.head}: pooled {r.headline}{_three_models(r)}{_verdicts(r)} -> {run}",
+            lambda r: (
+                f"5-fold {train_config.head}: pooled {r.headline}{_three_models(r)}{_verdicts(r)} -> {run}"
+            ),
         )
         self.result.metrics = dict(run_summary.pooled)
         self.stage(

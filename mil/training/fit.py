@@ -126,6 +126,9 @@ class FitSetup:
     seed: int
     fold: int = 0
     progress: Progress | None = None
+    # Score the model as handed in (epoch 0) and keep it unless an epoch beats it on validation: for a model
+    # that starts from a fitted one (the fused head starts from the fold's image-only head).
+    keep_start: bool = False
 
 
 def fit_fold(
@@ -149,6 +152,10 @@ def fit_fold(
     lower_is_better = config.monitor == "loss"
     best = FoldFit(best_epoch=0, best_score=math.inf if lower_is_better else -math.inf)
     best_state: dict[str, Tensor] = {}
+    if setup.keep_start:
+        best.best_score = _monitored(EpochLog(0, 0.0, *_validate(model, task, bags, val_idx, config, device)),
+                                     task, config, setup.fold)  # fmt: skip
+        best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     for epoch in range(1, config.epochs + 1):
         batches = train_batches(
             bags,

@@ -25,6 +25,7 @@ Per-fold seeds are `seed * 1000 + fold`, so folds differ from each other and a r
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import time
@@ -257,9 +258,11 @@ def _run_fold(run: _Training, fold: Fold, run_dir: Path) -> _FoldResult:
         # the fold's training side (train + validation, never test), as the covariates-only model's
         encoder = CovariateEncoder.fit(run.covariates, [*fold.train, *fold.val])
         design, _ = encoder.transform(run.covariates, cohort.patients)
-        _, image_only, _ = _fit_model(run, fold, data, tr, va, te)
+        image_model, image_only, _ = _fit_model(run, fold, data, tr, va, te)
         data = replace(data, covariates=torch.from_numpy(design))
-    model, frame, fit = _fit_model(run, fold, data, tr, va, te)
+        model, frame, fit = _fit_model(run, fold, data, tr, va, te, start=image_model)
+    else:
+        model, frame, fit = _fit_model(run, fold, data, tr, va, te)
     fold_dir = run_dir / "folds" / str(fold.index)
     save_checkpoint(
         fold_dir / "model.pt", model, head_name=config.head, model_params=config.model_params, in_dim=data.dim,
@@ -278,25 +281,38 @@ def _run_fold(run: _Training, fold: Fold, run_dir: Path) -> _FoldResult:
 
 
 def _fit_model(
-    run: _Training, fold: Fold, data: BagSet, tr: np.ndarray, va: np.ndarray, te: np.ndarray
+    run: _Training,
+    fold: Fold,
+    data: BagSet,
+    tr: np.ndarray,
+    va: np.ndarray,
+    te: np.ndarray,
+    start: torch.nn.Module | None = None,
 ) -> tuple[torch.nn.Module, pd.DataFrame, Any]:
-    """One head fitted on the fold from the fold's seed (fused when `data` carries covariates); its test table."""
+    """One head fitted on the fold from the fold's seed; its test table. With covariates in `data` the head is
+    fused, starting from `start` (the fold's fitted image-only head): the fused model begins as that head
+    exactly (`FusedHead` starts at zero) and keeps it unless an epoch with covariates does better on the
+    validation patients, so the covariates' fast-learning path cannot swamp a slower image signal."""
     from mil.heads import create_head
     from mil.training.standardize import StandardizedHead, training_statistics
 
     config, task, device = run.config, run.task, run.device
     seed = config.seed * 1000 + fold.index
     with seeded(seed, device):
-        model = create_head(config.head, data.dim, task.n_outputs, **config.model_params)
-        if config.standardize:
-            model = StandardizedHead(
-                model, *training_statistics(data.features, data.offsets, torch.as_tensor(tr))
-            )
+        if start is None:
+            model = create_head(config.head, data.dim, task.n_outputs, **config.model_params)
+            if config.standardize:
+                model = StandardizedHead(
+                    model, *training_statistics(data.features, data.offsets, torch.as_tensor(tr))
+                )
+        else:
+            model = copy.deepcopy(start)
         if data.covariates is not None:
             from mil.heads.fused import FusedHead
 
             model = FusedHead(model, data.covariates.shape[1])
-        fit = fit_fold(model, task, data, tr, va, config, FitSetup(device, seed, fold.index, run.progress))
+        setup = FitSetup(device, seed, fold.index, run.progress, keep_start=start is not None)
+        fit = fit_fold(model, task, data, tr, va, config, setup)
     out_test = task.outputs(infer(model, data, te, device, eval_batch_instances(config, device))).numpy()
     fit.test_metric = task.metric(run.cohort.y[te], out_test)
     return model, task.frame(fold.test, fold.index, run.cohort.y[te], out_test), fit

@@ -201,12 +201,17 @@ def test_mil_list_heads_shows_every_head_with_its_summary() -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_fused_head_keeps_the_image_part_and_uses_the_covariates(name: str) -> None:
+@pytest.mark.parametrize("join_pooled", [False, True])
+def test_fused_head_keeps_the_image_part_and_uses_the_covariates(name: str, join_pooled: bool) -> None:
     from mil.heads.fused import FusedHead
 
     head = make(name)
     torch.manual_seed(1)
-    fused = FusedHead(head, n_covariates=4).eval()
+    fused = FusedHead(head, n_covariates=4, join_pooled=join_pooled).eval()
+    out = head(*pad_bags([torch.randn(3, IN_DIM)], width=3))
+    assert fused.fusion.in_features == 4 + fused.embed[0].out_features + (
+        out.pooled.shape[1] if join_pooled else 0
+    )
     g = torch.Generator().manual_seed(2)
     bags = [torch.randn(n, IN_DIM, generator=g) for n in (6, 1, 15)]
     x, mask = pad_bags(bags, width=17)
