@@ -12,7 +12,9 @@ only (so, given y, they carry independent evidence):
 
 Cohorts: `both` (image and count each informative, neither perfect), `image` (the covariates carry nothing),
 `covariates` (the cells carry nothing), `synth_clinical` (APL vs AML with the blood counts, age and sex that
-`mil synth` draws for them, `features.synth.clinical`, and a weak image signal). Every model runs inside one
+`mil synth` draws for them, `features.synth.clinical`, and a weak image signal), `survival` (a Cox task:
+hazard exp(0.9 y + 0.7 z_age) with y shown by the cells as above and age = 60 + 12 z_age; 75 % events;
+the metric is the c-index). Every model runs inside one
 `mil train` on the same folds: covariates only = ridge logistic (C by inner CV), image only = abmil without
 covariates, fused = abmil + `FusedHead`; pooled out-of-fold AUC. Acceptance (#15): fused >= max(covariates
 only, image only) - 0.01 on every cohort (mean over seeds), better where both carry signal.
@@ -42,6 +44,7 @@ COHORTS = {  # name: (image witness share, covariate strength)
     "image": (0.12, 0.0),
     "covariates": (0.0, 1.2),
     "synth_clinical": (0.08, None),
+    "survival": (0.12, 0.7),
 }
 COVARIATES = {
     "synth_clinical": ["wbc", "hemoglobin", "platelets", "age", "sex"],
@@ -76,7 +79,15 @@ def write_cohort(root: Path, name: str, patients: int, seed: int) -> tuple[Path,
         )
         store.write(Bag(x, coords=rng.integers(0, 10_000, size=(n, 2))), meta)
         row = {"patient_id": pid, "slide_id": pid, "label": str(y[i])}
-        if strength is not None:
+        if name == "survival":
+            z_age = rng.normal()
+            row["age"] = int(60 + 12 * z_age)
+            row["sex"] = "M" if rng.random() < 0.5 else "F"
+            row["os_months"] = round(
+                float(rng.exponential(24 * np.exp(-(0.9 * y[i] + strength * z_age)))) + 0.1, 1
+            )
+            row["os_event"] = int(rng.random() < 0.75)
+        elif strength is not None:
             count = strength * y[i] + rng.normal()
             row["count"] = "" if rng.random() < 0.05 else round(float(count), 3)
             row["age"] = int(rng.normal(60, 12))
@@ -86,7 +97,8 @@ def write_cohort(root: Path, name: str, patients: int, seed: int) -> tuple[Path,
     if strength is None:
         labels = labels.merge(clinical, on="patient_id")
     labels.to_csv(root / "labels.csv", index=False)
-    return root / "bags", root / "labels.csv", COVARIATES.get(name, ["count", "age", "sex"])
+    default = ["age", "sex"] if name == "survival" else ["count", "age", "sex"]
+    return root / "bags", root / "labels.csv", COVARIATES.get(name, default)
 
 
 def run_one(name: str, seed: int, patients: int, epochs: int) -> dict:
@@ -98,8 +110,9 @@ def run_one(name: str, seed: int, patients: int, epochs: int) -> dict:
     torch.set_num_threads(1)
     root = BENCH_DIR / "covariates" / f"{name}_{seed}"
     bags, labels, covariates = write_cohort(root, name, patients, seed)
+    task = dict(time_col="os_months", event_col="os_event") if name == "survival" else dict(target="label")
     config = TrainConfig(
-        target="label", head="abmil", folds=5, epochs=epochs, patience=10, batch_size=16, device="cpu",
+        **task, head="abmil", folds=5, epochs=epochs, patience=10, batch_size=16, device="cpu",
         seed=seed, covariates=covariates, baselines=[],
     )  # fmt: skip
     started = time.perf_counter()
