@@ -10,6 +10,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from features.core.errors import MilError
 
@@ -80,5 +81,6 @@ def main(argv: list[str] | None = None) -> None:
     except MilError as exc:
         if debug:
             raise
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        # escaped: a message may hold brackets (a file `scan[1].svs`, `pip install -e '.[ray]'`), not markup
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_USAGE)

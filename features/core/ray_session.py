@@ -1,0 +1,89 @@
+"""Ray for the optional `--engine ray`: join a cluster, or start one on this machine, and stop what we started.
+
+Ray is an optional extra (`pip install -e '.[ray]'`); asking for the engine without it is one line that says
+how to install it. Nothing here imports Ray at module level, so the local engine never needs it.
+
+Started here (no address), Ray binds to the loopback interface only: `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`,
+set before Ray is first imported, makes Ray take 127.0.0.1 as this node's address (Ray's own switch for
+single-machine use), so a local run opens no port to the network. A session that joins a cluster
+(`address="auto"` on a node of a `ray start` cluster, or `ray://HOST:PORT`) keeps Ray's normal addressing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from features.core.errors import ConfigError, InputError
+
+INSTALL_HINT = "pip install 'mil[ray]' (from a checkout: pip install -e '.[ray]')"
+
+
+def require_ray() -> Any:
+    """The `ray` module, or one line saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401 - the extraction engine needs Ray Data, part of the extra
+    except ImportError as exc:
+        raise ConfigError(
+            f"--engine ray needs Ray, which is not installed here ({exc}): {INSTALL_HINT}"
+        ) from None
+    return ray
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """What the session sees: logical CPUs and GPUs of the whole cluster, and whether we started it."""
+
+    cpus: float
+    gpus: float
+    address: str  # "local" when started here
+    started: bool
+
+    def describe(self) -> str:
+        where = "started on this machine" if self.address == "local" else f"at {self.address}"
+        return f"Ray {where}: {self.cpus:g} CPU(s), {self.gpus:g} GPU(s)"
+
+
+@contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[Cluster]:
+    """A Ray session for one run. An already initialised Ray (a notebook, the tests) is used as it is and
+    left running; otherwise Ray is started locally (`address` None; `num_cpus` logical CPUs, default all)
+    or joined at `address`, and shut down (or disconnected) at the end, whatever happens in between."""
+    if address is None and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only; see the docstring
+    ray = require_ray()
+    started = False
+    if not ray.is_initialized():
+        quiet: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+        try:
+            if address is None:
+                # "local" starts a new instance even when RAY_ADDRESS names a cluster: no --address, no cluster
+                ray.init(address="local", num_cpus=num_cpus, **quiet)
+            else:
+                ray.init(address=address, **quiet)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            where = address or "this machine"
+            raise InputError(
+                f"--address {where}: cannot start or reach Ray ({' '.join(str(exc).split())[:300]}); on a cluster "
+                "run `ray start --head` on one node and `ray start --address HEAD:6379` on the others"
+            ) from None
+        started = True
+    try:
+        resources = ray.cluster_resources()
+        yield Cluster(
+            cpus=float(resources.get("CPU", 0)),
+            gpus=float(resources.get("GPU", 0)),
+            address="local" if address is None and started else (address or "initialised"),
+            started=started,
+        )
+    finally:
+        if started:
+            ray.shutdown()
+
+
+__all__ = ["INSTALL_HINT", "Cluster", "ray_session", "require_ray"]
