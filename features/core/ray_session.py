@@ -35,6 +35,21 @@ def require_ray() -> Any:
     return ray
 
 
+ENGINES = ("local", "ray")
+
+
+def engine_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The Ray options given (not None) for engine `name`; an unknown engine, or Ray options (flags such as
+    --address, --loaders) without `--engine ray`, are refused rather than ignored."""
+    given = {k: v for k, v in options.items() if v is not None}
+    if name not in ENGINES:
+        raise ConfigError(f"--engine {name!r}: choose one of {', '.join(ENGINES)}")
+    if name == "local" and given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ConfigError(f"{flags}: Ray options; add --engine ray (or drop them for the local engine)")
+    return given
+
+
 @dataclass(frozen=True)
 class Cluster:
     """What the session sees: logical CPUs and GPUs of the whole cluster, and whether we started it."""
@@ -86,4 +101,4 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
             ray.shutdown()
 
 
-__all__ = ["INSTALL_HINT", "Cluster", "ray_session", "require_ray"]
+__all__ = ["ENGINES", "INSTALL_HINT", "Cluster", "engine_options", "ray_session", "require_ray"]

@@ -7,6 +7,6 @@ bag is. `LocalEngine` (the default) runs loader processes on this machine feedin
 `RayEngine` (`features.pipeline.engines.ray_extract`, the optional `[ray]` extra) runs a Ray Data pipeline.
 """
 
-from features.pipeline.engines.base import ENGINES, EncodeRun, ExtractEngine, LocalEngine, create_engine
+from features.pipeline.engines.base import EncodeRun, ExtractEngine, LocalEngine, create_engine
 
-__all__ = ["ENGINES", "EncodeRun", "ExtractEngine", "LocalEngine", "create_engine"]
+__all__ = ["EncodeRun", "ExtractEngine", "LocalEngine", "create_engine"]

@@ -66,22 +66,13 @@ class LocalEngine:
         return {"name": self.name}
 
 
-ENGINES = ("local", "ray")
-
-
 def create_engine(name: str, **ray_options: Any) -> ExtractEngine:
-    """`local`, or `ray` with `RayOptions` fields (address, loaders, encoders, gpus_per_encoder, num_cpus);
-    Ray options without the Ray engine are refused rather than ignored."""
-    from features.core.errors import ConfigError
+    """`local`, or `ray` with `RayOptions` fields (address, loaders, encoders, gpus_per_encoder, num_cpus)."""
+    from features.core.ray_session import engine_options
 
-    given = {k: v for k, v in ray_options.items() if v is not None}
+    given = engine_options(name, ray_options)
     if name == "local":
-        if given:
-            flags = ", ".join("--" + k.replace("_", "-") for k in given)
-            raise ConfigError(f"{flags}: Ray options; add --engine ray (or drop them for the local engine)")
         return LocalEngine()
-    if name == "ray":
-        from features.pipeline.engines.ray_extract import RayEngine, RayOptions
+    from features.pipeline.engines.ray_extract import RayEngine, RayOptions
 
-        return RayEngine(RayOptions(**given))
-    raise ConfigError(f"--engine {name!r}: choose one of {', '.join(ENGINES)}")
+    return RayEngine(RayOptions(**given))

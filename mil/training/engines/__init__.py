@@ -12,13 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
-from features.core.errors import ConfigError
+from features.core.ray_session import engine_options
 
 # fit(inputs, job, progress) -> result; progress(event, **info) or None. A module-level function, so another
 # process can import it by name.
 JobFn = Callable[[Any, Any, Callable[..., None] | None], Any]
-
-ENGINES = ("local", "ray")
 
 
 class FoldEngine(Protocol):
@@ -51,19 +49,13 @@ class LocalFoldEngine:
 
 
 def create_fold_engine(name: str, **ray_options: Any) -> FoldEngine:
-    """`local`, or `ray` with `RayFoldOptions` fields (address, gpus_per_fold, cpus_per_fold, num_cpus); Ray
-    options without the Ray engine are refused rather than ignored."""
-    given = {k: v for k, v in ray_options.items() if v is not None}
+    """`local`, or `ray` with `RayFoldOptions` fields (address, gpus_per_fold, cpus_per_fold, num_cpus)."""
+    given = engine_options(name, ray_options)
     if name == "local":
-        if given:
-            flags = ", ".join("--" + k.replace("_", "-") for k in given)
-            raise ConfigError(f"{flags}: Ray options; add --engine ray (or drop them for the local engine)")
         return LocalFoldEngine()
-    if name == "ray":
-        from mil.training.engines.ray_folds import RayFoldEngine, RayFoldOptions
+    from mil.training.engines.ray_folds import RayFoldEngine, RayFoldOptions
 
-        return RayFoldEngine(RayFoldOptions(**given))
-    raise ConfigError(f"--engine {name!r}: choose one of {', '.join(ENGINES)}")
+    return RayFoldEngine(RayFoldOptions(**given))
 
 
-__all__ = ["ENGINES", "FoldEngine", "LocalFoldEngine", "create_fold_engine"]
+__all__ = ["FoldEngine", "LocalFoldEngine", "create_fold_engine"]
