@@ -23,8 +23,11 @@ from features.core.errors import ConfigError, InputError
 INSTALL_HINT = "pip install 'mil[ray]' (from a checkout: pip install -e '.[ray]')"
 
 
-def require_ray() -> Any:
-    """The `ray` module, or one line saying how to install it."""
+def require_ray(local: bool = False) -> Any:
+    """The `ray` module, or one line saying how to install it. `local`: Ray will be started here, so it is
+    first imported with loopback addressing (see the module docstring)."""
+    if local and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
         import ray.data  # noqa: F401 - the extraction engine needs Ray Data, part of the extra
@@ -56,11 +59,17 @@ class Cluster:
 
     cpus: float
     gpus: float
-    address: str  # "local" when started here
+    address: str  # as given, or "local"
     started: bool
+    node_ip: str  # this node's address in the cluster (127.0.0.1 for a Ray started here)
 
     def describe(self) -> str:
-        where = "started on this machine" if self.address == "local" else f"at {self.address}"
+        if not self.started:
+            where = f"already running in this process (node {self.node_ip})"
+        elif self.address == "local":
+            where = f"started on this machine ({self.node_ip})"
+        else:
+            where = f"at {self.address}"
         return f"Ray {where}: {self.cpus:g} CPU(s), {self.gpus:g} GPU(s)"
 
 
@@ -69,9 +78,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     """A Ray session for one run. An already initialised Ray (a notebook, the tests) is used as it is and
     left running; otherwise Ray is started locally (`address` None; `num_cpus` logical CPUs, default all)
     or joined at `address`, and shut down (or disconnected) at the end, whatever happens in between."""
-    if address is None and "ray" not in sys.modules:
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only; see the docstring
-    ray = require_ray()
+    ray = require_ray(local=address is None)
     started = False
     if not ray.is_initialized():
         quiet: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
@@ -93,8 +100,9 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         yield Cluster(
             cpus=float(resources.get("CPU", 0)),
             gpus=float(resources.get("GPU", 0)),
-            address="local" if address is None and started else (address or "initialised"),
+            address=address or "local",
             started=started,
+            node_ip=ray.util.get_node_ip_address(),
         )
     finally:
         if started:

@@ -64,8 +64,8 @@ class RayEngine:
     name = "ray"
 
     def __init__(self, options: RayOptions | None = None):
-        require_ray()  # no Ray installed: one line now, before any work
         self.options = options or RayOptions()
+        require_ray(local=self.options.address is None)  # no Ray installed: one line now, before any work
         self.plan: Plan | None = None
 
     def build_encoder(self, config: ExtractConfig) -> Any:

@@ -15,6 +15,7 @@ complete exactly when all of its positions 0..n-1 are in.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -43,10 +44,25 @@ def slide_rows(batch: dict[str, np.ndarray], job: SlideJob) -> Iterator[dict[str
     """The loader task: each slide of `batch` (one per task) -> batches of crop rows and control rows."""
     from threadpoolctl import threadpool_limits
 
+    _lower_priority()
     # One core per loader task: numpy's BLAS threads would otherwise spin on the cores the encoder needs.
     with threadpool_limits(1):
         for index in batch[SLIDE]:
             yield from _one_slide(job, int(index))
+
+
+_NICED: list[bool] = []  # per worker process (Ray reuses one for many tasks): lowered once
+
+
+def _lower_priority() -> None:
+    """Loader processes run 5 nice levels below the encoder, as the local engine's loader workers do
+    (`features.pipeline.loader`): on a node shared with other work, the encoder is not the one kept waiting."""
+    if not _NICED:
+        try:
+            os.nice(5)
+        except OSError:
+            pass
+        _NICED.append(True)
 
 
 def _one_slide(job: SlideJob, index: int) -> Iterator[dict[str, np.ndarray]]:

@@ -36,8 +36,8 @@ class RayFoldEngine:
     name = "ray"
 
     def __init__(self, options: RayFoldOptions | None = None):
-        require_ray()  # no Ray installed: one line now, before any bag is loaded
         self.options = options or RayFoldOptions()
+        require_ray(local=self.options.address is None)  # no Ray installed: one line now, before any work
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, **asdict(self.options)}
