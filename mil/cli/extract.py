@@ -181,7 +181,10 @@ def register(app: typer.Typer) -> None:
         engine: str = engine_option(),
         address: str = address_option(),
         loaders: int = typer.Option(
-            None, "--loaders", min=1, help="With --engine ray: loader tasks at once (default: the CPUs left)."
+            None,
+            "--loaders",
+            min=1,
+            help="With --engine ray: loader tasks at once (default: the cluster's CPUs left; --workers is the local engine's).",
         ),
         gpus_per_encoder: float = typer.Option(
             None,

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -96,12 +98,14 @@ class RayEngine:
                 "slide?) or its crops were lost; see the Ray logs (/tmp/ray/session_latest/logs on each node)"
             )
             try:
-                for batch in self._dataset(run, todo, plan).iter_batches(
-                    batch_size=None, batch_format="numpy"
-                ):
-                    collector.add(batch)
-                    if collector.stop:
-                        return True
+                with _pipeline_settings():
+                    batches = self._dataset(run, todo, plan).iter_batches(
+                        batch_size=None, batch_format="numpy"
+                    )
+                    for batch in batches:
+                        collector.add(batch)
+                        if collector.stop:
+                            return True
             except Exception as exc:  # noqa: BLE001 - the pipeline as a whole stopped: the slides left fail
                 first = " ".join(str(exc).split())[:300]
                 reason = f"not extracted: the Ray pipeline stopped ({type(exc).__name__}: {first})"
@@ -140,17 +144,12 @@ class RayEngine:
 
     def _dataset(self, run: EncodeRun, todo: list[SlideRef], plan: Plan) -> Any:
         import ray
-        from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
+        from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
         from features.pipeline.engines.ray_stages import SLIDE, EncoderActor, slide_rows
         from features.pipeline.slide_job import SlideJob
 
         _quiet_console()
-        ctx = DataContext.get_current()
-        ctx.enable_progress_bars = False  # progress is ours (the `emit` events), as with the local engine
-        ctx.print_on_execution_start = False
-        ctx.max_errored_blocks = -1  # a slide whose loader kept dying is dropped and reported, the rest go on
-        ctx.target_max_block_size = BLOCK_BYTES
         config, encoder = run.config, run.encoder
         job = SlideJob(todo, config, encoder.input_px, run.store)
         slides = ray.data.from_items([{SLIDE: i} for i in range(len(todo))], override_num_blocks=len(todo))
@@ -182,6 +181,30 @@ class RayEngine:
             num_cpus=1,
             num_gpus=plan.gpus_per_encoder or None,
         )
+
+
+# Ray Data settings for the run (restored afterwards: a notebook's own datasets keep theirs).
+PIPELINE_SETTINGS = {
+    "enable_progress_bars": False,  # progress is ours (the `emit` events), as with the local engine
+    "print_on_execution_start": False,
+    "max_errored_blocks": -1,  # a slide whose loader kept dying is dropped and reported, the rest go on
+    "target_max_block_size": BLOCK_BYTES,
+}
+
+
+@contextmanager
+def _pipeline_settings() -> Iterator[None]:
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    saved = {name: getattr(ctx, name) for name in PIPELINE_SETTINGS}
+    for name, value in PIPELINE_SETTINGS.items():
+        setattr(ctx, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(ctx, name, value)
 
 
 def _quiet_console() -> None:

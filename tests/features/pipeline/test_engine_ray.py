@@ -119,6 +119,25 @@ def test_cell_folders_same_as_local(cohort, local_stores, tmp_path):
     assert_same_store(store, local_stores["cells"])
 
 
+def test_fields_with_a_bad_field_same_as_local(tmp_path):
+    """Microscope fields: one bag per patient, a corrupt field left out with its notice, as locally."""
+    from features.synth import SynthConfig, generate_cohort
+
+    cohort = tmp_path / "cohort"
+    generate_cohort(
+        cohort, SynthConfig(patients=2, sites=1, seed=8, layout="fields", fields_per_patient=3, field_px=480)
+    )
+    bad = next((cohort / "fields").iterdir()) / "zz_corrupt.jpg"
+    bad.write_bytes(b"not a jpeg")
+    local = extract(cohort / "fields", tmp_path / "local.zarr", CFG)
+    remote = extract(cohort / "fields", tmp_path / "ray.zarr", CFG, engine=RayEngine())
+    assert [(o.slide_id, o.status, o.message) for o in remote.outcomes] == [
+        (o.slide_id, o.status, o.message) for o in local.outcomes
+    ]
+    assert "1 input(s) left out" in {o.message for o in remote.outcomes}
+    assert_same_store(tmp_path / "ray.zarr", tmp_path / "local.zarr")
+
+
 def test_unreadable_slide_fails_alone_then_rerun_skips(cohort, tmp_path):
     slides = tmp_path / "slides"
     shutil.copytree(cohort / "slides", slides)
