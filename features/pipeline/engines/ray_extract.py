@@ -106,7 +106,7 @@ class RayEngine:
                         collector.add(batch)
                         if collector.stop:
                             return True
-            except Exception as exc:  # noqa: BLE001 - the pipeline as a whole stopped: the slides left fail
+            except _pipeline_errors() as exc:  # the pipeline as a whole stopped: the slides left fail
                 first = " ".join(str(exc).split())[:300]
                 reason = f"not extracted: the Ray pipeline stopped ({type(exc).__name__}: {first})"
         collector.finish(reason)
@@ -181,6 +181,15 @@ class RayEngine:
             num_cpus=1,
             num_gpus=plan.gpus_per_encoder or None,
         )
+
+
+def _pipeline_errors() -> tuple[type[BaseException], ...]:
+    """What Ray raises when the pipeline itself stops (an actor that cannot start, Ray Data's own errors); a bug
+    in this process's code is not among them and keeps its traceback."""
+    from ray.data.exceptions import SystemException
+    from ray.exceptions import RayError
+
+    return RayError, SystemException
 
 
 # Ray Data settings for the run (restored afterwards: a notebook's own datasets keep theirs).
