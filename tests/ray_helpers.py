@@ -43,7 +43,8 @@ def local_ray() -> Iterator[None]:
 
 
 def ray_worker_pids(title: str) -> list[int]:
-    """Pids of Ray worker processes whose title (Ray sets it to `ray::<task or actor>`) starts with `title`."""
+    """Pids of this test process's Ray workers whose title (Ray sets it to `ray::<task or actor>`) starts with
+    `title`: only descendants of this process (the local Ray it started), never another Ray on the machine."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -52,6 +53,18 @@ def ray_worker_pids(title: str) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if cmdline.startswith(title):
+        if cmdline.startswith(title) and _descends_from(int(entry.name), os.getpid()):
             pids.append(int(entry.name))
     return pids
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        try:
+            stat = (Path("/proc") / str(pid) / "stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state: the parent's pid
+        if pid == ancestor:
+            return True
+    return False
