@@ -37,6 +37,10 @@ ROLES = {
 }
 
 _KEY_OK = re.compile(r"[^A-Za-z0-9._-]")
+# A key, and a staging name built on it (key + role, host, pid, tag: up to ~70 more characters), must stay a
+# valid file name (255 bytes): a longer id is cut and given a digest, as ids that had to change are.
+MAX_KEY = 128
+HOST_CHARS = 48
 # Names a group's children cannot take: its own metadata (any case: macOS and Windows file systems fold it)
 # and zarr v2's. A leading "__" is reserved by the zarr v3 spec, a leading "." is stripped.
 _RESERVED = {"zarr.json", ".zattrs", ".zgroup", ".zarray", ".zmetadata"}
@@ -46,16 +50,17 @@ def bag_key(slide_id: str) -> str:
     """Sanitise a slide id into an entry name; ids that had to change get a short digest so keys stay unique.
 
     A key never names a store entry: bags and QC live one level down (`bags/<key>`, `qc/<key>`), and
-    there the only reserved name, the group's own `zarr.json`, is never returned."""
+    there the only reserved name, the group's own `zarr.json`, is never returned. Nor is it longer than
+    `MAX_KEY`: a 250-character file name would otherwise give staging names the file system refuses."""
     key = _KEY_OK.sub("_", slide_id).lstrip(".")
-    if key == slide_id and key.lower() not in _RESERVED and not key.startswith("__"):
+    if key == slide_id and key.lower() not in _RESERVED and not key.startswith("__") and len(key) <= MAX_KEY:
         return key
     base = re.sub("^_+", "_", key) or "_"
     return f"{base[:80]}-{hashlib.sha1(slide_id.encode()).hexdigest()[:8]}"
 
 
 def _host() -> str:
-    return _KEY_OK.sub("_", socket.gethostname())
+    return _KEY_OK.sub("_", socket.gethostname())[:HOST_CHARS]
 
 
 def staging_path(store: Path, section: str, label: str, role: str = "new") -> Path:
@@ -126,7 +131,7 @@ def sweep(store: Path) -> list[str]:
     for name in pending(store):
         section, entry = name.split("/", 1)
         parts = entry.split("~")
-        if len(parts) != 5 or parts[2] != host or not parts[3].isdigit() or _pid_alive(int(parts[3])):
+        if len(parts) != 5 or parts[2] != host or not parts[3].isdigit() or pid_alive(int(parts[3])):
             continue
         path = store / TMP / name
         final = store / section / parts[0]
@@ -138,7 +143,7 @@ def sweep(store: Path) -> list[str]:
     return swept
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

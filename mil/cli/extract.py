@@ -89,7 +89,8 @@ def summary_table(summary: Any) -> Table:
             f"{o.seconds:.1f}" if o.status != "skipped" else "",
         )
     counts = ", ".join(f"{summary.count(s)} {s}" for s in ("written", "skipped", "failed"))
-    table.caption = f"{counts}; {summary.instances} instances written in {summary.seconds:.1f} s"
+    left_out = f" ({summary.left_out} inputs left out)" if summary.left_out else ""
+    table.caption = f"{counts}; {summary.instances} instances written{left_out} in {summary.seconds:.1f} s"
     return table
 
 
@@ -103,8 +104,13 @@ def failure_lines(summary: Any) -> list[str]:
 
 
 def notice_lines(summary: Any) -> list[str]:
-    """Bags written with some inputs left out (a patient's unreadable field): `<slide>: k input(s) left out`."""
-    return [f"{o.slide_id}: {o.message}" for o in summary.outcomes if o.status == "written" and o.message]
+    """Bags written with some inputs left out (an unreadable cell image, an unusable field):
+    `<slide>: k input(s) left out`, then each input and why, indented."""
+    lines = []
+    for o in summary.outcomes:
+        if o.status == "written" and o.left_out:
+            lines += [f"{o.slide_id}: {o.message}", *(f"  {line}" for line in (o.detail or "").splitlines())]
+    return lines
 
 
 def exit_code(summary: Any) -> int:
@@ -139,6 +145,11 @@ def print_summary(console: Console, summary: Any) -> None:
         console.print(
             f"removed {len(summary.swept)} unfinished bag(s) left by an earlier run", highlight=False
         )
+    if summary.closed_runs:
+        console.print(
+            f"marked {len(summary.closed_runs)} earlier run record(s) as killed (their process is gone)",
+            highlight=False,
+        )
     if summary.stopped_early:
         console.print("[red]stopped at the first failure (--no-skip-errors)[/]")
 
@@ -169,6 +180,7 @@ def register(app: typer.Typer) -> None:
         max_instances: int = field_option(ExtractConfig, "max_instances", "--max-instances"),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing bags."),
         skip_errors: bool = field_option(ExtractConfig, "skip_errors", "--skip-errors/--no-skip-errors"),
+        strict: bool = field_option(ExtractConfig, "strict", "--strict"),
     ) -> None:
         """Extract one bag of embeddings per slide (or import .h5 features) into a bag store."""
         from features.encoders import RandomWeightsWarning
