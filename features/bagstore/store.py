@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,9 +105,10 @@ class BagStore:
         attrs: dict[str, Any] = {"mil_bagstore": SCHEMA_VERSION, "encoder": asdict(encoder)}
         if extraction is not None:
             attrs["extraction"] = json_safe(extraction)
-        tmp = self.path.parent / f".{self.path.name}.{uuid.uuid4().hex}"
+        tmp = self.path.parent / f".{self.path.name}~{layout.writer_tag()}"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            layout.sweep_siblings(self.path)  # roots left by creators killed before their rename
             create_root(tmp, attrs)
             if self.path.exists():
                 self.path.rmdir()  # an empty folder the user made
@@ -193,6 +193,21 @@ class BagStore:
             raise StoreError(f"{where}: has no features array; re-extract the slide with --overwrite")
         bag_arrays.check_present(where, folder, arrays, meta.every_chunk_stored)
         return where, arrays
+
+    def damage(self, slide_id: str) -> str | None:
+        """Why the slide's bag cannot be read (unreadable metadata, a lost chunk), or None. Cheap: metadata
+        and one `stat` per chunk; a chunk that is there but does not decode shows only on reading
+        (`validate(deep=True)`)."""
+        try:
+            self._arrays(slide_id, obs=True)
+        except StoreError as exc:
+            return str(exc)
+        return None
+
+    def discard(self, slide_id: str) -> None:
+        """Remove a slide's bag (a damaged one, before it is extracted again)."""
+        self._writable()
+        layout.discard(self._bag(bag_key(slide_id)))
 
     def read(self, slide_id: str, obs: bool = True) -> Bag:
         where, arrays = self._arrays(slide_id, obs)

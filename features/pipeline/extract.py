@@ -48,6 +48,9 @@ class ExtractSummary:
     run_record: Path | None = None  # the run's record, a zarr group (`BagStore.runs()` reads it)
     swept: list[str] = field(default_factory=list)  # stale staging entries removed at start
     closed_runs: list[str] = field(default_factory=list)  # records of killed runs marked "killed" at start
+    repaired: list[str] = field(
+        default_factory=list
+    )  # "<slide>: <damage>" of damaged bags removed and redone
     stopped_early: bool = False  # skip_errors off and a slide failed
     message: str = ""  # why nothing was done, when nothing was
 
@@ -143,7 +146,7 @@ def extract(
     bag_store = open_store(store, summary.encoder, processor.settings)
     summary.swept = bag_store.sweep_stale()
     summary.closed_runs = bag_store.close_dead_runs()
-    todo = plan_slides(refs, bag_store, config, overwrite, summary.outcomes)
+    todo = plan_slides(refs, bag_store, config, overwrite, summary.outcomes, summary.repaired)
     record = _run_record(run, bag_store)
     summary.run_record = record.path
     run.emit(
@@ -225,6 +228,7 @@ def _run_record(run: _Run, bag_store: BagStore) -> RunRecord:
             "encoder": asdict(summary.encoder),
             "swept": summary.swept,
             "closed_runs": summary.closed_runs,
+            "repaired": summary.repaired,
             **({"command": run.command} if run.command else {}),
         },
     )

@@ -31,7 +31,7 @@ import numpy as np
 from features.bagstore import SlideQC
 from features.core.errors import SlideError
 from features.pipeline.records import CropChunk, Notice, Record, SlideFinished, Stage
-from features.sources.base import SlideRef, implausible_mpp
+from features.sources.base import SlideRef, implausible_mpp, printable
 
 if TYPE_CHECKING:
     from features.pipeline.slide_job import SlideJob
@@ -291,7 +291,7 @@ def _chunk(index: int, ref: SlideRef, parts: list) -> CropChunk:
 def _reason(exc: SlideError, path: Path) -> str:
     """The error's message without the path it starts with (the notice names the file itself)."""
     text = " ".join(str(exc).split())
-    return text.removeprefix(f"{path}: ")
+    return text.removeprefix(f"{printable(str(path))}: ")
 
 
 def _summary_source(used: list[_Used]) -> str | None:

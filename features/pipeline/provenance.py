@@ -26,7 +26,7 @@ from features.bagstore.bag import BagExists
 from features.core.errors import SlideError, StoreError
 from features.pipeline.config import ExtractConfig, shaping_settings
 from features.pipeline.records import Notice
-from features.sources.base import SlideRef
+from features.sources.base import SlideRef, printable
 
 
 @dataclass(frozen=True)
@@ -77,12 +77,21 @@ def plan_slides(
     config: ExtractConfig,
     overwrite: bool,
     outcomes: list[SlideOutcome],
+    repaired: list[str],
 ) -> list[SlideRef]:
     """Slides to (re)do; complete bags whose provenance matches are recorded as skipped. A bag made from
-    another file or with other settings stops the run before any work: mixing them would go unnoticed."""
+    another file or with other settings stops the run before any work: mixing them would go unnoticed. A
+    damaged bag (unreadable metadata, a lost chunk) is removed and its slide redone; `repaired` gets its
+    slide id and the damage."""
     todo = []
     for ref in refs:
         if overwrite or not bag_store.has(ref.slide_id):
+            todo.append(ref)
+            continue
+        damage = bag_store.damage(ref.slide_id)
+        if damage is not None:
+            bag_store.discard(ref.slide_id)
+            repaired.append(f"{ref.slide_id}: {damage}")
             todo.append(ref)
             continue
         meta = bag_store.meta(ref.slide_id)
@@ -122,12 +131,10 @@ def skipped(ref: SlideRef, message: str, instances: int) -> SlideOutcome:
 def leave_out(index: int, ref: SlideRef, name: str, reason: str, strict: bool = False) -> Notice:
     """The notice that input `name` (relative to `ref.path`) is left out of the slide's bag, for `reason`;
     with `strict` (an input that cannot be read, `extract.strict`) the whole slide fails instead."""
-    reason = " ".join(reason.split())
+    reason, where = " ".join(reason.split()), printable(str(ref.path / name))
     if strict:
-        raise SlideError(
-            ref.slide_id, f"{ref.path / name}: {reason} (--strict: without it this input is left out)"
-        )
-    return Notice(index, ref.slide_id, f"{ref.path / name}: {reason}", name, reason)
+        raise SlideError(ref.slide_id, f"{where}: {reason} (--strict: without it this input is left out)")
+    return Notice(index, ref.slide_id, f"{where}: {reason}", printable(name), reason)
 
 
 def write_bag(
@@ -168,8 +175,16 @@ def write_bag(
 
 
 def failed(ref: SlideRef, message: str, seconds: float = 0.0, detail: str | None = None) -> SlideOutcome:
+    detail = printable(detail) if detail else detail
     return SlideOutcome(
-        ref.slide_id, ref.patient_id, str(ref.path), "failed", message, 0, round(seconds, 3), detail
+        ref.slide_id,
+        ref.patient_id,
+        str(ref.path),
+        "failed",
+        printable(message),
+        0,
+        round(seconds, 3),
+        detail,
     )
 
 

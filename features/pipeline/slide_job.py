@@ -40,7 +40,7 @@ from features.pipeline.records import (
     Stage,
 )
 from features.smear.imageops import focus_scores
-from features.sources.base import SlideRef
+from features.sources.base import SlideRef, check_name, printable
 
 if TYPE_CHECKING:
     from features.smear.detect import Detections
@@ -96,6 +96,7 @@ class SlideJob:
         yield SlideStarted(index, ref.slide_id, time.time())
         qc: dict[str, Any] = {}
         try:
+            check_name(ref.path)  # a slide or patient folder named in another encoding than UTF-8
             landed = None if self.overwrite else landed_meanwhile(self.store, ref, self.config)
             if landed is not None:
                 yield SlideSkipped(index, ref.slide_id, landed, LANDED)
@@ -228,9 +229,8 @@ class SlideJob:
                     rgb = read_cell_image(ref.path / name)[None]
                 except SlideError as exc:
                     left_out.append(name)
-                    yield leave_out(
-                        index, ref, name, str(exc).removeprefix(f"{ref.path / name}: "), cfg.strict
-                    )
+                    reason = str(exc).removeprefix(f"{printable(str(ref.path / name))}: ")
+                    yield leave_out(index, ref, name, reason, cfg.strict)
                     continue
                 # Focus on the image as exported, so the score does not depend on the encoder's input size;
                 # the measure (and so the scale of the values) is region QC's (features.smear.imageops).

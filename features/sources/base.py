@@ -39,6 +39,12 @@ class SlideRef:
     mpp_source: str | None = None  # "user" | "manifest" | None
     images: tuple[str, ...] = ()  # kind="cells": image paths relative to `path`, sorted, posix
 
+    def __post_init__(self) -> None:
+        # A file or folder name in another encoding (Latin-1 exports) reaches Python with lone surrogates,
+        # which no message, key or JSON can carry: ids keep the bytes visible as \xNN instead.
+        object.__setattr__(self, "slide_id", printable(self.slide_id))
+        object.__setattr__(self, "patient_id", printable(self.patient_id))
+
 
 class Source(Protocol):
     """A registered source (`SOURCES`): turns an input path into slide references.
@@ -48,6 +54,11 @@ class Source(Protocol):
     """
 
     def discover(self, input: Path, mpp: float | None = None) -> list[SlideRef]: ...
+
+
+def printable(text: str) -> str:
+    """`text` with the undecodable bytes of a non-UTF-8 file name (lone surrogates) shown as \\xNN."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def is_hidden(path: Path, root: Path) -> bool:
@@ -97,6 +108,7 @@ def regular_file(path: Path, what: str = "file") -> None:
 
     from features.core.errors import SlideError
 
+    check_name(path)
     try:
         mode = path.stat().st_mode
     except OSError as exc:
@@ -104,6 +116,18 @@ def regular_file(path: Path, what: str = "file") -> None:
     if not stat.S_ISREG(mode):
         kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
         raise SlideError(str(path), f"{kind}, not an image or slide file; skipped, never opened")
+
+
+def check_name(path: Path) -> None:
+    """Refuse a path whose name is not valid UTF-8 (bytes of another encoding): readers, keys and messages
+    need text. Raises `SlideError` with the name as \\xNN and the fix."""
+    from features.core.errors import SlideError
+
+    text = str(path)
+    if printable(text) != text:
+        raise SlideError(
+            printable(text), "the name is not valid UTF-8; rename it (e.g. `convmv -f latin1 -t utf8 -r DIR`)"
+        )
 
 
 def composite_on_white(rgba: np.ndarray) -> np.ndarray:

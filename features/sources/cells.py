@@ -81,5 +81,5 @@ def read_cell_image(path: Path) -> np.ndarray:
             if img.mode in ("RGBA", "LA", "P", "PA") or "transparency" in img.info:
                 return composite_on_white(np.asarray(img.convert("RGBA")))
             return np.asarray(img.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
         raise SlideError(str(path), f"cannot read image ({' '.join(str(exc).split())})") from None

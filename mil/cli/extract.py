@@ -134,17 +134,22 @@ def print_summary(console: Console, summary: Any) -> None:
             console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
     notices = notice_lines(summary)
     if notices:
-        console.print(f"[yellow]written with inputs left out[/] ({len(notices)}):", highlight=False)
+        bags = sum(not line.startswith(" ") for line in notices)
+        console.print(f"[yellow]written with inputs left out[/] ({bags}):", highlight=False)
         for line in notices:
             console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
     if summary.message:
-        console.print(f"[red]nothing extracted:[/] {summary.message}", highlight=False)
+        console.print(f"[red]nothing extracted:[/] {summary.message}", highlight=False, soft_wrap=True)
     if summary.encoder is not None and summary.encoder.weights_sha256 == "random":
         console.print(RANDOM_LINE)
     if summary.swept:
         console.print(
             f"removed {len(summary.swept)} unfinished bag(s) left by an earlier run", highlight=False
         )
+    if summary.repaired:
+        console.print(f"[yellow]re-extracted {len(summary.repaired)} damaged bag(s)[/]:", highlight=False)
+        for line in summary.repaired:
+            console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
     if summary.closed_runs:
         console.print(
             f"marked {len(summary.closed_runs)} earlier run record(s) as killed (their process is gone)",
