@@ -14,7 +14,7 @@ import shutil
 import pytest
 
 from features.bagstore import BagStore, bag_key
-from tests.faults.conftest import FAST, cli, copy_tree, error_lines
+from tests.faults.extract.conftest import FAST, cli, copy_tree, error_lines
 
 ROOT = os.geteuid() == 0  # root writes through permission bits: read-only folders need another route
 

@@ -17,7 +17,7 @@ from features.bagstore import BagStore
 from features.pipeline.extract import extract
 from mil.config import EvaluateConfig, TrainConfig
 from mil.training.train import train_cv
-from tests.faults.conftest import CFG, FAST, cli, differing, error_lines, snapshot
+from tests.faults.extract.conftest import CFG, FAST, cli, differing, error_lines, snapshot
 from tests.mil.explain.cohort import get_tiny
 
 

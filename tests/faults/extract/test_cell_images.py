@@ -13,7 +13,7 @@ import os
 
 from features.bagstore import BagStore
 from features.pipeline.extract import extract
-from tests.faults.conftest import CFG, FAST, cli, copy_tree, differing
+from tests.faults.extract.conftest import CFG, FAST, cli, copy_tree, deadline, differing
 
 
 def _break_patient(cells):
@@ -64,7 +64,8 @@ def test_strict_fails_the_patient(cohort, tmp_path, ledger):
 def test_fifo_named_like_an_image_is_never_opened(cohort, clean_cells, tmp_path, ledger):
     cells = copy_tree(cohort / "cells", tmp_path / "cells")
     os.mkfifo(cells / "P001" / "0.png")  # opening it for reading would block until a writer comes
-    summary = extract(cells, tmp_path / "bags.zarr", CFG)
+    with deadline(120):
+        summary = extract(cells, tmp_path / "bags.zarr", CFG)
     assert [o.status for o in summary.outcomes] == ["written"] * 3
     p001 = next(o for o in summary.outcomes if o.slide_id == "P001")
     assert p001.left_out == 1 and "FIFO" in p001.detail and "never opened" in p001.detail

@@ -17,7 +17,7 @@ import pytest
 
 from features.bagstore import BagStore
 from tests.extract_fixtures import OPENSLIDE_FIXTURES
-from tests.faults.conftest import FAST, cli, copy_tree, differing, error_lines
+from tests.faults.extract.conftest import FAST, cli, copy_tree, differing, error_lines
 
 MIL = [sys.executable, "-c", "import sys; from mil.cli import main; main(sys.argv[1:])"]
 
@@ -47,7 +47,7 @@ def test_fifo_and_implausible_metadata_fail_alone(cohort, clean_slides, tmp_path
     store = tmp_path / "bags.zarr"
     cmd = [*MIL, "extract", str(slides), "-o", str(store), *FAST]
     try:  # a subprocess with a deadline: a hang must fail the test, not stall the suite
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     except subprocess.TimeoutExpired:
         pytest.fail("mil extract hung on a FIFO named like a slide")
     out = done.stdout + done.stderr

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 from features.bagstore import BagStore
-from tests.faults.conftest import cli
+from tests.faults.extract.conftest import cli
 from tests.features.pipeline.test_h5_import import TOPLEFT, write_trident
 
 

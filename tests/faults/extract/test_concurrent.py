@@ -16,7 +16,7 @@ import features.bagstore.arrays as bag_arrays
 import features.pipeline.slide_job as slide_job
 from features.bagstore import BagStore
 from features.pipeline.extract import extract
-from tests.faults.conftest import CFG, copy_tree, differing
+from tests.faults.extract.conftest import CFG, FAST, copy_tree, differing
 
 MIL = [sys.executable, "-c", "import sys; from mil.cli import main; main(sys.argv[1:])"]
 
@@ -68,17 +68,7 @@ def test_a_bag_landed_before_its_turn_is_not_redone(cohort, clean_cells, tmp_pat
 def test_two_unsharded_runs_on_one_store(cohort, clean_slides, tmp_path, ledger):
     slides = copy_tree(cohort / "slides", tmp_path / "slides")
     store = tmp_path / "bags.zarr"
-    cmd = [
-        *MIL,
-        "extract",
-        str(slides),
-        "-o",
-        str(store),
-        "--workers",
-        "0",
-        "--set",
-        "extract.qc_thumbnail_px=128",
-    ]
+    cmd = [*MIL, "extract", str(slides), "-o", str(store), *FAST]
     procs = [
         subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)
     ]

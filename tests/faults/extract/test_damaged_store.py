@@ -13,7 +13,7 @@ import pytest
 
 from features.bagstore import BagStore
 from features.core.errors import StoreError
-from tests.faults.conftest import FAST, cli, copy_tree, differing, error_lines
+from tests.faults.extract.conftest import FAST, cli, copy_tree, differing, error_lines
 from tests.mil.explain.cohort import get_tiny
 
 DAMAGE = {

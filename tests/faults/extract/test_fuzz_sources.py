@@ -26,7 +26,7 @@ from PIL import Image
 from features.bagstore import BagStore
 from features.pipeline.extract import extract
 from features.synth import SynthConfig, generate_cohort
-from tests.faults.conftest import CFG, FAST, cli, copy_tree, differing
+from tests.faults.extract.conftest import CFG, FAST, cli, copy_tree, differing
 
 SEED = 13
 

@@ -1,8 +1,9 @@
-"""Shared pieces of the fault-injection suite: tiny cohorts, a clean reference store, the CLI run in-process the
-way a user runs it (`mil.cli.main`: one red line and exit 2 for expected failures, a traceback otherwise), and
+"""Shared pieces of the store and extraction fault-injection suite (#13; the CLI side is
+tests/faults/test_cli_*): tiny cohorts, a clean reference store, the CLI run in-process the way a user runs it
+(`mil.cli.main`: one red line and exit 2 for expected failures, a traceback otherwise), and
 the ledger every test writes its injected fault and outcome to.
 
-The ledger is printed at the end of the session (`pytest tests/faults`), and written as JSON where
+The ledger is printed at the end of the session (`pytest tests/faults/extract`), and written as JSON where
 `MIL_FAULTS_JSON` names a file: the Reliability table of benchmarks/RESULTS.md comes from it.
 """
 
@@ -13,6 +14,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -73,21 +75,22 @@ def cohort(tmp_path_factory) -> Path:
     return synth_cohort(tmp_path_factory.mktemp("faults_cohort"), patients=3)
 
 
+def _clean_store(cohort: Path, kind: str, root: Path) -> Path:
+    store = root / f"{kind}.zarr"
+    summary = extract(cohort / kind, store, CFG)
+    assert [o.status for o in summary.outcomes] == ["written"] * 3
+    return store
+
+
 @pytest.fixture(scope="session")
 def clean_cells(cohort, tmp_path_factory) -> Path:
     """The store a clean run makes of `cohort/cells` (the reference every rerun is compared with)."""
-    store = tmp_path_factory.mktemp("faults_clean") / "cells.zarr"
-    summary = extract(cohort / "cells", store, CFG)
-    assert [o.status for o in summary.outcomes] == ["written"] * 3
-    return store
+    return _clean_store(cohort, "cells", tmp_path_factory.mktemp("faults_clean"))
 
 
 @pytest.fixture(scope="session")
 def clean_slides(cohort, tmp_path_factory) -> Path:
-    store = tmp_path_factory.mktemp("faults_clean") / "slides.zarr"
-    summary = extract(cohort / "slides", store, CFG)
-    assert [o.status for o in summary.outcomes] == ["written"] * 3
-    return store
+    return _clean_store(cohort, "slides", tmp_path_factory.mktemp("faults_clean"))
 
 
 def copy_tree(src: Path, dst: Path) -> Path:
@@ -138,15 +141,34 @@ class CliRun:
     traceback: str | None  # set when anything but SystemExit escaped `main`
 
 
-def cli(*args: object) -> CliRun:
-    """`mil ARGS` in this process, as the console script runs it; never raises."""
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Raise `TimeoutError` in this thread after `seconds` (SIGALRM interrupts even a blocked `open` of a
+    FIFO): a hang fails the test instead of stalling the suite."""
+
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s: a hang")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def cli(*args: object, timeout: int = 300) -> CliRun:
+    """`mil ARGS` in this process, as the console script runs it; never raises (a hang past `timeout` seconds
+    comes back as a traceback)."""
     from mil.cli import main
 
     out = io.StringIO()
     code, tb = 0, None
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         try:
-            main([str(a) for a in args])
+            with deadline(timeout):
+                main([str(a) for a in args])
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except BaseException:  # noqa: BLE001 - the very thing the suite looks for

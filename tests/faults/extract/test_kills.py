@@ -24,7 +24,7 @@ import pytest
 from features.bagstore import BagStore, bag_key
 from features.pipeline.extract import extract
 from tests.extract_fixtures import synth_slides
-from tests.faults.conftest import CFG, FAST, copy_tree, differing
+from tests.faults.extract.conftest import CFG, FAST, copy_tree, differing
 from tests.features.bagstore.plain_zarr import plain_zarr_walk
 
 MIL = [sys.executable, "-c", "import sys; from mil.cli import main; main(sys.argv[1:])"]
