@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import threading
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -142,32 +143,47 @@ class CliRun:
 
 
 @contextlib.contextmanager
-def deadline(seconds: int):
-    """Raise `TimeoutError` in this thread after `seconds` (SIGALRM interrupts even a blocked `open` of a
-    FIFO): a hang fails the test instead of stalling the suite."""
+def deadline(seconds: int, release: list[Path] = ()):
+    """Raise `TimeoutError` after `seconds`: a hang fails the test instead of stalling the suite. SIGALRM
+    interrupts a Python `open` of a FIFO, but not a reader blocked inside C code (an image decoder), so when the
+    time is up every FIFO below the `release` folders is also opened for writing, which ends such a read."""
+    expired = threading.Event()
 
     def expire(signum, frame):
+        expired.set()
         raise TimeoutError(f"still running after {seconds} s: a hang")
 
+    def release_fifos():
+        expired.set()
+        for fifo in (p for root in release for p in root.rglob("*") if p.is_fifo()):
+            with contextlib.suppress(OSError):  # ENXIO: nobody is reading it
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    timer = threading.Timer(seconds, release_fifos)
     previous = signal.signal(signal.SIGALRM, expire)
     signal.alarm(seconds)
+    timer.start()
     try:
         yield
     finally:
+        timer.cancel()
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+        if expired.is_set():  # also over a SystemExit: `main` turns any exception into an exit
+            raise TimeoutError(f"still running after {seconds} s: a hang")
 
 
 def cli(*args: object, timeout: int = 300) -> CliRun:
     """`mil ARGS` in this process, as the console script runs it; never raises (a hang past `timeout` seconds
-    comes back as a traceback)."""
+    comes back as a traceback; FIFOs in the folders among ARGS are released then, see `deadline`)."""
     from mil.cli import main
 
+    folders = [Path(str(a)) for a in args if Path(str(a)).is_dir()]
     out = io.StringIO()
     code, tb = 0, None
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         try:
-            with deadline(timeout):
+            with deadline(timeout, release=folders):
                 main([str(a) for a in args])
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

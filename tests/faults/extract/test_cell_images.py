@@ -64,7 +64,7 @@ def test_strict_fails_the_patient(cohort, tmp_path, ledger):
 def test_fifo_named_like_an_image_is_never_opened(cohort, clean_cells, tmp_path, ledger):
     cells = copy_tree(cohort / "cells", tmp_path / "cells")
     os.mkfifo(cells / "P001" / "0.png")  # opening it for reading would block until a writer comes
-    with deadline(120):
+    with deadline(120, release=[cells]):
         summary = extract(cells, tmp_path / "bags.zarr", CFG)
     assert [o.status for o in summary.outcomes] == ["written"] * 3
     p001 = next(o for o in summary.outcomes if o.slide_id == "P001")
