@@ -91,7 +91,13 @@ def train_cells(
     }  # fmt: skip
     tmp = temp_dir(out)
     try:
-        model.save(tmp, {"config": config_record["cells"], "provenance": config_record["provenance"]})
+        cv_summary = {
+            k: metrics[k] for k in ("balanced_accuracy", "accuracy", "n_folds", "n_cells", "n_patients")
+        }
+        model.save(
+            tmp,
+            {"cv": cv_summary, "config": config_record["cells"], "provenance": config_record["provenance"]},
+        )
         _write_results(tmp, cells, cv, metrics, config_record)
         swap_in(tmp, out)
     except BaseException:

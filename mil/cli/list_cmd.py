@@ -16,7 +16,9 @@ def registries() -> dict:
 def register(app: typer.Typer) -> None:
     @app.command("list")
     def list_(
-        axis: str = typer.Argument(None, help="sources | encoders | heads | tasks | cell-classifiers (default: all)"),
+        axis: str = typer.Argument(
+            None, help="sources | encoders | heads | tasks | cell-classifiers (default: all)"
+        ),
     ) -> None:
         """List the registered sources, encoders, MIL heads, tasks and cell classifiers."""
         regs = registries()

@@ -4,6 +4,10 @@ Sections: performance with CIs (RUN/metrics.json), ROC + confusion or Kaplan-Mei
 out-of-fold predictions, per-class galleries of the top cells across the cohort, and the discovery clusters
 (`mil.explain.discovery`) as montages with their enrichment.
 
+With a cell model (`cells`, from `mil cells train`): a differential-count section (per-patient stacked bars
+of the cell types, a table with blast %, M:E and flags, 95 % intervals; `mil.report.differential`), and each
+discovery cluster labelled with its type mix ("cluster 0: 91 % abnormal promyelocyte, enriched 24.0x").
+
 Cohort galleries: for each class, every patient of that class (truth, else predicted) contributes its
 `per_patient` highest-attention cells, and the `top_k` highest of those are shown (`ReportConfig`), so one patient with a
 peaked attention cannot fill the whole gallery. Cell images are re-read from the sources, each slide opened
@@ -23,11 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from features.core.errors import InputError, MilError
-from mil.config import ReportConfig
+from mil.config import CellsConfig, ReportConfig
 from mil.explain.cohort import Explainer
 from mil.explain.discovery import CellRef, Cluster, DiscoveryCollector
 from mil.explain.gallery import Section, montage, read_cells
 from mil.report import html as H
+from mil.report.differential import differential_section
 from mil.report.sections import figures_section, metrics_section, predictions_section, provenance_section
 
 
@@ -51,9 +56,12 @@ def report(
     overwrite: bool = False,
     progress: Callable[..., None] | None = None,
     device: str = "cpu",
+    cells: Path | None = None,
+    cells_config: CellsConfig = CellsConfig(),
 ) -> ReportSummary:
     """Write the HTML report of `run` explained on the patients of `bags` to `out`; `config` sets the galleries
-    and the discovery (cells per class, clusters, seed)."""
+    and the discovery (cells per class, clusters, seed); `cells` adds the differential count of that cell
+    model (`cells_config.reference_ranges` raises its flags)."""
     from features.core.io import atomic_write_text
 
     started = time.perf_counter()
@@ -67,14 +75,17 @@ def report(
     metrics_file = Path(run) / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
 
+    typer = _CellTyper.open(cells, ex, cells_config) if cells is not None else None
     patients = list(ex.patient_slides)
     emit("start", total=len(patients))
-    collector = DiscoveryCollector(ex.names, seed=config.seed)
+    collector = DiscoveryCollector(ex.names, seed=config.seed, cell_types=typer.names if typer else None)
     tops: dict[str, dict[str, list[CellRef]]] = {name: {} for name in ex.names}
     outputs: dict[str, np.ndarray] = {}
     for i, patient in enumerate(patients):
         bag, att = ex.explain(patient)
         collector.add(bag.features, att)
+        if typer is not None:
+            typer.add(bag, patient)
         outputs[patient] = att.prediction
         rel = att.relative()
         for name in ex.names:
@@ -104,9 +115,10 @@ def report(
         metrics_section(metrics),
         figures_section(ex.predictions, ex.spec),
         predictions_section(ex.predictions, ex.spec, shown_as),
+        *([differential_section(typer.result(), shown_as)] if typer is not None else []),
         _gallery_section(ex, galleries, images, config),
         _discovery_section(ex, clusters, images),
-        provenance_section(_provenance(ex, bags, missing, config)),
+        provenance_section(_provenance(ex, bags, missing, config, cells)),
     ]
     title = f"mil report: {Path(run).resolve().name}"
     subtitle = [
@@ -119,6 +131,46 @@ def report(
         out, len(patients), ex.method, ex.head_name, {k: len(v) for k, v in clusters.items()}, missing,
         time.perf_counter() - started,
     )  # fmt: skip
+
+
+@dataclass
+class _CellTyper:
+    """A cell model over the report's patients: types each bag once, keeps the per-slide type counts."""
+
+    model: object
+    ranges: object
+    same_store: bool
+    slides: list[str] = field(default_factory=list)
+    owners: list[str] = field(default_factory=list)
+    counts: list[np.ndarray] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, path: Path, ex: Explainer, config: CellsConfig) -> _CellTyper:
+        from mil.cells.flags import load_reference_ranges
+        from mil.cells.model import CellModel
+
+        model = CellModel.load(path)
+        model.check_store(ex.store)
+        same = model.trained_on.get("bags") == str(Path(ex.store.path).resolve())
+        return cls(model, load_reference_ranges(config.reference_ranges), same)
+
+    def names(self, features: np.ndarray) -> np.ndarray:
+        return self.model.predict(features)[0]
+
+    def add(self, bag, patient: str) -> None:
+        from mil.cells.count import count_types
+
+        codes = self.model.predict_proba(bag.features).argmax(1)
+        for slide, start, stop in bag.slides:
+            self.slides.append(slide)
+            self.owners.append(patient)
+            self.counts.append(count_types(codes[start:stop], len(self.model.classes)))
+
+    def result(self):
+        from mil.cells.differential import tally
+
+        counts = np.stack(self.counts) if self.counts else np.zeros((0, len(self.model.classes)), np.int64)
+        return tally(self.model, self.ranges, counts, self.slides, self.owners, self.same_store)
 
 
 def _ref(att, row: int, value: float) -> CellRef:
@@ -185,6 +237,11 @@ def _discovery_section(ex: Explainer, clusters: dict[str, list[Cluster]], images
         "share is the mean per-patient fraction of cells of that kind (nearest centre, within the cluster's "
         "95th-percentile radius) in that class's patients versus all others. Enrichment = ratio of the shares "
         "(+ half a cell), p = one-sided Mann-Whitney U over patients. Ranked by enrichment."
+        + (
+            " Cell types: the cell model's most probable type of each of the cluster's cells (its share)."
+            if any(c.type_mix for found in clusters.values() for c in found)
+            else ""
+        )
     )
     header = [
         "cluster",
@@ -196,6 +253,9 @@ def _discovery_section(ex: Explainer, clusters: dict[str, list[Cluster]], images
         "p",
         "mean att x N",
     ]
+    typed = any(c.type_mix for found in clusters.values() for c in found)
+    if typed:
+        header.append("cell types (cell model)")
     for name, found in clusters.items():
         rows = [
             [
@@ -207,6 +267,7 @@ def _discovery_section(ex: Explainer, clusters: dict[str, list[Cluster]], images
                 c.enrichment,
                 c.p_value,
                 c.mean_att_rel,
+                *([c.mix_words(3)] if typed else []),
             ]
             for c in found
         ]
@@ -214,8 +275,13 @@ def _discovery_section(ex: Explainer, clusters: dict[str, list[Cluster]], images
         for c in found:
             tiles, captions = _tiles(c.members, images)
             p = H.fmt(c.p_value)
+            mix = f"{c.mix_words()}, " if c.type_mix else ""
             sections.append(
-                Section(f"cluster {c.cluster}: enrichment {c.enrichment:.2f}, p {p}", tiles, captions)
+                Section(
+                    f"cluster {c.cluster}: {mix}enriched {c.enrichment:.1f}x in {name}, p {p}",
+                    tiles,
+                    captions,
+                )
             )
         body += f"<h3>{H.esc(name)}</h3>" + H.table(header, rows)
         if sections:
@@ -230,7 +296,7 @@ def _discovery_section(ex: Explainer, clusters: dict[str, list[Cluster]], images
 
 
 def _provenance(
-    ex: Explainer, bags: Path, missing: dict[str, str], config: ReportConfig
+    ex: Explainer, bags: Path, missing: dict[str, str], config: ReportConfig, cells: Path | None = None
 ) -> dict[str, object]:
     from features.core.versions import versions
 
@@ -242,6 +308,7 @@ def _provenance(
         if ex.method == "attention"
         else f"{ex.method} (the head has no attention), mean over fold models",
         "report settings": ", ".join(f"{k} {v}" for k, v in config.model_dump().items()),
+        "cell model": Path(cells).resolve() if cells is not None else "none (no differential count)",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": ", ".join(f"{k} {v}" for k, v in versions().items() if v),
     }
