@@ -74,19 +74,25 @@ def cross_validate(
     return CrossValidation(fold, log_proba, proba, temperature, metrics)
 
 
+def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    """Mean recall over the classes present in `y` (sklearn's definition; a class only predicted, as in a fold
+    without that class, does not count)."""
+    present = np.unique(y)
+    hits = np.bincount(y[pred == y], minlength=int(y.max()) + 1)[present]
+    return float((hits / np.bincount(y)[present]).mean()) if len(y) else float("nan")
+
+
 def score(y, log_proba, proba, classes: list[str], fold: np.ndarray, temperature: float) -> dict:
-    from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     pred = proba.argmax(1)
     labels = np.arange(len(classes))
     precision, recall, f1, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
-    per_fold = [
-        float(balanced_accuracy_score(y[fold == k], pred[fold == k])) for k in range(int(fold.max()) + 1)
-    ]
+    per_fold = [balanced_accuracy(y[fold == k], pred[fold == k]) for k in range(int(fold.max()) + 1)]
     return {
         "n_cells": int(len(y)),
         "n_folds": len(per_fold),
-        "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+        "balanced_accuracy": balanced_accuracy(y, pred),
         "balanced_accuracy_per_fold": per_fold,
         "accuracy": float((pred == y).mean()),
         "log_loss_uncalibrated": nll(log_proba, y),

@@ -284,6 +284,11 @@ def _discovery_section(ex: Explainer, clusters: dict[str, list[Cluster]], images
                 )
             )
         body += f"<h3>{H.esc(name)}</h3>" + H.table(header, rows)
+        if typed:  # the clusters in words: what kind of cell, how enriched
+            body += "".join(
+                H.note(f"cluster {c.cluster}: {c.mix_words()}, enriched {c.enrichment:.1f}x in {name}")
+                for c in found
+            )
         if sections:
             body += H.img(
                 _png(montage(sections, f"{name}: discovered cell clusters", columns=12)),
