@@ -3,7 +3,7 @@
 Cells of one patient share stain, scanner and disease, so a random cell split would test on the training
 patients' twins; folds are `StratifiedGroupKFold` by patient (no patient in two parts). Each fold's model
 predicts its held-out patients; the out-of-fold log-probabilities are calibrated by a cross-fitted temperature
-(`mil.cells.calibration`) and scored: per-class precision / recall / F1 / support, balanced accuracy,
+(`mil.cells.calibration`; cells whose class the fold's training lacked are left out of that fit) and scored: per-class precision / recall / F1 / support, balanced accuracy,
 accuracy, log-loss and expected calibration error before and after temperature, confusion matrix.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from features.core.errors import InputError
 from mil.cells.calibration import apply_temperature, expected_calibration_error, fit_temperature, nll
-from mil.cells.classifiers import create_classifier
+from mil.cells.classifiers import FLOOR, create_classifier
 from mil.config import CellsConfig
 
 
@@ -65,12 +65,16 @@ def cross_validate(
         model.fit(x[~test], y[~test], len(classes))
         log_proba[test] = model.log_proba(x[test])
         emit("fold", done=k + 1, total=n_folds)
+    # A cell whose class its fold's model never saw (the class's only patients were all held out) has the
+    # floor log-probability: no temperature can fix that, and fitting on it would flatten every prediction.
+    seen = log_proba[np.arange(len(y)), y] > FLOOR
     proba = np.zeros_like(log_proba)
     for k in range(n_folds):  # each fold calibrated by a temperature fitted on the other folds only
-        test = fold == k
-        proba[test] = apply_temperature(log_proba[test], fit_temperature(log_proba[~test], y[~test]))
-    temperature = fit_temperature(log_proba, y)
+        test, fit = fold == k, (fold != k) & seen
+        proba[test] = apply_temperature(log_proba[test], fit_temperature(log_proba[fit], y[fit]))
+    temperature = fit_temperature(log_proba[seen], y[seen])
     metrics = score(y, log_proba, proba, classes, fold, temperature)
+    metrics["cells_of_unseen_classes"] = int((~seen).sum())  # in a fold whose training lacked their class
     return CrossValidation(fold, log_proba, proba, temperature, metrics)
 
 

@@ -46,3 +46,19 @@ def test_balanced_accuracy_twin_of_sklearn():
     y = rng.integers(0, 5, 300)
     pred = np.where(rng.random(300) < 0.7, y, rng.integers(0, 6, 300))  # class 5 only ever predicted
     assert np.isclose(balanced_accuracy(y, pred), balanced_accuracy_score(y, pred))
+
+
+def test_cells_of_a_class_missing_from_a_folds_training_do_not_flatten_the_temperature():
+    from mil.cells.cv import cross_validate
+    from mil.config import CellsConfig
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 60)
+    x = rng.normal(size=(len(y), 6)).astype(np.float32) + 4 * np.eye(6, dtype=np.float32)[y]
+    patients = np.array([f"p{i % 4}" for i in range(len(y))], dtype=object)
+    patients[y == 3] = "only"  # class 3 lives in one patient: when that patient is held out, it is unseen
+    cv = cross_validate(x, y, patients, ["a", "b", "c", "d"], CellsConfig(folds=5))
+    assert cv.metrics["cells_of_unseen_classes"] == 60
+    assert cv.temperature < 3  # fitted on the learnable cells, not pushed to the bound by the unseen ones
+    confident = cv.proba[y != 3].max(1)
+    assert np.median(confident) > 0.9
