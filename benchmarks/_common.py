@@ -32,7 +32,7 @@ from mil.config import TrainConfig
 from mil.heads import create_head
 from mil.tasks import Task, TaskSpec, create_task
 from mil.training.data import BagSet
-from mil.training.fit import eval_batch_instances, fit_fold, infer, seeded
+from mil.training.fit import FitSetup, eval_batch_instances, fit_fold, infer, seeded
 from mil.training.rundir import git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,7 +154,7 @@ def fit_ours(
     device = resolve_device(config.device)
     with seeded(seed, device):
         model = create_head(head, bags.dim, task.n_outputs, **params)
-        fit = fit_fold(model, task, bags, train_idx, val_idx, config, device, seed)
+        fit = fit_fold(model, task, bags, train_idx, val_idx, config, FitSetup(device, seed))
     probs = task.outputs(infer(model, bags, test_idx, device, eval_batch_instances(config, device))).numpy()
     return FitResult(probs, fit.best_epoch, len(fit.history))
 

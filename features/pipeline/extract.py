@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from features.bagstore import BagStore, EncoderIdentity
 from features.core.device import resolve_device
@@ -72,6 +71,28 @@ def check_shard(shard: tuple[int, int]) -> tuple[int, int]:
     return i, n
 
 
+@dataclass
+class _Run:
+    """One call of `extract`: what it was asked, and the summary it fills in."""
+
+    input: Path
+    config: ExtractConfig
+    overwrite: bool
+    emit: Progress
+    command: str | None
+    summary: ExtractSummary
+    started: float = field(default_factory=time.perf_counter)
+
+    def stop(self, message: str) -> ExtractSummary:
+        """The summary of a run that did nothing, saying why."""
+        self.summary.message = message
+        return self.summary
+
+
+# Encodes (or imports) the slides to do into the store; True when it stopped at a failure (skip_errors off).
+Process = Callable[[list[SlideRef], BagStore], bool]
+
+
 def extract(
     input: str | Path,
     store: str | Path,
@@ -82,19 +103,45 @@ def extract(
     command: str | None = None,
 ) -> ExtractSummary:
     """Extract (or import) every slide of this shard of `input` into the bag store at `store`."""
-    started = time.perf_counter()
-    emit = progress or (lambda event, **info: None)
-    shard = check_shard(shard)
-    summary = ExtractSummary(Path(store), shard, None)
+    summary = ExtractSummary(Path(store), check_shard(shard), None)
+    run = _Run(Path(input), config, overwrite, progress or (lambda event, **info: None), command, summary)
     try:
-        found = discover(Path(input), config.source, config.mpp)
+        found = discover(run.input, config.source, config.mpp)
     except InputError as exc:  # nothing to extract: the run did nothing (exit 1), it was not misused
-        summary.message = str(exc)
-        return summary
-    refs = _shard(found, shard)
+        return run.stop(str(exc))
+    refs = _shard(found, summary.shard)
     if not refs:
-        summary.message = f"shard {shard[0]}/{shard[1]} of {input} holds no slides"
-        return summary
+        return run.stop(f"shard {summary.shard[0]}/{summary.shard[1]} of {input} holds no slides")
+    kinds = _check_kinds(input, refs, config)
+    if "fields" in kinds and config.fields.mpp_scope == "run":
+        from features.pipeline.field_mpp import pool_run_mpp
+
+        refs = pool_run_mpp(found, refs, config.fields)
+    summary.encoder, process = _processor(run, kinds, refs)
+    if summary.encoder is None:  # h5 import where no file could be read
+        summary.seconds = time.perf_counter() - run.started
+        return run.stop("no .h5 file could be read")
+    bag_store = BagStore(store, "a", summary.encoder)
+    summary.swept = bag_store.sweep_stale()
+    todo = plan_slides(refs, bag_store, config, overwrite, summary.outcomes)
+    record = _run_record(run, bag_store)
+    summary.run_record = record.path
+    run.emit(
+        "start",
+        total=len(refs),
+        todo=len(todo),
+        skipped=len(refs) - len(todo),
+        encoder=summary.encoder,
+        random_weights=summary.encoder.weights_sha256 == "random",
+    )
+    for outcome in summary.outcomes:
+        run.emit("slide_done", outcome=outcome)
+    _process(run, process, todo, bag_store, record)
+    return summary
+
+
+def _check_kinds(input: str | Path, refs: list[SlideRef], config: ExtractConfig) -> set[str]:
+    """The kinds of input this run holds, refusing the mixes and settings that cannot go together."""
     kinds = {r.kind for r in refs}
     if "h5" in kinds and kinds != {"h5"}:
         raise InputError(
@@ -105,82 +152,77 @@ def extract(
             f"{input}: cell-image and field folders give one instance per image or per detected cell; "
             "--unit tiles is for slides"
         )
+    return kinds
 
-    if "fields" in kinds and config.fields.mpp_scope == "run":
-        from features.pipeline.field_mpp import pool_run_mpp
 
-        refs = pool_run_mpp(found, refs, config.fields)
-
+def _processor(run: _Run, kinds: set[str], refs: list[SlideRef]) -> tuple[EncoderIdentity | None, Process]:
+    """The store's encoder identity and the step that fills it: the h5 importer (identity from the files;
+    None when none could be read), or the encoder, built now so a missing weight file fails before any work."""
+    config, summary = run.config, run.summary
     if kinds == {"h5"}:
         from features.pipeline.h5_import import H5Importer
 
-        worker: Any = H5Importer(refs, config, summary.outcomes)
-        identity = worker.identity()
-    else:
-        from features.encoders import create_encoder
+        importer = H5Importer(refs, config, summary.outcomes)
+        return importer.identity(), lambda todo, store: importer.run(todo, store, run.overwrite, run.emit)
 
-        _check_encoder_name(config)
-        encoder = create_encoder(
-            config.encoder,
-            weights=config.weights,
-            device=str(resolve_device(config.device, "extract.device")),
-            precision=config.precision,
-        )
-        identity = EncoderIdentity(encoder.name, encoder.weights_sha256, encoder.dim, config.unit)
-    summary.encoder = identity
-    if identity is None:  # h5 import where no file could be read
-        summary.seconds = time.perf_counter() - started
-        summary.message = "no .h5 file could be read"
-        return summary
-    bag_store = BagStore(store, "a", identity)
-    summary.swept = bag_store.sweep_stale()
-    todo = plan_slides(refs, bag_store, config, overwrite, summary.outcomes)
-    run = RunRecord(
+    from features.encoders import create_encoder
+
+    _check_encoder_name(config)
+    encoder = create_encoder(
+        config.encoder,
+        weights=config.weights,
+        device=str(resolve_device(config.device, "extract.device")),
+        precision=config.precision,
+    )
+    identity = EncoderIdentity(encoder.name, encoder.weights_sha256, encoder.dim, config.unit)
+
+    def encode(todo: list[SlideRef], store: BagStore) -> bool:
+        from features.pipeline.encode_loop import EncodeLoop
+
+        loop = EncodeLoop(encoder, identity, config, store, run.overwrite, run.emit)
+        return loop.run(todo, summary.outcomes)
+
+    return identity, encode
+
+
+def _run_record(run: _Run, bag_store: BagStore) -> RunRecord:
+    """The run's record in the store, written before any slide: config, command, encoder, what was swept."""
+    summary = run.summary
+    return RunRecord(
         bag_store,
-        shard,
+        summary.shard,
         {
-            "input": str(Path(input).resolve()),
+            "input": str(run.input.resolve()),
             "store": str(bag_store.path.resolve()),
-            "overwrite": overwrite,
-            "seed": config.seed,
-            "config": config.model_dump(mode="json"),
-            "encoder": asdict(identity),
+            "overwrite": run.overwrite,
+            "seed": run.config.seed,
+            "config": run.config.model_dump(mode="json"),
+            "encoder": asdict(summary.encoder),
             "swept": summary.swept,
-            **({"command": command} if command else {}),
+            **({"command": run.command} if run.command else {}),
         },
     )
-    summary.run_record = run.path
-    emit(
-        "start",
-        total=len(refs),
-        todo=len(todo),
-        skipped=len(refs) - len(todo),
-        encoder=identity,
-        random_weights=identity.weights_sha256 == "random",
-    )
-    for outcome in summary.outcomes:
-        emit("slide_done", outcome=outcome)
+
+
+def _process(
+    run: _Run, process: Process, todo: list[SlideRef], bag_store: BagStore, record: RunRecord
+) -> None:
+    """Run `process` over the slides to do; the run record gets the outcome even when it is interrupted."""
+    summary = run.summary
     completed = False
     try:
-        if kinds == {"h5"}:
-            summary.stopped_early = worker.run(todo, bag_store, overwrite, emit)
-        else:
-            from features.pipeline.encode_loop import EncodeLoop
-
-            loop = EncodeLoop(encoder, identity, config, bag_store, overwrite, emit)
-            summary.stopped_early = loop.run(todo, summary.outcomes)
+        summary.stopped_early = process(todo, bag_store)
         completed = True
     finally:
-        summary.seconds = time.perf_counter() - started
+        summary.seconds = time.perf_counter() - run.started
         summary.outcomes.sort(key=lambda o: o.slide_id)
-        run.update(
+        record.update(
             status="stopped" if summary.stopped_early else "finished" if completed else "interrupted",
             finished_at=utc_now(),
             seconds=round(summary.seconds, 3),
             outcomes=[asdict(o) for o in summary.outcomes],
             totals={s: summary.count(s) for s in ("written", "skipped", "failed")},
         )
-    return summary
 
 
 def _check_encoder_name(config: ExtractConfig) -> None:

@@ -22,18 +22,20 @@ passes up to `CACHE_BYTES` (a patient's 640 x 480 fields fit many times over), e
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from features.bagstore import SlideQC
 from features.core.errors import SlideError
 from features.pipeline.records import CropChunk, Notice, Record, SlideFinished, Stage
 from features.sources.base import SlideRef
 
 if TYPE_CHECKING:
     from features.pipeline.slide_job import SlideJob
+    from features.smear.mpp_estimate import MppEstimate
 
 CACHE_BYTES = 768 * 2**20
 ESTIMATED = "red cells"  # mpp_source of an estimated mpp
@@ -62,40 +64,77 @@ def _given_mpp(ref: SlideRef, i: int) -> tuple[float | None, str | None]:
     return mpp_of(i) if mpp_of is not None else (ref.mpp, ref.mpp_source)
 
 
-def field_records(job: SlideJob, index: int, ref: SlideRef, qc: dict[str, Any]) -> Iterator[Record]:
-    from features.bagstore import SlideQC
-    from features.pipeline.slide_job import subsample_index
-    from features.smear.field_detect import detect_field
-    from features.smear.field_qc import assess_field
-    from features.smear.mpp_estimate import estimate_mpp, measure_red_cells
+class _Used(NamedTuple):
+    """A field that went through QC: its mpp, and the cells detected on it."""
 
-    cfg, params = job.config, job.config.fields
+    name: str
+    mpp: float
+    source: str | None
+    xy: np.ndarray
+    area: np.ndarray
+    in_focus: bool
+
+
+def field_records(job: SlideJob, index: int, ref: SlideRef, qc: dict[str, Any]) -> Iterator[Record]:
+    """One patient's records: mpp, QC and cells per field, then the crops of all its fields (steps above)."""
     if not ref.images:
         raise SlideError(ref.slide_id, f"folder {ref.path} holds no field images")
-    names = list(ref.images)
-    decoded = _Decoded(ref.path)
-    rows: dict[str, dict[str, Any]] = {name: {"file": name} for name in names}
-    yield Stage(index, ref.slide_id, "read", {"total": len(names)})
-
-    def leave_out(name: str, reason: str) -> Notice:
-        rows[name].update(status="skipped", problem=reason)
-        return Notice(index, ref.slide_id, f"{ref.path / name}: {reason}")
-
-    given = [_given_mpp(ref, i) for i in range(len(names))]
+    patient = _PatientFields(job, index, ref, qc)
+    yield Stage(index, ref.slide_id, "read", {"total": len(patient.names)})
     if getattr(ref, "mpp_estimate", None):  # the run's estimate (fields.mpp_scope "run")
         qc["mpp_estimate"] = ref.mpp_estimate
     estimate = None
-    if any(mpp is None for mpp, _ in given):
+    if any(mpp is None for mpp, _ in patient.given):
+        estimate = yield from patient.estimate_mpp()
+    yield Stage(index, ref.slide_id, "detect", {"total": len(patient.names)})
+    used = yield from patient.detect(estimate)
+    patient.record_fields(used)
+    n_found, keep = patient.record_cells(used)
+    chosen = np.zeros(n_found, bool)
+    chosen[keep if keep is not None else slice(None)] = True
+    yield Stage(index, ref.slide_id, "crops", {"total": int(chosen.sum())})
+    yield from patient.crops(used, chosen)
+    job.store.write_qc(ref.slide_id, SlideQC({**qc, "status": "cropped"}))
+    cfg = job.config
+    mpps = np.array([f.mpp for f in used])
+    subsample = None if keep is None else {"seed": cfg.seed, "from": n_found, "kept": len(keep)}
+    yield SlideFinished(
+        index, ref.slide_id, int(chosen.sum()), qc, float(np.median(mpps)), qc["mpp_source"], cfg.crop_um,
+        subsample,
+    )  # fmt: skip
+
+
+class _PatientFields:
+    """One patient's fields while its bag is made: the decoded images, one QC row per field, the notices."""
+
+    def __init__(self, job: SlideJob, index: int, ref: SlideRef, qc: dict[str, Any]):
+        self.job, self.index, self.ref, self.qc = job, index, ref, qc
+        self.params = job.config.fields
+        self.names = list(ref.images)
+        self.decoded = _Decoded(ref.path)
+        self.rows: dict[str, dict[str, Any]] = {name: {"file": name} for name in self.names}
+        self.given = [_given_mpp(ref, i) for i in range(len(self.names))]
+
+    def leave_out(self, name: str, reason: str) -> Notice:
+        self.rows[name].update(status="skipped", problem=reason)
+        return Notice(self.index, self.ref.slide_id, f"{self.ref.path / name}: {reason}")
+
+    def estimate_mpp(self) -> Generator[Notice, None, MppEstimate]:
+        """The pixel size from the red cells of the fields without one; refuses the patient when too few
+        red cells were found or the estimate is too uncertain."""
+        from features.smear.mpp_estimate import estimate_mpp, measure_red_cells
+
+        ref, params = self.ref, self.params
         measured = {}
-        for name, (mpp, _) in zip(names, given, strict=True):
+        for name, (mpp, _) in zip(self.names, self.given, strict=True):
             if mpp is not None:
                 continue
             try:
-                measured[name] = measure_red_cells(decoded.get(name))
+                measured[name] = measure_red_cells(self.decoded.get(name))
             except SlideError as exc:
-                yield leave_out(name, _reason(exc, ref.path / name))
+                yield self.leave_out(name, _reason(exc, ref.path / name))
         estimate = estimate_mpp(measured, params.rbc_diameter_um, params.min_red_cells)
-        qc.update(fields_total=len(names), fields=list(rows.values()))
+        self.qc.update(fields_total=len(self.names), fields=list(self.rows.values()))
         if estimate is None:
             found = sum(len(m.diameters_px) for m in measured.values())
             raise SlideError(
@@ -104,7 +143,7 @@ def field_records(job: SlideJob, index: int, ref: SlideRef, qc: dict[str, Any]) 
                 f"field(s), fields.min_red_cells {params.min_red_cells}); pass --mpp, or an mpp column in a "
                 "manifest",
             )
-        qc["mpp_estimate"] = estimate.to_dict()
+        self.qc["mpp_estimate"] = estimate.to_dict()
         lo, hi = estimate.ci95
         if max(estimate.mpp - lo, hi - estimate.mpp) > params.max_mpp_uncertainty * estimate.mpp:
             raise SlideError(
@@ -112,102 +151,107 @@ def field_records(job: SlideJob, index: int, ref: SlideRef, qc: dict[str, Any]) 
                 f"pixel size too uncertain: red cells give {estimate.mpp:.4f} µm/px (95 % {lo:.4f}-{hi:.4f}) "
                 f"from {estimate.n_cells} single cell(s); pass --mpp, or an mpp column in a manifest",
             )
+        return estimate
 
-    yield Stage(index, ref.slide_id, "detect", {"total": len(names)})
-    found: list[tuple[str, float, str, np.ndarray, np.ndarray, bool]] = []
-    for name, (mpp, source) in zip(names, given, strict=True):
-        if rows[name].get("status") == "skipped":
-            continue
-        if mpp is None:
-            mpp, source = estimate.mpp, ESTIMATED
-        try:
-            rgb = decoded.get(name)
-        except SlideError as exc:
-            yield leave_out(name, _reason(exc, ref.path / name))
-            continue
-        field_qc = assess_field(rgb, mpp, params)
-        rows[name].update(mpp=round(mpp, 6), mpp_source=source, **field_qc.to_dict())
-        if field_qc.problem:
-            yield leave_out(name, field_qc.problem)
-            continue
-        xy, area = detect_field(rgb, mpp, cfg.detect, params)
-        if cfg.detect.require_in_focus and not field_qc.in_focus:
-            xy, area = xy[:0], area[:0]
-        rows[name].update(status="used", cells=len(xy))
-        found.append((name, mpp, source, xy, area, field_qc.in_focus))
+    def detect(self, estimate: MppEstimate | None) -> Generator[Notice, None, list[_Used]]:
+        """QC, then nucleated cells, on each field not already left out; the fields that passed QC."""
+        from features.smear.field_detect import detect_field
+        from features.smear.field_qc import assess_field
 
-    used = found
-    qc.update(
-        unit="cells",
-        source="fields",
-        fields_total=len(names),
-        fields_used=len(used),
-        fields_skipped=sum(1 for r in rows.values() if r.get("status") == "skipped"),
-        mpp_source=_summary_source(used),
-        fields=list(rows.values()),
-    )
-    if not used:
-        raise SlideError(
-            ref.slide_id, f"none of its {len(names)} field(s) could be used (see the lines above)"
+        cfg, rows = self.job.config, self.rows
+        used: list[_Used] = []
+        for name, (mpp, source) in zip(self.names, self.given, strict=True):
+            if rows[name].get("status") == "skipped":
+                continue
+            if mpp is None:
+                mpp, source = estimate.mpp, ESTIMATED
+            try:
+                rgb = self.decoded.get(name)
+            except SlideError as exc:
+                yield self.leave_out(name, _reason(exc, self.ref.path / name))
+                continue
+            field_qc = assess_field(rgb, mpp, self.params)
+            rows[name].update(mpp=round(mpp, 6), mpp_source=source, **field_qc.to_dict())
+            if field_qc.problem:
+                yield self.leave_out(name, field_qc.problem)
+                continue
+            xy, area = detect_field(rgb, mpp, cfg.detect, self.params)
+            if cfg.detect.require_in_focus and not field_qc.in_focus:
+                xy, area = xy[:0], area[:0]
+            rows[name].update(status="used", cells=len(xy))
+            used.append(_Used(name, mpp, source, xy, area, field_qc.in_focus))
+        return used
+
+    def record_fields(self, used: list[_Used]) -> None:
+        """The per-field part of the QC; refuses the patient when no field could be used."""
+        rows = self.rows
+        self.qc.update(
+            unit="cells",
+            source="fields",
+            fields_total=len(self.names),
+            fields_used=len(used),
+            fields_skipped=sum(1 for r in rows.values() if r.get("status") == "skipped"),
+            mpp_source=_summary_source(used),
+            fields=list(rows.values()),
         )
-    counts = np.array([len(f[3]) for f in used])
-    n_found = int(counts.sum())
-    keep = subsample_index(n_found, cfg.max_instances, cfg.seed, ref.slide_id)
-    focus = np.array([rows[f[0]]["focus"] for f in used], np.float64)
-    qc.update(
-        instances_found=n_found,
-        instances_kept=n_found if keep is None else len(keep),
-        focus_median=float(np.nanmedian(focus)) if np.isfinite(focus).any() else None,
-        share_in_focus=float(np.mean([f[5] for f in used])),
-    )
-    job.store.write_qc(ref.slide_id, SlideQC({**qc, "status": "detected"}))
-    if n_found == 0:
-        raise SlideError(
-            ref.slide_id,
-            f"no nucleated cells found in {len(used)} usable field(s) (see its QC: `mil bags qc`)",
+        if not used:
+            raise SlideError(
+                self.ref.slide_id,
+                f"none of its {len(self.names)} field(s) could be used (see the lines above)",
+            )
+
+    def record_cells(self, used: list[_Used]) -> tuple[int, np.ndarray | None]:
+        """The cell counts and focus in the QC (written now, so a later failure leaves it behind); the cells
+        found and the seeded subsample (`max_instances`). Refuses the patient when no cell was found."""
+        from features.pipeline.slide_job import subsample_index
+
+        cfg, ref, qc = self.job.config, self.ref, self.qc
+        n_found = int(sum(len(f.xy) for f in used))
+        keep = subsample_index(n_found, cfg.max_instances, cfg.seed, ref.slide_id)
+        focus = np.array([self.rows[f.name]["focus"] for f in used], np.float64)
+        qc.update(
+            instances_found=n_found,
+            instances_kept=n_found if keep is None else len(keep),
+            focus_median=float(np.nanmedian(focus)) if np.isfinite(focus).any() else None,
+            share_in_focus=float(np.mean([f.in_focus for f in used])),
         )
-    chosen = np.zeros(n_found, bool)
-    chosen[keep if keep is not None else slice(None)] = True
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    yield Stage(index, ref.slide_id, "crops", {"total": int(chosen.sum())})
-    yield from _crops(job, index, ref, used, chosen, offsets, decoded)
-    job.store.write_qc(ref.slide_id, SlideQC({**qc, "status": "cropped"}))
-    mpps = np.array([f[1] for f in used])
-    subsample = None if keep is None else {"seed": cfg.seed, "from": n_found, "kept": len(keep)}
-    yield SlideFinished(
-        index, ref.slide_id, int(chosen.sum()), qc, float(np.median(mpps)), qc["mpp_source"], cfg.crop_um,
-        subsample,
-    )  # fmt: skip
+        self.job.store.write_qc(ref.slide_id, SlideQC({**qc, "status": "detected"}))
+        if n_found == 0:
+            raise SlideError(
+                ref.slide_id,
+                f"no nucleated cells found in {len(used)} usable field(s) (see its QC: `mil bags qc`)",
+            )
+        return n_found, keep
 
+    def crops(self, used: list[_Used], chosen: np.ndarray) -> Iterator[CropChunk]:
+        """Crops of the chosen cells, field after field, in chunks of `batch_size` across fields."""
+        from features.smear.crops import read_crops
+        from features.sources.fields import FieldImage
 
-def _crops(job, index, ref, used, chosen, offsets, decoded) -> Iterator[CropChunk]:
-    """Crops of the chosen cells, field after field, in chunks of `batch_size` across fields."""
-    from features.smear.crops import read_crops
-    from features.sources.fields import FieldImage
-
-    cfg, px = job.config, job.input_px
-    parts: list[tuple[np.ndarray, np.ndarray, list[str], dict[str, np.ndarray]]] = []
-    pending = 0
-    for k, (name, mpp, source, xy, area, in_focus) in enumerate(used):
-        pick = chosen[offsets[k] : offsets[k + 1]]
-        if not pick.any():
-            continue
-        xy, area = xy[pick], area[pick]
-        reader = FieldImage(decoded.get(name), mpp, source, name)
-        crops = read_crops(reader, xy, cfg.crop_um, px)
-        obs = {
-            "in_focus": np.full(len(xy), in_focus, bool),
-            "area_um2": area.astype(np.float32),
-            "mpp": np.full(len(xy), mpp, np.float32),
-        }
-        parts.append((crops, np.floor(xy).astype(np.int64), [name] * len(xy), obs))
-        pending += len(xy)
-        while pending >= cfg.batch_size:
-            chunk, parts, pending = _take(parts, cfg.batch_size)
-            yield _chunk(index, ref, chunk)
-    if pending:
-        chunk, parts, pending = _take(parts, pending)
-        yield _chunk(index, ref, chunk)
+        cfg, px = self.job.config, self.job.input_px
+        offsets = np.concatenate([[0], np.cumsum([len(f.xy) for f in used])])
+        parts: list[tuple[np.ndarray, np.ndarray, list[str], dict[str, np.ndarray]]] = []
+        pending = 0
+        for k, (name, mpp, source, xy, area, in_focus) in enumerate(used):
+            pick = chosen[offsets[k] : offsets[k + 1]]
+            if not pick.any():
+                continue
+            xy, area = xy[pick], area[pick]
+            reader = FieldImage(self.decoded.get(name), mpp, source, name)
+            crops = read_crops(reader, xy, cfg.crop_um, px)
+            obs = {
+                "in_focus": np.full(len(xy), in_focus, bool),
+                "area_um2": area.astype(np.float32),
+                "mpp": np.full(len(xy), mpp, np.float32),
+            }
+            parts.append((crops, np.floor(xy).astype(np.int64), [name] * len(xy), obs))
+            pending += len(xy)
+            while pending >= cfg.batch_size:
+                chunk, parts, pending = _take(parts, cfg.batch_size)
+                yield _chunk(self.index, self.ref, chunk)
+        if pending:
+            chunk, parts, pending = _take(parts, pending)
+            yield _chunk(self.index, self.ref, chunk)
 
 
 def _take(parts: list, n: int) -> tuple[list, list, int]:
@@ -241,8 +285,8 @@ def _reason(exc: SlideError, path: Path) -> str:
     return text.removeprefix(f"{path}: ")
 
 
-def _summary_source(used: list) -> str | None:
-    sources = sorted({f[2] for f in used if f[2]})
+def _summary_source(used: list[_Used]) -> str | None:
+    sources = sorted({f.source for f in used if f.source})
     return sources[0] if len(sources) == 1 else ("mixed" if sources else None)
 
 

@@ -74,39 +74,14 @@ class H5Importer:
             started = time.perf_counter()
             emit("slide_start", slide_id=ref.slide_id)
             try:
-                bag = self._read.pop(ref.slide_id, None) or self._load(ref)
-                name = self._name(bag, ref)
-                identity = EncoderIdentity(
-                    name, f"imported:{bag.tool}", int(bag.features.shape[1]), self._unit()
-                )
-                if identity != bag_store.encoder:
-                    raise SlideError(
-                        str(ref.path),
-                        f"{identity.describe()} does not fit the store's {bag_store.encoder.describe()}; "
-                        "import it into another store",
-                    )
-                info: dict[str, Any] = {
-                    "h5": {"tool": bag.tool, "encoder_attr": bag.encoder_name, **bag.info}
-                }
-                write_bag(
-                    bag_store,
-                    ref,
-                    Bag(features=bag.features, coords=bag.coords),
-                    self.config,
-                    overwrite,
-                    mpp=bag.mpp,
-                    mpp_source=bag.mpp_source,
-                    crop_um=bag.tile_um,
-                    crop_px=bag.tile_px,
-                    settings=info,
-                )
+                n = self._import(ref, bag_store, overwrite)
                 outcome = SlideOutcome(
                     ref.slide_id,
                     ref.patient_id,
                     str(ref.path),
                     "written",
                     "",
-                    len(bag.features),
+                    n,
                     round(time.perf_counter() - started, 3),
                 )
             except MilError as exc:
@@ -116,3 +91,30 @@ class H5Importer:
             if outcome.status == "failed" and not self.config.skip_errors:
                 return True
         return False
+
+    def _import(self, ref: SlideRef, bag_store: BagStore, overwrite: bool) -> int:
+        """Write one file's features as a bag; its instance count. A file made with another encoder than the
+        store's is refused."""
+        bag = self._read.pop(ref.slide_id, None) or self._load(ref)
+        name = self._name(bag, ref)
+        identity = EncoderIdentity(name, f"imported:{bag.tool}", int(bag.features.shape[1]), self._unit())
+        if identity != bag_store.encoder:
+            raise SlideError(
+                str(ref.path),
+                f"{identity.describe()} does not fit the store's {bag_store.encoder.describe()}; "
+                "import it into another store",
+            )
+        info: dict[str, Any] = {"h5": {"tool": bag.tool, "encoder_attr": bag.encoder_name, **bag.info}}
+        write_bag(
+            bag_store,
+            ref,
+            Bag(features=bag.features, coords=bag.coords),
+            self.config,
+            overwrite,
+            mpp=bag.mpp,
+            mpp_source=bag.mpp_source,
+            crop_um=bag.tile_um,
+            crop_px=bag.tile_px,
+            settings=info,
+        )
+        return len(bag.features)

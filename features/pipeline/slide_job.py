@@ -29,7 +29,9 @@ from features.smear.imageops import focus_scores
 from features.sources.base import SlideRef
 
 if TYPE_CHECKING:
+    from features.smear.detect import Detections
     from features.smear.qc import RegionMap
+    from features.sources.openslide_reader import SlideReader
 
 
 def subsample_index(n: int, cap: int | None, seed: int, slide_id: str) -> np.ndarray | None:
@@ -97,9 +99,7 @@ class SlideJob:
         return SlideFailed(index, ref.slide_id, message, detail)
 
     def _slide(self, index: int, ref: SlideRef, qc: dict[str, Any]) -> Iterator[Record]:
-        from features.smear.crops import iter_crops
-        from features.smear.detect import detect_cells, grid_tiles
-        from features.smear.qc import assess_regions, qc_summary
+        from features.smear.qc import assess_regions
         from features.smear.qc_thumbnail import qc_thumbnail
         from features.sources.openslide_reader import SlideReader
 
@@ -111,18 +111,7 @@ class SlideJob:
             yield Stage(index, ref.slide_id, "qc")
             region_map = assess_regions(reader, cfg.qc)
             yield Stage(index, ref.slide_id, "detect")
-            if cfg.unit == "cells":
-                det = detect_cells(reader, region_map, cfg.detect)
-            else:
-                det = grid_tiles(region_map, cfg.tile_um, reader.mpp, cfg.regions_tiled)
-            n_found = len(det)
-            keep = subsample_index(n_found, cfg.max_instances, cfg.seed, ref.slide_id)
-            if keep is not None:
-                det = det.subset(keep)
-            qc.update(qc_summary(region_map, reader.mpp, det.xy))
-            qc.update(mpp=reader.mpp, mpp_source=reader.mpp_source, unit=cfg.unit, instances_found=n_found)
-            qc["instances_kept"] = len(det)
-            self.store.write_qc(ref.slide_id, _with_maps({**qc, "status": "detected"}, region_map))
+            det, n_found, keep = self._detect(reader, region_map, ref.slide_id, qc)
 
             def overview() -> np.ndarray:
                 return qc_thumbnail(reader, region_map, det.xy, max_px=cfg.qc_thumbnail_px)
@@ -136,18 +125,8 @@ class SlideJob:
                     f"{', '.join(regions)} (see its QC overview: `mil bags qc {self.store.path} -o DIR`)",
                 )
             yield Stage(index, ref.slide_id, "crops", {"total": len(det)})
-            crop_um = cfg.instance_um
-            start = 0
             try:
-                for batch in iter_crops(reader, det.xy, crop_um, self.input_px, cfg.batch_size):
-                    stop = start + len(batch)
-                    obs = {
-                        "region": det.region[start:stop],
-                        "in_focus": det.in_focus[start:stop],
-                        "area_um2": det.area_um2[start:stop],
-                    }
-                    yield CropChunk(index, ref.slide_id, _as_tensor(batch), det.xy[start:stop], None, obs)
-                    start = stop
+                yield from self._slide_crops(index, ref.slide_id, reader, det)
             except Exception:  # the overview matters most when a read failed: try to leave it behind
                 try:
                     self.store.write_qc(ref.slide_id, SlideQC({**qc, "status": "failed"}, overview()))
@@ -158,7 +137,48 @@ class SlideJob:
             self.store.write_qc(ref.slide_id, SlideQC({**qc, "status": "cropped"}, overview()))
             mpp, mpp_source = reader.mpp, reader.mpp_source
         subsample = None if keep is None else {"seed": cfg.seed, "from": n_found, "kept": len(det)}
-        yield SlideFinished(index, ref.slide_id, len(det), qc, mpp, mpp_source, crop_um, subsample)
+        yield SlideFinished(index, ref.slide_id, len(det), qc, mpp, mpp_source, cfg.instance_um, subsample)
+
+    def _detect(
+        self, reader: SlideReader, region_map: RegionMap, slide_id: str, qc: dict[str, Any]
+    ) -> tuple[Detections, int, np.ndarray | None]:
+        """Cells (or grid tiles) in the chosen regions, subsampled to `max_instances`; the QC summary and maps
+        are written now, so a slide that fails later still leaves them. Returns (detections, number found
+        before the subsample, the subsample's indices or None)."""
+        from features.smear.detect import detect_cells, grid_tiles
+        from features.smear.qc import qc_summary
+
+        cfg = self.config
+        if cfg.unit == "cells":
+            det = detect_cells(reader, region_map, cfg.detect)
+        else:
+            det = grid_tiles(region_map, cfg.tile_um, reader.mpp, cfg.regions_tiled)
+        n_found = len(det)
+        keep = subsample_index(n_found, cfg.max_instances, cfg.seed, slide_id)
+        if keep is not None:
+            det = det.subset(keep)
+        qc.update(qc_summary(region_map, reader.mpp, det.xy))
+        qc.update(mpp=reader.mpp, mpp_source=reader.mpp_source, unit=cfg.unit, instances_found=n_found)
+        qc["instances_kept"] = len(det)
+        self.store.write_qc(slide_id, _with_maps({**qc, "status": "detected"}, region_map))
+        return det, n_found, keep
+
+    def _slide_crops(
+        self, index: int, slide_id: str, reader: SlideReader, det: Detections
+    ) -> Iterator[CropChunk]:
+        """The crops of `instance_um` around each detection, in chunks of `batch_size`, with their obs."""
+        from features.smear.crops import iter_crops
+
+        cfg, start = self.config, 0
+        for batch in iter_crops(reader, det.xy, cfg.instance_um, self.input_px, cfg.batch_size):
+            stop = start + len(batch)
+            obs = {
+                "region": det.region[start:stop],
+                "in_focus": det.in_focus[start:stop],
+                "area_um2": det.area_um2[start:stop],
+            }
+            yield CropChunk(index, slide_id, _as_tensor(batch), det.xy[start:stop], None, obs)
+            start = stop
 
     def _cells(self, index: int, ref: SlideRef, qc: dict[str, Any]) -> Iterator[Record]:
         from features.smear.crops import resize_batch

@@ -18,7 +18,6 @@ and the file, in a single `InputError`: the run starts only from a manifest that
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 
 from features.core.errors import InputError
@@ -65,79 +64,91 @@ class ManifestSource:
     def discover(self, input: Path, mpp: float | None = None) -> list[SlideRef]:
         input = Path(input)
         default_mpp = check_mpp(mpp, "--mpp")
-        if not input.is_file():
-            raise InputError(f"{input}: manifest not found (expected a CSV with columns slide_id, path)")
-        try:
-            with input.open(newline="", encoding="utf-8-sig") as fh:
-                rows = list(csv.reader(fh))
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise InputError(f"{input}: not a readable UTF-8 CSV ({exc})") from None
-        if not rows:
+        header, rows = _read_manifest(input)
+        manifest = _Rows(input, header, default_mpp)
+        for number, row in enumerate(rows, start=2):
+            problem = manifest.add(number, row)
+            if problem:
+                manifest.problems.append(f"row {number}: {problem}")
+        refs = manifest.refs + [_patient_fields(patient, rows) for patient, rows in manifest.fields.items()]
+        if manifest.problems:
             raise InputError(
-                f"{input}: empty manifest (expected a header slide_id, path[, patient_id][, mpp])"
-            )
-        header = [h.strip().lower() for h in rows[0]]
-        missing = [c for c in REQUIRED if c not in header]
-        unknown = [h for h in header if h not in REQUIRED + OPTIONAL]
-        if missing or unknown:
-            raise InputError(
-                f"{input}: header {rows[0]} must have columns slide_id, path and optionally patient_id, mpp"
-                + (f" (missing: {', '.join(missing)})" if missing else "")
-                + (f" (unknown: {', '.join(unknown)})" if unknown else "")
-            )
-        col = {name: header.index(name) for name in header}
-        refs: list[SlideRef] = []
-        fields: dict[str, list[tuple[Path, float | None, str | None]]] = {}  # patient -> field rows
-        problems: list[str] = []
-        seen: dict[str, int] = {}
-        for number, row in enumerate(rows[1:], start=2):
-            if not any(cell.strip() for cell in row):
-                continue  # blank lines are harmless
-            if len(row) != len(header):
-                problems.append(f"row {number}: {len(row)} fields, header has {len(header)}")
-                continue
-            value = {name: row[i].strip() for name, i in col.items()}
-            slide_id, raw_path = value["slide_id"], value["path"]
-            if not slide_id or not raw_path:
-                problems.append(f"row {number}: empty slide_id or path")
-                continue
-            if slide_id in seen:
-                problems.append(f"row {number}: slide_id {slide_id!r} already on row {seen[slide_id]}")
-                continue
-            seen[slide_id] = number
-            path = Path(raw_path) if Path(raw_path).is_absolute() else input.parent / raw_path
-            row_mpp = value.get("mpp", "")
-            resolved = _resolve(path, _number(row_mpp) or default_mpp)
-            if isinstance(resolved, str):
-                problems.append(f"row {number}: {raw_path}: {resolved}")
-                continue
-            kind, path, images = resolved
-            if row_mpp:
-                try:
-                    parsed = float(row_mpp)
-                except ValueError:
-                    parsed = math.nan
-                if not (parsed > 0 and parsed < 1e4):
-                    problems.append(f"row {number}: {raw_path}: mpp {row_mpp!r} is not a positive number")
-                    continue
-                ref_mpp, source = parsed, "manifest"
-            else:
-                ref_mpp, source = default_mpp, ("user" if default_mpp is not None else None)
-            patient = value.get("patient_id") or slide_id
-            if kind == "field":
-                fields.setdefault(patient, []).append((path, ref_mpp, source))
-            elif kind == "fields":
-                refs.append(FieldsRef(slide_id, patient, path, kind, ref_mpp, source, images))
-            else:
-                refs.append(SlideRef(slide_id, patient, path, kind, ref_mpp, source, images))
-        refs += [_patient_fields(patient, rows) for patient, rows in fields.items()]
-        if problems:
-            raise InputError(
-                f"{input}: {len(problems)} bad row(s), fix or remove them:\n" + "\n".join(problems)
+                f"{input}: {len(manifest.problems)} bad row(s), fix or remove them:\n"
+                + "\n".join(manifest.problems)
             )
         if not refs:
             raise InputError(f"{input}: no rows (expected one row per slide: slide_id, path)")
         return refs
+
+
+def _read_manifest(input: Path) -> tuple[list[str], list[list[str]]]:
+    """The manifest's header (as written) and its rows; a missing file, bad encoding or bad header is an error."""
+    if not input.is_file():
+        raise InputError(f"{input}: manifest not found (expected a CSV with columns slide_id, path)")
+    try:
+        with input.open(newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{input}: not a readable UTF-8 CSV ({exc})") from None
+    if not rows:
+        raise InputError(f"{input}: empty manifest (expected a header slide_id, path[, patient_id][, mpp])")
+    header = [h.strip().lower() for h in rows[0]]
+    missing = [c for c in REQUIRED if c not in header]
+    unknown = [h for h in header if h not in REQUIRED + OPTIONAL]
+    if missing or unknown:
+        raise InputError(
+            f"{input}: header {rows[0]} must have columns slide_id, path and optionally patient_id, mpp"
+            + (f" (missing: {', '.join(missing)})" if missing else "")
+            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+        )
+    return header, rows[1:]
+
+
+class _Rows:
+    """The manifest's rows read so far: the inputs they name, field rows by patient, and the problems."""
+
+    def __init__(self, input: Path, header: list[str], default_mpp: float | None):
+        self.input, self.header, self.default_mpp = input, header, default_mpp
+        self.col = {name: header.index(name) for name in header}
+        self.refs: list[SlideRef] = []
+        self.fields: dict[str, list[tuple[Path, float | None, str | None]]] = {}  # patient -> field rows
+        self.problems: list[str] = []
+        self.seen: dict[str, int] = {}  # slide_id -> its row number
+
+    def add(self, number: int, row: list[str]) -> str | None:
+        """Take one row; what is wrong with it, if anything (the caller adds the row number)."""
+        if not any(cell.strip() for cell in row):
+            return None  # blank lines are harmless
+        if len(row) != len(self.header):
+            return f"{len(row)} fields, header has {len(self.header)}"
+        value = {name: row[i].strip() for name, i in self.col.items()}
+        slide_id, raw_path = value["slide_id"], value["path"]
+        if not slide_id or not raw_path:
+            return "empty slide_id or path"
+        if slide_id in self.seen:
+            return f"slide_id {slide_id!r} already on row {self.seen[slide_id]}"
+        self.seen[slide_id] = number
+        path = Path(raw_path) if Path(raw_path).is_absolute() else self.input.parent / raw_path
+        row_mpp = value.get("mpp", "")
+        given = _number(row_mpp)
+        resolved = _resolve(path, given or self.default_mpp)
+        if isinstance(resolved, str):
+            return f"{raw_path}: {resolved}"
+        kind, path, images = resolved
+        if row_mpp and given is None:
+            return f"{raw_path}: mpp {row_mpp!r} is not a positive number"
+        if row_mpp:
+            ref_mpp, source = given, "manifest"
+        else:
+            ref_mpp, source = self.default_mpp, ("user" if self.default_mpp is not None else None)
+        patient = value.get("patient_id") or slide_id
+        if kind == "field":
+            self.fields.setdefault(patient, []).append((path, ref_mpp, source))
+        elif kind == "fields":
+            self.refs.append(FieldsRef(slide_id, patient, path, kind, ref_mpp, source, images))
+        else:
+            self.refs.append(SlideRef(slide_id, patient, path, kind, ref_mpp, source, images))
+        return None
 
 
 def _number(text: str) -> float | None:

@@ -59,6 +59,29 @@ class CellParams:
     vacuoles: np.ndarray  # (n, MAX_VACUOLES, 3) x, y, r; r = 0 unused
     hof: np.ndarray  # (n, 4) x, y, r, strength
 
+    @classmethod
+    def empty(cls, types: list[str]) -> CellParams:
+        """Zeroed parameters for `types` (unused primitives, nucleoli, rods, vacuoles stay 0)."""
+        n, k = len(types), len(GRANULE_ORDER)
+        return cls(
+            types=list(types),
+            diameter_um=np.zeros(n),
+            cell=np.zeros((n, 5), F32),
+            cell_wobble=np.zeros((n, HARMONICS, 2), F32),
+            prims=np.zeros((n, nuclei.MAX_PRIMS, 6), F32),
+            nuc_wobble=np.zeros((n, HARMONICS, 2), F32),
+            nucleus_od=np.zeros((n, 3), F32),
+            chromatin=np.zeros(n, F32),
+            nucleoli=np.zeros((n, MAX_NUCLEOLI, 3), F32),
+            cytoplasm_od=np.zeros((n, 3), F32),
+            granules=np.zeros((n, k), np.int64),
+            over_nucleus=np.zeros((n, k), F32),
+            rods=np.zeros((n, MAX_RODS, 4), F32),
+            n_rods=np.zeros(n, np.int64),
+            vacuoles=np.zeros((n, MAX_VACUOLES, 3), F32),
+            hof=np.zeros((n, 4), F32),
+        )
+
     def take(self, idx: np.ndarray) -> CellParams:
         """The cells at `idx` (to render a slide's cells in batches grouped by sprite size)."""
         return CellParams(
@@ -87,28 +110,11 @@ def sample_params(
     jitter_um: float = 0.0,
 ) -> CellParams:
     """Draw every cell's geometry and colours. `size_scale`/`od_scale` shrink and darken cells in thick areas."""
-    n, k = len(types), len(GRANULE_ORDER)
+    n = len(types)
     px = 1.0 / mpp
     size_scale = np.broadcast_to(np.asarray(size_scale, dtype=float), (n,))
     od_scale = np.broadcast_to(np.asarray(od_scale, dtype=float), (n,))
-    p = CellParams(
-        types=list(types),
-        diameter_um=np.zeros(n),
-        cell=np.zeros((n, 5), F32),
-        cell_wobble=np.zeros((n, HARMONICS, 2), F32),
-        prims=np.zeros((n, nuclei.MAX_PRIMS, 6), F32),
-        nuc_wobble=np.zeros((n, HARMONICS, 2), F32),
-        nucleus_od=np.zeros((n, 3), F32),
-        chromatin=np.zeros(n, F32),
-        nucleoli=np.zeros((n, MAX_NUCLEOLI, 3), F32),
-        cytoplasm_od=np.zeros((n, 3), F32),
-        granules=np.zeros((n, k), np.int64),
-        over_nucleus=np.zeros((n, k), F32),
-        rods=np.zeros((n, MAX_RODS, 4), F32),
-        n_rods=np.zeros(n, np.int64),
-        vacuoles=np.zeros((n, MAX_VACUOLES, 3), F32),
-        hof=np.zeros((n, 4), F32),
-    )
+    p = CellParams.empty(types)
     chromatin_od = od(CHROMATIN_RGB)
     for i, name in enumerate(types):
         t = CELL_TYPES[name]
@@ -145,15 +151,21 @@ def sample_params(
             x, y = sample_in_disc(rng, np.array([jx]), np.array([jy]), np.array([0.75 * R]))
             p.vacuoles[i, j] = (x[0], y[0], rng.uniform(0.35, 0.9) * px)
         if t.hof:
-            ox, oy = shape.centre[0], shape.centre[1]
-            norm = np.hypot(ox, oy)
-            if norm > 0.5:
-                dx, dy = -ox / norm, -oy / norm
-            else:
-                dx, dy = nuclei._dir(rng.uniform(0, 2 * np.pi))
-            r_h = 0.55 * shape.radius
-            p.hof[i] = (cx + dx * shape.radius, cy + dy * shape.radius, r_h, t.hof * rng.uniform(0.8, 1.2))
+            p.hof[i] = _hof(rng, shape, cx, cy, t.hof)
     return p
+
+
+def _hof(rng: np.random.Generator, shape, cx: float, cy: float, strength: float) -> tuple[float, ...]:
+    """The perinuclear pale zone (hof): a disc on the nucleus's side facing the cell centre (a random
+    side when the nucleus is central)."""
+    ox, oy = shape.centre[0], shape.centre[1]
+    norm = np.hypot(ox, oy)
+    if norm > 0.5:
+        dx, dy = -ox / norm, -oy / norm
+    else:
+        dx, dy = nuclei._dir(rng.uniform(0, 2 * np.pi))
+    r_h = 0.55 * shape.radius
+    return (cx + dx * shape.radius, cy + dy * shape.radius, r_h, strength * rng.uniform(0.8, 1.2))
 
 
 def _rods(rng, out: np.ndarray, count: int, R: float, px: float, faggot: bool, jx: float, jy: float) -> int:

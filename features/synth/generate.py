@@ -93,26 +93,7 @@ def generate_cohort(
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        jobs = []
-        for i, p in enumerate(patients):
-            if config.layout in ("cells", "both"):
-                jobs.append(
-                    ("cells", p.patient_id, write_patient_cells, (tmp, p, i, config, stain_of[p.site]))
-                )
-            if config.layout == "fields":
-                jobs.append(
-                    ("fields", p.patient_id, write_patient_fields, (tmp, p, i, config, stain_of[p.site]))
-                )
-            if config.layout in ("slides", "both"):
-                for k in range(config.slides_per_patient):
-                    jobs.append(
-                        (
-                            "slide",
-                            f"{p.patient_id}_s{k + 1}",
-                            write_slide,
-                            (tmp, p, i, k, config, stain_of[p.site]),
-                        )
-                    )
+        jobs = _plan(tmp, patients, config, stain_of)
         report("plan", total=len(jobs) + 1)
         results = _run(jobs, workers, report)
         cells = {r.patient_id: r for kind, r in results if kind in ("cells", "fields")}
@@ -128,18 +109,7 @@ def generate_cohort(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     report("done", out=str(out))
-    return CohortSummary(
-        out=out,
-        patients=len(patients),
-        diagnoses=dict(Counter(p.diagnosis for p in patients)),
-        sites=[s.name for s in stains],
-        crops=sum(getattr(r, "n_cells", 0) for r in cells.values()),
-        slides=len(slides),
-        nucleated_on_slides=sum(r.n_nucleated for r in slides),
-        fields=sum(getattr(r, "n_fields", 0) for r in cells.values()),
-        nucleated_in_fields=sum(getattr(r, "n_nucleated", 0) for r in cells.values()),
-        files=sorted(p.name for p in out.iterdir()),
-    )
+    return _summary(out, patients, stains, cells, slides)
 
 
 def _run(jobs: list, workers: int, report: Progress) -> list:
@@ -157,6 +127,36 @@ def _run(jobs: list, workers: int, report: Progress) -> list:
             results.append((kind, future.result()))
             report("job", kind=kind, name=name)
     return results
+
+
+def _plan(tmp: Path, patients: list[Patient], config: SynthConfig, stain_of: dict) -> list[tuple]:
+    """One job per patient's cell folder or fields, and per slide: (kind, name, function, arguments)."""
+    jobs = []
+    for i, p in enumerate(patients):
+        stain = stain_of[p.site]
+        if config.layout in ("cells", "both"):
+            jobs.append(("cells", p.patient_id, write_patient_cells, (tmp, p, i, config, stain)))
+        if config.layout == "fields":
+            jobs.append(("fields", p.patient_id, write_patient_fields, (tmp, p, i, config, stain)))
+        if config.layout in ("slides", "both"):
+            for k in range(config.slides_per_patient):
+                jobs.append(("slide", f"{p.patient_id}_s{k + 1}", write_slide, (tmp, p, i, k, config, stain)))
+    return jobs
+
+
+def _summary(out: Path, patients: list[Patient], stains: list, cells: dict, slides: list) -> CohortSummary:
+    return CohortSummary(
+        out=out,
+        patients=len(patients),
+        diagnoses=dict(Counter(p.diagnosis for p in patients)),
+        sites=[s.name for s in stains],
+        crops=sum(getattr(r, "n_cells", 0) for r in cells.values()),
+        slides=len(slides),
+        nucleated_on_slides=sum(r.n_nucleated for r in slides),
+        fields=sum(getattr(r, "n_fields", 0) for r in cells.values()),
+        nucleated_in_fields=sum(getattr(r, "n_nucleated", 0) for r in cells.values()),
+        files=sorted(p.name for p in out.iterdir()),
+    )
 
 
 def _write_tables(

@@ -116,6 +116,33 @@ def exit_code(summary: Any) -> int:
     return EXIT_PARTIAL if summary.count("failed") else EXIT_OK
 
 
+def print_summary(console: Console, summary: Any) -> None:
+    """The table, then each failure and each bag written with inputs left out in full, then what else the
+    run has to say (nothing done, random weights, stale entries swept, stopped early)."""
+    if summary.outcomes:
+        console.print(summary_table(summary))
+    failures = failure_lines(summary)
+    if failures:
+        console.print(f"[red]failures[/] ({len(failures)}):", highlight=False)
+        for line in failures:
+            console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
+    notices = notice_lines(summary)
+    if notices:
+        console.print(f"[yellow]written with inputs left out[/] ({len(notices)}):", highlight=False)
+        for line in notices:
+            console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
+    if summary.message:
+        console.print(f"[red]nothing extracted:[/] {summary.message}", highlight=False)
+    if summary.encoder is not None and summary.encoder.weights_sha256 == "random":
+        console.print(RANDOM_LINE)
+    if summary.swept:
+        console.print(
+            f"removed {len(summary.swept)} unfinished bag(s) left by an earlier run", highlight=False
+        )
+    if summary.stopped_early:
+        console.print("[red]stopped at the first failure (--no-skip-errors)[/]")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("extract")
     def extract_cmd(
@@ -166,26 +193,5 @@ def register(app: typer.Typer) -> None:
                 )
             finally:
                 view.stop()
-        if summary.outcomes:
-            console.print(summary_table(summary))
-        failures = failure_lines(summary)
-        if failures:
-            console.print(f"[red]failures[/] ({len(failures)}):", highlight=False)
-            for line in failures:
-                console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
-        notices = notice_lines(summary)
-        if notices:
-            console.print(f"[yellow]written with inputs left out[/] ({len(notices)}):", highlight=False)
-            for line in notices:
-                console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
-        if summary.message:
-            console.print(f"[red]nothing extracted:[/] {summary.message}", highlight=False)
-        if summary.encoder is not None and summary.encoder.weights_sha256 == "random":
-            console.print(RANDOM_LINE)
-        if summary.swept:
-            console.print(
-                f"removed {len(summary.swept)} unfinished bag(s) left by an earlier run", highlight=False
-            )
-        if summary.stopped_early:
-            console.print("[red]stopped at the first failure (--no-skip-errors)[/]")
+        print_summary(console, summary)
         raise typer.Exit(exit_code(summary))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -11,6 +12,27 @@ from rich.table import Table
 
 from features.synth.config import SynthConfig
 from mil.cli.options import field_option
+
+
+def summary_table(summary: Any) -> Table:
+    """What `generate_cohort` wrote, one row per kind of output."""
+    table = Table(title=f"wrote {summary.out}", title_justify="left", show_header=False)
+    table.add_row("patients", str(summary.patients))
+    table.add_row("diagnoses", ", ".join(f"{k} {v}" for k, v in sorted(summary.diagnoses.items())))
+    table.add_row("sites", ", ".join(summary.sites))
+    if summary.crops:
+        table.add_row("crops", f"{summary.crops} in cells/<patient_id>/")
+    if summary.slides:
+        table.add_row(
+            "slides", f"{summary.slides} in slides/ ({summary.nucleated_on_slides} nucleated cells)"
+        )
+    if summary.fields:
+        table.add_row(
+            "fields",
+            f"{summary.fields} in fields/<patient_id>/ ({summary.nucleated_in_fields} nucleated cells)",
+        )
+    table.add_row("files", ", ".join(summary.files))
+    return table
 
 
 def register(app: typer.Typer) -> None:
@@ -65,20 +87,4 @@ def register(app: typer.Typer) -> None:
                     steps.update(task, advance=1, description=f"synth {info['kind']} {info['name']}")
 
             summary = generate_cohort(out, config, overwrite=overwrite, progress=progress, workers=workers)
-        table = Table(title=f"wrote {summary.out}", title_justify="left", show_header=False)
-        table.add_row("patients", str(summary.patients))
-        table.add_row("diagnoses", ", ".join(f"{k} {v}" for k, v in sorted(summary.diagnoses.items())))
-        table.add_row("sites", ", ".join(summary.sites))
-        if summary.crops:
-            table.add_row("crops", f"{summary.crops} in cells/<patient_id>/")
-        if summary.slides:
-            table.add_row(
-                "slides", f"{summary.slides} in slides/ ({summary.nucleated_on_slides} nucleated cells)"
-            )
-        if summary.fields:
-            table.add_row(
-                "fields",
-                f"{summary.fields} in fields/<patient_id>/ ({summary.nucleated_in_fields} nucleated cells)",
-            )
-        table.add_row("files", ", ".join(summary.files))
-        console.print(table)
+        console.print(summary_table(summary))

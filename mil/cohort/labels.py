@@ -105,20 +105,56 @@ def build_cohort(
     table = read_labels(labels)
     spec = resolve_spec(table, config, source)
     y_rows, has_rows = create_task(spec).parse(table, source)
-    by_slide = "slide_id" in table.columns
+    _check_rows(table, config, source)
+    first_row, labelled = _patient_rows(table, y_rows, has_rows, config, source)
+    match = _match_store(table, metas, labelled, first_row)
+    if match.missing and not config.allow_missing:
+        raise InputError(
+            f"{source}: {len(match.missing)} labelled {match.what} have no bag in {store} "
+            f"({_first(match.missing)}); extract them, fix the ids, or pass --allow-missing to leave them out"
+        )
+    if match.unlabelled and not config.allow_missing:
+        raise InputError(
+            f"{store}: {len(match.unlabelled)} slides have no row in {source} ({_first(match.unlabelled)}); add "
+            "them (an empty target leaves a patient out on purpose) or pass --allow-missing"
+        )
+    patients = sorted(p for p in labelled if match.slides.get(p))
+    if not patients:
+        raise InputError(f"{source}: no labelled patient has a bag in {store}; check that the ids match")
+    rows = [first_row[p] for p in patients]
+    return Cohort(
+        labels_path=labels,
+        spec=spec,
+        patients=patients,
+        y=y_rows[rows],
+        slides={p: sorted(match.slides[p]) for p in patients},
+        groups=_groups(table, rows, patients, config, source),
+        left_out_empty=sorted(set(first_row) - labelled),
+        missing_bags=match.missing,
+        slides_without_bag=match.partial,
+        unlabelled_slides=match.unlabelled,
+    )
+
+
+def _check_rows(table: pd.DataFrame, config: TrainConfig, source: str) -> None:
+    """The --group-by column exists, and no patient (or, with slide rows, no slide) has two rows."""
     if config.group_by is not None and config.group_by not in table.columns:
         raise InputError(
             f"{source}: no column {config.group_by!r} for --group-by; columns: {', '.join(table.columns[:12])}"
         )
-
-    dup_key = "slide_id" if by_slide else "patient_id"
+    dup_key = "slide_id" if "slide_id" in table.columns else "patient_id"
     dups = table[dup_key][table[dup_key].duplicated()].unique()
     if len(dups):
         raise InputError(
             f"{source}: duplicate {dup_key} {_first(dups)}; keep one row per {dup_key.split('_')[0]}"
         )
 
-    # One target (and group) per patient; with slide rows, a patient's rows must agree.
+
+def _patient_rows(
+    table: pd.DataFrame, y_rows: np.ndarray, has_rows: np.ndarray, config: TrainConfig, source: str
+) -> tuple[dict[str, int], set[str]]:
+    """Each patient's first row, and the patients with a target. One target (and group) per patient: with
+    slide rows, a patient's rows must agree."""
     targets = pd.DataFrame(y_rows.reshape(len(table), -1)).assign(has=has_rows)
     pid = conflicting_patient(table["patient_id"], targets)
     if pid is not None:
@@ -130,69 +166,60 @@ def build_cohort(
         raise InputError(f"{source}: patient {pid!r} has slides in different {config.group_by!r} groups")
     first = ~table["patient_id"].duplicated()
     first_row: dict[str, int] = dict(zip(table["patient_id"][first], np.flatnonzero(first), strict=True))
-    labelled = {pid for pid, i in first_row.items() if has_rows[i]}
-    empty = sorted(set(first_row) - labelled)
+    return first_row, {pid for pid, i in first_row.items() if has_rows[i]}
 
-    # Store slides -> patients; what is labelled but absent, and what is stored but unlabelled.
+
+@dataclass
+class _StoreMatch:
+    """Labelled patients matched to the store's slides; what is labelled but absent, stored but unlabelled."""
+
+    slides: dict[str, list[str]]  # labelled patient -> its stored slides
+    missing: list[str]  # labelled patients (or slide rows) with no bag at all
+    partial: list[str]  # slide rows without a bag whose patient has other bags
+    unlabelled: list[str]  # stored slides without a label row
+    what: str  # what `missing` lists: "slides" or "patients"
+
+
+def _match_store(
+    table: pd.DataFrame, metas: list[BagMeta], labelled: set[str], first_row: dict[str, int]
+) -> _StoreMatch:
+    """Store slides -> patients, through the CSV's slide_id column if it has one, else the bags' patient ids."""
     stored = {m.slide_id: m for m in metas}
     slides: dict[str, list[str]] = defaultdict(list)
-    if by_slide:
-        slide_patient = dict(zip(table["slide_id"], table["patient_id"], strict=True))
-        unlabelled = sorted(s for s in stored if s not in slide_patient)
-        for s, p in slide_patient.items():
-            if s in stored and p in labelled:
-                slides[p].append(s)
-        absent = sorted(s for s, p in slide_patient.items() if p in labelled and s not in stored)
-        # A slide row without a bag blocks only when its patient has no bag at all. A patient whose other
-        # slides are stored trains on those, and the absent rows are reported (summary, left_out.csv): e.g.
-        # a `mil synth --layout both` table lists each patient's cell folder and smear, one store holds one.
-        partial = [s for s in absent if slides.get(slide_patient[s])]
-        missing = [s for s in absent if not slides.get(slide_patient[s])]
-        what = "slides"
-    else:
+    if "slide_id" not in table.columns:
         unlabelled = sorted(s for s, m in stored.items() if m.patient_id not in first_row)
         for s, m in stored.items():
             if m.patient_id in labelled:
                 slides[m.patient_id].append(s)
         missing = sorted(p for p in labelled if p not in slides)
-        partial = []
-        what = "patients"
-    if missing and not config.allow_missing:
-        raise InputError(
-            f"{source}: {len(missing)} labelled {what} have no bag in {store} ({_first(missing)}); extract them, "
-            "fix the ids, or pass --allow-missing to leave them out"
-        )
-    if unlabelled and not config.allow_missing:
-        raise InputError(
-            f"{store}: {len(unlabelled)} slides have no row in {source} ({_first(unlabelled)}); add them "
-            "(an empty target leaves a patient out on purpose) or pass --allow-missing"
-        )
+        return _StoreMatch(slides, missing, [], unlabelled, "patients")
+    slide_patient = dict(zip(table["slide_id"], table["patient_id"], strict=True))
+    unlabelled = sorted(s for s in stored if s not in slide_patient)
+    for s, p in slide_patient.items():
+        if s in stored and p in labelled:
+            slides[p].append(s)
+    absent = sorted(s for s, p in slide_patient.items() if p in labelled and s not in stored)
+    # A slide row without a bag blocks only when its patient has no bag at all. A patient whose other
+    # slides are stored trains on those, and the absent rows are reported (summary, left_out.csv): e.g.
+    # a `mil synth --layout both` table lists each patient's cell folder and smear, one store holds one.
+    partial = [s for s in absent if slides.get(slide_patient[s])]
+    missing = [s for s in absent if not slides.get(slide_patient[s])]
+    return _StoreMatch(slides, missing, partial, unlabelled, "slides")
 
-    patients = sorted(p for p in labelled if slides.get(p))
-    if not patients:
-        raise InputError(f"{source}: no labelled patient has a bag in {store}; check that the ids match")
-    rows = [first_row[p] for p in patients]
-    groups = None
-    if config.group_by:
-        values = table[config.group_by].iloc[rows]
-        if values.isna().any():
-            bad = [p for p, v in zip(patients, values, strict=True) if pd.isna(v)]
-            raise InputError(
-                f"{source}: {len(bad)} patients have no {config.group_by!r} ({_first(bad)}); fill it"
-            )
-        groups = [str(v).strip() for v in values]
-    return Cohort(
-        labels_path=labels,
-        spec=spec,
-        patients=patients,
-        y=y_rows[rows],
-        slides={p: sorted(slides[p]) for p in patients},
-        groups=groups,
-        left_out_empty=empty,
-        missing_bags=missing,
-        slides_without_bag=partial,
-        unlabelled_slides=unlabelled,
-    )
+
+def _groups(
+    table: pd.DataFrame, rows: list[int], patients: list[str], config: TrainConfig, source: str
+) -> list[str] | None:
+    """The --group-by value of each patient (its first row); every patient needs one."""
+    if not config.group_by:
+        return None
+    values = table[config.group_by].iloc[rows]
+    if values.isna().any():
+        bad = [p for p, v in zip(patients, values, strict=True) if pd.isna(v)]
+        raise InputError(
+            f"{source}: {len(bad)} patients have no {config.group_by!r} ({_first(bad)}); fill it"
+        )
+    return [str(v).strip() for v in values]
 
 
 def check_counts(cohort: Cohort, n_folds: int) -> None:

@@ -27,7 +27,7 @@ import pandas as pd
 from features.core.errors import InputError
 from features.core.io import atomic_write, atomic_write_text
 from mil.evaluate.columns import conflicting_patient, label_text, numeric_column, text_column
-from mil.tasks import TaskSpec, create_task
+from mil.tasks import Task, TaskSpec, create_task
 
 SPEC_SCHEMA = "mil.predictions/1"
 
@@ -122,6 +122,26 @@ def attach_labels(df: pd.DataFrame, spec: TaskSpec, labels_csv: Path) -> pd.Data
     if not labels_csv.is_file():
         raise InputError(f"labels file {labels_csv} not found")
     task = create_task(spec)
+    text, truth = task.text_columns(), task.truth_columns()
+    labels = _one_per_patient(_read_truth(labels_csv, task), truth, list(task.target_map()), labels_csv)
+    merged = df.drop(columns=truth).merge(labels, on="patient_id", how="inner")
+    if merged.empty:
+        raise InputError(
+            f"{labels_csv}: no patient_id in common with the predictions ({len(df)} predicted, "
+            f"{len(labels)} labelled; e.g. {df['patient_id'].iloc[0]!r} vs "
+            f"{labels['patient_id'].iloc[0] if len(labels) else 'none'!r})"
+        )
+    merged = merged[df.columns]
+    task.check_new_truth(merged, str(labels_csv))
+    merged = validate_predictions(merged, spec, source=str(labels_csv))
+    _check_agreement(df, merged, truth, all(col in text for col in truth), labels_csv)
+    unlabelled = sorted(set(df["patient_id"]) - set(merged["patient_id"]))
+    merged.attrs["unlabelled_patients"] = unlabelled
+    return merged.reset_index(drop=True)
+
+
+def _read_truth(labels_csv: Path, task: Task) -> pd.DataFrame:
+    """patient_id and the truth columns (renamed from the spec's targets) of every row with a patient id."""
     target_map, text = task.target_map(), task.text_columns()
     targets = list(target_map)
     try:
@@ -141,35 +161,27 @@ def attach_labels(df: pd.DataFrame, spec: TaskSpec, labels_csv: Path) -> pd.Data
     labels = labels[["patient_id", *targets]].rename(columns=target_map)
     labels["patient_id"] = text_column(labels["patient_id"])
     labels = labels.dropna(subset=["patient_id"])
-    truth = task.truth_columns()
-    for col in truth:
+    for col in task.truth_columns():
         labels[col] = (
             label_text(labels[col]) if col in text else numeric_column(labels[col], str(labels_csv), col)
         )
-    # A table with one row per slide repeats patients: fine while their rows agree (training's rule).
+    return labels
+
+
+def _one_per_patient(
+    labels: pd.DataFrame, truth: list[str], targets: list[str], source: Path
+) -> pd.DataFrame:
+    """One row per labelled patient. A table with one row per slide repeats patients: fine while their rows
+    agree (training's rule); patients with an empty truth cell are dropped."""
     pid = conflicting_patient(labels["patient_id"], labels[truth])
     if pid is not None:
         seen = labels.loc[labels["patient_id"] == pid, truth].drop_duplicates().to_numpy().tolist()
         values = " vs ".join(str(v[0] if len(v) == 1 else v) for v in seen)
         raise InputError(
-            f"{labels_csv}: patient {pid!r} has rows with different {', '.join(targets)} ({values}); "
+            f"{source}: patient {pid!r} has rows with different {', '.join(targets)} ({values}); "
             "one label per patient"
         )
-    labels = labels.drop_duplicates(subset="patient_id").dropna(subset=truth)
-    merged = df.drop(columns=truth).merge(labels, on="patient_id", how="inner")
-    if merged.empty:
-        raise InputError(
-            f"{labels_csv}: no patient_id in common with the predictions ({len(df)} predicted, "
-            f"{len(labels)} labelled; e.g. {df['patient_id'].iloc[0]!r} vs "
-            f"{labels['patient_id'].iloc[0] if len(labels) else 'none'!r})"
-        )
-    merged = merged[df.columns]
-    task.check_new_truth(merged, str(labels_csv))
-    merged = validate_predictions(merged, spec, source=str(labels_csv))
-    _check_agreement(df, merged, truth, all(col in text for col in truth), labels_csv)
-    unlabelled = sorted(set(df["patient_id"]) - set(merged["patient_id"]))
-    merged.attrs["unlabelled_patients"] = unlabelled
-    return merged.reset_index(drop=True)
+    return labels.drop_duplicates(subset="patient_id").dropna(subset=truth)
 
 
 def require_truth(df: pd.DataFrame, spec: TaskSpec, source: str) -> None:

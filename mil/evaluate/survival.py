@@ -102,45 +102,19 @@ def survival_metrics(
 ) -> dict:
     """c-index (+CI), risk groups with Kaplan-Meier medians and the log-rank p between them. JSON-ready."""
     time, event, risk = np.asarray(time, float), np.asarray(event, int), np.asarray(risk, float)
-    n_bootstrap = evaluate.n_bootstrap
     n, n_events = len(time), int(event.sum())
-    reasons = {}
-    if n_events == 0:
-        c_index = CI.undefined(f"no events (all {n} patients censored): c-index undefined", n_bootstrap)
-    elif math.isnan(concordance(time, event, risk)):
-        c_index = CI.undefined("no comparable pair (each event is at the last follow-up time)", n_bootstrap)
-    else:
-        c_index = bootstrap_ci(concordance_weighted, time, event, risk, n=n_bootstrap, rng=evaluate.seed)
-        # report lifelines' own number; the weighted twin agrees with it to rounding (tested)
-        c_index = replace(c_index, estimate=concordance(time, event, risk))
-
+    c_index = _c_index(time, event, risk, evaluate)
     labels, cuts = risk_groups(risk, group_method)
-    fits = kaplan_meier(time, event, labels, GROUP_METHODS[group_method])
-    groups = {}
-    for name in GROUP_METHODS[group_method]:
-        mask = labels == name
-        info = {"n": int(mask.sum()), "n_events": int(event[mask].sum())}
-        if name in fits and math.isfinite(fits[name].median_survival_time_):
-            info["median_survival"] = float(fits[name].median_survival_time_)
-        else:
-            info["median_survival"] = None
-            info["reason"] = "empty group" if not mask.any() else "median survival not reached"
-        groups[name] = info
-
+    names = GROUP_METHODS[group_method]
+    fits = kaplan_meier(time, event, labels, names)
+    reasons = {}
     logrank_p = logrank_stat = None
     if n_events == 0:
         reasons["logrank_p"] = "no events: log-rank test undefined"
-    elif len(fits) < len(GROUP_METHODS[group_method]):
+    elif len(fits) < len(names):
         reasons["logrank_p"] = "risk scores are tied so the groups cannot be split: log-rank test undefined"
     else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # lifelines warns on small groups; the counts are in the JSON
-            if len(fits) == 2:
-                low, high = labels == "low", labels == "high"
-                result = logrank_test(time[low], time[high], event[low], event[high])
-            else:
-                result = multivariate_logrank_test(time, labels, event)
-        logrank_p, logrank_stat = float(result.p_value), float(result.test_statistic)
+        logrank_p, logrank_stat = _logrank(time, event, labels, len(fits))
     if "logrank_p" in reasons:
         reasons["logrank_statistic"] = reasons["logrank_p"]
     block = {
@@ -151,8 +125,49 @@ def survival_metrics(
         "logrank_statistic": logrank_stat,
         "group_method": group_method,
         "group_cuts": cuts,
-        "groups": groups,
+        "groups": _group_table(event, labels, fits, names),
     }
     if reasons:
         block["reasons"] = reasons
     return block
+
+
+def _c_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray, evaluate: EvaluateConfig) -> CI:
+    """Harrell's c-index with its bootstrap CI; undefined (with the reason) without events or comparable pairs."""
+    n_bootstrap = evaluate.n_bootstrap
+    if int(event.sum()) == 0:
+        return CI.undefined(f"no events (all {len(time)} patients censored): c-index undefined", n_bootstrap)
+    if math.isnan(concordance(time, event, risk)):
+        return CI.undefined("no comparable pair (each event is at the last follow-up time)", n_bootstrap)
+    c_index = bootstrap_ci(concordance_weighted, time, event, risk, n=n_bootstrap, rng=evaluate.seed)
+    # report lifelines' own number; the weighted twin agrees with it to rounding (tested)
+    return replace(c_index, estimate=concordance(time, event, risk))
+
+
+def _group_table(
+    event: np.ndarray, labels: np.ndarray, fits: dict, names: tuple[str, ...]
+) -> dict[str, dict]:
+    """Per risk group: patients, events and the Kaplan-Meier median (None, with the reason, when not reached)."""
+    groups = {}
+    for name in names:
+        mask = labels == name
+        info = {"n": int(mask.sum()), "n_events": int(event[mask].sum())}
+        if name in fits and math.isfinite(fits[name].median_survival_time_):
+            info["median_survival"] = float(fits[name].median_survival_time_)
+        else:
+            info["median_survival"] = None
+            info["reason"] = "empty group" if not mask.any() else "median survival not reached"
+        groups[name] = info
+    return groups
+
+
+def _logrank(time: np.ndarray, event: np.ndarray, labels: np.ndarray, n_groups: int) -> tuple[float, float]:
+    """(p, statistic) of the log-rank test between the risk groups (two groups, or several)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # lifelines warns on small groups; the counts are in the JSON
+        if n_groups == 2:
+            low, high = labels == "low", labels == "high"
+            result = logrank_test(time[low], time[high], event[low], event[high])
+        else:
+            result = multivariate_logrank_test(time, labels, event)
+    return float(result.p_value), float(result.test_statistic)

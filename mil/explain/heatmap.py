@@ -33,12 +33,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from features.bagstore import bag_key
 from features.core.errors import InputError, MilError
 from mil.config import ExplainConfig
 from mil.explain.attention import ATTRIBUTION_METHOD
 from mil.explain.cohort import Explainer
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from features.sources.instances import Overview
+    from mil.cells.model import CellModel
 
 SCHEMA = "mil.heatmap/1"
 NORMALISATION = (
@@ -97,32 +104,16 @@ def heatmap(
     out = Path(out)
     check_out(out, overwrite)
     ex = Explainer.open(run, bags, labels, device)
-    cell_model = None
-    if cells is not None:
-        from mil.cells.model import CellModel
-
-        cell_model = CellModel.load(cells)
-        cell_model.check_store(ex.store)
+    cell_model = _open_cell_model(cells, ex)
     wanted = _resolve_slides(ex, slides, Path(bags))
     owner = ex.slide_patient()
     by_patient: dict[str, list[str]] = {}
     for s in wanted:
         by_patient.setdefault(owner[s], []).append(s)
     emit("start", total=len(wanted), patients=len(by_patient), method=ex.method)
-    results: list[SlideResult] = []
     tmp = temp_dir(out)
     try:
-        for patient, slide_ids in by_patient.items():
-            try:
-                _, att = ex.explain(patient)
-            except (MilError, OSError) as exc:
-                for s in slide_ids:
-                    results.append(SlideResult(s, patient, "failed", error=_one_line(exc)))
-                    emit("slide_done", result=results[-1])
-                continue
-            for s in slide_ids:
-                results.append(_write_slide(ex, s, patient, att, tmp / bag_key(s), config, cell_model))
-                emit("slide_done", result=results[-1])
+        results = _explain_slides(ex, by_patient, tmp, config, emit, cell_model)
         summary = HeatmapSummary(
             out, Path(run), Path(bags), ex.head_name, ex.method, ex.class_agnostic,
             _rows(ex), results, time.perf_counter() - started,
@@ -137,6 +128,42 @@ def heatmap(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return summary
+
+
+def _open_cell_model(cells: Path | None, ex: Explainer) -> CellModel | None:
+    """The cell model that names each cell's type, refused up front if its encoder is not the store's."""
+    if cells is None:
+        return None
+    from mil.cells.model import CellModel
+
+    cell_model = CellModel.load(cells)
+    cell_model.check_store(ex.store)
+    return cell_model
+
+
+def _explain_slides(
+    ex: Explainer,
+    by_patient: dict[str, list[str]],
+    folder: Path,
+    config: ExplainConfig,
+    emit: Callable[..., None],
+    cell_model: CellModel | None = None,
+) -> list[SlideResult]:
+    """Each patient explained once (its slides' bags together), then each of its slides written to its own
+    folder; a patient or slide that fails is a failed result, and the others go on."""
+    results: list[SlideResult] = []
+    for patient, slide_ids in by_patient.items():
+        try:
+            _, att = ex.explain(patient)
+        except (MilError, OSError) as exc:
+            for s in slide_ids:
+                results.append(SlideResult(s, patient, "failed", error=_one_line(exc)))
+                emit("slide_done", result=results[-1])
+            continue
+        for s in slide_ids:
+            results.append(_write_slide(ex, s, patient, att, folder / bag_key(s), config, cell_model))
+            emit("slide_done", result=results[-1])
+    return results
 
 
 def _resolve_slides(ex: Explainer, slides: list[str] | None, bags: Path) -> list[str]:
@@ -186,21 +213,8 @@ def _write_slide(
                 result.files.append(save_png(image, folder / f"gallery_{row}.png").name)
             overview = source.overview()
         if overview is not None:  # a slide (cell folders have no picture of the smear, nor positions)
-            from mil.explain.geojson import cells_geojson, write_geojson
-            from mil.explain.overlay import write_overlays, write_type_overlay
-
-            paths = {row: folder / f"overlay_{row}.png" for row in att.rows}
-            result.files += [
-                p.name for p in write_overlays(overview, bag.coords, values, paths, slide_id, _label(att))
-            ]
-            if types is not None:
-                path = folder / "overlay_celltype.png"
-                result.files.append(
-                    write_type_overlay(overview, bag.coords, types[0], colours, path, slide_id).name
-                )
-            geojson = cells_geojson(frame, meta.mpp, _measures(frame), colours=colours)
-            write_geojson(geojson, folder / "cells.geojson")
-            result.files.append("cells.geojson")
+            views = _SmearViews(overview, bag.coords, slide_id, _label(att), colours)
+            result.files += views.write(folder, values, frame, meta.mpp, types)
         elif meta.source_kind == "fields":
             from mil.explain.field_overlay import write_field_views
 
@@ -211,6 +225,39 @@ def _write_slide(
         shutil.rmtree(folder, ignore_errors=True)
         return SlideResult(slide_id, patient, "failed", meta.n_instances, error=_one_line(exc))
     return result
+
+
+@dataclass
+class _SmearViews:
+    """What a slide's picture shows: overlays by attention (and by cell type), and the QuPath GeoJSON."""
+
+    overview: Overview
+    coords: np.ndarray  # (n, 2) level-0 positions
+    slide_id: str
+    label: str
+    colours: dict | None  # cell type -> colour; None without a cell model
+
+    def write(self, folder: Path, values: dict, frame, mpp: float, types) -> list[str]:
+        """Write the views into `folder`; `types` is the cell model's (type, probability) or None."""
+        from mil.explain.geojson import cells_geojson, write_geojson
+        from mil.explain.overlay import write_overlays, write_type_overlay
+
+        paths = {row: folder / f"overlay_{row}.png" for row in values}
+        files = [
+            p.name
+            for p in write_overlays(self.overview, self.coords, values, paths, self.slide_id, self.label)
+        ]
+        if types is not None:
+            path = folder / "overlay_celltype.png"
+            files.append(
+                write_type_overlay(
+                    self.overview, self.coords, types[0], self.colours, path, self.slide_id
+                ).name
+            )
+        write_geojson(
+            cells_geojson(frame, mpp, _measures(frame), colours=self.colours), folder / "cells.geojson"
+        )
+        return [*files, "cells.geojson"]
 
 
 def _label(att) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +35,11 @@ from mil.explain.gallery import Section, montage, read_cells
 from mil.report import html as H
 from mil.report.differential import differential_section
 from mil.report.sections import figures_section, metrics_section, predictions_section, provenance_section
+
+if TYPE_CHECKING:
+    from mil.cells.differential import CountResult
+    from mil.cells.flags import ReferenceRanges
+    from mil.cells.model import CellModel
 
 
 @dataclass
@@ -67,44 +73,18 @@ def report(
     started = time.perf_counter()
     emit = progress or (lambda event, **info: None)
     out = Path(out)
-    if out.is_dir():
-        raise InputError(f"{out}: is a folder; pass the HTML file to write, e.g. -o report.html")
-    if out.exists() and not overwrite:
-        raise InputError(f"{out} exists; rerun with --overwrite or choose another output")
+    _check_out(out, overwrite)
     ex = Explainer.open(run, bags, labels, device)
     metrics_file = Path(run) / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
 
     typer = _CellTyper.open(cells, ex, cells_config) if cells is not None else None
-    patients = list(ex.patient_slides)
-    emit("start", total=len(patients))
-    collector = DiscoveryCollector(ex.names, seed=config.seed, cell_types=typer.names if typer else None)
-    tops: dict[str, dict[str, list[CellRef]]] = {name: {} for name in ex.names}
-    outputs: dict[str, np.ndarray] = {}
-    for i, patient in enumerate(patients):
-        bag, att = ex.explain(patient)
-        collector.add(bag.features, att)
-        if typer is not None:
-            typer.add(bag, patient)
-        outputs[patient] = att.prediction
-        rel = att.relative()
-        for name in ex.names:
-            best = np.argsort(-rel[att.row(name)], kind="stable")[: config.per_patient]
-            tops[name][patient] = [_ref(att, int(r), float(rel[att.row(name), r])) for r in best]
-        emit("patient", done=i + 1, total=len(patients), patient_id=patient)
-    grouped = ex.cohort_groups(outputs)  # the task kind's grouping: classes, labels, or predicted risk
-    groups = {p: names for p, (names, _) in grouped.items()}
-    shown_as = {p: shown for p, (_, shown) in grouped.items()}
-
+    cohort = _explain_cohort(ex, config, emit, typer)
     emit("discovery")
-    clusters = collector.clusters(groups, n_clusters=config.clusters, members=config.cluster_members)
-    galleries = {
-        name: sorted(
-            (ref for p, refs in tops[name].items() if name in groups.get(p, set()) for ref in refs),
-            key=lambda r: -r.att_rel,
-        )[: config.top_k]
-        for name in ex.names
-    }
+    clusters = cohort.collector.clusters(
+        cohort.groups, n_clusters=config.clusters, members=config.cluster_members
+    )
+    galleries = cohort.galleries(config.top_k)
     emit("images")
     wanted = [r for refs in galleries.values() for r in refs] + [
         m for cs in clusters.values() for c in cs for m in c.members
@@ -114,8 +94,8 @@ def report(
     sections = [
         metrics_section(metrics),
         figures_section(ex.predictions, ex.spec),
-        predictions_section(ex.predictions, ex.spec, shown_as),
-        *([differential_section(typer.result(), shown_as)] if typer is not None else []),
+        predictions_section(ex.predictions, ex.spec, cohort.shown_as),
+        *([differential_section(typer.result(), cohort.shown_as)] if typer is not None else []),
         _gallery_section(ex, galleries, images, config),
         _discovery_section(ex, clusters, images),
         provenance_section(_provenance(ex, bags, missing, config, cells)),
@@ -123,12 +103,12 @@ def report(
     title = f"mil report: {Path(run).resolve().name}"
     subtitle = [
         f"{ex.head_name} on {ex.spec.kind} of {ex.spec.target} ({', '.join(ex.names)}); {len(ex.models)} fold models",
-        f"{len(patients)} patients from {Path(bags).resolve()}; encoder {ex.store.encoder.describe()}",
+        f"{len(cohort.patients)} patients from {Path(bags).resolve()}; encoder {ex.store.encoder.describe()}",
     ]
     atomic_write_text(out, H.page(title, subtitle, sections))
     emit("done")
     return ReportSummary(
-        out, len(patients), ex.method, ex.head_name, {k: len(v) for k, v in clusters.items()}, missing,
+        out, len(cohort.patients), ex.method, ex.head_name, {k: len(v) for k, v in clusters.items()}, missing,
         time.perf_counter() - started,
     )  # fmt: skip
 
@@ -137,9 +117,9 @@ def report(
 class _CellTyper:
     """A cell model over the report's patients: types each bag once, keeps the per-slide type counts."""
 
-    model: object
-    ranges: object
-    same_store: bool
+    model: CellModel
+    ranges: ReferenceRanges
+    same_store: bool  # the model learnt from this store's cells: their count is not a test
     slides: list[str] = field(default_factory=list)
     owners: list[str] = field(default_factory=list)
     counts: list[np.ndarray] = field(default_factory=list)
@@ -166,11 +146,69 @@ class _CellTyper:
             self.owners.append(patient)
             self.counts.append(count_types(codes[start:stop], len(self.model.classes)))
 
-    def result(self):
+    def result(self) -> CountResult:
         from mil.cells.differential import tally
 
         counts = np.stack(self.counts) if self.counts else np.zeros((0, len(self.model.classes)), np.int64)
         return tally(self.model, self.ranges, counts, self.slides, self.owners, self.same_store)
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.is_dir():
+        raise InputError(f"{out}: is a folder; pass the HTML file to write, e.g. -o report.html")
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists; rerun with --overwrite or choose another output")
+
+
+@dataclass
+class _Explained:
+    """The cohort explained patient by patient: each patient's top cells per output, their embeddings for
+    the discovery, and the groups (classes, labels or predicted risk) the galleries are drawn from."""
+
+    patients: list[str]
+    collector: DiscoveryCollector
+    tops: dict[str, dict[str, list[CellRef]]]  # output name -> patient -> its `per_patient` top cells
+    groups: dict[str, set[str]] = field(default_factory=dict)  # patient -> the output names it belongs to
+    shown_as: dict[str, str] = field(default_factory=dict)  # patient -> how the predictions table shows it
+
+    def galleries(self, top_k: int) -> dict[str, list[CellRef]]:
+        """Per output, the `top_k` highest of its patients' top cells."""
+        return {
+            name: sorted(
+                (ref for p, refs in tops.items() if name in self.groups.get(p, set()) for ref in refs),
+                key=lambda r: -r.att_rel,
+            )[:top_k]
+            for name, tops in self.tops.items()
+        }
+
+
+def _explain_cohort(
+    ex: Explainer, config: ReportConfig, emit: Callable[..., None], typer: _CellTyper | None = None
+) -> _Explained:
+    patients = list(ex.patient_slides)
+    emit("start", total=len(patients))
+    cell_types = typer.names if typer is not None else None
+    found = _Explained(
+        patients,
+        DiscoveryCollector(ex.names, seed=config.seed, cell_types=cell_types),
+        {name: {} for name in ex.names},
+    )
+    outputs: dict[str, np.ndarray] = {}
+    for i, patient in enumerate(patients):
+        bag, att = ex.explain(patient)
+        found.collector.add(bag.features, att)
+        if typer is not None:
+            typer.add(bag, patient)
+        outputs[patient] = att.prediction
+        rel = att.relative()
+        for name in ex.names:
+            best = np.argsort(-rel[att.row(name)], kind="stable")[: config.per_patient]
+            found.tops[name][patient] = [_ref(att, int(r), float(rel[att.row(name), r])) for r in best]
+        emit("patient", done=i + 1, total=len(patients), patient_id=patient)
+    grouped = ex.cohort_groups(outputs)  # the task kind's grouping: classes, labels, or predicted risk
+    found.groups = {p: names for p, (names, _) in grouped.items()}
+    found.shown_as = {p: shown for p, (_, shown) in grouped.items()}
+    return found
 
 
 def _ref(att, row: int, value: float) -> CellRef:

@@ -12,7 +12,7 @@ exactly on the same device, software versions and thread count (float sums are r
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from features.core.errors import InputError
 from mil.config import TrainConfig
 from mil.tasks import Task
-from mil.training.data import BagSet, eval_batches, train_batches
+from mil.training.data import BagSet, Batch, eval_batches, train_batches
 
 Progress = Callable[..., None]
 
@@ -64,36 +64,25 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 def train_epoch(
     model: nn.Module,
     task: Task,
-    bags: BagSet,
-    index: np.ndarray,
+    batches: Iterable[Batch],
     optimizer: torch.optim.Optimizer,
-    config: TrainConfig,
-    generator: torch.Generator,
+    grad_clip_norm: float | None,
     device: torch.device,
-    sample_weights: np.ndarray | None = None,
 ) -> float:
-    """One pass over the training bags; returns the mean loss per bag (task loss + the head's aux losses)."""
+    """One pass over the training bags (`train_batches`: one epoch); returns the mean loss per bag (task loss
+    + the head's aux losses)."""
     model.train()
     total = torch.zeros((), device=device)
     seen = 0
-    for batch in train_batches(
-        bags,
-        index,
-        config.batch_size,
-        generator,
-        device,
-        config.max_instances,
-        config.instance_dropout,
-        sample_weights,
-    ):
+    for batch in batches:
         out = model(batch.x, batch.mask, target=task.head_target(batch.y))
         loss = task.loss(out.logits, batch.y)
         for aux in out.aux_losses.values():
             loss = loss + aux
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if config.grad_clip_norm is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
+        if grad_clip_norm is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
         optimizer.step()
         total += loss.detach() * len(batch.index)  # summed on the device: no host sync per step
         seen += len(batch.index)
@@ -117,6 +106,17 @@ def infer(
     return logits
 
 
+@dataclass(frozen=True)
+class FitSetup:
+    """Where and how one fold is fitted: the device, the fold's seed (batch order; the caller seeds the
+    global RNGs with `seeded`), the fold's number (for messages and progress) and the per-epoch callback."""
+
+    device: torch.device
+    seed: int
+    fold: int = 0
+    progress: Progress | None = None
+
+
 def fit_fold(
     model: nn.Module,
     task: Task,
@@ -124,62 +124,83 @@ def fit_fold(
     train_idx: np.ndarray,
     val_idx: np.ndarray,
     config: TrainConfig,
-    device: torch.device,
-    seed: int,
-    fold: int = 0,
-    progress: Progress | None = None,
+    setup: FitSetup,
 ) -> FoldFit:
     """Train `model` in place until validation stops improving for `patience` epochs; on return the model
     holds the weights of its best validation epoch."""
-    generator = torch.Generator().manual_seed(seed)
+    device = setup.device
+    generator = torch.Generator().manual_seed(setup.seed)
     model.to(device)
     optimizer = make_optimizer(model, config)
     y_train = bags.y[train_idx].numpy()
     task.fit_weights(y_train, enabled=config.class_weights and not config.balanced_sampling)
     sample_weights = task.sample_weights(y_train) if config.balanced_sampling else None
-    y_val = bags.y[val_idx]
     lower_is_better = config.monitor == "loss"
     best = FoldFit(best_epoch=0, best_score=math.inf if lower_is_better else -math.inf)
     best_state: dict[str, Tensor] = {}
     for epoch in range(1, config.epochs + 1):
-        train_loss = train_epoch(
-            model, task, bags, train_idx, optimizer, config, generator, device, sample_weights
+        batches = train_batches(
+            bags,
+            train_idx,
+            config.batch_size,
+            generator,
+            device,
+            config.max_instances,
+            config.instance_dropout,
+            sample_weights,
         )
-        logits = infer(model, bags, val_idx, device, eval_batch_instances(config, device))
-        with torch.inference_mode():
-            val_loss = float(task.loss(logits, y_val))
-        val_metric = task.metric(y_val.numpy(), task.outputs(logits).numpy())
-        best.history.append(EpochLog(epoch, train_loss, val_loss, val_metric))
-        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            raise InputError(
-                f"fold {fold}: loss is not finite at epoch {epoch} (train {train_loss}, val {val_loss}); lower "
-                "train.lr or check the bag store for NaN features"
-            )
-        score = val_loss if lower_is_better else val_metric
-        if not lower_is_better and math.isnan(score):
-            raise InputError(
-                f"fold {fold}: the validation {task.metric_name} is undefined (one class among the validation "
-                "patients); use train.monitor=loss or a larger train.val_fraction"
-            )
+        train_loss = train_epoch(model, task, batches, optimizer, config.grad_clip_norm, device)
+        log = EpochLog(epoch, train_loss, *_validate(model, task, bags, val_idx, config, device))
+        best.history.append(log)
+        score = _monitored(log, task, config, setup.fold)
         improved = score < best.best_score if lower_is_better else score > best.best_score
         if improved:
             best.best_epoch, best.best_score = epoch, score
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        if progress is not None:
-            progress(
+        if setup.progress is not None:
+            setup.progress(
                 "epoch",
-                fold=fold,
+                fold=setup.fold,
                 epoch=epoch,
                 epochs=config.epochs,
-                train_loss=train_loss,
-                val_loss=val_loss,
-                val_metric=val_metric,
+                train_loss=log.train_loss,
+                val_loss=log.val_loss,
+                val_metric=log.val_metric,
                 best_epoch=best.best_epoch,
             )
         if epoch - best.best_epoch >= config.patience:
             break
     model.load_state_dict(best_state)
     return best
+
+
+def _validate(
+    model: nn.Module, task: Task, bags: BagSet, val_idx: np.ndarray, config: TrainConfig, device: torch.device
+) -> tuple[float, float]:
+    """The loss and the task's metric on the validation patients."""
+    y_val = bags.y[val_idx]
+    logits = infer(model, bags, val_idx, device, eval_batch_instances(config, device))
+    with torch.inference_mode():
+        val_loss = float(task.loss(logits, y_val))
+    return val_loss, task.metric(y_val.numpy(), task.outputs(logits).numpy())
+
+
+def _monitored(log: EpochLog, task: Task, config: TrainConfig, fold: int) -> float:
+    """The value early stopping watches (`train.monitor`); a loss that is not finite, or a validation metric
+    that is undefined, stops the run with the fix rather than training on blindly."""
+    if not (math.isfinite(log.train_loss) and math.isfinite(log.val_loss)):
+        raise InputError(
+            f"fold {fold}: loss is not finite at epoch {log.epoch} (train {log.train_loss}, val {log.val_loss}); "
+            "lower train.lr or check the bag store for NaN features"
+        )
+    if config.monitor == "loss":
+        return log.val_loss
+    if math.isnan(log.val_metric):
+        raise InputError(
+            f"fold {fold}: the validation {task.metric_name} is undefined (one class among the validation "
+            "patients); use train.monitor=loss or a larger train.val_fraction"
+        )
+    return log.val_metric
 
 
 @contextmanager

@@ -35,7 +35,7 @@ from mil.config import EvaluateConfig, TrainConfig
 from mil.tasks import Task, TaskSpec, create_task
 from mil.training.checkpoint import save_checkpoint
 from mil.training.data import BagSet, load_bags
-from mil.training.fit import Progress, eval_batch_instances, fit_fold, infer, seeded
+from mil.training.fit import FitSetup, Progress, eval_batch_instances, fit_fold, infer, seeded
 from mil.training.rundir import check_out, provenance, swap_in, temp_dir
 
 # Share of free GPU memory the in-memory bags may take before they stay on the host.
@@ -70,6 +70,23 @@ class RunSummary:
     plots: list[Path] = field(default_factory=list)
 
 
+@dataclass
+class _Training:
+    """One run of `train_cv` once its inputs are checked: what every fold and every output file shares."""
+
+    config: TrainConfig
+    evaluate: EvaluateConfig
+    store: BagStore
+    cohort: Cohort
+    task: Task
+    split: Splits
+    device: torch.device
+    data: BagSet  # every bag of the cohort, loaded once
+    emit: Progress
+    progress: Progress | None  # the caller's own, handed to fit_fold (None: no per-epoch events)
+    started: float
+
+
 def train_cv(
     bags: Path,
     labels: Path,
@@ -93,12 +110,8 @@ def train_cv(
     split = _splits(cohort, task.strata(cohort.y), config, splits)
     check_leakage(split, cohort.patients)
     device = resolve_device(config.device, "train.device")
-
-    emit("load", done=0, total=sum(len(s) for s in cohort.slides.values()))
-    dtype = torch.float16 if config.feature_dtype == "float16" else torch.float32
-    data = load_bags(store, cohort.patients, cohort.slides, cohort.y, dtype, progress=emit)
-    if device.type == "cuda" and data.nbytes() < DEVICE_MEMORY_SHARE * torch.cuda.mem_get_info(device)[0]:
-        data.features = data.features.to(device)  # batches are then gathered on the GPU
+    data = _load(store, cohort, config.feature_dtype, device, emit)
+    run = _Training(config, evaluate, store, cohort, task, split, device, data, emit, progress, started)
     emit(
         "start",
         n_patients=len(cohort.patients),
@@ -106,74 +119,91 @@ def train_cv(
         device=str(device),
         spec=cohort.spec,
     )
-
     tmp = temp_dir(out)
     try:
         save_splits(split, tmp / "splits.json")
-        fitted = [
-            _run_fold(fold, task, data, cohort, config, device, store, tmp, emit, progress)
-            for fold in split.folds
-        ]
+        fitted = [_run_fold(run, fold, tmp) for fold in split.folds]
         metrics, plots = _score(tmp, [frame for frame, _ in fitted], cohort, split, evaluate, emit)
-        extra = {
+        inputs = {
             "bags": str(bags.resolve()),
             "labels": str(labels.resolve()),
             "splits_from": str(Path(splits).resolve()) if splits else None,
-            "device": str(device),
-            "seconds": round(time.perf_counter() - started, 1),
-            "task": cohort.spec.to_dict(),
-            "cohort": _cohort_record(cohort, split),
         }
-        sample = store.meta(cohort.slides[cohort.patients[0]][0])
-        record = {
-            "train": config.model_dump(mode="json"),
-            "evaluate": evaluate.model_dump(mode="json"),
-            "provenance": provenance(config.seed, store.encoder, sample, extra),
-        }
-        (tmp / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+        _write_config(run, tmp / "config.yaml", inputs)
         swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-    metric = task.metric_name
-    folds = [summary for _, summary in fitted]
-    for f in folds:
-        f.test = metrics["folds"].get(str(f.fold), {}).get(metric) or {}
-    summary = RunSummary(
-        run=out,
-        spec=cohort.spec,
-        metric=metric,
-        n_patients=len(cohort.patients),
-        left_out=_left_out_counts(cohort, split),
-        folds=folds,
-        pooled=metrics["pooled"][metric],
-        headline=task.summary(metrics["pooled"]),
-        device=str(device),
-        seconds=time.perf_counter() - started,
-        plots=[out / p.relative_to(tmp) for p in plots],
-    )
+    summary = _run_summary(run, out, [fold for _, fold in fitted], metrics)
+    summary.plots = [out / p.relative_to(tmp) for p in plots]
     emit("done", summary=summary)
     return summary
 
 
-def _run_fold(
-    fold: Fold,
-    task: Task,
-    data: BagSet,
-    cohort: Cohort,
-    config: TrainConfig,
-    device: torch.device,
-    store: BagStore,
-    run_dir: Path,
-    emit: Progress,
-    progress: Progress | None,
-) -> tuple[pd.DataFrame, FoldSummary]:
+def _load(
+    store: BagStore, cohort: Cohort, feature_dtype: str, device: torch.device, emit: Progress
+) -> BagSet:
+    """Every bag of the cohort in memory, once; on a GPU with room to spare, on the GPU."""
+    emit("load", done=0, total=sum(len(s) for s in cohort.slides.values()))
+    dtype = torch.float16 if feature_dtype == "float16" else torch.float32
+    data = load_bags(store, cohort.patients, cohort.slides, cohort.y, dtype, progress=emit)
+    if device.type == "cuda" and data.nbytes() < DEVICE_MEMORY_SHARE * torch.cuda.mem_get_info(device)[0]:
+        data.features = data.features.to(device)  # batches are then gathered on the GPU
+    return data
+
+
+def _write_config(run: _Training, path: Path, inputs: dict[str, Any]) -> None:
+    """config.yaml: the resolved sections and the provenance (inputs, device, time, task, cohort)."""
+    cohort = run.cohort
+    extra = {
+        **inputs,
+        "device": str(run.device),
+        "seconds": round(time.perf_counter() - run.started, 1),
+        "task": cohort.spec.to_dict(),
+        "cohort": _cohort_record(cohort, run.split),
+    }
+    sample = run.store.meta(cohort.slides[cohort.patients[0]][0])
+    record = {
+        "train": run.config.model_dump(mode="json"),
+        "evaluate": run.evaluate.model_dump(mode="json"),
+        "provenance": provenance(run.config.seed, run.store.encoder, sample, extra),
+    }
+    path.write_text(yaml.safe_dump(record, sort_keys=False))
+
+
+def _run_summary(run: _Training, out: Path, folds: list[FoldSummary], metrics: dict[str, Any]) -> RunSummary:
+    """The run in numbers: each fold's test metric and the pooled one, with its one-line summary."""
+    metric = run.task.metric_name
+    for f in folds:
+        f.test = metrics["folds"].get(str(f.fold), {}).get(metric) or {}
+    return RunSummary(
+        run=out,
+        spec=run.cohort.spec,
+        metric=metric,
+        n_patients=len(run.cohort.patients),
+        left_out=_left_out_counts(run.cohort, run.split),
+        folds=folds,
+        pooled=metrics["pooled"][metric],
+        headline=run.task.summary(metrics["pooled"]),
+        device=str(run.device),
+        seconds=time.perf_counter() - run.started,
+    )
+
+
+def _run_fold(run: _Training, fold: Fold, run_dir: Path) -> tuple[pd.DataFrame, FoldSummary]:
     """Fit one fold, predict its test patients, write its checkpoint and history."""
     from mil.heads import create_head
     from mil.training.standardize import StandardizedHead, training_statistics
 
     t0 = time.perf_counter()
+    config, task, data, cohort, device, emit = (
+        run.config,
+        run.task,
+        run.data,
+        run.cohort,
+        run.device,
+        run.emit,
+    )
     position = {p: i for i, p in enumerate(cohort.patients)}
     tr, va, te = (np.array([position[p] for p in part]) for part in (fold.train, fold.val, fold.test))
     emit("fold_start", fold=fold.index, name=fold.name, n_train=len(tr), n_val=len(va), n_test=len(te),
@@ -185,13 +215,13 @@ def _run_fold(
             model = StandardizedHead(
                 model, *training_statistics(data.features, data.offsets, torch.as_tensor(tr))
             )
-        fit = fit_fold(model, task, data, tr, va, config, device, seed, fold.index, progress)
+        fit = fit_fold(model, task, data, tr, va, config, FitSetup(device, seed, fold.index, run.progress))
     out_test = task.outputs(infer(model, data, te, device, eval_batch_instances(config, device))).numpy()
     frame = task.frame(fold.test, fold.index, cohort.y[te], out_test)
     fold_dir = run_dir / "folds" / str(fold.index)
     save_checkpoint(
         fold_dir / "model.pt", model, head_name=config.head, model_params=config.model_params, in_dim=data.dim,
-        spec=cohort.spec, encoder=store.encoder, fold=fold.index, best_epoch=fit.best_epoch, seed=seed,
+        spec=cohort.spec, encoder=run.store.encoder, fold=fold.index, best_epoch=fit.best_epoch, seed=seed,
     )  # fmt: skip
     pd.DataFrame([vars(h) for h in fit.history]).to_csv(fold_dir / "history.csv", index=False)
     seconds = time.perf_counter() - t0

@@ -144,7 +144,7 @@ def test_existing_run_is_never_half_overwritten(run, cohort, tmp_path, monkeypat
     real_fit = train_module.fit_fold
 
     def crash_on_fold_1(*args, **kwargs):
-        if kwargs.get("fold", args[8] if len(args) > 8 else 0) == 1:
+        if kwargs.get("setup", args[6] if len(args) > 6 else None).fold == 1:
             raise RuntimeError("simulated crash")
         return real_fit(*args, **kwargs)
 
