@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.bagstore import BagStore
+from features.bagstore import BagMeta, BagStore
 from features.core.errors import InputError
 from mil.cells.join import UNLABELLED, place_labels
 from mil.cells.vocabulary import Vocabulary, own_vocabulary
@@ -94,6 +94,8 @@ def collect_labelled(
     config: CellsConfig,
     progress=None,
 ) -> LabelledCells:
+    """The labelled cells of the slides `table` names, mapped through `vocabulary` (None: the labels' own
+    names); every cell or label row left out is counted in the returned account."""
     emit = progress or (lambda event, **info: None)
     metas = {m.slide_id: m for m in store.metas()}
     named = set(table["slide_id"].astype(str))
@@ -108,40 +110,64 @@ def collect_labelled(
             f"{', '.join(sorted(metas)[:3])}): the slide_id must be the store's (see `mil bags info`)"
         )
     by_slide = dict(tuple(table.groupby(table["slide_id"].astype(str), sort=False)))
-    parts: list[tuple[np.ndarray, np.ndarray, str, str, np.ndarray]] = []
+    parts: list[_SlideLabels] = []
     for i, slide in enumerate(wanted):
-        meta = metas[slide]
-        bag = store.read(slide, obs=False)
-        names, missed = place_labels(by_slide[slide], bag, meta, config.match_radius_um)
-        account.rows_unplaced += missed
-        account.stored_cells += len(names)
-        labelled = np.flatnonzero(names != UNLABELLED)
-        account.unlabelled += len(names) - len(labelled)
-        parts.append((bag.features[labelled], names[labelled], slide, meta.patient_id, labelled))
+        parts.append(_slide_labels(store, metas[slide], by_slide[slide], account, config))
         emit("labels", done=i + 1, total=len(wanted))
     account.slides = len(wanted)
-    raw = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, object)
+    return _map_classes(parts, vocabulary, account, config)
+
+
+@dataclass
+class _SlideLabels:
+    """One slide's labelled cells: their rows in the bag, embeddings and label names as written."""
+
+    slide: str
+    patient: str
+    rows: np.ndarray
+    features: np.ndarray
+    names: np.ndarray
+
+
+def _slide_labels(
+    store: BagStore, meta: BagMeta, rows: pd.DataFrame, account: LabelAccount, config: CellsConfig
+) -> _SlideLabels:
+    """One slide read once, its label rows placed on its stored cells."""
+    bag = store.read(meta.slide_id, obs=False)
+    names, missed = place_labels(rows, bag, meta, config.match_radius_um)
+    account.rows_unplaced += missed
+    account.stored_cells += len(names)
+    labelled = np.flatnonzero(names != UNLABELLED)
+    account.unlabelled += len(names) - len(labelled)
+    return _SlideLabels(meta.slide_id, meta.patient_id, labelled, bag.features[labelled], names[labelled])
+
+
+def _map_classes(
+    parts: list[_SlideLabels], vocabulary: Vocabulary | None, account: LabelAccount, config: CellsConfig
+) -> LabelledCells:
+    """Label names to standard classes; names the vocabulary lacks and classes under `min_cells_per_class`
+    are left out and counted."""
+    raw = np.concatenate([p.names for p in parts]) if parts else np.zeros(0, object)
     if vocabulary is None:
         vocabulary = own_vocabulary(sorted({str(n) for n in raw}))
     mapped = vocabulary.lookup(raw)
     unknown = pd.isna(mapped)
     account.unmapped = _tally(raw[unknown])
     counts = _tally(mapped[~unknown])
-    small = {c: n for c, n in counts.items() if n < config.min_cells_per_class}
-    account.small_classes = small
+    account.small_classes = {c: n for c, n in counts.items() if n < config.min_cells_per_class}
     classes = [c for c in vocabulary.classes if counts.get(c, 0) >= config.min_cells_per_class]
     keep = ~unknown & np.isin(mapped.astype(str), classes)
     account.used = int(keep.sum())
     account.per_class = {c: counts[c] for c in classes}
-    lengths = [len(p[1]) for p in parts]
-    features = np.concatenate([p[0] for p in parts]).astype(np.float32, copy=False)
+    lengths = [len(p.names) for p in parts]
+    features = np.concatenate([p.features for p in parts]).astype(np.float32, copy=False)
     return LabelledCells(
         features=features[keep],
         y=pd.Categorical(mapped[keep].astype(str), categories=classes).codes.astype(np.int64),
         classes=classes,
-        patients=np.repeat([p[3] for p in parts], lengths).astype(object)[keep],
-        slides=np.repeat([p[2] for p in parts], lengths).astype(object)[keep],
-        instances=np.concatenate([p[4] for p in parts])[keep],
+        patients=np.repeat([p.patient for p in parts], lengths).astype(object)[keep],
+        slides=np.repeat([p.slide for p in parts], lengths).astype(object)[keep],
+        instances=np.concatenate([p.rows for p in parts])[keep],
         vocabulary=vocabulary,
         account=account,
     )

@@ -166,9 +166,7 @@ def count_cells(
     labels: Path | None = None,
 ) -> CountSummary:
     """`mil cells count`: load the model, count the store, write COUNTS (see the module doc)."""
-    from features.core.io import write_json
-    from features.core.versions import versions
-    from mil.training.rundir import check_out, swap_in, temp_dir
+    from mil.training.rundir import check_out
 
     started = time.perf_counter()
     out = Path(out)
@@ -176,23 +174,37 @@ def count_cells(
     model = CellModel.load(cellmodel)
     ranges = load_reference_ranges(config.reference_ranges)
     result = count_store(model, BagStore(bags), ranges, slides, progress, slide_owners(labels))
+    record = {
+        "schema": "mil.cellcounts/1",
+        "cell_model": str(Path(cellmodel).resolve()),
+        "bags": str(Path(bags).resolve()),
+        "classes": model.classes,
+        "counted": [c for c in model.classes if model.vocabulary.counted(c)],
+        "vocabulary": model.vocabulary.name,
+        "reference_ranges": {"name": ranges.name, "description": ranges.description},
+        "interval": "95 % Clopper-Pearson (exact binomial) on each percentage",
+    }
+    _write_counts(out, result, record, config)
+    return CountSummary(out, result, time.perf_counter() - started)
+
+
+def _write_counts(out: Path, result: CountResult, record: dict, config: CellsConfig) -> None:
+    """COUNTS written whole into a temporary folder, then swapped in: a failure leaves `out` as it was."""
+    import shutil
+
+    from features.core.io import write_json
+    from features.core.versions import versions
+    from mil.training.rundir import swap_in, temp_dir
+
+    classes = record["classes"]
     tmp = temp_dir(out)
     try:
-        frame(result.slides, model.classes, "slide").to_csv(
-            tmp / "slides.csv", index=False, float_format="%.4g"
-        )
-        frame(result.patients, model.classes, "patient").to_csv(
+        frame(result.slides, classes, "slide").to_csv(tmp / "slides.csv", index=False, float_format="%.4g")
+        frame(result.patients, classes, "patient").to_csv(
             tmp / "patients.csv", index=False, float_format="%.4g"
         )
         doc = {
-            "schema": "mil.cellcounts/1",
-            "cell_model": str(Path(cellmodel).resolve()),
-            "bags": str(Path(bags).resolve()),
-            "classes": model.classes,
-            "counted": [c for c in model.classes if model.vocabulary.counted(c)],
-            "vocabulary": model.vocabulary.name,
-            "reference_ranges": {"name": ranges.name, "description": ranges.description},
-            "interval": "95 % Clopper-Pearson (exact binomial) on each percentage",
+            **record,
             "slides": [asdict(r) for r in result.slides],
             "patients": [asdict(r) for r in result.patients],
             "cells": config.model_dump(mode="json"),
@@ -201,8 +213,5 @@ def count_cells(
         write_json(doc, tmp / "counts.json", indent=1)
         swap_in(tmp, out)
     except BaseException:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return CountSummary(out, result, time.perf_counter() - started)

@@ -53,7 +53,7 @@ def train_cells(
     progress: Callable[..., None] | None = None,
 ) -> CellTrainSummary:
     """Fit and cross-validate a cell classifier on the labelled cells of `bags`; write CELLMODEL `out`."""
-    from mil.training.rundir import check_out, provenance, swap_in, temp_dir
+    from mil.training.rundir import check_out
 
     started = time.perf_counter()
     emit = progress or (lambda event, **info: None)
@@ -67,9 +67,21 @@ def train_cells(
     emit("cv", total=config.folds)
     cv = cross_validate(cells.features, cells.y, cells.patients, cells.classes, config, progress=emit)
     emit("final")
+    model = _fit_model(cells, cv, config, store)
+    metrics = {**cv.metrics, "labels": cells.account.to_dict(), "n_patients": len(set(cells.patients))}
+    _write_model(out, model, cells, cv, metrics, _config_record(config, store, labels))
+    emit("done")
+    return CellTrainSummary(
+        out, cells.classes, cells.account.per_class, cells.account, cv.metrics, len(set(cells.patients)),
+        time.perf_counter() - started,
+    )  # fmt: skip
+
+
+def _fit_model(cells: LabelledCells, cv: CrossValidation, config: CellsConfig, store: BagStore) -> CellModel:
+    """The classifier fitted on every labelled cell, with the temperature the cross-validation found."""
     classifier = create_classifier(config.classifier, **classifier_params(config))
     classifier.fit(cells.features, cells.y, len(cells.classes))
-    model = CellModel(
+    return CellModel(
         classifier=classifier,
         kind=config.classifier,
         params=classifier_params(config),
@@ -78,17 +90,32 @@ def train_cells(
         vocabulary=cells.vocabulary,
         encoder=store.encoder,
         trained_on={
-            "bags": str(Path(bags).resolve()),
+            "bags": str(Path(store.path).resolve()),
             "slides": sorted(set(cells.slides)),
             "patients": sorted(set(cells.patients)),
         },  # fmt: skip
     )
-    metrics = {**cv.metrics, "labels": cells.account.to_dict(), "n_patients": len(set(cells.patients))}
-    config_record = {
+
+
+def _config_record(config: CellsConfig, store: BagStore, labels: Path) -> dict:
+    """The section and provenance written beside the model (config.yaml) and inside it (cellmodel.json)."""
+    from mil.training.rundir import provenance
+
+    inputs = {"bags": str(Path(store.path).resolve()), "labels": str(Path(labels).resolve())}
+    return {
         "cells": config.model_dump(mode="json"),
-        "provenance": provenance(config.seed, store.encoder, None, {"bags": str(Path(bags).resolve()),
-                                                                     "labels": str(Path(labels).resolve())}),
-    }  # fmt: skip
+        "provenance": provenance(config.seed, store.encoder, None, inputs),
+    }
+
+
+def _write_model(
+    out: Path, model: CellModel, cells: LabelledCells, cv: CrossValidation, metrics: dict, config_record: dict
+) -> None:
+    """CELLMODEL written whole into a temporary folder, then swapped in: a failure leaves `out` as it was."""
+    import shutil
+
+    from mil.training.rundir import swap_in, temp_dir
+
     tmp = temp_dir(out)
     try:
         cv_summary = {
@@ -101,15 +128,8 @@ def train_cells(
         _write_results(tmp, cells, cv, metrics, config_record)
         swap_in(tmp, out)
     except BaseException:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    emit("done")
-    return CellTrainSummary(
-        out, cells.classes, cells.account.per_class, cells.account, cv.metrics, len(set(cells.patients)),
-        time.perf_counter() - started,
-    )  # fmt: skip
 
 
 def _check_trainable(cells: LabelledCells, labels: Path, config: CellsConfig) -> None:

@@ -62,16 +62,13 @@ def write_field_views(
         thumb = block_mean(rgb, k)
         out = folder / "fields" / bag_key(str(name))
         out.mkdir(parents=True, exist_ok=True)
-        xy = bag.coords[rows]
-        aspect = thumb.shape[1] / max(1, thumb.shape[0])
-        dot_px = DOT_UM / (mpp * k)
+        xy, dot_px = bag.coords[rows], DOT_UM / (mpp * k)
         panels = [(f"overlay_{row}.png", row, v[rows], False) for row, v in values.items()]
         if "cell_type" in frame.columns:
             types = frame["cell_type"].to_numpy(object)[rows]
             panels.append(("overlay_celltype.png", "cell types", types, True))
         for file, what, data, typed in panels:
-            margin = 3.0 if typed else 1.5  # room for the types' legend, or the colour bar
-            fig = Figure(figsize=(min(10.5 + margin, 5.0 * aspect + margin), 5.0), layout="constrained")
+            fig = Figure(figsize=_figsize(thumb, typed), layout="constrained")
             FigureCanvasAgg(fig)
             ax = fig.add_subplot()
             if typed:
@@ -85,12 +82,16 @@ def write_field_views(
                 lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=90, pil_kwargs={"compress_level": 3}),
             )
             written.append(target.relative_to(folder).as_posix())
-        cells = frame.iloc[rows]
-        target = write_geojson(
-            cells_geojson(cells, mpp, measurements, colours=colours), out / "cells.geojson"
-        )
-        written.append(target.relative_to(folder).as_posix())
+        geojson = cells_geojson(frame.iloc[rows], mpp, measurements, colours=colours)
+        written.append(write_geojson(geojson, out / "cells.geojson").relative_to(folder).as_posix())
     return written
+
+
+def _figsize(thumb: np.ndarray, typed: bool) -> tuple[float, float]:
+    """5 in high, as wide as the field's aspect, plus room for the types' legend or the colour bar."""
+    aspect = thumb.shape[1] / max(1, thumb.shape[0])
+    margin = 3.0 if typed else 1.5
+    return min(10.5 + margin, 5.0 * aspect + margin), 5.0
 
 
 __all__ = ["write_field_views"]

@@ -60,13 +60,30 @@ def cells_geojson(
     else:
         radius_um = np.full(len(frame), DEFAULT_RADIUS_UM)
     rings = np.round(circles(xy, radius_um / mpp), 1).tolist()
-    names = ["instance", *measurements]
-    values = frame[names].to_numpy(np.float64)
-    finite = np.isfinite(values)
     rng = np.random.default_rng(seed)
     ids = [
         str(uuid.UUID(bytes=bytes(b), version=4)) for b in rng.integers(0, 256, (len(frame), 16), np.uint8)
     ]
+    properties = _properties(frame, measurements, colours)
+    features = [
+        {
+            "type": "Feature",
+            "id": ids[i],
+            "geometry": {"type": "Polygon", "coordinates": [rings[i]]},
+            "properties": properties[i],
+        }
+        for i in range(len(frame))
+    ]
+    return {"type": "FeatureCollection", "features": features}
+
+
+def _properties(
+    frame: pd.DataFrame, measurements: list[str], colours: dict[str, tuple[int, int, int]] | None
+) -> list[dict]:
+    """Each cell's QuPath properties: a detection, its finite measurements, and its type's classification."""
+    names = ["instance", *measurements]
+    values = frame[names].to_numpy(np.float64)
+    finite = np.isfinite(values)
     properties = [
         {
             "objectType": "detection",
@@ -78,16 +95,7 @@ def cells_geojson(
         colours = colours or {}
         for props, name in zip(properties, frame["cell_type"].astype(str), strict=True):
             props["classification"] = {"name": name, "color": list(colours.get(name, (128, 128, 128)))}
-    features = [
-        {
-            "type": "Feature",
-            "id": ids[i],
-            "geometry": {"type": "Polygon", "coordinates": [rings[i]]},
-            "properties": properties[i],
-        }
-        for i in range(len(frame))
-    ]
-    return {"type": "FeatureCollection", "features": features}
+    return properties
 
 
 def write_geojson(collection: dict, path: Path) -> Path:

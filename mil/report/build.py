@@ -270,72 +270,46 @@ def _gallery_section(ex: Explainer, galleries: dict, images: dict, config: Repor
 
 
 def _discovery_section(ex: Explainer, clusters: dict[str, list[Cluster]], images: dict) -> str:
+    typed = any(c.type_mix for found in clusters.values() for c in found)  # a cell model named the cells
     body = H.note(
         "Each class's patients' highest-attention cells, clustered in embedding space (k-means); a cluster's "
         "share is the mean per-patient fraction of cells of that kind (nearest centre, within the cluster's "
         "95th-percentile radius) in that class's patients versus all others. Enrichment = ratio of the shares "
         "(+ half a cell), p = one-sided Mann-Whitney U over patients. Ranked by enrichment."
-        + (
-            " Cell types: the cell model's most probable type of each of the cluster's cells (its share)."
-            if any(c.type_mix for found in clusters.values() for c in found)
-            else ""
-        )
+        + (" Cell types: the cell model's most probable type of each cluster cell (its share)." * typed)
     )
-    header = [
-        "cluster",
-        "cells",
-        "patients",
-        "share in class",
-        "share in others",
-        "enrichment",
-        "p",
-        "mean att x N",
-    ]
-    typed = any(c.type_mix for found in clusters.values() for c in found)
-    if typed:
-        header.append("cell types (cell model)")
+    header = ["cluster", "cells", "patients", "share in class", "share in others", "enrichment", "p",
+              "mean att x N"] + ["cell types (cell model)"] * typed  # fmt: skip
     for name, found in clusters.items():
         rows = [
-            [
-                c.cluster,
-                c.n_cells,
-                c.n_patients,
-                c.freq_in_class,
-                c.freq_in_others,
-                c.enrichment,
-                c.p_value,
-                c.mean_att_rel,
-                *([c.mix_words(3)] if typed else []),
-            ]
+            [c.cluster, c.n_cells, c.n_patients, c.freq_in_class, c.freq_in_others, c.enrichment, c.p_value,
+             c.mean_att_rel, *([c.mix_words(3)] if typed else [])]
             for c in found
-        ]
-        sections = []
-        for c in found:
-            tiles, captions = _tiles(c.members, images)
-            p = H.fmt(c.p_value)
-            mix = f"{c.mix_words()}, " if c.type_mix else ""
-            sections.append(
-                Section(
-                    f"cluster {c.cluster}: {mix}enriched {c.enrichment:.1f}x in {name}, p {p}",
-                    tiles,
-                    captions,
-                )
-            )
+        ]  # fmt: skip
         body += f"<h3>{H.esc(name)}</h3>" + H.table(header, rows)
         if typed:  # the clusters in words: what kind of cell, how enriched
             body += "".join(
                 H.note(f"cluster {c.cluster}: {c.mix_words()}, enriched {c.enrichment:.1f}x in {name}")
                 for c in found
             )
-        if sections:
-            body += H.img(
-                _png(montage(sections, f"{name}: discovered cell clusters", columns=12)),
-                f"clusters {name}",
-                "montage",
-            )
+        body += _cluster_montage(name, found, images)
     if not clusters:
         body += H.note("No class had patients to discover cells for.")
     return H.section("discovery", "Diagnostic-cell discovery", body)
+
+
+def _cluster_montage(name: str, found: list[Cluster], images: dict) -> str:
+    """One montage of a class's clusters, each titled with its type mix (if typed) and enrichment."""
+    sections = []
+    for c in found:
+        tiles, captions = _tiles(c.members, images)
+        mix = f"{c.mix_words()}, " if c.type_mix else ""
+        title = f"cluster {c.cluster}: {mix}enriched {c.enrichment:.1f}x in {name}, p {H.fmt(c.p_value)}"
+        sections.append(Section(title, tiles, captions))
+    if not sections:
+        return ""
+    image = _png(montage(sections, f"{name}: discovered cell clusters", columns=12))
+    return H.img(image, f"clusters {name}", "montage")
 
 
 def _provenance(

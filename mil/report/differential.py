@@ -53,6 +53,21 @@ def differential_section(result: CountResult, shown_as: dict[str, str]) -> str:
     model = result.model
     counted = [c for c in model.classes if model.vocabulary.counted(c)]
     order = sorted(result.patients, key=lambda r: (shown_as.get(r.id, ""), -(_blast(r) or 0.0), r.id))
+    body = _method_note(result, order)
+    drawn = order[:MAX_BARS]
+    body += H.img(_figure(drawn, counted, model.colours()), "differential count per patient", "montage")
+    if len(order) > MAX_BARS:
+        body += H.note(f"The bars show the first {MAX_BARS} of {len(order)} patients; the table lists all.")
+    header = ["patient", "shown as", "counted", "blast % (95% CI)", "M:E", "dysplastic neutrophils %",
+              "commonest types", "flags"]  # fmt: skip
+    rows = [_row(r, counted, shown_as) for r in order]
+    body += H.table(header, rows, sortable=True, scroll=True)
+    return H.section("differential", f"Differential count ({len(order)} patients)", body)
+
+
+def _method_note(result: CountResult, order: list[Differential]) -> str:
+    """How the count was made, what its percentages leave out, and how wide a count of this size is."""
+    model = result.model
     n_median = int(np.median([r.n_counted for r in order])) if order else 0
     excluded = [c.replace("_", " ") for c in model.classes if not model.vocabulary.counted(c)]
     cv = model.record.get("cv") or {}
@@ -62,51 +77,39 @@ def differential_section(result: CountResult, shown_as: dict[str, str]) -> str:
         if cv
         else ""
     )
-    body = H.note(
+    left_out = (
+        f" ({', '.join(excluded)} are counted as cells but left out of every percentage)" if excluded else ""
+    )
+    width = (
+        interval_words(n_median) + " (this cohort's median count)" if n_median else "no cells were counted"
+    )
+    note = H.note(
         f"Every stored cell typed by the cell model {model.path} ({model.kind}, {len(model.classes)} classes, "
         f"vocabulary {model.vocabulary.name}{quality}) as its most probable type, counted per patient. "
-        "Percentages are of "
-        "the counted nucleated cells"
-        + (
-            f" ({', '.join(excluded)} are counted as cells but left out of every percentage)"
-            if excluded
-            else ""
-        )
-        + "; each has a 95 % Clopper-Pearson interval. A count is a sample of the smear: "
-        + (
-            interval_words(n_median) + " (this cohort's median count)"
-            if n_median
-            else "no cells were counted"
-        )
-        + f"; for comparison, {interval_words(200)}. Flags compare a count with the reference ranges "
-        f"({result.ranges.name}); they are for review, not diagnoses."
+        f"Percentages are of the counted nucleated cells{left_out}; each has a 95 % Clopper-Pearson interval. "
+        f"A count is a sample of the smear: {width}; for comparison, {interval_words(200)}. Flags compare a "
+        f"count with the reference ranges ({result.ranges.name}); they are for review, not diagnoses."
     )
     if any(r.in_training for r in order):
-        body += H.note(
+        note += H.note(
             "Marked *: the cell model learnt from labels of this patient's cells, so its count is not a test "
             "of the model (see the model's cross-validated metrics in its metrics.json)."
         )
-    drawn = order[:MAX_BARS]
-    body += H.img(_figure(drawn, counted, model.colours()), "differential count per patient", "montage")
-    if len(order) > MAX_BARS:
-        body += H.note(f"The bars show the first {MAX_BARS} of {len(order)} patients; the table lists all.")
-    header = ["patient", "shown as", "counted", "blast % (95% CI)", "M:E", "dysplastic neutrophils %",
-              "commonest types", "flags"]  # fmt: skip
-    rows = []
-    for r in order:
-        top = sorted(counted, key=lambda c: -r.counts[c])[:3]
-        rows.append([
-            r.id + (" *" if r.in_training else ""),
-            shown_as.get(r.id, ""),
-            r.n_counted,
-            _ci(r.measures.get("blast_pct")),
-            _me(r),
-            _ci(r.measures.get("dysplastic_neutrophil_pct")),
-            ", ".join(f"{c.replace('_', ' ')} {_ci(r.pct[c])}" for c in top if r.counts[c]),
-            "; ".join(r.flags),
-        ])  # fmt: skip
-    body += H.table(header, rows, sortable=True, scroll=True)
-    return H.section("differential", f"Differential count ({len(order)} patients)", body)
+    return note
+
+
+def _row(r: Differential, counted: list[str], shown_as: dict[str, str]) -> list:
+    top = sorted(counted, key=lambda c: -r.counts[c])[:3]
+    return [
+        r.id + (" *" if r.in_training else ""),
+        shown_as.get(r.id, ""),
+        r.n_counted,
+        _ci(r.measures.get("blast_pct")),
+        _me(r),
+        _ci(r.measures.get("dysplastic_neutrophil_pct")),
+        ", ".join(f"{c.replace('_', ' ')} {_ci(r.pct[c])}" for c in top if r.counts[c]),
+        "; ".join(r.flags),
+    ]
 
 
 def _blast(r: Differential) -> float | None:
