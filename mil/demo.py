@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from features.core.errors import InputError
+from features.core.outputs import check_writable
 
 if TYPE_CHECKING:
     from mil.config.schema import MilConfig
@@ -44,6 +45,7 @@ def check_demo_out(out: Path, overwrite: bool) -> None:
         raise InputError(f"{out} is a file; give a folder for the demo outputs")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out} is not empty; choose a new folder or pass --overwrite")
+    check_writable(out / "report.html")
 
 
 def run_demo(
@@ -64,6 +66,11 @@ def run_demo(
     demo.type_cells(config)
     demo.explain(config)
     return demo.result
+
+
+def _verdicts(summary: Any) -> str:
+    """ "; <verdict>" for each baseline the run compared the head with (the demo's one line per stage)."""
+    return "".join(f"; {c['verdict']}" for c in summary.comparison.values())
 
 
 @dataclass
@@ -149,7 +156,7 @@ class _Demo:
                 overwrite=self.overwrite,
                 evaluate=config.evaluate,
             ),
-            lambda r: f"5-fold {train_config.head}: pooled {r.headline} -> {run}",
+            lambda r: f"5-fold {train_config.head}: pooled {r.headline}{_verdicts(r)} -> {run}",
         )
         self.result.metrics = dict(run_summary.pooled)
 

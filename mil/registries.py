@@ -12,6 +12,7 @@ from features.core.registry import Registry
 def all_registries() -> dict[str, Registry]:
     from features.encoders import ENCODERS
     from features.sources import SOURCES
+    from mil.baselines import BASELINES
     from mil.cells.classifiers import CLASSIFIERS
     from mil.heads import HEADS
     from mil.tasks import TASKS
@@ -21,5 +22,6 @@ def all_registries() -> dict[str, Registry]:
         "encoders": ENCODERS,
         "heads": HEADS,
         "tasks": TASKS,
+        "baselines": BASELINES,
         "cell-classifiers": CLASSIFIERS,
     }

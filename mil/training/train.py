@@ -6,9 +6,11 @@ leakage, the output folder), then loads every bag once and fits one model per fo
     config.yaml       resolved config + provenance (versions, seed, encoder, git commit, command line, cohort)
     splits.json       patients per fold and part (reuse with --splits)
     predictions.csv   one out-of-fold row per patient (+ .spec.json), the input of `mil evaluate`
-    metrics.json      per fold and pooled, with bootstrap CIs (mil.evaluate), plus the cohort counts
+    metrics.json      per fold and pooled, with bootstrap CIs (mil.evaluate), plus the cohort counts, and
+                      `baselines` / `comparison`: each baseline's pooled metrics, head minus baseline (paired CI)
     left_out.csv      patients/slides not used, with the reason
-    plots/            ROC per class, confusion matrix, or Kaplan-Meier of predicted risk groups
+    plots/            ROC per class, confusion matrix, or Kaplan-Meier of predicted risk groups; head vs baselines
+    baselines/<name>/predictions.csv   each baseline's out-of-fold predictions on the same folds (`mil.baselines`)
     folds/<k>/model.pt, history.csv
 
 Per-fold seeds are `seed * 1000 + fold`, so folds differ from each other and a run repeats exactly.
@@ -29,13 +31,16 @@ import yaml
 
 from features.bagstore import BagStore
 from features.core.device import resolve_device
+from mil.baselines.run import BaselineData, BaselineRun, fit_baselines
 from mil.cohort.labels import Cohort, build_cohort, check_counts
-from mil.cohort.splits import Fold, Splits, check_leakage, load_splits, make_splits, save_splits
+from mil.cohort.splits import Splits, check_leakage, load_splits, make_splits, save_splits
 from mil.config import EvaluateConfig, TrainConfig
 from mil.tasks import Task, TaskSpec, create_task
 from mil.training.checkpoint import save_checkpoint
 from mil.training.data import BagSet, load_bags
-from mil.training.fit import FitSetup, Progress, eval_batch_instances, fit_fold, infer, seeded
+from mil.training.engines import FoldEngine, LocalFoldEngine
+from mil.training.fit import Progress
+from mil.training.jobs import FoldInputs, FoldJob, FoldResult, fit_job
 from mil.training.rundir import check_out, provenance, swap_in, temp_dir
 
 # Share of free GPU memory the in-memory bags may take before they stay on the host.
@@ -59,6 +64,7 @@ class FoldSummary:
 class RunSummary:
     run: Path
     spec: TaskSpec
+    head: str  # the head's registry name
     metric: str  # key of the main metric in metrics.json (`Task.metric_name`: "macro_auc", "c_index", ...)
     n_patients: int
     left_out: dict[str, int]
@@ -68,6 +74,13 @@ class RunSummary:
     device: str
     seconds: float
     plots: list[Path] = field(default_factory=list)
+    splits_only: list[str] = field(
+        default_factory=list
+    )  # named by --splits, not in this cohort (left unused)
+    baselines: dict[str, Any] = field(
+        default_factory=dict
+    )  # metrics.json "baselines": name -> status, pooled
+    comparison: dict[str, Any] = field(default_factory=dict)  # metrics.json "comparison": name -> difference
 
 
 @dataclass
@@ -85,6 +98,13 @@ class _Training:
     emit: Progress
     progress: Progress | None  # the caller's own, handed to fit_fold (None: no per-epoch events)
     started: float
+    engine: FoldEngine
+    devices: set[str] = field(default_factory=set)  # where the folds ran (reported by each fold)
+
+    @property
+    def device_label(self) -> str:
+        where = ", ".join(sorted(self.devices)) or str(self.device)
+        return where if self.engine.name == "local" else f"{where} ({self.engine.name})"
 
 
 def train_cv(
@@ -96,9 +116,12 @@ def train_cv(
     overwrite: bool = False,
     progress: Progress | None = None,
     evaluate: EvaluateConfig = EvaluateConfig(),
+    engine: FoldEngine | None = None,
 ) -> RunSummary:
     """Cross-validate `config.head` on the patients of `labels` found in the bag store `bags`; write RUN.
-    `evaluate` sets the bootstrap of metrics.json (the same section `mil evaluate` reads)."""
+    `evaluate` sets the bootstrap of metrics.json (the same section `mil evaluate` reads); `engine` fits the
+    folds (default: one after another in this process; `mil.training.engines`)."""
+    engine = engine or LocalFoldEngine()
     started = time.perf_counter()
     bags, labels, out = Path(bags), Path(labels), Path(out)
     emit = progress or (lambda event, **info: None)
@@ -109,21 +132,26 @@ def train_cv(
     task = create_task(cohort.spec)
     split = _splits(cohort, task.strata(cohort.y), config, splits)
     check_leakage(split, cohort.patients)
-    device = resolve_device(config.device, "train.device")
+    # Another engine resolves `config.device` where each fold runs; this process only holds the bags.
+    device = resolve_device(config.device if engine.name == "local" else "cpu", "train.device")
     data = _load(store, cohort, config.feature_dtype, device, emit)
-    run = _Training(config, evaluate, store, cohort, task, split, device, data, emit, progress, started)
+    run = _Training(
+        config, evaluate, store, cohort, task, split, device, data, emit, progress, started, engine
+    )
     emit(
         "start",
         n_patients=len(cohort.patients),
         n_folds=len(split.folds),
-        device=str(device),
+        device=str(device) if engine.name == "local" else engine.name,
         spec=cohort.spec,
     )
     tmp = temp_dir(out)
     try:
         save_splits(split, tmp / "splits.json")
-        fitted = [_run_fold(run, fold, tmp) for fold in split.folds]
-        metrics, plots = _score(tmp, [frame for frame, _ in fitted], cohort, split, evaluate, emit)
+        fitted = _fit_all(run, tmp)
+        shared = BaselineData(data.arrays, data.dim, cohort.patients, cohort.y, split, config.seed)
+        baselines = fit_baselines(config.baselines, shared, task, emit)
+        metrics, plots = _score(tmp, [frame for frame, _ in fitted], run, baselines)
         inputs = {
             "bags": str(bags.resolve()),
             "labels": str(labels.resolve()),
@@ -138,6 +166,19 @@ def train_cv(
     summary.plots = [out / p.relative_to(tmp) for p in plots]
     emit("done", summary=summary)
     return summary
+
+
+def _fit_all(run: _Training, run_dir: Path) -> list[tuple[pd.DataFrame, FoldSummary]]:
+    """Every fold's job through the engine; results are written here, in this process, as they come back
+    (in any order with a parallel engine), and returned in fold order."""
+    jobs = [FoldJob(fold, run.config.seed * 1000 + fold.index) for fold in run.split.folds]
+    local = run.engine.name == "local"
+    inputs = FoldInputs(run.config, run.task, run.data, run.cohort, run.device if local else None)
+    written = {}
+    for job, result in run.engine.run(fit_job, inputs, jobs, run.progress):
+        run.devices.add(result.device)
+        written[job.fold.index] = _write_fold(run, result, run_dir)
+    return [written[job.fold.index] for job in jobs]
 
 
 def _load(
@@ -157,7 +198,8 @@ def _write_config(run: _Training, path: Path, inputs: dict[str, Any]) -> None:
     cohort = run.cohort
     extra = {
         **inputs,
-        "device": str(run.device),
+        "device": run.device_label,
+        "engine": run.engine.describe(),
         "seconds": round(time.perf_counter() - run.started, 1),
         "task": cohort.spec.to_dict(),
         "cohort": _cohort_record(cohort, run.split),
@@ -179,82 +221,60 @@ def _run_summary(run: _Training, out: Path, folds: list[FoldSummary], metrics: d
     return RunSummary(
         run=out,
         spec=run.cohort.spec,
+        head=run.config.head,
         metric=metric,
         n_patients=len(run.cohort.patients),
         left_out=_left_out_counts(run.cohort, run.split),
         folds=folds,
         pooled=metrics["pooled"][metric],
         headline=run.task.summary(metrics["pooled"]),
-        device=str(run.device),
+        device=run.device_label,
         seconds=time.perf_counter() - run.started,
+        splits_only=run.split.dropped,
+        baselines=metrics.get("baselines", {}),
+        comparison=metrics.get("comparison", {}),
     )
 
 
-def _run_fold(run: _Training, fold: Fold, run_dir: Path) -> tuple[pd.DataFrame, FoldSummary]:
-    """Fit one fold, predict its test patients, write its checkpoint and history."""
-    from mil.heads import create_head
-    from mil.training.standardize import StandardizedHead, training_statistics
-
-    t0 = time.perf_counter()
-    config, task, data, cohort, device, emit = (
-        run.config,
-        run.task,
-        run.data,
-        run.cohort,
-        run.device,
-        run.emit,
-    )
-    position = {p: i for i, p in enumerate(cohort.patients)}
-    tr, va, te = (np.array([position[p] for p in part]) for part in (fold.train, fold.val, fold.test))
-    emit("fold_start", fold=fold.index, name=fold.name, n_train=len(tr), n_val=len(va), n_test=len(te),
-         epochs=config.epochs)  # fmt: skip
-    seed = config.seed * 1000 + fold.index
-    with seeded(seed, device):
-        model = create_head(config.head, data.dim, task.n_outputs, **config.model_params)
-        if config.standardize:
-            model = StandardizedHead(
-                model, *training_statistics(data.features, data.offsets, torch.as_tensor(tr))
-            )
-        fit = fit_fold(model, task, data, tr, va, config, FitSetup(device, seed, fold.index, run.progress))
-    out_test = task.outputs(infer(model, data, te, device, eval_batch_instances(config, device))).numpy()
-    frame = task.frame(fold.test, fold.index, cohort.y[te], out_test)
+def _write_fold(run: _Training, result: FoldResult, run_dir: Path) -> tuple[pd.DataFrame, FoldSummary]:
+    """The fold's checkpoint and history, written by the driver whatever engine fitted it."""
+    fold, fit = result.job.fold, result.fit
     fold_dir = run_dir / "folds" / str(fold.index)
     save_checkpoint(
-        fold_dir / "model.pt", model, head_name=config.head, model_params=config.model_params, in_dim=data.dim,
-        spec=cohort.spec, encoder=run.store.encoder, fold=fold.index, best_epoch=fit.best_epoch, seed=seed,
+        fold_dir / "model.pt", result.model, head_name=run.config.head, model_params=run.config.model_params,
+        in_dim=run.data.dim, spec=run.cohort.spec, encoder=run.store.encoder, fold=fold.index,
+        best_epoch=fit.best_epoch, seed=result.job.seed,
     )  # fmt: skip
     pd.DataFrame([vars(h) for h in fit.history]).to_csv(fold_dir / "history.csv", index=False)
-    seconds = time.perf_counter() - t0
-    summary = FoldSummary(fold.index, fold.name, len(tr), len(va), len(te), fit.best_epoch, len(fit.history),
-                          seconds, {})  # fmt: skip
-    emit("fold_end", fold=fold.index, best_epoch=fit.best_epoch, epochs_run=len(fit.history),
-         test_metric=task.metric(cohort.y[te], out_test), seconds=seconds)  # fmt: skip
-    return frame, summary
+    summary = FoldSummary(fold.index, fold.name, *result.sizes, fit.best_epoch, len(fit.history),
+                          result.seconds, {})  # fmt: skip
+    run.emit("fold_end", fold=fold.index, best_epoch=fit.best_epoch, epochs_run=len(fit.history),
+             test_metric=result.test_metric, seconds=result.seconds)  # fmt: skip
+    return result.frame, summary
 
 
 def _score(
-    run_dir: Path,
-    frames: list[pd.DataFrame],
-    cohort: Cohort,
-    split: Splits,
-    evaluate: EvaluateConfig,
-    emit: Progress,
+    run_dir: Path, frames: list[pd.DataFrame], run: _Training, baselines: list[BaselineRun]
 ) -> tuple[dict[str, Any], list[Path]]:
-    """predictions.csv, metrics.json, plots/ and left_out.csv, through the evaluation module's contract."""
-    from mil.evaluate.metrics import compute_metrics
+    """predictions.csv, metrics.json, plots/ and left_out.csv, through the evaluation module's contract;
+    the baselines' predictions and their comparison with the head (`mil.baselines.run`)."""
+    from mil.baselines.run import write_baselines
+    from mil.evaluate.metrics import compute_metrics, jsonable
     from mil.evaluate.plots import write_plots
     from mil.evaluate.predictions import read_predictions, write_predictions
     from mil.evaluate.run import write_metrics
 
-    spec = cohort.spec
+    cohort, split, evaluate, spec = run.cohort, run.split, run.evaluate, run.cohort.spec
     table = pd.concat(frames, ignore_index=True).sort_values("patient_id", kind="stable")
     write_predictions(table, spec, run_dir / "predictions.csv")
     table, _ = read_predictions(run_dir / "predictions.csv")  # score exactly what `mil evaluate` will read
-    emit("metrics", n_bootstrap=evaluate.n_bootstrap)
+    run.emit("metrics", n_bootstrap=evaluate.n_bootstrap)
     metrics = compute_metrics(table, spec, evaluate)
     metrics["cohort"] = _cohort_record(cohort, split)
+    records, comparison, compared = write_baselines(run_dir, baselines, table, run.task, evaluate)
+    metrics["baselines"], metrics["comparison"] = jsonable(records), jsonable(comparison)
     write_metrics(metrics, run_dir / "metrics.json")
-    plots = write_plots(table, spec, run_dir / "plots")
+    plots = write_plots(table, spec, run_dir / "plots") + compared
     _left_out_table(cohort, split).to_csv(run_dir / "left_out.csv", index=False)
     return metrics, plots
 
