@@ -170,7 +170,7 @@ def count_cells(
 
     started = time.perf_counter()
     out = Path(out)
-    check_out(out, overwrite)
+    check_out(out, overwrite, lambda path: (path / "counts.json").is_file(), "cell count folder")
     model = CellModel.load(cellmodel)
     ranges = load_reference_ranges(config.reference_ranges)
     result = count_store(model, BagStore(bags), ranges, slides, progress, slide_owners(labels))

@@ -58,7 +58,7 @@ def train_cells(
     started = time.perf_counter()
     emit = progress or (lambda event, **info: None)
     out = Path(out)
-    check_out(out, overwrite)
+    check_out(out, overwrite, lambda path: (path / "cellmodel.json").is_file(), "cell model folder")
     store = BagStore(bags)
     vocabulary = load_vocabulary(config.vocabulary) if config.vocabulary else None
     table, kind = read_cell_labels(labels)
