@@ -14,6 +14,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from features.core.errors import MilError
 
@@ -68,6 +69,9 @@ def _register() -> None:
 
     heatmap.register(app)
     report.register(app)
+    from mil.cli import cells
+
+    cells.register(app)
 
 
 _register()
@@ -137,7 +141,6 @@ def _bug_line(exc: BaseException) -> str:
 
 
 def _fail(message: str, code: int) -> None:
-    from rich.markup import escape
-
+    # escaped: a message may hold brackets (a file `scan[1].svs`, `pip install -e '.[ray]'`), not markup
     err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(code)

@@ -9,7 +9,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mil.cli.options import config_option, field_option, set_option, typed_flags
+from mil.cli.options import (
+    address_option,
+    config_option,
+    engine_option,
+    field_option,
+    set_option,
+    typed_flags,
+)
 from mil.config import TrainConfig
 
 
@@ -166,11 +173,15 @@ def register(app: typer.Typer) -> None:
         ),
         allow_missing: bool = field_option(TrainConfig, "allow_missing", "--allow-missing"),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
+        engine: str = engine_option(),
+        address: str = address_option(),
     ) -> None:
         """Cross-validate a MIL head on patient-level labels; write models, predictions, metrics and plots."""
         from mil.config import load_config
+        from mil.training.engines import create_fold_engine
         from mil.training.train import train_cv
 
+        runner = create_fold_engine(engine, address=address)
         flags = typed_flags(ctx, "train")
         if len(flags["train"].get("target") or []) == 1:  # one --target is one column, not a multi-label list
             flags["train"]["target"] = flags["train"]["target"][0]
@@ -179,7 +190,7 @@ def register(app: typer.Typer) -> None:
         with RichProgress(console) as progress:
             summary = train_cv(
                 bags, labels, cfg.train, out, splits=splits, overwrite=overwrite, progress=progress,
-                evaluate=cfg.evaluate, clinical=clinical,
+                evaluate=cfg.evaluate, clinical=clinical, engine=runner,
             )  # fmt: skip
         print_summary(console, summary)
 

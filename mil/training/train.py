@@ -15,21 +15,20 @@ leakage, the output folder), then loads every bag once and fits one model per fo
     folds/<k>/covariates.json        with train.covariates: the fold's covariate encoding (also in model.pt)
     image_only/predictions.csv       with train.covariates: the same head without covariates, same folds/seeds
 
-With covariates (`train.covariates`, `mil.cohort.covariates`) each fold fits the head twice from the same seed,
-without covariates (image only) and with them (`FusedHead`: fused, the run's model), and the covariates-only
-model joins the baselines (`mil.baselines.covariates`); metrics.json's `covariates` block compares the three
-on the same patients with paired bootstrap CIs of their differences.
+With covariates (`train.covariates`, `mil.cohort.covariates`) each fold's job fits the head twice (image only,
+then fused starting from it: `mil.training.jobs`), and the covariates-only model joins the baselines
+(`mil.baselines.covariates`); metrics.json's `covariates` block compares the three on the same patients with
+paired bootstrap CIs of their differences.
 
 Per-fold seeds are `seed * 1000 + fold`, so folds differ from each other and a run repeats exactly.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +40,18 @@ import yaml
 from features.bagstore import BagStore
 from features.core.device import resolve_device
 from features.core.errors import InputError
+from features.pipeline.store_settings import effective_settings
 from mil.baselines.run import BaselineData, BaselineRun, fit_baselines
 from mil.cohort.covariates import CovariateEncoder, CovariateTable, covariate_source, read_covariates
 from mil.cohort.labels import Cohort, build_cohort, check_counts
-from mil.cohort.splits import Fold, Splits, check_leakage, load_splits, make_splits, save_splits
+from mil.cohort.splits import Splits, check_leakage, load_splits, make_splits, save_splits
 from mil.config import EvaluateConfig, TrainConfig
 from mil.tasks import Task, TaskSpec, create_task
 from mil.training.checkpoint import save_checkpoint
 from mil.training.data import BagSet, load_bags
-from mil.training.fit import FitSetup, Progress, eval_batch_instances, fit_fold, infer, seeded
+from mil.training.engines import FoldEngine, LocalFoldEngine
+from mil.training.fit import Progress
+from mil.training.jobs import FoldInputs, FoldJob, FoldResult, fit_job
 from mil.training.rundir import check_out, provenance, swap_in, temp_dir
 
 # Share of free GPU memory the in-memory bags may take before they stay on the host.
@@ -108,14 +110,24 @@ class _Training:
     emit: Progress
     progress: Progress | None  # the caller's own, handed to fit_fold (None: no per-epoch events)
     started: float
+    engine: FoldEngine
+    devices: set[str] = field(default_factory=set)  # where the folds ran (reported by each fold)
     covariates: CovariateTable | None = None
+
+    @property
+    def device_label(self) -> str:
+        where = ", ".join(sorted(self.devices)) or str(self.device)
+        return where if self.engine.name == "local" else f"{where} ({self.engine.name})"
 
 
 @dataclass
-class _FoldResult:
-    frame: pd.DataFrame  # the run's model on the fold's test patients (fused where there are covariates)
+class _Written:
+    """One fold as written: the run's model's test table (fused where there are covariates), its summary, and
+    with covariates the image-only test table and the fold's encoder."""
+
+    frame: pd.DataFrame
     summary: FoldSummary
-    image_only: pd.DataFrame | None = None  # the head without covariates, where the run has them
+    image_only: pd.DataFrame | None = None
     encoder: CovariateEncoder | None = None
 
 
@@ -128,11 +140,14 @@ def train_cv(
     overwrite: bool = False,
     progress: Progress | None = None,
     evaluate: EvaluateConfig = EvaluateConfig(),
+    engine: FoldEngine | None = None,
     clinical: Path | None = None,
 ) -> RunSummary:
     """Cross-validate `config.head` on the patients of `labels` found in the bag store `bags`; write RUN.
-    `evaluate` sets the bootstrap of metrics.json (the same section `mil evaluate` reads). `clinical`: a CSV
-    of patient_id + the `config.covariates` columns, instead of the labels CSV's."""
+    `evaluate` sets the bootstrap of metrics.json (the same section `mil evaluate` reads); `engine` fits the
+    folds (default: one after another in this process; `mil.training.engines`). `clinical`: a CSV of
+    patient_id + the `config.covariates` columns, instead of the labels CSV's."""
+    engine = engine or LocalFoldEngine()
     started = time.perf_counter()
     bags, labels, out = Path(bags), Path(labels), Path(out)
     emit = progress or (lambda event, **info: None)
@@ -149,21 +164,35 @@ def train_cv(
         covariates = read_covariates(config.covariates, table, source, cohort.patients)
     elif clinical is not None:
         raise InputError(f"--clinical {clinical} given without --covariates; name the columns to use")
-    device = resolve_device(config.device, "train.device")
+    # Another engine resolves `config.device` where each fold runs; this process only holds the bags.
+    device = resolve_device(config.device if engine.name == "local" else "cpu", "train.device")
     data = _load(store, cohort, config.feature_dtype, device, emit)
-    run = _Training(config, evaluate, store, cohort, task, split, device, data, emit, progress, started,
-                    covariates)  # fmt: skip
+    run = _Training(
+        config,
+        evaluate,
+        store,
+        cohort,
+        task,
+        split,
+        device,
+        data,
+        emit,
+        progress,
+        started,
+        engine,
+        covariates=covariates,
+    )
     emit(
         "start",
         n_patients=len(cohort.patients),
         n_folds=len(split.folds),
-        device=str(device),
+        device=str(device) if engine.name == "local" else engine.name,
         spec=cohort.spec,
     )
     tmp = temp_dir(out)
     try:
         save_splits(split, tmp / "splits.json")
-        fitted = [_run_fold(run, fold, tmp) for fold in split.folds]
+        fitted = _fit_all(run, tmp)
         shared = BaselineData(data.arrays, data.dim, cohort.patients, cohort.y, split, config.seed)
         baselines = fit_baselines(config.baselines, shared, task, emit)
         if covariates is not None:
@@ -189,6 +218,21 @@ def train_cv(
     return summary
 
 
+def _fit_all(run: _Training, run_dir: Path) -> list[_Written]:
+    """Every fold's job through the engine; results are written here, in this process, as they come back
+    (in any order with a parallel engine), and returned in fold order."""
+    jobs = [FoldJob(fold, run.config.seed * 1000 + fold.index) for fold in run.split.folds]
+    local = run.engine.name == "local"
+    inputs = FoldInputs(
+        run.config, run.task, run.data, run.cohort, run.device if local else None, run.covariates
+    )
+    written = {}
+    for job, result in run.engine.run(fit_job, inputs, jobs, run.progress):
+        run.devices.add(result.device)
+        written[job.fold.index] = _write_fold(run, result, run_dir)
+    return [written[job.fold.index] for job in jobs]
+
+
 def _load(
     store: BagStore, cohort: Cohort, feature_dtype: str, device: torch.device, emit: Progress
 ) -> BagSet:
@@ -206,10 +250,14 @@ def _write_config(run: _Training, path: Path, inputs: dict[str, Any]) -> None:
     cohort = run.cohort
     extra = {
         **inputs,
-        "device": str(run.device),
+        "device": run.device_label,
+        "engine": run.engine.describe(),
         "seconds": round(time.perf_counter() - run.started, 1),
         "task": cohort.spec.to_dict(),
         "cohort": _cohort_record(cohort, run.split),
+        "store_extraction": effective_settings(
+            run.store
+        ),  # predict and heatmap refuse a store made otherwise
     }
     sample = run.store.meta(cohort.slides[cohort.patients[0]][0])
     record = {
@@ -235,7 +283,7 @@ def _run_summary(run: _Training, out: Path, folds: list[FoldSummary], metrics: d
         folds=folds,
         pooled=metrics["pooled"][metric],
         headline=run.task.summary(metrics["pooled"]),
-        device=str(run.device),
+        device=run.device_label,
         seconds=time.perf_counter() - run.started,
         splits_only=run.split.dropped,
         baselines=metrics.get("baselines", {}),
@@ -244,82 +292,28 @@ def _run_summary(run: _Training, out: Path, folds: list[FoldSummary], metrics: d
     )
 
 
-def _run_fold(run: _Training, fold: Fold, run_dir: Path) -> _FoldResult:
-    """Fit one fold (twice with covariates: image only, then fused), predict its test patients, write its
-    checkpoint and history."""
-    t0 = time.perf_counter()
-    config, data, cohort, emit = run.config, run.data, run.cohort, run.emit
-    position = {p: i for i, p in enumerate(cohort.patients)}
-    tr, va, te = (np.array([position[p] for p in part]) for part in (fold.train, fold.val, fold.test))
-    emit("fold_start", fold=fold.index, name=fold.name, n_train=len(tr), n_val=len(va), n_test=len(te),
-         epochs=config.epochs)  # fmt: skip
-    encoder, image_only = None, None
-    if run.covariates is not None:
-        # the fold's training side (train + validation, never test), as the covariates-only model's
-        encoder = CovariateEncoder.fit(run.covariates, [*fold.train, *fold.val])
-        design, _ = encoder.transform(run.covariates, cohort.patients)
-        image_model, image_only, _ = _fit_model(run, fold, data, tr, va, te)
-        data = replace(data, covariates=torch.from_numpy(design))
-        model, frame, fit = _fit_model(run, fold, data, tr, va, te, start=image_model)
-    else:
-        model, frame, fit = _fit_model(run, fold, data, tr, va, te)
+def _write_fold(run: _Training, result: FoldResult, run_dir: Path) -> _Written:
+    """The fold's checkpoint and history, written by the driver whatever engine fitted it."""
+    fold, fit = result.job.fold, result.fit
     fold_dir = run_dir / "folds" / str(fold.index)
     save_checkpoint(
-        fold_dir / "model.pt", model, head_name=config.head, model_params=config.model_params, in_dim=data.dim,
-        spec=cohort.spec, encoder=run.store.encoder, fold=fold.index, best_epoch=fit.best_epoch,
-        seed=config.seed * 1000 + fold.index, covariates=None if encoder is None else encoder.to_dict(),
+        fold_dir / "model.pt", result.model, head_name=run.config.head, model_params=run.config.model_params,
+        in_dim=run.data.dim, spec=run.cohort.spec, encoder=run.store.encoder, fold=fold.index,
+        best_epoch=fit.best_epoch, seed=result.job.seed,
+        covariates=None if result.encoder is None else result.encoder.to_dict(),
     )  # fmt: skip
-    if encoder is not None:
-        (fold_dir / "covariates.json").write_text(json.dumps(encoder.to_dict(), indent=1))
+    if result.encoder is not None:
+        (fold_dir / "covariates.json").write_text(json.dumps(result.encoder.to_dict(), indent=1))
     pd.DataFrame([vars(h) for h in fit.history]).to_csv(fold_dir / "history.csv", index=False)
-    seconds = time.perf_counter() - t0
-    summary = FoldSummary(fold.index, fold.name, len(tr), len(va), len(te), fit.best_epoch, len(fit.history),
-                          seconds, {})  # fmt: skip
-    emit("fold_end", fold=fold.index, best_epoch=fit.best_epoch, epochs_run=len(fit.history),
-         test_metric=fit.test_metric, seconds=seconds)  # fmt: skip
-    return _FoldResult(frame, summary, image_only, encoder)
-
-
-def _fit_model(
-    run: _Training,
-    fold: Fold,
-    data: BagSet,
-    tr: np.ndarray,
-    va: np.ndarray,
-    te: np.ndarray,
-    start: torch.nn.Module | None = None,
-) -> tuple[torch.nn.Module, pd.DataFrame, Any]:
-    """One head fitted on the fold from the fold's seed; its test table. With covariates in `data` the head is
-    fused, starting from `start` (the fold's fitted image-only head): the fused model begins as that head
-    exactly (`FusedHead` starts at zero) and keeps it unless an epoch with covariates does better on the
-    validation patients, so the covariates' fast-learning path cannot swamp a slower image signal."""
-    from mil.heads import create_head
-    from mil.training.standardize import StandardizedHead, training_statistics
-
-    config, task, device = run.config, run.task, run.device
-    seed = config.seed * 1000 + fold.index
-    with seeded(seed, device):
-        if start is None:
-            model = create_head(config.head, data.dim, task.n_outputs, **config.model_params)
-            if config.standardize:
-                model = StandardizedHead(
-                    model, *training_statistics(data.features, data.offsets, torch.as_tensor(tr))
-                )
-        else:
-            model = copy.deepcopy(start)
-        if data.covariates is not None:
-            from mil.heads.fused import FusedHead
-
-            model = FusedHead(model, data.covariates.shape[1])
-        setup = FitSetup(device, seed, fold.index, run.progress, keep_start=start is not None)
-        fit = fit_fold(model, task, data, tr, va, config, setup)
-    out_test = task.outputs(infer(model, data, te, device, eval_batch_instances(config, device))).numpy()
-    fit.test_metric = task.metric(run.cohort.y[te], out_test)
-    return model, task.frame(fold.test, fold.index, run.cohort.y[te], out_test), fit
+    summary = FoldSummary(fold.index, fold.name, *result.sizes, fit.best_epoch, len(fit.history),
+                          result.seconds, {})  # fmt: skip
+    run.emit("fold_end", fold=fold.index, best_epoch=fit.best_epoch, epochs_run=len(fit.history),
+             test_metric=result.test_metric, seconds=result.seconds)  # fmt: skip
+    return _Written(result.frame, summary, result.image_only, result.encoder)
 
 
 def _score(
-    run_dir: Path, fitted: list[_FoldResult], run: _Training, baselines: list[BaselineRun]
+    run_dir: Path, fitted: list[_Written], run: _Training, baselines: list[BaselineRun]
 ) -> tuple[dict[str, Any], list[Path]]:
     """predictions.csv, metrics.json, plots/ and left_out.csv, through the evaluation module's contract;
     the baselines' predictions and their comparison with the head (`mil.baselines.run`)."""
@@ -347,19 +341,16 @@ def _score(
 
 
 def _three_models(
-    run_dir: Path,
-    fitted: list[_FoldResult],
-    fused: pd.DataFrame,
-    baselines: list[BaselineRun],
-    run: _Training,
+    run_dir: Path, fitted: list[_Written], fused: pd.DataFrame, baselines: list[BaselineRun], run: _Training
 ) -> dict[str, Any]:
     """metrics.json `covariates`: covariates only vs image only vs fused on the same patients and folds."""
     from mil.evaluate.compare import model_comparison
     from mil.evaluate.predictions import read_predictions, write_predictions
 
     spec = run.cohort.spec
-    frames = [f.image_only for f in fitted]
-    image = pd.concat(frames, ignore_index=True).sort_values("patient_id", kind="stable")
+    image = pd.concat([f.image_only for f in fitted], ignore_index=True).sort_values(
+        "patient_id", kind="stable"
+    )
     path = run_dir / "image_only" / "predictions.csv"
     write_predictions(image, spec, path)
     tables = {"image_only": read_predictions(path)[0], "fused": fused}

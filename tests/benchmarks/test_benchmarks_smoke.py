@@ -142,3 +142,11 @@ def test_synthetic_cohort_tiny_run(tmp_path):
     assert len(rows[1]["folds"]) == 3  # one fold per site
     for r in rows:
         assert r["macro_auc"] is None or 0.0 <= r["macro_auc"] <= 1.0
+
+
+def test_store_validate_tiny_run(tmp_path):
+    import store_validate
+
+    result = store_validate.main(["--bags", "2", "--cells", "50", "--dim", "8", "--out", str(tmp_path)])
+    assert result["bags"] == 2 and result["store_gb"] > 0
+    assert min(result["default_s"], result["deep_s"], result["read_s"], result["plan_ms_per_bag"]) > 0
