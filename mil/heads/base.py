@@ -88,6 +88,25 @@ class MILHead(nn.Module):
         raise NotImplementedError
 
 
+class HeadWrapper(nn.Module):
+    """A module around a head (`self.head`: feature standardisation, clinical covariates) that the trainer
+    and the explainers read as the head itself: its attention kind and dims are the wrapped head's."""
+
+    head: nn.Module
+
+    @property
+    def attention_kind(self) -> str:
+        return self.head.attention_kind
+
+    @property
+    def n_outputs(self) -> int:
+        return self.head.n_outputs
+
+    @property
+    def in_dim(self) -> int:
+        return self.head.in_dim
+
+
 def check_inputs(head: MILHead, x: Tensor, mask: Tensor) -> None:
     """Cheap shape checks so a wrong collate fails here with the shapes, not deep inside a matmul."""
     if x.dim() != 3 or x.shape[-1] != head.in_dim:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mil.heads.base import HeadOutput
+from mil.heads.base import HeadOutput, HeadWrapper
 
 # A ridge penalty on the fusion layer's weights (an aux loss, per bag as the task loss is), as the
 # covariates-only model has one: an uninformative covariate stays near zero weight.
@@ -34,7 +34,7 @@ FUSION_L2 = 0.05
 JOIN_POOLED = False  # see the module docstring
 
 
-class FusedHead(nn.Module):
+class FusedHead(HeadWrapper):
     """`head` (a MIL head, possibly behind `StandardizedHead`) with `n_covariates` patient-level numbers."""
 
     def __init__(
@@ -72,19 +72,6 @@ class FusedHead(nn.Module):
         if out.pooled is None:
             raise ValueError(f"{type(self.head).__name__} returns no pooled embedding (HeadOutput.pooled)")
         return int(out.pooled.shape[1])
-
-    # What the explainers and the trainer read from whatever model they are handed.
-    @property
-    def attention_kind(self) -> str:
-        return self.head.attention_kind
-
-    @property
-    def n_outputs(self) -> int:
-        return self.head.n_outputs
-
-    @property
-    def in_dim(self) -> int:
-        return self.head.in_dim
 
     def forward(
         self, x: Tensor, mask: Tensor, target: Tensor | None = None, covariates: Tensor | None = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mil.heads.base import HeadOutput
+from mil.heads.base import HeadOutput, HeadWrapper
 
 MIN_STD = 1e-6  # a constant feature is centred and left unscaled instead of divided by ~0
 # z-scores are clipped to +-Z_CLIP. Why: a sparse feature (a rare cell type's indicator, a rare granule count)
@@ -22,7 +22,7 @@ MIN_STD = 1e-6  # a constant feature is centred and left unscaled instead of div
 Z_CLIP = 5.0
 
 
-class StandardizedHead(nn.Module):
+class StandardizedHead(HeadWrapper):
     """A MIL head behind a fixed, clipped z-score of its inputs; padding stays exactly zero."""
 
     def __init__(self, head: nn.Module, mean: Tensor, std: Tensor):
@@ -30,19 +30,6 @@ class StandardizedHead(nn.Module):
         self.head = head
         self.register_buffer("feature_mean", mean.detach().float().clone())
         self.register_buffer("feature_std", std.detach().float().clamp_min(MIN_STD).clone())
-
-    # The explainers and the trainer read these from whatever model they are handed.
-    @property
-    def attention_kind(self) -> str:
-        return self.head.attention_kind
-
-    @property
-    def n_outputs(self) -> int:
-        return self.head.n_outputs
-
-    @property
-    def in_dim(self) -> int:
-        return self.head.in_dim
 
     def forward(self, x: Tensor, mask: Tensor, target: Tensor | None = None) -> HeadOutput:
         z = ((x - self.feature_mean) / self.feature_std).clamp(-Z_CLIP, Z_CLIP)
