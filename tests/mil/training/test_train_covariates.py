@@ -181,3 +181,22 @@ def test_the_report_shows_the_three_models_and_nothing_without_covariates(run):
     fused = metrics["covariates"]["models"]["fused"]["estimate"]
     assert f"{fused:.3f}" in html
     assert covariates_section({k: v for k, v in metrics.items() if k != "covariates"}) == ""
+
+
+def test_predict_cli_reads_clinical_and_refuses_a_missing_column_in_one_line(run, cohort, tmp_path, capsys):
+    out, _ = run
+    bags, labels = cohort
+    table = pd.read_csv(labels, dtype=str).drop_duplicates("patient_id")
+    table[["patient_id", "age", "sex"]].to_csv(tmp_path / "clinical.csv", index=False)
+    ok = runner.invoke(app, ["predict", str(out), "--bags", str(bags), "-o", str(tmp_path / "p.csv"),
+                             "--clinical", str(tmp_path / "clinical.csv")])  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    assert len(pd.read_csv(tmp_path / "p.csv")) == len(table)
+    table[["patient_id", "sex"]].to_csv(tmp_path / "no_age.csv", index=False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", str(out), "--bags", str(bags), "-o", str(tmp_path / "q.csv"),
+              "--clinical", str(tmp_path / "no_age.csv")])  # fmt: skip
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "covariate column 'age' not found" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "q.csv").exists()
