@@ -91,7 +91,7 @@ def write_plots(df: pd.DataFrame, spec: TaskSpec, out_dir: Path) -> list[Path]:
     """Save the pooled figures of the spec's kind (`Task.plots`) as PNGs under `out_dir`, each atomically."""
     require_truth(df, spec, "predictions")
     out_dir = Path(out_dir)
-    return [_save(fig, out_dir / name) for name, fig in create_task(spec).figures(df)]
+    return [save_figure(fig, out_dir / name) for name, fig in create_task(spec).figures(df)]
 
 
 def new_figure(width: float, height: float, bottom: float | None = None) -> tuple[Figure, Axes]:
@@ -104,6 +104,6 @@ def new_figure(width: float, height: float, bottom: float | None = None) -> tupl
     return fig, ax
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150))
     return path

@@ -28,7 +28,13 @@ from mil.explain.cohort import Explainer
 from mil.explain.discovery import CellRef, Cluster, DiscoveryCollector
 from mil.explain.gallery import Section, montage, read_cells
 from mil.report import html as H
-from mil.report.sections import figures_section, metrics_section, predictions_section, provenance_section
+from mil.report.sections import (
+    figures_section,
+    metrics_section,
+    predictions_section,
+    provenance_section,
+    recipe_section,
+)
 
 
 @dataclass
@@ -78,6 +84,7 @@ def report(
 
     sections = [
         metrics_section(metrics),
+        recipe_section(metrics),
         figures_section(ex.predictions, ex.spec),
         predictions_section(ex.predictions, ex.spec, cohort.shown_as),
         _gallery_section(ex, galleries, images, config),

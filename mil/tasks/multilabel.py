@@ -96,6 +96,9 @@ class MultiLabel(Task):
     def outputs(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(logits.float())
 
+    def calibration_loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(logits, y.float())
+
     def metric(self, y: np.ndarray, out: np.ndarray) -> float:
         aucs = [binary_auc(y[:, i], out[:, i]) for i in range(y.shape[1])]
         aucs = [a for a in aucs if not np.isnan(a)]
@@ -104,6 +107,26 @@ class MultiLabel(Task):
     def strata(self, y: np.ndarray) -> np.ndarray:
         # The label combination ("10", "01", ...); the splitter merges combinations rarer than the fold count.
         return np.array(["".join(str(int(v)) for v in row) for row in y], dtype=object)
+
+    def prior_model(self, x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """One logistic regression per label (a label with one class among these patients: its log-odds)."""
+        from sklearn.linear_model import LogisticRegression
+
+        weight, bias = np.zeros((self.n_outputs, x.shape[1])), np.zeros(self.n_outputs)
+        for i in range(self.n_outputs):
+            col = y[:, i].astype(int)
+            if len(np.unique(col)) < 2:
+                rate = np.clip(col.mean(), 1e-3, 1 - 1e-3)
+                bias[i] = np.log(rate / (1 - rate))
+                continue
+            model = LogisticRegression(C=c, max_iter=500, class_weight="balanced").fit(x, col)
+            weight[i], bias[i] = model.coef_[0], model.intercept_[0]
+        return weight, bias
+
+    def reliability(self, df: pd.DataFrame) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        return [
+            (c, df[f"true_{c}"].to_numpy(float), df[f"prob_{c}"].to_numpy(float)) for c in self.spec.classes
+        ]
 
     def truth_columns(self) -> list[str]:
         return [f"true_{c}" for c in self.spec.classes]

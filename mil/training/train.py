@@ -6,12 +6,18 @@ leakage, the output folder), then loads every bag once and fits one model per fo
     config.yaml       resolved config + provenance (versions, seed, encoder, git commit, command line, cohort)
     splits.json       patients per fold and part (reuse with --splits)
     predictions.csv   one out-of-fold row per patient (+ .spec.json), the input of `mil evaluate`
-    metrics.json      per fold and pooled, with bootstrap CIs (mil.evaluate), plus the cohort counts
+                      (calibrated probabilities; predictions_uncalibrated.csv holds the raw ones)
+    metrics.json      per fold and pooled, with bootstrap CIs (mil.evaluate), plus the cohort counts, the
+                      `selection` (recipe, epoch and, with --model auto, the choice per fold) and the
+                      `calibration` (per-fold temperature and bias, Brier and ECE before and after)
     left_out.csv      patients/slides not used, with the reason
-    plots/            ROC per class, confusion matrix, or Kaplan-Meier of predicted risk groups
-    folds/<k>/model.pt, history.csv
+    plots/            ROC per class, confusion matrix, or Kaplan-Meier of predicted risk groups; reliability
+    folds/<k>/model.pt, model.<j>.pt (one per member model of the fold's ensemble), history.csv
+    candidates/<name>/predictions.csv   --model auto: every candidate's out-of-fold predictions
 
-Per-fold seeds are `seed * 1000 + fold`, so folds differ from each other and a run repeats exactly.
+Per-fold seeds are `seed * 1000 + fold`, so folds differ from each other and a run repeats exactly. One
+fold's fitting (cross-fitting or a validation hold-out, the auto choice, calibration) is
+`mil.training.recipe.train_fold`, which the benchmarks call too.
 """
 
 from __future__ import annotations
@@ -30,12 +36,22 @@ import yaml
 from features.bagstore import BagStore
 from features.core.device import resolve_device
 from mil.cohort.labels import Cohort, build_cohort, check_counts
-from mil.cohort.splits import Fold, Splits, check_leakage, load_splits, make_splits, save_splits
+from mil.cohort.splits import (
+    Fold,
+    Splits,
+    check_leakage,
+    load_splits,
+    make_splits,
+    save_splits,
+    with_inner,
+    without_inner,
+)
 from mil.config import EvaluateConfig, TrainConfig
 from mil.tasks import Task, TaskSpec, create_task
 from mil.training.checkpoint import save_checkpoint
 from mil.training.data import BagSet, load_bags
-from mil.training.fit import FitSetup, Progress, eval_batch_instances, fit_fold, infer, seeded
+from mil.training.fit import FitSetup, Progress
+from mil.training.recipe import FoldParts, FoldResult, record, train_fold
 from mil.training.rundir import check_out, provenance, swap_in, temp_dir
 
 # Share of free GPU memory the in-memory bags may take before they stay on the host.
@@ -53,6 +69,8 @@ class FoldSummary:
     epochs_run: int
     seconds: float
     test: dict[str, Any]  # the main metric on this fold's test patients: estimate, low, high (metrics.json)
+    chosen: str = ""  # the candidate this fold chose (--model auto), else the head
+    n_models: int = 1  # member models in the fold's ensemble
 
 
 @dataclass
@@ -68,6 +86,8 @@ class RunSummary:
     device: str
     seconds: float
     plots: list[Path] = field(default_factory=list)
+    calibration: dict[str, Any] | None = None  # metrics.json `calibration` (None: not calibrated)
+    candidates: dict[str, Any] = field(default_factory=dict)  # --model auto: candidate -> pooled main metric
 
 
 @dataclass
@@ -123,7 +143,7 @@ def train_cv(
     try:
         save_splits(split, tmp / "splits.json")
         fitted = [_run_fold(run, fold, tmp) for fold in split.folds]
-        metrics, plots = _score(tmp, [frame for frame, _ in fitted], cohort, split, evaluate, emit)
+        metrics, plots = _score(tmp, fitted, run)
         inputs = {
             "bags": str(bags.resolve()),
             "labels": str(labels.resolve()),
@@ -134,7 +154,7 @@ def train_cv(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    summary = _run_summary(run, out, [fold for _, fold in fitted], metrics)
+    summary = _run_summary(run, out, [f.summary for f in fitted], metrics)
     summary.plots = [out / p.relative_to(tmp) for p in plots]
     emit("done", summary=summary)
     return summary
@@ -187,81 +207,172 @@ def _run_summary(run: _Training, out: Path, folds: list[FoldSummary], metrics: d
         headline=run.task.summary(metrics["pooled"]),
         device=str(run.device),
         seconds=time.perf_counter() - run.started,
+        calibration=metrics.get("calibration"),
+        candidates={k: v.get(metric) for k, v in metrics["selection"].get("candidates", {}).items()},
     )
 
 
-def _run_fold(run: _Training, fold: Fold, run_dir: Path) -> tuple[pd.DataFrame, FoldSummary]:
-    """Fit one fold, predict its test patients, write its checkpoint and history."""
-    from mil.heads import create_head
-    from mil.training.standardize import StandardizedHead, training_statistics
+@dataclass
+class _FoldOutput:
+    """What one fold hands to the run's outputs: prediction rows (calibrated, raw, per auto candidate), the
+    selection record for metrics.json and the summary row."""
 
-    t0 = time.perf_counter()
-    config, task, data, cohort, device, emit = (
-        run.config,
-        run.task,
-        run.data,
-        run.cohort,
-        run.device,
-        run.emit,
-    )
+    frame: pd.DataFrame
+    raw: pd.DataFrame
+    candidates: dict[str, pd.DataFrame]
+    selection: dict[str, Any]
+    summary: FoldSummary
+
+
+def fold_parts(fold: Fold, cohort: Cohort) -> FoldParts:
+    """The fold's patient lists as positions in the cohort's bag set."""
     position = {p: i for i, p in enumerate(cohort.patients)}
-    tr, va, te = (np.array([position[p] for p in part]) for part in (fold.train, fold.val, fold.test))
-    emit("fold_start", fold=fold.index, name=fold.name, n_train=len(tr), n_val=len(va), n_test=len(te),
-         epochs=config.epochs)  # fmt: skip
+
+    def rows(part: list[str]) -> np.ndarray:
+        return np.array([position[p] for p in part], dtype=np.int64)
+
+    return FoldParts(rows(fold.train), rows(fold.val), rows(fold.test), [rows(p) for p in fold.inner])
+
+
+def _run_fold(run: _Training, fold: Fold, run_dir: Path) -> _FoldOutput:
+    """Fit one fold (`mil.training.recipe.train_fold`), predict its test patients, write its checkpoints
+    (one per member model) and history."""
+    t0 = time.perf_counter()
+    config, task, cohort = run.config, run.task, run.cohort
+    parts = fold_parts(fold, cohort)
+    run.emit("fold_start", fold=fold.index, name=fold.name, n_train=len(parts.train), n_val=len(parts.val),
+             n_test=len(parts.test), epochs=config.epochs)  # fmt: skip
     seed = config.seed * 1000 + fold.index
-    with seeded(seed, device):
-        model = create_head(config.head, data.dim, task.n_outputs, **config.model_params)
-        if config.standardize:
-            model = StandardizedHead(
-                model, *training_statistics(data.features, data.offsets, torch.as_tensor(tr))
-            )
-        fit = fit_fold(model, task, data, tr, va, config, FitSetup(device, seed, fold.index, run.progress))
-    out_test = task.outputs(infer(model, data, te, device, eval_batch_instances(config, device))).numpy()
-    frame = task.frame(fold.test, fold.index, cohort.y[te], out_test)
-    fold_dir = run_dir / "folds" / str(fold.index)
-    save_checkpoint(
-        fold_dir / "model.pt", model, head_name=config.head, model_params=config.model_params, in_dim=data.dim,
-        spec=cohort.spec, encoder=run.store.encoder, fold=fold.index, best_epoch=fit.best_epoch, seed=seed,
-    )  # fmt: skip
-    pd.DataFrame([vars(h) for h in fit.history]).to_csv(fold_dir / "history.csv", index=False)
+    result = train_fold(task, run.data, parts, config, FitSetup(run.device, seed, fold.index, run.progress))
+    chosen, y_test = result.chosen, cohort.y[parts.test]
+    frame = task.frame(fold.test, fold.index, y_test, chosen.test_out)
+    raw = task.frame(fold.test, fold.index, y_test, chosen.test_raw)
+    others = {
+        f.candidate.name: task.frame(fold.test, fold.index, y_test, f.test_out) for f in result.candidates
+    }
+    _save_fold(run, run_dir / "folds" / str(fold.index), fold.index, seed, result)
     seconds = time.perf_counter() - t0
-    summary = FoldSummary(fold.index, fold.name, len(tr), len(va), len(te), fit.best_epoch, len(fit.history),
-                          seconds, {})  # fmt: skip
-    emit("fold_end", fold=fold.index, best_epoch=fit.best_epoch, epochs_run=len(fit.history),
-         test_metric=task.metric(cohort.y[te], out_test), seconds=seconds)  # fmt: skip
-    return frame, summary
+    summary = FoldSummary(fold.index, fold.name, len(parts.train), len(parts.val), len(parts.test),
+                          chosen.best_epoch, len(chosen.history), seconds, {}, chosen.candidate.name,
+                          len(chosen.models))  # fmt: skip
+    run.emit("fold_end", fold=fold.index, best_epoch=chosen.best_epoch, epochs_run=len(chosen.history),
+             test_metric=task.metric(y_test, chosen.test_out), seconds=seconds,
+             chosen=chosen.candidate.name if result.auto else None)  # fmt: skip
+    return _FoldOutput(frame, raw, others if result.auto else {}, record(result), summary)
 
 
-def _score(
-    run_dir: Path,
-    frames: list[pd.DataFrame],
-    cohort: Cohort,
-    split: Splits,
-    evaluate: EvaluateConfig,
-    emit: Progress,
-) -> tuple[dict[str, Any], list[Path]]:
+def _save_fold(run: _Training, fold_dir: Path, fold: int, seed: int, result: FoldResult) -> None:
+    """folds/<k>/model.pt (member 0), model.<j>.pt (members 1..), history.csv of the chosen candidate."""
+    chosen = result.chosen
+    for j, model in enumerate(chosen.models):
+        name = "model.pt" if j == 0 else f"model.{j}.pt"
+        save_checkpoint(
+            fold_dir / name, model, head_name=chosen.candidate.head, model_params=chosen.candidate.model_params,
+            in_dim=run.data.dim, spec=run.cohort.spec, encoder=run.store.encoder, fold=fold,
+            best_epoch=chosen.best_epoch, seed=seed, member=j,
+        )  # fmt: skip
+    pd.DataFrame([vars(h) for h in chosen.history]).to_csv(fold_dir / "history.csv", index=False)
+
+
+def _score(run_dir: Path, fitted: list[_FoldOutput], run: _Training) -> tuple[dict[str, Any], list[Path]]:
     """predictions.csv, metrics.json, plots/ and left_out.csv, through the evaluation module's contract."""
     from mil.evaluate.metrics import compute_metrics
     from mil.evaluate.plots import write_plots
-    from mil.evaluate.predictions import read_predictions, write_predictions
+    from mil.evaluate.predictions import read_predictions
     from mil.evaluate.run import write_metrics
 
+    cohort, split, evaluate = run.cohort, run.split, run.evaluate
     spec = cohort.spec
-    table = pd.concat(frames, ignore_index=True).sort_values("patient_id", kind="stable")
-    write_predictions(table, spec, run_dir / "predictions.csv")
+    _write_table([f.frame for f in fitted], spec, run_dir / "predictions.csv")
     table, _ = read_predictions(run_dir / "predictions.csv")  # score exactly what `mil evaluate` will read
-    emit("metrics", n_bootstrap=evaluate.n_bootstrap)
+    run.emit("metrics", n_bootstrap=evaluate.n_bootstrap)
     metrics = compute_metrics(table, spec, evaluate)
     metrics["cohort"] = _cohort_record(cohort, split)
-    write_metrics(metrics, run_dir / "metrics.json")
+    metrics["selection"] = _selection_record(run, fitted, run_dir)
     plots = write_plots(table, spec, run_dir / "plots")
+    calibration = _calibration_record(run, fitted, table, run_dir)
+    if calibration is not None:
+        metrics["calibration"], figure = calibration
+        plots.append(figure)
+    write_metrics(metrics, run_dir / "metrics.json")
     _left_out_table(cohort, split).to_csv(run_dir / "left_out.csv", index=False)
     return metrics, plots
 
 
+def _write_table(frames: list[pd.DataFrame], spec: TaskSpec, path: Path) -> pd.DataFrame:
+    from mil.evaluate.predictions import write_predictions
+
+    table = pd.concat(frames, ignore_index=True).sort_values("patient_id", kind="stable")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_predictions(table, spec, path)
+    return table
+
+
+def _selection_record(run: _Training, fitted: list[_FoldOutput], run_dir: Path) -> dict[str, Any]:
+    """metrics.json `selection`: the recipe, each fold's choice and, with --model auto, every candidate's
+    pooled out-of-fold metric (the best of those was picked after seeing the test folds: optimistic)."""
+    from mil.evaluate.metrics import compute_metrics
+    from mil.evaluate.predictions import read_predictions
+
+    config = run.config
+    out: dict[str, Any] = {
+        "selection": config.selection,
+        "inner_folds": config.inner_folds if config.selection == "crossfit" else None,
+        "seeds": config.seeds,
+        "head": config.head,
+        "folds": {str(f.summary.fold): f.selection for f in fitted},
+    }
+    names = list(fitted[0].candidates) if fitted and fitted[0].candidates else []
+    if not names:
+        return out
+    metric = run.task.metric_name
+    pooled = {}
+    for name in names:
+        path = run_dir / "candidates" / name / "predictions.csv"
+        _write_table([f.candidates[name] for f in fitted], run.cohort.spec, path)
+        table, _ = read_predictions(path)
+        pooled[name] = compute_metrics(table, run.cohort.spec, run.evaluate)["pooled"].get(metric)
+    out["candidates"] = {name: {metric: block} for name, block in pooled.items()}
+    known = {n: b["estimate"] for n, b in pooled.items() if b and b.get("estimate") is not None}
+    out["best_single"] = max(known, key=known.get) if known else None
+    out["note"] = (
+        "the run's own metrics are the honest nested estimate of choosing per fold; best_single was picked "
+        "after seeing the outer test folds and is optimistic"
+    )
+    return out
+
+
+def _calibration_record(
+    run: _Training, fitted: list[_FoldOutput], table: pd.DataFrame, run_dir: Path
+) -> tuple[dict[str, Any], Path] | None:
+    """metrics.json `calibration` and plots/reliability.png, or None where the kind has no probabilities
+    or calibration is off (then the raw predictions are the predictions)."""
+    from mil.evaluate.calibration import calibration_scores, reliability_figure
+    from mil.evaluate.plots import save_figure
+    from mil.evaluate.predictions import read_predictions
+
+    if run.config.calibration == "none" or calibration_scores(run.task, table) is None:
+        return None
+    raw_path = run_dir / "predictions_uncalibrated.csv"
+    _write_table([f.raw for f in fitted], run.cohort.spec, raw_path)
+    raw, _ = read_predictions(raw_path)
+    after, before = calibration_scores(run.task, table), calibration_scores(run.task, raw)
+    folds = {str(f.summary.fold): f.selection["calibration"] for f in fitted}
+    record = {"method": run.config.calibration, "folds": folds, "calibrated": after, "uncalibrated": before}
+    figure = save_figure(reliability_figure(after, before), run_dir / "plots" / "reliability.png")
+    return record, figure
+
+
 def _splits(cohort: Cohort, strata: np.ndarray, config: TrainConfig, path: Path | None) -> Splits:
+    """The run's folds: loaded (and fitted to the selection: inner parts for crossfit, a validation part
+    otherwise) or made."""
+    crossfit = config.selection == "crossfit"
     if path is not None:
-        return load_splits(Path(path), cohort.patients)
+        loaded = load_splits(Path(path), cohort.patients)
+        by_patient = dict(zip(cohort.patients, strata, strict=True))
+        if crossfit:
+            return with_inner(loaded, by_patient, config.inner_folds)
+        return without_inner(loaded, by_patient, config.val_fraction)
     if config.group_by is None:
         check_counts(cohort, config.folds)
     return make_splits(
@@ -272,6 +383,7 @@ def _splits(cohort: Cohort, strata: np.ndarray, config: TrainConfig, path: Path 
         config.val_fraction,
         cohort.groups,
         config.group_by,
+        inner_folds=config.inner_folds if crossfit else None,
     )
 
 
