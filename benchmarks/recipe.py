@@ -206,6 +206,7 @@ def run_cohort(cohort_spec: str, methods: list[str], seeds: int, folds: int, bas
                     split = make_splits(
                         ids, cohort.y, folds, seed=rep, inner_folds=config.inner_folds if crossfit else None
                     )
+                    per_candidate: dict[str, np.ndarray] = {}
                     for f in split.folds:
                         parts = fold_positions(f, ids)
                         res = train_fold(
@@ -217,15 +218,33 @@ def run_cohort(cohort_spec: str, methods: list[str], seeds: int, folds: int, bas
                         )
                         out[parts.test], raw[parts.test] = res.chosen.test_out, res.chosen.test_raw
                         results[m]["chosen"].append(res.chosen.candidate.name)
+                        for fit in res.candidates if res.auto else ():
+                            cand = per_candidate.setdefault(fit.candidate.name, np.zeros_like(out))
+                            cand[parts.test] = fit.test_out
+                    for name, probs in per_candidate.items():
+                        results[m].setdefault("candidates", {}).setdefault(name, []).append(
+                            task.metric(cohort.y.astype(np.float32), probs)
+                        )
             r = results[m]
             r["seconds"] += t.seconds
             r["auc"].append(task.metric(cohort.y.astype(np.float32), out))
             r["accuracy"].append(float((out.argmax(1) == cohort.y).mean()))
             r["ece"].append(_ece(task, cohort, out))
             r["ece_raw"].append(_ece(task, cohort, raw))
+            r["cpu_seconds"] = r.get("cpu_seconds", 0.0) + t.cpu_seconds
+            if r.get("candidates"):
+                alone = ", ".join(f"{k} {v[-1]:.3f}" for k, v in r["candidates"].items())
+                print(
+                    f"{cohort_spec} seed {rep} auto chose {r['chosen'][-args_folds(split) :]}; alone: {alone}"
+                )
             print(f"{cohort_spec} seed {rep} {m:20s} AUC {r['auc'][-1]:.3f} acc {r['accuracy'][-1]:.3f} "
-                  f"ECE {r['ece_raw'][-1]:.3f} -> {r['ece'][-1]:.3f}  {t.seconds:.0f} s", flush=True)  # fmt: skip
+                  f"ECE {r['ece_raw'][-1]:.3f} -> {r['ece'][-1]:.3f}  {t.seconds:.0f} s wall {t.cpu_seconds:.0f} s cpu",
+                  flush=True)  # fmt: skip
     return results
+
+
+def args_folds(split) -> int:
+    return len(split.folds)
 
 
 def _ece(task, cohort: Cohort, probs: np.ndarray) -> float:

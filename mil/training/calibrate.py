@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from mil.heads.base import HeadOutput
 from mil.tasks import Task
+from mil.training.standardize import HeadWrapper
 
 T_MIN, T_MAX = 0.05, 20.0
 BIAS_L2 = 1e-3
@@ -62,34 +63,18 @@ def fit_calibration(task: Task, logits: Tensor, y: Tensor) -> Calibration | None
     return Calibration(round(t, 6), [round(float(b), 6) for b in bias.detach()])
 
 
-class CalibratedHead(nn.Module):
+class CalibratedHead(HeadWrapper):
     """A (standardised) head whose logits are divided by a fitted temperature and shifted by a bias per
     output; attention is untouched, per-cell scores get the same affine map so logits = sum_i a_i s_i holds."""
 
     def __init__(self, head: nn.Module, calibration: Calibration):
-        super().__init__()
-        self.head = head
+        super().__init__(head)
         self.register_buffer("temperature", torch.tensor(float(calibration.temperature)))
         self.register_buffer("bias", torch.as_tensor(calibration.bias, dtype=torch.float32))
 
-    @property
-    def attention_kind(self) -> str:
-        return self.head.attention_kind
-
-    @property
-    def n_outputs(self) -> int:
-        return self.head.n_outputs
-
-    @property
-    def in_dim(self) -> int:
-        return self.head.in_dim
-
-    @property
-    def feature_mean(self) -> Tensor | None:
-        return getattr(self.head, "feature_mean", None)
-
     def calibration(self) -> Calibration:
-        return Calibration(float(self.temperature), [float(b) for b in self.bias])
+        # rounded as fitted (`fit_calibration`), so the checkpoint records the numbers metrics.json shows
+        return Calibration(round(float(self.temperature), 6), [round(float(b), 6) for b in self.bias])
 
     def forward(self, x: Tensor, mask: Tensor, target: Tensor | None = None) -> HeadOutput:
         out = self.head(x, mask, target=target)

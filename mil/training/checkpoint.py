@@ -72,7 +72,7 @@ def save_checkpoint(
         "fold": int(fold),
         "best_epoch": int(best_epoch),
         "seed": int(seed),
-        "standardized": bool(getattr(model, "feature_mean", None) is not None),
+        "standardized": bool(getattr(model, "standardized", False)),
         "member": int(member),
         "prior": bool(_find(model, "prior_weight")),
         "calibration": model.calibration().to_dict() if hasattr(model, "calibration") else None,

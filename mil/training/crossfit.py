@@ -23,11 +23,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from features.core.errors import InputError
 from mil.config import TrainConfig
 from mil.tasks import Task
 from mil.training.data import BagSet, train_batches
-from mil.training.fit import EpochLog, FitSetup, eval_batch_instances, infer, make_optimizer, train_epoch
+from mil.training.fit import (
+    EpochLog,
+    FitSetup,
+    eval_batch_instances,
+    infer,
+    make_optimizer,
+    monitored,
+    train_epoch,
+)
 
 
 @dataclass
@@ -101,7 +108,7 @@ def fit_crossfit(
         metric = task.metric(y_all.numpy(), task.outputs(logits).numpy())
         log = EpochLog(epoch, train_loss, loss, metric)
         best.history.append(log)
-        score = _score(log, task, config, setup.fold)
+        score = monitored(log, task, config, setup.fold)
         if score < best_score if lower_is_better else score > best_score:
             best_score, best.best_epoch, best.best_loss, best.best_metric = score, epoch, loss, metric
             best.held_logits = logits
@@ -151,19 +158,3 @@ def _held_out_logits(
         count[rows] += 1
     assert total is not None and bool((count > 0).all()), "inner parts must cover the training patients"
     return total / count[:, None]
-
-
-def _score(log: EpochLog, task: Task, config: TrainConfig, fold: int) -> float:
-    if not ((log.epoch == 0 or math.isfinite(log.train_loss)) and math.isfinite(log.val_loss)):
-        raise InputError(
-            f"fold {fold}: loss is not finite at epoch {log.epoch} (train {log.train_loss}, held-out "
-            f"{log.val_loss}); lower train.lr or check the bag store for NaN features"
-        )
-    if config.monitor == "loss":
-        return log.val_loss
-    if math.isnan(log.val_metric):
-        raise InputError(
-            f"fold {fold}: the held-out {task.metric_name} is undefined (one class among the training "
-            "patients); use train.monitor=loss"
-        )
-    return log.val_metric

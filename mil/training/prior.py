@@ -27,6 +27,7 @@ from mil.heads.base import HeadOutput
 from mil.heads.blocks import masked_mean_sd
 from mil.tasks import Task
 from mil.training.data import BagSet
+from mil.training.standardize import HeadWrapper
 
 QUANTILES = (0.1, 0.5, 0.9)
 C_GRID = tuple(float(c) for c in 10.0 ** np.arange(-3.0, 2.01, 0.5))
@@ -56,33 +57,16 @@ def statistics_of(bags: BagSet, index: np.ndarray) -> np.ndarray:
     return np.stack(rows).astype(np.float64)
 
 
-class PriorHead(nn.Module):
+class PriorHead(HeadWrapper):
     """logits = prior(bag) + gate * head(bag); attention and instance scores are the head's own."""
 
     def __init__(self, head: nn.Module, mean: Tensor, scale: Tensor, weight: Tensor, bias: Tensor):
-        super().__init__()
-        self.head = head
+        super().__init__(head)
         self.register_buffer("prior_mean", mean.float())
         self.register_buffer("prior_scale", scale.float())
         self.register_buffer("prior_weight", weight.float())  # C x 5D
         self.register_buffer("prior_bias", bias.float())  # C
         self.gate = nn.Parameter(torch.zeros(()))
-
-    @property
-    def attention_kind(self) -> str:
-        return self.head.attention_kind
-
-    @property
-    def n_outputs(self) -> int:
-        return self.head.n_outputs
-
-    @property
-    def in_dim(self) -> int:
-        return self.head.in_dim
-
-    @property
-    def feature_mean(self) -> Tensor | None:
-        return getattr(self.head, "feature_mean", None)
 
     def prior_logits(self, x: Tensor, mask: Tensor) -> Tensor:
         z = (bag_statistics(x, mask) - self.prior_mean) / self.prior_scale

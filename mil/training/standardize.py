@@ -22,16 +22,14 @@ MIN_STD = 1e-6  # a constant feature is centred and left unscaled instead of div
 Z_CLIP = 5.0
 
 
-class StandardizedHead(nn.Module):
-    """A MIL head behind a fixed, clipped z-score of its inputs; padding stays exactly zero."""
+class HeadWrapper(nn.Module):
+    """Base of the modules the trainer wraps around a head (z-score, pooled-statistics prior, calibration):
+    the explainers and the trainer read these attributes from whatever model they are handed."""
 
-    def __init__(self, head: nn.Module, mean: Tensor, std: Tensor):
+    def __init__(self, head: nn.Module):
         super().__init__()
         self.head = head
-        self.register_buffer("feature_mean", mean.detach().float().clone())
-        self.register_buffer("feature_std", std.detach().float().clamp_min(MIN_STD).clone())
 
-    # The explainers and the trainer read these from whatever model they are handed.
     @property
     def attention_kind(self) -> str:
         return self.head.attention_kind
@@ -43,6 +41,19 @@ class StandardizedHead(nn.Module):
     @property
     def in_dim(self) -> int:
         return self.head.in_dim
+
+    @property
+    def standardized(self) -> bool:
+        return isinstance(self, StandardizedHead) or bool(getattr(self.head, "standardized", False))
+
+
+class StandardizedHead(HeadWrapper):
+    """A MIL head behind a fixed, clipped z-score of its inputs; padding stays exactly zero."""
+
+    def __init__(self, head: nn.Module, mean: Tensor, std: Tensor):
+        super().__init__(head)
+        self.register_buffer("feature_mean", mean.detach().float().clone())
+        self.register_buffer("feature_std", std.detach().float().clamp_min(MIN_STD).clone())
 
     def forward(self, x: Tensor, mask: Tensor, target: Tensor | None = None) -> HeadOutput:
         z = ((x - self.feature_mean) / self.feature_std).clamp(-Z_CLIP, Z_CLIP)
