@@ -96,11 +96,14 @@ def upgrade(store: Path = typer.Argument(..., help="Bag store folder of an older
 
     done = upgrade_store(store)
     if done.already:
-        Console().print(f"{store} is already of the current layout; nothing to do", highlight=False)
+        Console().print(
+            f"{store} is already of the current layout; nothing to do", highlight=False, soft_wrap=True
+        )
         return
     Console().print(
         f"[green]upgraded[/] {store}: {done.bags} bags, {done.qc} QC records, {done.runs} run records",
         highlight=False,
+        soft_wrap=True,  # a store path broken over lines cannot be copied
     )
 
 
