@@ -2,7 +2,7 @@
 through its own Trainer, the same folds for both, and the JSON record every script writes with `--json`.
 
 Our side is `mil.training.fit.fit_fold` + `mil.training.fit.infer` under `mil.training.fit.seeded`, exactly what `mil train` runs per fold
-(`mil.training.train._run_fold`) minus the checkpoint and CSV writing, on a `mil.training.data.BagSet` built in memory. Folds
+(`mil.training.jobs.fit_job`) minus the checkpoint and CSV writing, on a `mil.training.data.BagSet` built in memory. Folds
 come from `mil.cohort.splits.make_splits` (stratified, seeded, with an inner validation part) and are handed to every
 competitor unchanged.
 """

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from features.smear.detect_params import DetectParams, detect_cells, match_points
+from features.smear.detect import DetectParams, detect_cells, match_points
 from features.smear.qc import REGIONS, QCParams, assess_regions
 from features.sources.openslide_reader import SlideReader
 from features.synth import SynthConfig, generate_cohort

@@ -7,8 +7,8 @@
 Every method of a cohort sees the same outer folds (`mil.cohort.splits.make_splits`, seeded by the repeat);
 heads are fitted by `mil.training.recipe.train_fold`, the function `mil train` runs per fold. Methods:
 
-    baseline   per-patient mean, SD, 10/50/90th percentile of every feature -> standardised logistic regression,
-               C chosen by a 5-fold inner CV on the fold's training patients (sklearn LogisticRegressionCV)
+    baseline   the pooled-statistics baseline every `mil train` run fits (`mil.baselines`): per-patient mean, SD,
+               10/50/90th percentile of every feature -> standardised logistic regression, C by inner CV
     default    `mil train` defaults (TrainConfig()): cross-fitting, abmil on the pooled-statistics prior, calibrated
     auto       the default recipe with --model auto
     old        the recipe before #11: one abmil early-stopped on a 20 % validation part, no prior, uncalibrated
@@ -148,26 +148,13 @@ def load_cohort(spec: str, seed: int) -> Cohort:
 
 
 # -- methods -------------------------------------------------------------------------------------------------
-def pooled_statistics(bags: list[np.ndarray]) -> np.ndarray:
-    return np.stack(
-        [np.concatenate([b.mean(0), b.std(0), *np.percentile(b, [10, 50, 90], axis=0)]) for b in bags]
-    )
+def fit_baseline(cohort: Cohort, train: np.ndarray, test: np.ndarray, seed: int, task) -> np.ndarray:
+    """The run's own pooled-statistics baseline (`mil.baselines`: featuriser, inner-CV C, linear model)."""
+    from mil.baselines.cv import cross_validate
+    from mil.baselines.pooled_stats import PooledStats
 
-
-def fit_baseline(cohort: Cohort, train: np.ndarray, test: np.ndarray, seed: int) -> np.ndarray:
-    from sklearn.linear_model import LogisticRegressionCV
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    x = pooled_statistics(cohort.bags)
-    inner = StratifiedKFold(5, shuffle=True, random_state=seed)
-    lr = LogisticRegressionCV(
-        Cs=10, cv=inner, max_iter=2000, scoring="neg_log_loss", use_legacy_attributes=False
-    )
-    model = make_pipeline(StandardScaler(), lr)
-    model.fit(x[train], cohort.y[train])
-    return model.predict_proba(x[test])
+    x = PooledStats().features(cohort.bags, cohort.bags[0].shape[1]).values
+    return cross_validate(x, cohort.y, task, [(0, train, test)], seed).outputs[test]
 
 
 def fold_positions(fold, ids: list[str]) -> FoldParts:
@@ -199,7 +186,7 @@ def run_cohort(cohort_spec: str, methods: list[str], seeds: int, folds: int, bas
                     for f in split.folds:
                         tr = np.array([ids.index(p) for p in [*f.train, *f.val]])
                         te = np.array([ids.index(p) for p in f.test])
-                        out[te] = raw[te] = fit_baseline(cohort, tr, te, rep)
+                        out[te] = raw[te] = fit_baseline(cohort, tr, te, rep * 1000 + f.index, task)
                 else:
                     config = TrainConfig(**{**base, **RECIPES[m], "seed": rep})
                     crossfit = config.selection == "crossfit"

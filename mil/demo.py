@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from features.core.errors import InputError
+from features.core.outputs import check_writable
 
 # 30 patients of the three apl_aml_healthy classes (10 each) leave >= 2 per class in every test fold of 5;
 # 3000 px at 0.25 µm/px is a 0.75 mm smear field with ~250 nucleated cells.
@@ -39,6 +40,7 @@ def check_demo_out(out: Path, overwrite: bool) -> None:
         raise InputError(f"{out} is a file; give a folder for the demo outputs")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out} is not empty; choose a new folder or pass --overwrite")
+    check_writable(out / "report.html")
 
 
 def run_demo(
@@ -56,6 +58,11 @@ def run_demo(
     demo.make_bags(patients, slide_px)
     demo.train_and_explain()
     return demo.result
+
+
+def _verdicts(summary: Any) -> str:
+    """ "; <verdict>" for each baseline the run compared the head with (the demo's one line per stage)."""
+    return "".join(f"; {c['verdict']}" for c in summary.comparison.values())
 
 
 @dataclass
@@ -138,7 +145,7 @@ class _Demo:
                 overwrite=overwrite,
                 evaluate=config.evaluate,
             ),
-            lambda r: f"5-fold {train_config.head}: pooled {r.headline} -> {run}",
+            lambda r: f"5-fold {train_config.head}: pooled {r.headline}{_verdicts(r)} -> {run}",
         )
         self.result.metrics = dict(run_summary.pooled)
         self.stage(

@@ -12,7 +12,8 @@ from features.core.registry import Registry
 def all_registries() -> dict[str, Registry]:
     from features.encoders import ENCODERS
     from features.sources import SOURCES
+    from mil.baselines import BASELINES
     from mil.heads import HEADS
     from mil.tasks import TASKS
 
-    return {"sources": SOURCES, "encoders": ENCODERS, "heads": HEADS, "tasks": TASKS}
+    return {"sources": SOURCES, "encoders": ENCODERS, "heads": HEADS, "tasks": TASKS, "baselines": BASELINES}

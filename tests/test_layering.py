@@ -5,7 +5,8 @@ really pulls in, transitively). Each rule is one test; a failure names the modul
 Rules (README, Layout): `features/` never imports `mil/`; only `features/bagstore/` imports zarr; only
 `features/sources/openslide_reader.py` imports openslide; heads import nothing of training, cohorts, the CLI,
 evaluation, explanation, the bag store or file IO; nothing imports the CLI (`mil/cli/`) but the CLI itself
-(the console script enters it through pyproject.toml, not an import).
+(the console script enters it through pyproject.toml, not an import); only the Ray engines import Ray (an
+optional extra), and only inside their functions.
 """
 
 from __future__ import annotations
@@ -137,6 +138,21 @@ def test_heads_import_nothing_of_training_or_files():
     assert not bad, "heads must know nothing of training or files: " + "; ".join(bad)
 
 
+# Ray is an optional extra: only the Ray engines import it, inside their functions, so every other module (and
+# `mil` without the extra) works without it. benchmarks/scale.py compares the engines and starts Ray itself.
+RAY_ENGINES = (
+    "features.core.ray_session",
+    "features.pipeline.engines.ray_extract",
+    "mil.training.engines.ray_folds",
+    "benchmarks.scale",
+)
+
+
+def test_only_the_ray_engines_import_ray():
+    bad = offenders(SCANNED, ("ray",), exempt=RAY_ENGINES)
+    assert not bad, "only the Ray engines may import ray: " + "; ".join(bad)
+
+
 def test_nothing_imports_the_cli():
     bad = offenders(SCANNED, ("mil.cli",), exempt=("mil.cli",))
     assert not bad, "nothing may import mil/cli/ (the console script enters it): " + "; ".join(bad)
@@ -177,6 +193,7 @@ def _loaded_after_import(modules: list[str], watched: tuple[str, ...]) -> list[s
             lambda: _modules("features", "mil", skip=("mil.cli",)),
             ("mil.cli",),
         ),
+        ("no module loads Ray on import (an optional extra)", lambda: _modules("features", "mil"), ("ray",)),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )

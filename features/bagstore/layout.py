@@ -24,7 +24,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from features.core.errors import StoreError
 from features.core.io import json_default
+from features.core.outputs import pid_alive  # one staging rule: same host, dead pid
 
 SCHEMA_VERSION = 2  # 1: bags at the top level, qc/ runs/ .tmp/ as plain folders
 BAGS, QC, RUNS, TMP = "bags", "qc", "runs", "tmp"
@@ -52,6 +54,23 @@ def bag_key(slide_id: str) -> str:
         return key
     base = re.sub("^_+", "_", key) or "_"
     return f"{base[:80]}-{hashlib.sha1(slide_id.encode()).hexdigest()[:8]}"
+
+
+# "s3://b/x", or the "s3:/b/x" a Path makes of it; two letters at least, so a Windows drive is not a scheme.
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+
+
+def check_filesystem(path: str | Path) -> None:
+    """Refuse object-store URLs. A store's commits are renames of finished folders (`land`), atomic on a POSIX
+    filesystem (local, NFS, Lustre, GPFS) and absent from object stores: S3 and its kin have no rename, and
+    zarr's fsspec store offers no atomic create either (its `set_if_not_exists` is check-then-write), so two
+    writers could both land a bag and a killed writer would leave half of one in sight."""
+    if _URL.match(str(path)):
+        raise StoreError(
+            f"{path}: bag stores live on a filesystem every worker mounts (local disk, NFS, Lustre), not in an "
+            "object store: a bag is committed by an atomic folder rename, which s3:// and other object stores "
+            "lack; write the store to a shared filesystem, then copy the finished store to the bucket"
+        )
 
 
 def _host() -> str:
@@ -126,7 +145,7 @@ def sweep(store: Path) -> list[str]:
     for name in pending(store):
         section, entry = name.split("/", 1)
         parts = entry.split("~")
-        if len(parts) != 5 or parts[2] != host or not parts[3].isdigit() or _pid_alive(int(parts[3])):
+        if len(parts) != 5 or parts[2] != host or not parts[3].isdigit() or pid_alive(int(parts[3])):
             continue
         path = store / TMP / name
         final = store / section / parts[0]
@@ -136,16 +155,6 @@ def sweep(store: Path) -> list[str]:
             remove(path)
         swept.append(name)
     return swept
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def json_safe(data: Any) -> Any:

@@ -11,6 +11,7 @@ import numpy as np
 from features.bagstore.store import BagStore
 from features.core.errors import InputError
 from features.core.io import atomic_write, atomic_write_text
+from features.core.outputs import check_writable
 
 
 def export_qc(store: BagStore, out: Path, overwrite: bool = False) -> list[Path]:
@@ -28,6 +29,8 @@ def export_qc(store: BagStore, out: Path, overwrite: bool = False) -> list[Path]
             f"{out}: {len(clashes)} QC file(s) exist ({clashes[0].name}, ...); rerun with --overwrite "
             "or pick another folder"
         )
+    if keys:
+        check_writable(out / f"{keys[0]}.json")  # a read-only folder is one line before any file is written
     written = []
     for key in keys:
         qc = store.read_qc_by_key(key)

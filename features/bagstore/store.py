@@ -117,6 +117,7 @@ class BagStore:
     """A folder of bags sharing one encoder identity. `mode="r"` reads; `mode="a"` also writes."""
 
     def __init__(self, path: str | Path, mode: str = "r", encoder: EncoderIdentity | None = None):
+        layout.check_filesystem(path)
         self.path = Path(path)
         self.mode = mode
         root_json = self.path / "zarr.json"

@@ -60,6 +60,9 @@ class _Pending:
         )
 
 
+SlideFeatures = _Pending  # what an engine hands to `EncodeLoop.commit`
+
+
 class EncodeLoop:
     def __init__(
         self,
@@ -121,6 +124,13 @@ class EncodeLoop:
                 if outcome.status == "failed" and not self.config.skip_errors:
                     return True
         return False
+
+    def commit(
+        self, ref: SlideRef, record: SlideFinished, slot: SlideFeatures, seconds: float
+    ) -> SlideOutcome:
+        """The one commit path of every engine (`features.pipeline.engines`): a slide's features, complete and
+        in instance order, become one bag (or one failed outcome)."""
+        return self._write(ref, record, slot, seconds)
 
     def _write(self, ref: SlideRef, record: SlideFinished, slot: _Pending, seconds: float) -> SlideOutcome:
         try:

@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from features.bagstore import BagStore, EncoderIdentity
-from features.core.device import resolve_device
 from features.core.errors import InputError
 from features.pipeline.config import ExtractConfig
+from features.pipeline.engines import EncodeRun, ExtractEngine, LocalEngine
 from features.pipeline.provenance import SlideOutcome, plan_slides
 from features.pipeline.run_record import RunRecord, utc_now
 from features.sources import discover
@@ -81,6 +81,7 @@ class _Run:
     emit: Progress
     command: str | None
     summary: ExtractSummary
+    engine: ExtractEngine
     started: float = field(default_factory=time.perf_counter)
 
     def stop(self, message: str) -> ExtractSummary:
@@ -101,10 +102,13 @@ def extract(
     overwrite: bool = False,
     progress: Progress | None = None,
     command: str | None = None,
+    engine: ExtractEngine | None = None,
 ) -> ExtractSummary:
-    """Extract (or import) every slide of this shard of `input` into the bag store at `store`."""
+    """Extract (or import) every slide of this shard of `input` into the bag store at `store`; `engine` runs the
+    encoding (default: `LocalEngine`, this machine; `features.pipeline.engines.ray_extract.RayEngine`: Ray)."""
     summary = ExtractSummary(Path(store), check_shard(shard), None)
-    run = _Run(Path(input), config, overwrite, progress or (lambda event, **info: None), command, summary)
+    emit = progress or (lambda event, **info: None)
+    run = _Run(Path(input), config, overwrite, emit, command, summary, engine or LocalEngine())
     try:
         found = discover(run.input, config.source, config.mpp)
     except InputError as exc:  # nothing to extract: the run did nothing (exit 1), it was not misused
@@ -162,25 +166,21 @@ def _processor(run: _Run, kinds: set[str], refs: list[SlideRef]) -> tuple[Encode
     if kinds == {"h5"}:
         from features.pipeline.h5_import import H5Importer
 
+        if run.engine.name != "local":
+            raise InputError(
+                f"{run.input}: .h5 files are imported, not encoded; import them without --engine"
+            )
+
         importer = H5Importer(refs, config, summary.outcomes)
         return importer.identity(), lambda todo, store: importer.run(todo, store, run.overwrite, run.emit)
 
-    from features.encoders import create_encoder
-
     _check_encoder_name(config)
-    encoder = create_encoder(
-        config.encoder,
-        weights=config.weights,
-        device=str(resolve_device(config.device, "extract.device")),
-        precision=config.precision,
-    )
+    encoder = run.engine.build_encoder(config)
     identity = EncoderIdentity(encoder.name, encoder.weights_sha256, encoder.dim, config.unit)
 
     def encode(todo: list[SlideRef], store: BagStore) -> bool:
-        from features.pipeline.encode_loop import EncodeLoop
-
-        loop = EncodeLoop(encoder, identity, config, store, run.overwrite, run.emit)
-        return loop.run(todo, summary.outcomes)
+        job = EncodeRun(encoder, identity, config, store, run.overwrite, run.emit)
+        return run.engine.encode(job, todo, summary.outcomes)
 
     return identity, encode
 
@@ -199,6 +199,7 @@ def _run_record(run: _Run, bag_store: BagStore) -> RunRecord:
             "config": run.config.model_dump(mode="json"),
             "encoder": asdict(summary.encoder),
             "swept": summary.swept,
+            "engine": run.engine.describe(),
             **({"command": run.command} if run.command else {}),
         },
     )

@@ -159,17 +159,32 @@ def match_points(pred_xy: np.ndarray, true_xy: np.ndarray, radius_px: float) -> 
     The matching has maximum cardinality (Hopcroft-Karp on the bipartite "within radius" graph), so the
     count does not depend on point order, unlike greedy nearest-first matching.
     """
+    match = match_truth(pred_xy, true_xy, radius_px)
+    tp = int((match >= 0).sum())
+    return tp, len(match) - tp, len(np.asarray(true_xy).reshape(-1, 2)) - tp
+
+
+def match_truth(pred_xy: np.ndarray, true_xy: np.ndarray, radius_px: float) -> np.ndarray:
+    """For each prediction, the index of the true point it is matched to (-1: none), by the maximum
+    one-to-one matching within `radius_px` of `match_points` (what per-type recall and labels need)."""
     pred_xy = np.asarray(pred_xy, float).reshape(-1, 2)
     true_xy = np.asarray(true_xy, float).reshape(-1, 2)
+    none = np.full(len(pred_xy), -1, np.int64)
     if len(pred_xy) == 0 or len(true_xy) == 0:
-        return 0, len(pred_xy), len(true_xy)
+        return none
     pairs = cKDTree(pred_xy).sparse_distance_matrix(cKDTree(true_xy), radius_px, output_type="ndarray")
     if len(pairs) == 0:
-        return 0, len(pred_xy), len(true_xy)
+        return none
     graph = csr_array((np.ones(len(pairs)), (pairs["i"], pairs["j"])), shape=(len(pred_xy), len(true_xy)))
-    match = maximum_bipartite_matching(graph, perm_type="column")
-    tp = int((match >= 0).sum())
-    return tp, len(pred_xy) - tp, len(true_xy) - tp
+    return maximum_bipartite_matching(graph, perm_type="column").astype(np.int64)
 
 
-__all__ = ["REGIONS", "DetectParams", "Detections", "detect_cells", "grid_tiles", "match_points"]
+__all__ = [
+    "REGIONS",
+    "DetectParams",
+    "Detections",
+    "detect_cells",
+    "grid_tiles",
+    "match_points",
+    "match_truth",
+]

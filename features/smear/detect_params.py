@@ -20,7 +20,11 @@ class DetectParams(BaseModel):
         0.5, gt=0, description="working resolution in µm/px (the slide's own if coarser)"
     )
     nuclear_od: float = Field(
-        0.2, gt=0, lt=2, description="a pixel is nuclear when its red AND green optical density exceed this"
+        0.15,
+        gt=0,
+        lt=2,
+        description="a pixel is nuclear when its red AND green optical density exceed this (pale blast "
+        "chromatin reaches ~0.15; red cells, however stacked, are vetoed by colour: beyond_red_od)",
     )
     beyond_red_od: float = Field(
         0.03,
@@ -32,14 +36,26 @@ class DetectParams(BaseModel):
     )
     merge_um: float = Field(1.0, ge=0, description="closing radius that merges the lobes of one nucleus")
     split_min_radius_um: float = Field(
-        2.5, gt=0, description="a touching-nuclei split needs seeds at least this deep (lobes are thinner)"
+        3.0, gt=0, description="a touching-nuclei split needs seeds at least this deep (lobes are thinner)"
+    )
+    split_od: float = Field(
+        0.2,
+        gt=0,
+        lt=2,
+        description="touching nuclei are split on their core darker than this (at the paler nuclear_od, blur "
+        "and cytoplasm fill the waist between them)",
     )
     split_sep_um: float = Field(4.0, gt=0, description="minimum distance between two split seeds")
     split_neck: float = Field(
         0.8, gt=0, le=1, description="split only where the distance map narrows below this share of the seeds"
     )
     min_area_um2: float = Field(8.0, ge=0, description="smaller objects (platelets, debris) are dropped")
-    max_area_um2: float = Field(600.0, gt=0, description="larger objects (clumps, smudges) are dropped")
+    max_area_um2: float = Field(
+        1200.0,
+        gt=0,
+        description="larger objects (clumps, smudges) are dropped; a large blast or a cell with deep-blue "
+        "cytoplasm (read whole at nuclear_od) reaches ~600",
+    )
     regions: tuple[str, ...] = Field(("trail",), description="region classes searched for cells")
     require_in_focus: bool = Field(False, description="drop cells in tiles flagged out of focus")
     tile_px: int = Field(1024, ge=64, description="tile side at the working resolution")

@@ -48,6 +48,7 @@ def detect_field(
     params = detect.model_copy(
         update={
             "nuclear_od": fields.nuclear_od,
+            "split_od": fields.nuclear_od,  # fields split on their own mask (the colour gates do the rest)
             "min_area_um2": fields.min_area_um2,
             "split_min_radius_um": fields.split_min_radius_um,
             "beyond_red_od": fields.beyond_red_od,

@@ -11,7 +11,8 @@ On a tile at the working resolution (`features.smear.detect` does the tiling):
 2. closing (square of half-side `merge_um`) and hole filling: the lobes of a segmented neutrophil, joined by
    thin filaments or gaps under 2 x merge_um, become ONE object, so a neutrophil counts once;
 3. touching nuclei are split where the distance map has a neck (see `_split_touching`): lobes are thinner
-   than `split_min_radius_um` and never seed a split, a convex large nucleus has no neck;
+   than `split_min_radius_um` and never seed a split, a convex large nucleus has no neck, and the two ends
+   of a curved nucleus (a band, a kidney) are joined by a path that leaves the object, not by a neck;
 4. objects with area in [min_area_um2, max_area_um2] are kept (platelets and debris are smaller, clumps
    larger); each is returned as its centroid and area.
 """
@@ -28,7 +29,9 @@ from scipy.spatial import cKDTree
 
 from features.smear.detect_params import DetectParams
 from features.smear.imageops import fill_holes
-from features.smear.stain_od import nuclear_mask
+from features.smear.stain_od import tile_darkness
+
+OUTLINE_NECK = 0.9  # a split also needs the object itself to narrow by a tenth between the seeds
 
 
 def segment_nuclei(
@@ -44,16 +47,28 @@ def label_nuclei(
     rgb: np.ndarray, mpp: float, params: DetectParams, red_od: np.ndarray | None = None
 ) -> np.ndarray:
     """Steps 1-3: a label image of nuclei (0 = background; labels may have gaps after a split)."""
-    mask = nuclear_mask(rgb, params.nuclear_od, params.smooth_um / mpp, red_od, params.beyond_red_od)
+    dark, allowed = tile_darkness(rgb, params.smooth_um / mpp, red_od, params.beyond_red_od)
+    mask = _closed((dark > params.nuclear_od) & allowed, mpp, params)
+    comp, n = ndimage.label(mask)
+    if n == 0:
+        return comp
+    # Touching nuclei are told apart on the darker core: at the pale threshold blur and cytoplasm fill the
+    # waist between two nuclei, so the shape that has a neck is the darker one.
+    # No closing for the core: two core blobs in one object are two nuclei (their path leaves the core).
+    if params.split_od > params.nuclear_od:
+        core = fill_holes(((dark > params.split_od) & allowed)[None])[0]
+    else:
+        core = mask
+    return _split_touching(core, comp, n, mpp, params)
+
+
+def _closed(mask: np.ndarray, mpp: float, params: DetectParams) -> np.ndarray:
+    """Step 2: lobes merged (closing) and holes filled."""
     if params.merge_um > 0:
         # Closing by a square of side 2 x merge_um: separable min/max filters, ~10x faster than a disk.
         size = 2 * max(1, round(params.merge_um / mpp)) + 1
         mask = ndimage.minimum_filter(ndimage.maximum_filter(mask, size), size)
-    mask = fill_holes(mask[None])[0]  # pale chromatin and nucleoli are holes in the OD mask
-    comp, n = ndimage.label(mask)
-    if n == 0:
-        return comp
-    return _split_touching(mask, comp, n, mpp, params)
+    return fill_holes(mask[None])[0]  # pale chromatin and nucleoli are holes in the OD mask
 
 
 def measure_nuclei(
@@ -79,9 +94,11 @@ def _split_touching(
     mask: np.ndarray, comp: np.ndarray, n: int, mpp: float, params: DetectParams
 ) -> np.ndarray:
     """Split components made of several touching nuclei, the way a distance-transform watershed with
-    h-maxima would, but vectorised: seeds are deep, spaced maxima of the distance map; two seeds of one
-    component belong to different nuclei only if the distance map dips between them (a neck: the straight
-    path's minimum falls below `split_neck` x the shallower seed). In a convex blob (one large or squarish
+    h-maxima would, but vectorised: seeds are deep, spaced maxima of the distance map of `mask` (the darker
+    core, within the components of `comp`); two seeds of one component belong to different nuclei only if
+    the distance map dips between them (a neck: the straight path's minimum falls below `split_neck` x the
+    shallower seed) without the path leaving the object, and the object itself narrows there (by
+    `OUTLINE_NECK`, when the core is darker than the object). In a convex blob (one large or squarish
     nucleus) the distance map is concave, never dips, and extra maxima merge into one seed group."""
     # Seeds come from the taxicab (chamfer) distance, ~7x cheaper than the Euclidean one on a whole tile.
     dist = ndimage.distance_transform_cdt(mask, metric="taxicab").astype(np.float32)
@@ -102,11 +119,19 @@ def _split_touching(
     if len(candidates) == 0:
         return comp
     boxes = ndimage.find_objects(comp)
+    # With a core darker than the object, the object's own distance map must narrow between the seeds too:
+    # two dark patches of one large pale nucleus are cores apart, but the nucleus around them has no waist.
+    outline = (
+        np.zeros(mask.shape, np.float32) if mask is not None and not np.array_equal(mask, comp > 0) else None
+    )
     for c in candidates:
         box = boxes[c - 1]
-        inside = comp[box] == c
+        whole = comp[box] == c
+        inside = whole & mask[box]
         exact = ndimage.distance_transform_edt(np.pad(inside, 1))[1:-1, 1:-1]
         dist[box][inside] = exact[inside]
+        if outline is not None:
+            outline[box][whole] = ndimage.distance_transform_edt(np.pad(whole, 1))[1:-1, 1:-1][whole]
     # A seed's depth is the deepest exact distance within 1 µm of it (taxicab plateaus put seed centres
     # slightly off the Euclidean maximum).
     r = max(1, round(1.0 / mpp))
@@ -126,7 +151,14 @@ def _split_touching(
     t = np.linspace(0.0, 1.0, 16)[None, :, None]
     path = np.round(centre[i, None, :] * (1 - t) + centre[j, None, :] * t).astype(int)
     neck = dist[path[..., 0], path[..., 1]].min(axis=1)
-    joined = neck >= params.split_neck * np.minimum(depth[i], depth[j])
+    # A path that leaves the object joins two ends of one curved nucleus (a band's C, a kidney): two
+    # touching nuclei (or two cells joined by their cytoplasm) meet between their centres, so their path
+    # stays inside the object.
+    curved = (comp[path[..., 0], path[..., 1]] != seed_comp[i, None]).any(axis=1)
+    joined = (neck >= params.split_neck * np.minimum(depth[i], depth[j])) | curved
+    if outline is not None:  # along the path, between its ends (a disc's distance map has no inner minimum)
+        along = outline[path[..., 0], path[..., 1]]
+        joined |= along[:, 1:-1].min(axis=1) >= OUTLINE_NECK * np.minimum(along[:, 0], along[:, -1])
     # Seeds joined without a neck are one nucleus: connected components of the "joined" graph are seed groups.
     graph = csr_array((np.ones(int(joined.sum())), (i[joined], j[joined])), shape=(n_seeds, n_seeds))
     _, group = connected_components(graph, directed=False)

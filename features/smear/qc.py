@@ -13,13 +13,15 @@ coarse pyramid level) from colour statistics, averaged over `window_um` (density
 - red-cell share: share of stained, non-nuclear pixels absorbing green more than red (eosin-pink).
 
 Rules, in order: coverage < `outside_max_coverage` -> outside; mean OD >= `particle_od_rel` x the slide's
-median, or nuclear share >= `particle_min_nuclear` -> particle; nuclear density below `hemo_rel_density` x
-the slide's reference (75th percentile outside particles) with red share >= `hemo_min_red` -> hemodiluted;
-anything else stained -> trail. Thickness and density are relative to the slide because stain strength and
-cellularity (an aplastic marrow, a packed leukaemia) move absolute levels several-fold. Measured on the
-synthetic generator (benchmarks/detection.py): ~96% of particle, ~91% of trail and ~74% of hemodiluted
-objects get their own label; the trail/hemodiluted border is the weak part. The overview PNG is drawn by
-`features.smear.qc_thumbnail`.
+median, or nuclear share >= `particle_min_nuclear` -> particle candidate, kept as particle only where a clump
+of overlapping cells lies within `particle_reach_um` (read at ~1 µm/px: `features.smear.particles`), because
+a packed blast monolayer and a single large blast on a thin trail pass the coarse rules too; nuclear density
+below `hemo_rel_density` x the slide's reference (75th percentile outside particles) with red share >=
+`hemo_min_red` -> hemodiluted; anything else stained -> trail. Thickness and density are relative to the
+slide because stain strength and cellularity (an aplastic marrow, a packed leukaemia) move absolute levels
+several-fold. Measured on the synthetic generator (benchmarks/detection.py, benchmarks/cells.py for packed,
+blast-rich and large-cell smears): see benchmarks/RESULTS.md; the trail/hemodiluted border is the weak
+part. The overview PNG is drawn by `features.smear.qc_thumbnail`.
 
 Focus: one small patch per `focus_tile_um` tile (at its most covered spot, so glass does not read as blur)
 is read at `focus_mpp`; the variance of the Laplacian (of a 1-px Gaussian) of its green channel on the 8-bit
@@ -41,6 +43,7 @@ from scipy import ndimage
 
 from features.core.errors import ConfigError
 from features.smear.imageops import block_mean, focus_scores
+from features.smear.particles import confirm_particles
 from features.smear.stain_od import channel_od, nuclear_from_od, red_cell_colour
 
 if TYPE_CHECKING:  # only the code that opens slides imports OpenSlide (see features.smear.imageops)
@@ -91,7 +94,23 @@ class QCParams(BaseModel):
         description="particle where the mean OD reaches this multiple of the slide's median (thick)",
     )
     particle_min_nuclear: float = Field(
-        0.2, ge=0, le=1, description="particle where the nuclear share reaches this"
+        0.2, ge=0, le=1, description="particle candidate where the nuclear share reaches this"
+    )
+    clump_mpp: float = Field(
+        1.0, gt=0, description="resolution at which particle candidates are checked for overlapping cells"
+    )
+    clump_od: float = Field(
+        0.12,
+        gt=0,
+        description="red and green OD above which a pixel is chromatin or particle ground (clump check)",
+    )
+    clump_min_um2: float = Field(
+        1500.0,
+        gt=0,
+        description="a connected chromatin-coloured mass this large is overlapping cells (no single cell is)",
+    )
+    particle_reach_um: float = Field(
+        30.0, ge=0, description="a particle candidate stays particle within this distance of a clump"
     )
     hemo_rel_density: float = Field(
         0.3,
@@ -169,22 +188,36 @@ def colour_shares(
         "red": smooth(red, window_px),
         "od": smooth(od_sum, window_px),
         "red_od": red_od,
+        "white": white,
     }
 
 
-def classify(shares: dict[str, np.ndarray], params: QCParams) -> np.ndarray:
-    """Region codes from the shares. Particle and hemodiluted are judged against the slide's own levels
-    (median OD of the smear; 75th percentile of nuclear density outside particles), because stain strength
-    and the patient's cellularity shift absolute levels several-fold between slides; a smear is read, as a
-    cytologist reads it, where its own nucleated cells are densest."""
-    cov, nuc, red, od, density = (shares[k] for k in ("coverage", "nuclear", "red", "od", "density"))
+def particle_candidates(shares: dict[str, np.ndarray], params: QCParams) -> np.ndarray:
+    """Map pixels thick (mean OD >= `particle_od_rel` x the slide's median) or chromatin-rich enough to be a
+    particle; `features.smear.particles.confirm_particles` keeps those that hold overlapping cells."""
+    cov, nuc, od = shares["coverage"], shares["nuclear"], shares["od"]
+    covered = cov >= params.outside_max_coverage
+    if not covered.any():
+        return covered
+    thick = od >= params.particle_od_rel * np.median(od[covered])
+    return covered & (thick | (nuc >= params.particle_min_nuclear))
+
+
+def classify(
+    shares: dict[str, np.ndarray], params: QCParams, particle: np.ndarray | None = None
+) -> np.ndarray:
+    """Region codes from the shares and the confirmed particle mask (default: every particle candidate).
+    Hemodiluted is judged against the slide's own level (75th percentile of nuclear density outside
+    particles), because the patient's cellularity shifts absolute levels several-fold between slides; a
+    smear is read, as a cytologist reads it, where its own nucleated cells are densest."""
+    cov, red, density = (shares[k] for k in ("coverage", "red", "density"))
     labels = np.full(cov.shape, REGIONS.index("outside"), np.uint8)
     covered = cov >= params.outside_max_coverage
     if not covered.any():
         return labels
-    particle = covered & (
-        (od >= params.particle_od_rel * np.median(od[covered])) | (nuc >= params.particle_min_nuclear)
-    )
+    if particle is None:
+        particle = particle_candidates(shares, params)
+    particle = particle & covered
     rest = covered & ~particle
     labels[particle] = REGIONS.index("particle")
     labels[rest] = REGIONS.index("trail")
@@ -201,7 +234,9 @@ def assess_regions(reader: SlideReader, params: QCParams) -> RegionMap:
     density_px = max(1, round(params.density_window_um / (ds * reader.mpp)))
     shares = colour_shares(img, params, window_px, density_px)
     del img
-    labels = classify(shares, params)
+    candidate = particle_candidates(shares, params)
+    particle = confirm_particles(reader, candidate, ds, shares["white"], shares["red_od"], params)
+    labels = classify(shares, params, particle)
     focus, focus_ds = measure_focus(reader, labels, shares["coverage"], ds, params)
     in_focus = ~(focus < params.focus_min)  # NaN (unmeasured) compares False -> in focus
     return RegionMap(labels, ds, focus, focus_ds, in_focus, shares["coverage"], shares["red_od"])

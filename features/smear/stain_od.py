@@ -45,18 +45,32 @@ def nuclear_from_od(
     red cells are still pure red-cell colour and fail, whatever their darkness, while chromatin, of another
     hue, passes. It is a veto, not the signal: on pale stains the residual is weak and darkness decides.
     """
+    dark, allowed = nuclear_darkness(od_r, od_g, od_b, smooth_px, red_od, beyond_red_od)
+    return (dark > nuclear_od) & allowed
+
+
+def nuclear_darkness(
+    od_r: np.ndarray,
+    od_g: np.ndarray,
+    od_b: np.ndarray | None,
+    smooth_px: float = 0.0,
+    red_od: np.ndarray | None = None,
+    beyond_red_od: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray | bool]:
+    """The two halves of `nuclear_from_od`: the smoothed red-AND-green darkness, and where the red-cell
+    veto allows chromatin (True everywhere without `red_od`). Thresholding one darkness at two levels (the
+    detector's mask and its darker core) costs one pass."""
     dark = np.minimum(od_r, od_g)
     if smooth_px > 0:
         dark = ndimage.gaussian_filter(dark, smooth_px, truncate=2.5)
-    mask = dark > nuclear_od
-    if red_od is not None and beyond_red_od > 0 and od_b is not None:
-        e = np.asarray(red_od, np.float32)
-        amount = np.minimum(np.minimum(od_r / e[0], od_g / e[1]), od_b / e[2])
-        beyond = np.minimum(od_r - amount * e[0], od_g - amount * e[1])
-        if smooth_px > 0:
-            beyond = ndimage.gaussian_filter(beyond, smooth_px, truncate=2.5)
-        mask &= beyond > beyond_red_od
-    return mask
+    if red_od is None or beyond_red_od <= 0 or od_b is None:
+        return dark, True
+    e = np.asarray(red_od, np.float32)
+    amount = np.minimum(np.minimum(od_r / e[0], od_g / e[1]), od_b / e[2])
+    beyond = np.minimum(od_r - amount * e[0], od_g - amount * e[1])
+    if smooth_px > 0:
+        beyond = ndimage.gaussian_filter(beyond, smooth_px, truncate=2.5)
+    return dark, beyond > beyond_red_od
 
 
 def nuclear_mask(
@@ -67,9 +81,17 @@ def nuclear_mask(
     beyond_red_od: float = 0.0,
 ) -> np.ndarray:
     """Nuclear pixels of an RGB tile (OD against white 255): see `nuclear_from_od`."""
+    dark, allowed = tile_darkness(rgb, smooth_px, red_od, beyond_red_od)
+    return (dark > nuclear_od) & allowed
+
+
+def tile_darkness(
+    rgb: np.ndarray, smooth_px: float = 0.0, red_od: np.ndarray | None = None, beyond_red_od: float = 0.0
+) -> tuple[np.ndarray, np.ndarray | bool]:
+    """`nuclear_darkness` of an RGB tile (OD against white 255)."""
     od_b = _OD_255[rgb[..., 2]] if red_od is not None and beyond_red_od > 0 else None
-    return nuclear_from_od(
-        _OD_255[rgb[..., 0]], _OD_255[rgb[..., 1]], od_b, nuclear_od, smooth_px, red_od, beyond_red_od
+    return nuclear_darkness(
+        _OD_255[rgb[..., 0]], _OD_255[rgb[..., 1]], od_b, smooth_px, red_od, beyond_red_od
     )
 
 
@@ -88,4 +110,12 @@ def red_cell_colour(
     return np.maximum(colour / colour[1], 0.05).astype(np.float32)
 
 
-__all__ = ["channel_od", "nuclear_from_od", "nuclear_mask", "od_lut", "red_cell_colour"]
+__all__ = [
+    "channel_od",
+    "nuclear_darkness",
+    "nuclear_from_od",
+    "nuclear_mask",
+    "od_lut",
+    "red_cell_colour",
+    "tile_darkness",
+]

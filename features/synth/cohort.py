@@ -22,13 +22,14 @@ follow-up of 6-120 months.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from features.synth.config import SynthConfig
 
 GENETIC_OF = {"APL": "PML::RARA"}
+BLAST_TYPES = ("myeloblast", "npm1_blast")  # what `SynthConfig.blast_share` sets (APL promyelocytes stay)
 
 # Textbook marrow differentials (%), normalised per patient after a Dirichlet draw around them.
 _NORMAL = {
@@ -151,13 +152,36 @@ def build_cohort(config: SynthConfig) -> list[Patient]:
                 site=site_of[i],
                 disease_share=round(share, 6),
                 blast_fraction=round(blast_fraction, 6),
-                cellularity=round(float(rng.uniform(*CELLULARITY[dx])), 6),
+                cellularity=round(float(rng.uniform(*CELLULARITY[dx])) * config.cellularity_scale, 6),
                 composition={k: comp[k] for k in sorted(comp)},
                 os_months=os_months,
                 os_event=os_event,
             )
         )
+    if config.blast_share is not None:
+        patients = _with_blast_shares(patients, config)
     return patients
+
+
+def _with_blast_shares(patients: list[Patient], config: SynthConfig) -> list[Patient]:
+    """Patients whose blasts (BLAST_TYPES) make up a share of the composition spread evenly over
+    `config.blast_share` (stratified: patient k of n lands in the k-th of n equal slices, order shuffled), the
+    rest of the marrow keeping its proportions. A stream of its own, so the patients (labels, survival, sites)
+    are those of the same seed without the knob."""
+    rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(8,)))
+    lo, hi = config.blast_share
+    n = len(patients)
+    shares = lo + (hi - lo) * (rng.permutation(n) + rng.random(n)) / n
+    out = []
+    for p, share in zip(patients, shares, strict=True):
+        blasts = {k: v for k, v in p.composition.items() if k in BLAST_TYPES and v > 0}
+        rest = {k: v for k, v in p.composition.items() if k not in blasts}
+        b_sum, r_sum = sum(blasts.values()), sum(rest.values())
+        comp = {k: share * v / b_sum for k, v in blasts.items()} | {
+            k: (1 - share) * v / r_sum for k, v in rest.items()
+        }
+        out.append(replace(p, composition={k: comp[k] for k in sorted(comp)}))
+    return out
 
 
 def _assign_sites(diagnoses: list[str], n_sites: int) -> list[str]:

@@ -26,7 +26,9 @@ class SynthConfig(BaseModel):
     sites: int = Field(
         3, ge=1, le=50, description="Number of sites (stain/scanner shifts); site1 = reference."
     )
-    seed: int = Field(0, ge=0, description="Seeds everything; same seed => identical labels and truth.")
+    seed: int = Field(
+        0, ge=0, le=2**32 - 1, description="Seeds everything; same seed => identical labels and truth."
+    )
     witness: float = Field(
         1.0,
         ge=0,
@@ -57,6 +59,32 @@ class SynthConfig(BaseModel):
         default_factory=lambda: {"none": 0.4, "NPM1": 0.3, "CBFB::MYH11": 0.3},
         description="Relative share of the genetic groups within AML.",
     )
+    blast_share: tuple[float, float] | None = Field(
+        None,
+        description="Share of blasts (myeloblasts and NPM1 cup-like blasts) among each patient's nucleated "
+        "cells: one value for every patient, or LO:HI to spread patients evenly over that range; the rest "
+        "of the marrow keeps its proportions. Composition only: labels and survival do not change. Empty: "
+        "the diagnosis decides.",
+    )
+    cellularity_scale: float = Field(
+        1.0,
+        gt=0,
+        le=10,
+        description="Multiplies every patient's nucleated-cell density on slides and fields (a packed "
+        "leukaemic trail: 3; an aplastic one: 0.3). Monolayer cells still never touch.",
+    )
+    cell_size_scale: float = Field(
+        1.0,
+        ge=0.5,
+        le=2.0,
+        description="Multiplies the diameter of every nucleated cell on slides and fields.",
+    )
+    particles: int | None = Field(
+        None, ge=0, le=12, description="Marrow particles per slide (empty: 1 or 2, drawn per slide)."
+    )
+    particle_size_scale: float = Field(
+        1.0, ge=0.2, le=4.0, description="Multiplies the radius of every marrow particle on slides."
+    )
     jpeg_quality: int = Field(90, ge=50, le=100, description="JPEG quality of the slide tiles.")
     contact_sheet: bool = Field(False, description="Also write contact_sheet.png (every type x every site).")
 
@@ -70,6 +98,38 @@ class SynthConfig(BaseModel):
         if any(v < 0 for v in value.values()) or sum(value.values()) <= 0:
             raise ValueError("shares must be >= 0 with a positive sum")
         return {k: float(value[k]) for k in known if k in value}
+
+    @field_validator("blast_share", mode="before")
+    @classmethod
+    def _share_range(cls, value):
+        """A number, a [lo, hi] pair, or the CLI's "LO:HI" / "X" string -> (lo, hi) within [0, 1]."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = value.split(":") if ":" in value else [value, value]
+        elif isinstance(value, int | float):
+            value = [value, value]
+        try:
+            lo, hi = (float(v) for v in value)
+        except (TypeError, ValueError):
+            raise ValueError("give a share in [0, 1] or LO:HI") from None
+        if not 0 <= lo <= hi <= 1:
+            raise ValueError("shares must satisfy 0 <= LO <= HI <= 1")
+        return lo, hi
+
+    def recorded(self) -> dict:
+        """The config as cohort.json records it: the smear knobs added after the first release appear only
+        when set, so a cohort of default settings keeps the bytes it had before they existed."""
+        return self.model_dump(exclude={k for k, v in SMEAR_KNOB_DEFAULTS.items() if getattr(self, k) == v})
+
+
+SMEAR_KNOB_DEFAULTS = {
+    "blast_share": None,
+    "cellularity_scale": 1.0,
+    "cell_size_scale": 1.0,
+    "particles": None,
+    "particle_size_scale": 1.0,
+}
 
 
 def make_config(**values) -> SynthConfig:

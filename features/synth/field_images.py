@@ -23,7 +23,7 @@ from features.synth import smear
 from features.synth.cohort import Patient
 from features.synth.config import SynthConfig
 from features.synth.layout_cells import write_csv
-from features.synth.slides import render_smear
+from features.synth.slides import SmearKnobs, render_smear
 from features.synth.stain import SiteStain, jitter
 
 TRUTH_FIELD_COLUMNS = ["file", "x", "y", "cell_type", "diagnostic", "defines", "nucleated", "diameter_um"]
@@ -49,10 +49,12 @@ def render_field(
     height_px: int,
     mpp: float,
     region: str = "monolayer",
+    knobs: SmearKnobs = SmearKnobs(),
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(height, width, 3) uint8 RGB of one field and the truth columns of the objects centred in it."""
     side = max(width_px, height_px)
-    rgb, truth = render_smear(patient, stain, rng, side, mpp, layout=field_layout(side, mpp, region))
+    layout = field_layout(side, mpp, region)
+    rgb, truth = render_smear(patient, stain, rng, side, mpp, layout=layout, knobs=knobs)
     inside = (truth["x"] < width_px) & (truth["y"] < height_px)
     return np.ascontiguousarray(rgb[:height_px, :width_px]), {k: v[inside] for k, v in truth.items()}
 
@@ -80,7 +82,7 @@ def write_patient_fields(
     width, height = field_size(config)
     rows: list[list] = []
     for k in range(config.fields_per_patient):
-        rgb, truth = render_field(patient, stain, rng, width, height, config.mpp)
+        rgb, truth = render_field(patient, stain, rng, width, height, config.mpp, knobs=SmearKnobs.of(config))
         name = f"{k + 1}.jpg"
         Image.fromarray(rgb).save(folder / name, quality=JPEG_QUALITY)
         rows += [

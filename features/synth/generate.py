@@ -11,16 +11,15 @@ so the output is the same whatever the number of workers or the order in which t
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from features.core.errors import ConfigError, InputError
+from features.core.errors import ConfigError
+from features.core.outputs import check_output_folder, staged_dir, swap_in
 from features.synth.cohort import DEFINES, DISEASE, LABEL_COLUMNS, Patient, build_cohort, labels_row
 from features.synth.config import SynthConfig
 from features.synth.contact_sheet import write_contact_sheet
@@ -49,28 +48,16 @@ class CohortSummary:
 
 
 def check_out(out: Path, overwrite: bool) -> None:
-    """Fail before anything is written when OUT cannot receive a cohort."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out} is a file; give a folder for the cohort")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise InputError(f"{out} is not empty; pass --overwrite to replace the cohort in it")
-        marker = out / "cohort.json"
-        try:
-            ours = json.loads(marker.read_text()).get("generator") == GENERATOR
-        except (OSError, ValueError, AttributeError):
-            ours = False
-        if not ours:
-            raise InputError(
-                f"{out} holds files that are not a synthetic cohort (no cohort.json); not replacing it"
-            )
-    parent = out.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise InputError(f"cannot create {out}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write to {parent}; choose another OUT")
+    """Fail before anything is written when OUT cannot receive a cohort (`--overwrite` replaces only a cohort
+    this generator wrote, never an arbitrary folder)."""
+    check_output_folder(out, overwrite, _is_cohort, "synthetic cohort")
+
+
+def _is_cohort(out: Path) -> bool:
+    try:
+        return json.loads((out / "cohort.json").read_text()).get("generator") == GENERATOR
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def generate_cohort(
@@ -89,9 +76,7 @@ def generate_cohort(
     patients = build_cohort(config)
     stains = site_stains(config.sites, config.seed)
     stain_of = {s.name: s for s in stains}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    tmp = staged_dir(out)
     try:
         jobs = _plan(tmp, patients, config, stain_of)
         report("plan", total=len(jobs) + 1)
@@ -104,7 +89,7 @@ def generate_cohort(
                 tmp / "contact_sheet.png", stains, config.seed, mpp=config.mpp, size_px=config.crop_px
             )
         report("job", kind="tables", name="labels.csv, cohort.json")
-        _swap_into_place(tmp, out)
+        swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -178,7 +163,7 @@ def _write_tables(
         "seed": config.seed,
         "mpp": config.mpp,
         "witness": config.witness,
-        "config": config.model_dump(),
+        "config": config.recorded(),
         "sites": [s.to_dict() for s in stains],
         "conventions": {
             "labels.csv": "one row per slide; cells layout: slide_id = patient_id (the crop folder); slides layout: "
@@ -211,20 +196,6 @@ def _write_tables(
         "versions": _library_versions(),
     }
     (tmp / "cohort.json").write_text(json.dumps(meta, indent=1, sort_keys=False) + "\n")
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Move the finished cohort to `out`; an old one is renamed aside first and deleted only afterwards."""
-    old = None
-    if out.exists():
-        if any(out.iterdir()):
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(out, old)
-        else:
-            out.rmdir()
-    os.rename(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _version() -> str:

@@ -40,6 +40,19 @@ PARTICLE_TINT_RGB = (196, 176, 214)  # lilac haze of the thick particle film
 TRUTH_SLIDE_COLUMNS = ["x", "y", "cell_type", "diagnostic", "defines", "nucleated", "region", "diameter_um"]
 
 
+@dataclass(frozen=True)
+class SmearKnobs:
+    """What `SynthConfig` widens in a smear beyond the generator's defaults (see its field descriptions)."""
+
+    cell_size_scale: float = 1.0
+    particles: int | None = None
+    particle_size_scale: float = 1.0
+
+    @staticmethod
+    def of(config: SynthConfig) -> SmearKnobs:
+        return SmearKnobs(config.cell_size_scale, config.particles, config.particle_size_scale)
+
+
 def _draw_types(rng: np.random.Generator, mix: dict[str, float], n: int) -> np.ndarray:
     names = sorted(mix)
     p = np.array([mix[k] for k in names])
@@ -62,18 +75,20 @@ def render_smear(
     size_px: int,
     mpp: float,
     layout: smear.SmearLayout | None = None,
+    knobs: SmearKnobs = SmearKnobs(),
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(size, size, 3) uint8 RGB of one smear and its truth columns (TRUTH_SLIDE_COLUMNS). `layout` replaces
-    the drawn wedge-smear layout (microscope fields use one region throughout: features.synth.field_images)."""
+    the drawn wedge-smear layout (microscope fields use one region throughout: features.synth.field_images);
+    `knobs` widen cell sizes and particles beyond the defaults (`SynthConfig`)."""
     if layout is None:
-        layout = smear.smear_layout(rng, size_px, mpp)
+        layout = smear.smear_layout(rng, size_px, mpp, knobs.particles, knobs.particle_size_scale)
     xy_n, reg_n = smear.scatter(rng, layout, smear.NUCLEATED_PER_UM2, mpp, scale=patient.cellularity)
     types = np.where(
         reg_n == smear.HEMODILUTED,
         _draw_types(rng, patient.hemodiluted_mix(), len(xy_n)),
         _draw_types(rng, patient.composition, len(xy_n)),
     )
-    r_max = np.array([CELL_TYPES[t].diameter_um[1] / 2 / mpp for t in types])
+    r_max = np.array([CELL_TYPES[t].diameter_um[1] / 2 / mpp for t in types]) * knobs.cell_size_scale
     spread = reg_n != smear.PARTICLE
     keep = smear.thin(np.rint(xy_n), r_max, 2.0 / mpp, spread)
     xy_n, reg_n, types, r_max, spread = xy_n[keep], reg_n[keep], types[keep], r_max[keep], spread[keep]
@@ -101,9 +116,8 @@ def render_smear(
         paste(canvas, plt_bank[k], x, y)
 
     thick = ~spread  # cells in the particle do not spread: smaller, denser
-    params = sample_params(
-        list(types), rng, mpp, size_scale=np.where(thick, 0.85, 1.0), od_scale=np.where(thick, 1.25, 1.0)
-    )
+    size_scale = np.where(thick, 0.85, 1.0) * knobs.cell_size_scale
+    params = sample_params(list(types), rng, mpp, size_scale=size_scale, od_scale=np.where(thick, 1.25, 1.0))
     for idx, cells in render_grouped(params, rng, mpp, margin_px=3 * stain.blur_um / mpp):
         sprites = _u16(cells.od, stain, mpp)
         for j, i in enumerate(idx):
@@ -178,7 +192,7 @@ def write_slide(
     """Render one smear of a patient and write OUT/slides/<slide_id>.tiff and OUT/truth/slides/<slide_id>.csv."""
     rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(2, index, slide)))
     stain = jitter(stain, rng)
-    rgb, truth = render_smear(patient, stain, rng, config.slide_px, config.mpp)
+    rgb, truth = render_smear(patient, stain, rng, config.slide_px, config.mpp, knobs=SmearKnobs.of(config))
     slide_id = f"{patient.patient_id}_s{slide + 1}"
     folder = out / "slides"
     folder.mkdir(parents=True, exist_ok=True)

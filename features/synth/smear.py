@@ -45,7 +45,15 @@ def _noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np
     return f / max(float(f.std()), 1e-9)
 
 
-def smear_layout(rng: np.random.Generator, size_px: int, mpp: float) -> SmearLayout:
+def smear_layout(
+    rng: np.random.Generator,
+    size_px: int,
+    mpp: float,
+    particles: int | None = None,
+    particle_scale: float = 1.0,
+) -> SmearLayout:
+    """The regions of one smear. `particles` (default: 1 or 2, drawn) marrow particles of radius 7-11 % of
+    the field times `particle_scale`, each with its trail; more than two lie evenly across the smear."""
     step_px = STEP_UM / mpp
     n = int(np.ceil(size_px / step_px))
     v, u = (np.mgrid[0:n, 0:n] + 0.5) / n
@@ -53,11 +61,17 @@ def smear_layout(rng: np.random.Generator, size_px: int, mpp: float) -> SmearLay
     regions = np.full((n, n), HEMODILUTED, np.uint8)
     regions[u > edge - 0.22] = MONOLAYER
     particle = np.zeros((n, n), bool)
-    n_particles = int(rng.integers(1, 3))
-    centres_v = rng.permutation([0.3, 0.7])[:n_particles] + rng.uniform(-0.08, 0.08, n_particles)
+    n_particles = int(rng.integers(1, 3)) if particles is None else particles
+    if n_particles <= 2:
+        centres_v = rng.permutation([0.3, 0.7])[:n_particles] + rng.uniform(-0.08, 0.08, n_particles)
+    else:
+        jitter = 0.3 / n_particles
+        centres_v = (rng.permutation(n_particles) + 0.5) / n_particles + rng.uniform(
+            -jitter, jitter, n_particles
+        )
     wobble = _noise(rng, (n, n), 0.04 * n)
     for vp in centres_v:
-        up, rp = rng.uniform(0.12, 0.28), rng.uniform(0.07, 0.11)
+        up, rp = rng.uniform(0.12, 0.28), rng.uniform(0.07 * particle_scale, 0.11 * particle_scale)
         trail = (u > up) & (np.abs(v - vp) < rp * 0.9 + 0.3 * (u - up) + 0.03 * wobble)
         regions[trail] = MONOLAYER
         particle |= np.hypot((u - up) / rp, (v - vp) / (rp * rng.uniform(0.8, 1.25))) + 0.25 * wobble < 1

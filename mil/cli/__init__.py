@@ -6,10 +6,15 @@ Commands are registered here only once they work (a command in `mil --help` is a
 
 from __future__ import annotations
 
+import errno
+import os
+import re
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from features.core.errors import MilError
 
@@ -70,7 +75,9 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: expected failures (`MilError`) become one red line and exit code 2; `--debug` shows tracebacks."""
+    """Entry point. No traceback reaches a user without `--debug`: an expected failure (`MilError`) or a path
+    the system refuses (permissions, a folder where a file goes, a full disk) is one red line and exit 2; any
+    other exception is a bug: one line, a hint to rerun with `--debug`, exit 1."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     if debug:
@@ -80,5 +87,57 @@ def main(argv: list[str] | None = None) -> None:
     except MilError as exc:
         if debug:
             raise
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(EXIT_USAGE)
+        _fail(str(exc), EXIT_USAGE)
+    except OSError as exc:
+        if debug:
+            raise
+        message = os_error_line(exc)
+        if message is None:
+            _fail(_bug_line(exc), EXIT_FAILED)
+        _fail(message, EXIT_USAGE)
+    except Exception as exc:  # the last net: a bug, shown as one line
+        if debug:
+            raise
+        _fail(_bug_line(exc), EXIT_FAILED)
+
+
+# errno -> what to do about it, for the OSErrors a user's path causes (anything else is a bug).
+_PATH_FIXES = {
+    errno.EACCES: "check its permissions, or choose a path you can write to",
+    errno.EPERM: "check its permissions, or choose a path you can write to",
+    errno.EROFS: "choose an output on a writable disk",
+    errno.EISDIR: "give a file path, not a folder",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; fix the path",
+    errno.ENAMETOOLONG: "choose a shorter name",
+    errno.ENOSPC: "free some space or choose an output on another disk",
+    errno.EDQUOT: "free some space or choose an output on another disk",
+    errno.ENOENT: "check the path",
+    errno.EEXIST: "choose another output or pass --overwrite",
+}
+# Staging names (`features.core.io.atomic_write`, `features.core.outputs`): report the folder they live in.
+_STAGING = re.compile(r"^\..+(\.tmp|[.](tmp|old)~.+)$")
+
+
+def os_error_line(exc: OSError) -> str | None:
+    """One line naming the path the system refused and the fix, or None when it is not about a path."""
+    fix = _PATH_FIXES.get(exc.errno)
+    if fix is None:
+        return None
+    what = (exc.strerror or "").lower()
+    if not isinstance(exc.filename, str | bytes | os.PathLike):  # none, or a file descriptor
+        return f"{what}; {fix}" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else None
+    path = Path(os.fsdecode(exc.filename))
+    if _STAGING.match(path.name):
+        return f"cannot write in {path.parent} ({what}); {fix}"
+    return f"{path}: {what}; {fix}"
+
+
+def _bug_line(exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return f"unexpected {type(exc).__name__}: {first} (a bug in mil; rerun with --debug for the traceback)"
+
+
+def _fail(message: str, code: int) -> None:
+    # escaped: a message may hold brackets (a file `scan[1].svs`, `pip install -e '.[ray]'`), not markup
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(code)

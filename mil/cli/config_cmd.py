@@ -25,15 +25,19 @@ def show(config: str = config_option(), set_: list[str] = set_option()) -> None:
 def template(
     section: str = typer.Option(None, "--section", help="Only this section (e.g. evaluate)."),
     out: Path = typer.Option(None, "-o", "--out", help="Write to this file instead of printing."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
 ) -> None:
     """Print a commented YAML template generated from the schema (every field, its default and meaning)."""
+    from features.core.io import atomic_write_text
+    from features.core.outputs import check_output_file
     from mil.config.template import config_template
 
     text = config_template(section)
     if out is None:
         typer.echo(text, nl=False)
     else:
-        out.write_text(text)
+        check_output_file(out, overwrite, "config.yaml")
+        atomic_write_text(out, text)
         typer.echo(f"wrote {out}")
 
 

@@ -25,7 +25,10 @@ def register(app: typer.Typer) -> None:
             DEMO_SLIDE_PX, min=1000, help="Side of each synthetic smear in px (0.25 µm/px)."
         ),
         seed: int = typer.Option(
-            DEMO_SEED, help="Seed of the cohort, the extraction subsample, the training and its bootstrap."
+            DEMO_SEED,
+            min=0,
+            max=2**32 - 1,
+            help="Seed of the cohort, the extraction subsample, the training and its bootstrap.",
         ),
         overwrite: bool = typer.Option(
             False, "--overwrite", help="Replace the outputs of an earlier demo in OUT."

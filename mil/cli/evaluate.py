@@ -46,20 +46,27 @@ def register(app: typer.Typer) -> None:
         """Per-fold and pooled metrics with bootstrap 95% CIs (AUC, balanced accuracy, c-index, ...)."""
         from mil.config import load_config
         from mil.evaluate.plots import write_plots
+        from mil.evaluate.predictions import spec_path
         from mil.evaluate.run import check_outputs, evaluate_files, write_metrics
         from mil.tasks import create_task
 
         cfg = load_config(config, set_, typed_flags(ctx, "evaluate"))
         output = output or Path(predictions).parent / "metrics.json"
-        check_outputs([output], overwrite)
+        inputs = (predictions, spec_path(predictions), labels)
+        check_outputs([output], overwrite, inputs)
         result = evaluate_files(predictions, labels, cfg.evaluate)
         task = create_task(result.spec)
         planned = [plots / name for name in task.plots] if plots is not None else []
-        check_outputs(planned, overwrite)
+        check_outputs(planned, overwrite, inputs)
         written = write_plots(result.predictions, result.spec, plots) if plots is not None else []
         write_metrics(result.metrics, output)
         console = Console()
         console.print(summary_table(result.metrics, task))
+        metrics = result.metrics
+        print_comparison(console, task.metric_name, metrics["pooled"], metrics.get("baselines", {}),
+                         metrics.get("comparison", {}), "these predictions")  # fmt: skip
+        for note in result.notes:
+            console.print(f"[yellow]{note}[/yellow]", highlight=False, soft_wrap=True)
         if result.unlabelled:
             console.print(
                 f"[yellow]{len(result.unlabelled)} patient(s) without a label were left out[/yellow]"
@@ -91,3 +98,34 @@ def summary_table(metrics: dict, task: Task) -> Table:
     for row in task.detail_rows(metrics["pooled"]):
         table.add_row("pooled", *row)
     return table
+
+
+def print_comparison(
+    console: Console, metric: str, head: dict, baselines: dict, comparison: dict, head_label: str
+) -> None:
+    """Head vs each baseline on the pooled headline metric with the paired difference, then the verdicts and
+    the baselines' fit notes (metrics.json's `baselines` and `comparison` blocks); nothing without baselines."""
+    from mil.tasks.formatting import COMPARISON_HEADER, comparison_rows
+
+    if not baselines:
+        return
+    table = Table(
+        title=f"head vs baselines - {metric}, same patients, paired bootstrap", title_justify="left"
+    )
+    for col in COMPARISON_HEADER:
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for row in comparison_rows(metric, head, baselines, comparison, head_label):
+        table.add_row(*row)
+    console.print(table)
+    for compared in comparison.values():
+        console.print(compared["verdict"], highlight=False, soft_wrap=True)
+    for name, record in baselines.items():
+        notes = [
+            f"fold {k}: {n}" for k, fold in record.get("folds", {}).items() for n in fold.get("notes", [])
+        ]
+        for note in notes[:3]:
+            console.print(f"[yellow]{name}[/yellow] {note}", highlight=False, soft_wrap=True)
+        if len(notes) > 3:
+            console.print(
+                f"[yellow]{name}[/yellow] {len(notes) - 3} more notes in metrics.json", highlight=False
+            )

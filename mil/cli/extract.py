@@ -13,7 +13,14 @@ from rich.console import Console
 from rich.table import Table
 
 from features.pipeline.config import ExtractConfig
-from mil.cli.options import config_option, field_option, set_option, typed_flags
+from mil.cli.options import (
+    address_option,
+    config_option,
+    engine_option,
+    field_option,
+    set_option,
+    typed_flags,
+)
 from mil.cli.progress import Steps
 
 RANDOM_LINE = (
@@ -43,6 +50,8 @@ class ProgressView:
             )
             steps.start()
             self.overall = steps.add("slides", total=info["todo"])
+        elif event == "engine":  # where the work runs (Ray: the cluster and the plan of loaders and encoders)
+            steps.print(info["text"])
         elif event == "slide_start":
             self.slides[info["slide_id"]] = steps.add(f"  {info['slide_id']}: open")
         elif event == "slide_stage" and info["slide_id"] in self.slides:
@@ -169,13 +178,29 @@ def register(app: typer.Typer) -> None:
         max_instances: int = field_option(ExtractConfig, "max_instances", "--max-instances"),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing bags."),
         skip_errors: bool = field_option(ExtractConfig, "skip_errors", "--skip-errors/--no-skip-errors"),
+        engine: str = engine_option(),
+        address: str = address_option(),
+        loaders: int = typer.Option(
+            None,
+            "--loaders",
+            min=1,
+            help="With --engine ray: loader tasks at once (default: the cluster's CPUs left; --workers is the local engine's).",
+        ),
+        gpus_per_encoder: float = typer.Option(
+            None,
+            "--gpus-per-encoder",
+            min=0,
+            help="With --engine ray: GPUs per encoder actor, one actor per share (default: 1 where there are GPUs).",
+        ),
     ) -> None:
         """Extract one bag of embeddings per slide (or import .h5 features) into a bag store."""
         from features.encoders import RandomWeightsWarning
+        from features.pipeline.engines import create_engine
         from features.pipeline.extract import extract, parse_shard
         from mil.config import load_config
 
         cfg = load_config(config, set_, typed_flags(ctx, "extract")).extract
+        runner = create_engine(engine, address=address, loaders=loaders, gpus_per_encoder=gpus_per_encoder)
         console = Console()
         view = ProgressView(console)
         with warnings.catch_warnings():
@@ -190,6 +215,7 @@ def register(app: typer.Typer) -> None:
                     overwrite=overwrite,
                     progress=view,
                     command=" ".join(["mil", *sys.argv[1:]]),
+                    engine=runner,
                 )
             finally:
                 view.stop()

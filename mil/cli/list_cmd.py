@@ -16,9 +16,11 @@ def registries() -> dict:
 def register(app: typer.Typer) -> None:
     @app.command("list")
     def list_(
-        axis: str = typer.Argument(None, help="sources | encoders | heads | tasks (default: all)"),
+        axis: str = typer.Argument(
+            None, help="sources | encoders | heads | tasks | baselines (default: all)"
+        ),
     ) -> None:
-        """List the registered sources, encoders, MIL heads and tasks."""
+        """List the registered sources, encoders, MIL heads, tasks and baselines."""
         regs = registries()
         if axis is not None and axis not in regs:
             from features.core.errors import InputError

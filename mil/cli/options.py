@@ -53,3 +53,20 @@ def typed_flags(ctx: typer.Context, section: str) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"{param.opts[0]} {value}: {exc.errors()[0]['msg']}") from None
         values[name] = value
     return {section: values}
+
+
+def engine_option() -> Any:
+    return typer.Option(
+        "local",
+        "--engine",
+        help="local (this machine) | ray (a Ray cluster, or Ray started here; needs the [ray] extra).",
+    )
+
+
+def address_option() -> Any:
+    return typer.Option(
+        None,
+        "--address",
+        help="With --engine ray: `auto` (the cluster this node joined with `ray start`) or ray://HOST:PORT; "
+        "empty: start Ray on this machine.",
+    )

@@ -51,6 +51,11 @@ def register(app: typer.Typer) -> None:
         fields_per_patient: int = field_option(SynthConfig, "fields_per_patient"),
         field_px: int = field_option(SynthConfig, "field_px"),
         mpp: float = field_option(SynthConfig, "mpp"),
+        blast_share: str = field_option(SynthConfig, "blast_share"),
+        cellularity_scale: float = field_option(SynthConfig, "cellularity_scale"),
+        cell_size_scale: float = field_option(SynthConfig, "cell_size_scale"),
+        particles: int = field_option(SynthConfig, "particles"),
+        particle_size_scale: float = field_option(SynthConfig, "particle_size_scale"),
         contact_sheet: bool = field_option(SynthConfig, "contact_sheet", "--contact-sheet"),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a previous cohort in OUT."),
         workers: int = typer.Option(
@@ -74,6 +79,11 @@ def register(app: typer.Typer) -> None:
             fields_per_patient=fields_per_patient,
             field_px=field_px,
             mpp=mpp,
+            blast_share=blast_share,
+            cellularity_scale=cellularity_scale,
+            cell_size_scale=cell_size_scale,
+            particles=particles,
+            particle_size_scale=particle_size_scale,
             contact_sheet=contact_sheet,
         )
         console = Console()

@@ -9,7 +9,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mil.cli.options import config_option, field_option, set_option, typed_flags
+from mil.cli.options import (
+    address_option,
+    config_option,
+    engine_option,
+    field_option,
+    set_option,
+    typed_flags,
+)
 from mil.config import TrainConfig
 
 
@@ -60,6 +67,16 @@ class RichProgress:
                 completed=info["epochs_run"],
                 info=f"{how}; {chosen}best epoch {info['best_epoch']}, test {info['test_metric']:.3f}",
             )
+        elif event == "baseline_start":
+            label = f"baseline {info['name']} (same folds, C by inner CV)"
+            self.tasks[("baseline", info["name"])] = p.add(label, total=1, info="")
+        elif event == "baseline_end":
+            done = (
+                f"done, {info['seconds']:.1f} s"
+                if info["status"] == "ok"
+                else f"{info['status']}: {info.get('reason')}"
+            )
+            p.update(self.tasks[("baseline", info["name"])], completed=1, info=done)
         elif event == "metrics":
             self.tasks["metrics"] = p.add(
                 f"metrics ({info['n_bootstrap']} bootstrap draws)", total=None, info=""
@@ -69,6 +86,7 @@ class RichProgress:
 
 
 def print_summary(console: Console, summary: Any) -> None:
+    from mil.cli.evaluate import print_comparison
     from mil.tasks.formatting import format_ci
 
     spec = summary.spec
@@ -106,8 +124,26 @@ def print_summary(console: Console, summary: Any) -> None:
             f"calibration ({summary.calibration['method']}, fitted per fold on inner held-out patients): "
             f"ECE {before['ece']:.3f} -> {after['ece']:.3f}, Brier {before['brier']:.3f} -> {after['brier']:.3f}"
         )
-    left = ", ".join(f"{n} {what.replace('_', ' ')}" for what, n in summary.left_out.items() if n)
+    print_comparison(
+        console, summary.metric, {summary.metric: summary.pooled}, summary.baselines, summary.comparison,
+        f"{summary.head} (head)",
+    )  # fmt: skip
+    left = ", ".join(
+        f"{n} {what.replace('_', ' ')}"
+        for what, n in summary.left_out.items()
+        if n and what != "not_in_splits"  # not patients of this cohort: their own line below
+    )
     console.print(f"patients: {summary.n_patients} used; left out: {left or 'none'} (see left_out.csv)")
+    if summary.splits_only:
+        from rich.markup import escape
+
+        from mil.cohort.labels import first_ids
+
+        console.print(
+            f"[yellow]--splits names {len(summary.splits_only)} patient(s) not in this cohort[/] "
+            f"({escape(first_ids(summary.splits_only))}): its folds were used without them (listed in left_out.csv)",
+            highlight=False,
+        )
     console.print(f"run written to {summary.run} ({summary.seconds:.0f} s on {summary.device})")
 
 
@@ -133,13 +169,18 @@ def register(app: typer.Typer) -> None:
         seed: int = field_option(TrainConfig, "seed", "--seed"),
         epochs: int = field_option(TrainConfig, "epochs", "--epochs"),
         device: str = field_option(TrainConfig, "device", "--device"),
+        baselines: list[str] = field_option(TrainConfig, "baselines", "--baselines"),
         allow_missing: bool = field_option(TrainConfig, "allow_missing", "--allow-missing"),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
+        engine: str = engine_option(),
+        address: str = address_option(),
     ) -> None:
         """Cross-validate a MIL head on patient-level labels; write models, predictions, metrics and plots."""
         from mil.config import load_config
+        from mil.training.engines import create_fold_engine
         from mil.training.train import train_cv
 
+        runner = create_fold_engine(engine, address=address)
         flags = typed_flags(ctx, "train")
         if len(flags["train"].get("target") or []) == 1:  # one --target is one column, not a multi-label list
             flags["train"]["target"] = flags["train"]["target"][0]
@@ -148,7 +189,7 @@ def register(app: typer.Typer) -> None:
         with RichProgress(console) as progress:
             summary = train_cv(
                 bags, labels, cfg.train, out, splits=splits, overwrite=overwrite, progress=progress,
-                evaluate=cfg.evaluate,
+                evaluate=cfg.evaluate, engine=runner,
             )  # fmt: skip
         print_summary(console, summary)
 
@@ -159,11 +200,14 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "-o", "--out", help="Predictions CSV to write (+ .spec.json)."),
         labels: Path = typer.Option(None, "--labels", help="CSV mapping slide_id -> patient_id (and truth)."),
         device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing predictions file (never one of the run's own)."
+        ),
     ) -> None:
         """Predict new slides with the ensemble of a run's fold models (mean of their outputs)."""
         from mil.training.predict import predict as predict_fn
 
-        path = predict_fn(run, bags, out, labels=labels, device=device)
+        path = predict_fn(run, bags, out, labels=labels, device=device, overwrite=overwrite)
         import pandas as pd
 
         n = len(pd.read_csv(path, usecols=["patient_id"]))

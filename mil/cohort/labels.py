@@ -17,6 +17,9 @@ APL patients). They are left out and counted in the run summary, config and metr
 
 from __future__ import annotations
 
+import codecs
+import csv
+import io
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +30,17 @@ import pandas as pd
 from features.bagstore import BagMeta
 from features.core.errors import InputError
 from mil.config import TrainConfig
-from mil.evaluate.columns import conflicting_patient
+from mil.evaluate.columns import conflicting_patient, label_text
 from mil.tasks import TaskSpec, create_task, infer_kind, task_kind
 
 _FIRST = 5  # ids quoted in an error message
+ID_COLUMNS = ("patient_id", "slide_id")
+# pandas' default missing markers (`read_csv`'s na_values): clinical tables use them in target columns;
+# ids never pass through them.
+NA_MARKERS = frozenset(
+    {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
+     "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -58,34 +68,73 @@ class Cohort:
         }
 
 
+def read_table(path: Path, ids: tuple[str, ...] = ID_COLUMNS) -> pd.DataFrame:
+    """A labels CSV as text columns: UTF-8 (a BOM is fine; another encoding is one line naming the byte and
+    the fix, never decoded by a guess), a patient_id column, no header name twice, ids kept verbatim (a
+    patient called "NA" or "nan" is a patient), other columns with pandas' usual missing markers as missing."""
+    path = Path(path)
+    text = _decode(path)
+    try:
+        header = next(csv.reader(io.StringIO(text, newline=None)), [])
+        table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, csv.Error, ValueError) as exc:
+        raise InputError(
+            f"{path}: not a readable CSV ({str(exc).splitlines()[0]}); save it as comma-separated UTF-8"
+        ) from None
+    names = [str(c).strip() for c in header]
+    if "patient_id" not in names:
+        sep = next((s for s in (";", "\t") if s in "".join(names)), None)
+        hint = f" (the header looks {'tab' if sep == chr(9) else sep!r}-separated; save as comma-separated)"
+        raise InputError(
+            f"{path}: no patient_id column{hint if sep else ''}; columns: {', '.join(names[:8])[:200]}"
+        )
+    dups = sorted({n for n in names if names.count(n) > 1})
+    if dups:
+        raise InputError(f"{path}: the header names {', '.join(map(repr, dups))} twice; rename or delete one")
+    if table.empty:
+        raise InputError(f"{path}: a header and no rows; add one row per patient (or slide)")
+    table.columns = [str(c).strip() for c in table.columns]
+    for col in table.columns:
+        if col not in ids:
+            table[col] = table[col].mask(table[col].str.strip().isin(NA_MARKERS))
+    return table
+
+
+def _decode(path: Path) -> str:
+    data = path.read_bytes()
+    if not data.strip():
+        raise InputError(f"{path}: the file is empty; write a header (patient_id + target columns) and rows")
+    head = data[:4096]
+    controls = sum(b < 32 and b not in b"\t\n\r" for b in head)
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or controls > len(head) // 100:
+        raise InputError(
+            f"{path}: binary data or UTF-16/32 text, not a CSV; save it as 'CSV UTF-8 (comma delimited)'"
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(
+            f"{path}: not UTF-8 (byte 0x{data[exc.start]:02x} on line {line}; Latin-1 / Windows-1252, as Excel "
+            f"saves 'CSV' on Windows?); save it as 'CSV UTF-8', or convert it: iconv -f cp1252 -t utf-8"
+        ) from None
+
+
 def read_labels(path: Path) -> pd.DataFrame:
-    """The labels CSV as text columns (ids stay "007", not 7); empty and NA-like cells are missing."""
+    """The labels CSV as text columns (ids stay "007", not 7; see `read_table`); every row has its ids."""
     path = Path(path)
     if not path.is_file():
         raise InputError(
             f"labels file {path} not found; pass --labels with a CSV of patient_id + target columns"
         )
-    try:
-        table = pd.read_csv(path, dtype=str)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise InputError(
-            f"{path}: not a readable CSV ({str(exc).splitlines()[0]}); save it as comma-separated"
-        ) from exc
-    table.columns = [str(c).strip() for c in table.columns]
-    if "patient_id" not in table.columns:
-        sep = next((s for s in (";", "\t") if s in "".join(table.columns)), None)
-        hint = (
-            f" (the header looks {'tab' if sep == chr(9) else sep!r}-separated; save as comma-separated)"
-            if sep
-            else ""
-        )
-        raise InputError(f"{path}: no patient_id column{hint}; columns: {', '.join(table.columns[:8])}")
-    for col in ("patient_id", "slide_id"):
+    table = read_table(path)
+    for col in ID_COLUMNS:
         if col in table.columns:
             table[col] = table[col].str.strip()
             if table[col].isna().any() or (table[col] == "").any():
                 raise InputError(
-                    f"{path}: {int(table[col].isna().sum())} row(s) without {col}; fill or delete them"
+                    f"{path}: {int((table[col].isna() | (table[col] == '')).sum())} row(s) without {col}; "
+                    "fill or delete them"
                 )
     return table
 
@@ -93,7 +142,28 @@ def read_labels(path: Path) -> pd.DataFrame:
 def resolve_spec(table: pd.DataFrame, config: TrainConfig, source: str) -> TaskSpec:
     """Task kind, columns and class order from the config, inferring what it leaves open (see TrainConfig):
     the kind named by `train.task`, or the one kind that claims the config (`mil.tasks.infer_kind`)."""
-    return task_kind(infer_kind(config)).resolve(table, config, source)
+    spec = task_kind(infer_kind(config)).resolve(table, config, source)
+    if spec.kind == "classification" and config.classes is None:
+        _check_case_variants(table[spec.target], spec.classes, source, spec.target)
+    return spec
+
+
+def _check_case_variants(values: pd.Series, classes: list[str], source: str, col: str) -> None:
+    """Classes read from the column that differ only in case ('aml' and 'AML') are one class typed two
+    ways far more often than two classes: stop, name both with their row counts, and say how to keep them
+    apart on purpose (listing them in train.classes)."""
+    by_fold: dict[str, list[str]] = defaultdict(list)
+    for c in classes:
+        by_fold[c.casefold()].append(c)
+    variants = next((v for v in by_fold.values() if len(v) > 1), None)
+    if variants is None:
+        return
+    counts = label_text(values).value_counts()
+    named = " and ".join(f"{v!r} ({int(counts.get(v, 0))} rows)" for v in variants)
+    raise InputError(
+        f"{source}: column {col!r} has classes that differ only in case: {named}; write them one way, or "
+        "list both in train.classes to keep them apart"
+    )
 
 
 def build_cohort(
@@ -111,11 +181,11 @@ def build_cohort(
     if match.missing and not config.allow_missing:
         raise InputError(
             f"{source}: {len(match.missing)} labelled {match.what} have no bag in {store} "
-            f"({_first(match.missing)}); extract them, fix the ids, or pass --allow-missing to leave them out"
+            f"({first_ids(match.missing)}); extract them, fix the ids, or pass --allow-missing to leave them out"
         )
     if match.unlabelled and not config.allow_missing:
         raise InputError(
-            f"{store}: {len(match.unlabelled)} slides have no row in {source} ({_first(match.unlabelled)}); add "
+            f"{store}: {len(match.unlabelled)} slides have no row in {source} ({first_ids(match.unlabelled)}); add "
             "them (an empty target leaves a patient out on purpose) or pass --allow-missing"
         )
     patients = sorted(p for p in labelled if match.slides.get(p))
@@ -146,7 +216,7 @@ def _check_rows(table: pd.DataFrame, config: TrainConfig, source: str) -> None:
     dups = table[dup_key][table[dup_key].duplicated()].unique()
     if len(dups):
         raise InputError(
-            f"{source}: duplicate {dup_key} {_first(dups)}; keep one row per {dup_key.split('_')[0]}"
+            f"{source}: duplicate {dup_key} {first_ids(dups)}; keep one row per {dup_key.split('_')[0]}"
         )
 
 
@@ -217,7 +287,7 @@ def _groups(
     if values.isna().any():
         bad = [p for p, v in zip(patients, values, strict=True) if pd.isna(v)]
         raise InputError(
-            f"{source}: {len(bad)} patients have no {config.group_by!r} ({_first(bad)}); fill it"
+            f"{source}: {len(bad)} patients have no {config.group_by!r} ({first_ids(bad)}); fill it"
         )
     return [str(v).strip() for v in values]
 
@@ -234,7 +304,7 @@ def check_counts(cohort: Cohort, n_folds: int) -> None:
         )
 
 
-def _first(ids) -> str:
+def first_ids(ids) -> str:
     ids = [str(i) for i in ids]
     more = f", ... {len(ids) - _FIRST} more" if len(ids) > _FIRST else ""
     return "first: " + ", ".join(ids[:_FIRST]) + more if len(ids) > 1 else ids[0]

@@ -14,7 +14,14 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from features.pipeline.config import ExtractConfig
-from mil.config.sections import CellsConfig, EvaluateConfig, ExplainConfig, ReportConfig, Section
+from mil.config.sections import (
+    MAX_SEED,
+    CellsConfig,
+    EvaluateConfig,
+    ExplainConfig,
+    ReportConfig,
+    Section,
+)
 
 AUTO = "auto"  # `train.head` value for nested cross-validation over a fixed grid of heads (mil.training.auto)
 
@@ -107,7 +114,12 @@ class TrainConfig(Section):
         description="Labels column naming a group (e.g. site): one fold per group, tested on that group only "
         "(leave-one-site-out external validation); `folds` is then ignored.",
     )
-    seed: int = Field(0, description="Seeds the splits, initialisation, sampling and instance subsampling.")
+    seed: int = Field(
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description="Seeds the splits, initialisation, sampling and instance subsampling.",
+    )
     epochs: int = Field(100, ge=1, description="Maximum epochs per fold.")
     patience: int = Field(
         15, ge=1, description="Stop after this many epochs without improvement of the held-out loss."
@@ -174,6 +186,13 @@ class TrainConfig(Section):
         description="auto (cuda, else mps, else cpu) | cpu | cuda | cuda:1 | mps; a device that is not here "
         "is an error.",
     )
+    baselines: list[str] = Field(
+        default_factory=lambda: ["pooled_stats"],
+        description="Baselines fitted on the same folds beside the head (`mil list baselines`): patient-level "
+        "features -> regularised logistic / Cox model, C chosen by an inner CV on each fold's training "
+        "patients. Their predictions go to RUN/baselines/<name>/, metrics.json compares head and baseline "
+        "with a paired bootstrap CI. Empty ([], or --baselines none) = off.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -189,6 +208,19 @@ class TrainConfig(Section):
             from mil.tasks import TASKS
 
             TASKS.check(value)
+        return value
+
+    @field_validator("baselines")
+    @classmethod
+    def _known_baselines(cls, value: list[str]) -> list[str]:
+        from mil.baselines import BASELINES
+
+        if value == ["none"]:  # what the CLI can type for "no baselines"
+            return []
+        if len(set(value)) != len(value):
+            raise ValueError("a baseline is listed twice")
+        for name in value:
+            BASELINES.check(name)
         return value
 
     @field_validator("target")

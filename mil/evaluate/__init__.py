@@ -11,6 +11,10 @@ metrics.json (schema "mil.metrics/1"; keys are stable, readers such as the HTML 
     folds         {"0": block, "1": block, ...}   (empty for an external cohort without folds)
     fold_summary  {metric: {mean, std, n_folds, values {fold: value}, reason?}} for the headline metrics
     provenance    (written by `run.evaluate_files`) input paths + sha256, versions, created_at
+    baselines     (runs with baselines; `mil.baselines`) {name: {describes, status, reason?, n_features, seconds,
+                  folds {k: {c, inner_metric, n_train, notes}}, pooled block}}
+    comparison    {name: {metric, n, head (CI), baseline (CI), difference (CI of head - baseline, paired
+                  bootstrap: `compare`), verdict}} for each baseline that ran
 
 A CI object is {estimate, low, high, n_boot, n_valid, reason?}: n_valid = bootstrap draws in which the metric
 was defined. A null value always has a reason: in the CI object itself (`reason`), or for a plain number in the

@@ -24,16 +24,20 @@ from mil.evaluate.predictions import require_truth
 from mil.tasks import TaskSpec, create_task
 
 
-def plot_roc(ax: Axes, truth: np.ndarray, scores: np.ndarray, names: list[str]) -> Axes:
-    """One-vs-rest ROC curve per column of `truth` (n x C bool) against `scores` (n x C); AUC in the legend."""
+def plot_roc(
+    ax: Axes, truth: np.ndarray, scores: np.ndarray, names: list[str], linestyle: str = "-", prefix: str = ""
+) -> Axes:
+    """One-vs-rest ROC curve per column of `truth` (n x C bool) against `scores` (n x C); AUC in the legend.
+    Column j is drawn in colour Cj, so several models on one axes (`linestyle`, `prefix`) share class colours."""
     for j, name in enumerate(names):
         positive = np.asarray(truth[:, j], bool)
         if positive.all() or not positive.any():
-            ax.plot([], [], label=f"{name} (AUC undefined: one class)")
+            ax.plot([], [], label=f"{prefix}{name} (AUC undefined: one class)")
             continue
         fpr, tpr, _ = roc_curve(positive, scores[:, j])
         auc = auc_weighted(positive, scores[:, j], np.ones((1, len(positive))))[0]
-        ax.plot(fpr, tpr, lw=1.8, label=f"{name} (AUC {auc:.3f}, n+={int(positive.sum())})")
+        label = f"{prefix}{name} (AUC {auc:.3f}, n+={int(positive.sum())})"
+        ax.plot(fpr, tpr, lw=1.8, ls=linestyle, color=f"C{j % 10}", label=label)
     ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey")
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity", ylabel="sensitivity", aspect="equal")
     ax.legend(loc="lower right", fontsize="small")
@@ -87,6 +91,30 @@ def roc_figure(truth: np.ndarray, scores: np.ndarray, names: list[str]) -> Figur
     return fig
 
 
+MODEL_STYLES = ("-", "--", ":", "-.")  # the first model (the head) solid, the baselines dashed, dotted, ...
+
+
+def roc_comparison_figure(truth: np.ndarray, scores: dict[str, np.ndarray], names: list[str]) -> Figure:
+    """ROC curves of several models' scores for the same patients on one axes: colour = class, line = model."""
+    fig, ax = new_figure(6.5, 6.5)
+    for m, (model, values) in enumerate(scores.items()):
+        plot_roc(ax, truth, values, names, MODEL_STYLES[m % len(MODEL_STYLES)], f"{model}: ")
+    ax.set_title(f"ROC, pooled out-of-fold (n={len(truth)}): {' vs '.join(scores)}")
+    return fig
+
+
+def km_comparison_figure(panels: dict[str, tuple[dict, str]]) -> Figure:
+    """Kaplan-Meier split of each model side by side: model -> (fitted estimators per group, panel title)."""
+    fig = Figure(figsize=(6.5 * len(panels), 5.5))
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(bottom=0.3, left=0.08, right=0.97, wspace=0.3)
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for ax, (model, (fits, title)) in zip(axes, panels.items(), strict=True):
+        plot_km(ax, fits)
+        ax.set_title(f"{model}: {title}")
+    return fig
+
+
 def write_plots(df: pd.DataFrame, spec: TaskSpec, out_dir: Path) -> list[Path]:
     """Save the pooled figures of the spec's kind (`Task.plots`) as PNGs under `out_dir`, each atomically."""
     require_truth(df, spec, "predictions")
@@ -105,5 +133,6 @@ def new_figure(width: float, height: float, bottom: float | None = None) -> tupl
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
+    """Save one figure as a PNG, atomically (its folder is created)."""
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150))
     return path

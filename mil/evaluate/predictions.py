@@ -13,7 +13,8 @@ fills them from a labels CSV. The `TaskSpec` (kind, target columns, classes in l
 `<path>.spec.json`, so the class order never has to be guessed from column names.
 
 Only empty cells count as missing when reading a predictions table (a class may be called "NA"); the labels CSV
-uses pandas' usual missing markers (NA, NaN, null, ...), as clinical tables do.
+uses pandas' usual missing markers (NA, NaN, null, ...) in its target columns, as clinical tables do, never in
+its ids (`mil.cohort.labels.read_table`).
 """
 
 from __future__ import annotations
@@ -144,11 +145,9 @@ def _read_truth(labels_csv: Path, task: Task) -> pd.DataFrame:
     """patient_id and the truth columns (renamed from the spec's targets) of every row with a patient id."""
     target_map, text = task.target_map(), task.text_columns()
     targets = list(target_map)
-    try:
-        text_cols = {"patient_id": str, **{t: str for t, col in target_map.items() if col in text}}
-        labels = pd.read_csv(labels_csv, dtype=text_cols)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise InputError(f"{labels_csv}: not a readable CSV ({str(exc).splitlines()[0]})") from exc
+    from mil.cohort.labels import read_table  # training's reader: encodings, headers, ids kept verbatim
+
+    labels = read_table(labels_csv)
     if "patient_id" not in labels.columns:
         raise InputError(
             f"{labels_csv}: no patient_id column (columns: {', '.join(map(str, labels.columns[:8]))})"

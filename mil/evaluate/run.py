@@ -17,6 +17,7 @@ import pandas as pd
 
 from features.core.errors import InputError
 from features.core.io import write_json
+from features.core.outputs import check_output_file
 from mil.config import EvaluateConfig
 from mil.evaluate.predictions import attach_labels, read_predictions, require_truth
 from mil.tasks import TaskSpec
@@ -30,13 +31,16 @@ class Evaluation:
     predictions: pd.DataFrame  # the rows that were evaluated (truth attached)
     spec: TaskSpec
     unlabelled: list[str] = field(default_factory=list)  # patient ids dropped for lack of a label
+    notes: list[str] = field(default_factory=list)  # baselines beside the predictions that were not compared
 
 
 def evaluate_files(
     predictions: Path, labels: Path | None = None, evaluate: EvaluateConfig = EvaluateConfig()
 ) -> Evaluation:
-    """Metrics of a predictions CSV (+ its spec sidecar), optionally with truth from a labels CSV."""
-    from mil.evaluate.metrics import compute_metrics
+    """Metrics of a predictions CSV (+ its spec sidecar), optionally with truth from a labels CSV. A run's
+    predictions.csv is also compared with the baselines beside it (RUN/baselines/<name>/predictions.csv)."""
+    from mil.evaluate.compare import baselines_beside
+    from mil.evaluate.metrics import compute_metrics, jsonable
 
     df, spec = read_predictions(Path(predictions))
     unlabelled: list[str] = []
@@ -45,6 +49,9 @@ def evaluate_files(
         unlabelled = list(df.attrs.get("unlabelled_patients", []))
     require_truth(df, spec, str(predictions))
     metrics = compute_metrics(df, spec, evaluate)
+    baselines, comparison, notes = baselines_beside(Path(predictions), df, spec, evaluate, labels)
+    if baselines:
+        metrics["baselines"], metrics["comparison"] = jsonable(baselines), jsonable(comparison)
     metrics["provenance"] = {
         "predictions": _file_record(Path(predictions)),
         "labels": _file_record(Path(labels)) if labels is not None else None,
@@ -52,14 +59,17 @@ def evaluate_files(
         "versions": {"python": platform.python_version(), **{name: _version(name) for name in _VERSIONED}},
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    return Evaluation(metrics, df, spec, unlabelled)
+    return Evaluation(metrics, df, spec, unlabelled, notes)
 
 
-def check_outputs(paths: list[Path], overwrite: bool) -> None:
-    """Refuse to replace existing results unless asked: one line naming the first existing file."""
-    existing = [p for p in paths if Path(p).exists()]
-    if existing and not overwrite:
-        raise InputError(f"{existing[0]} exists; rerun with --overwrite or choose another output")
+def check_outputs(paths: list[Path], overwrite: bool, inputs: tuple[Path | None, ...] = ()) -> None:
+    """Refuse to replace existing results unless asked, outputs that are folders or cannot be written, and
+    (even with `overwrite`) an output that is one of the `inputs`: one line naming the first such file."""
+    read = {Path(p).resolve() for p in inputs if p is not None}
+    for path in paths:
+        if Path(path).resolve() in read:
+            raise InputError(f"{path} is an input of this command; choose another output (-o, --plots)")
+        check_output_file(Path(path), overwrite, "metrics.json")
 
 
 def write_metrics(metrics: dict, path: Path) -> None:

@@ -89,7 +89,7 @@ def heatmap(
     started = time.perf_counter()
     emit = progress or (lambda event, **info: None)
     out = Path(out)
-    check_out(out, overwrite)
+    check_out(out, overwrite, lambda path: (path / "heatmap.json").is_file(), "heatmap folder")
     ex = Explainer.open(run, bags, labels, device)
     wanted = _resolve_slides(ex, slides, Path(bags))
     owner = ex.slide_patient()

@@ -1,6 +1,7 @@
 """`mil report`: one self-contained HTML file about a run and the cells behind its calls, across the cohort.
 
-Sections: performance with CIs (RUN/metrics.json), ROC + confusion or Kaplan-Meier figures, per-patient
+Sections: performance with CIs (RUN/metrics.json), head vs baseline (the run's baselines on the same folds,
+the paired difference and its verdict, both models' curves), ROC + confusion or Kaplan-Meier figures, per-patient
 out-of-fold predictions, per-class galleries of the top cells across the cohort, and the discovery clusters
 (`mil.explain.discovery`) as montages with their enrichment.
 
@@ -22,19 +23,22 @@ from pathlib import Path
 
 import numpy as np
 
-from features.core.errors import InputError, MilError
+from features.core.errors import MilError
+from features.core.outputs import check_output_file
 from mil.config import ReportConfig
 from mil.explain.cohort import Explainer
 from mil.explain.discovery import CellRef, Cluster, DiscoveryCollector
 from mil.explain.gallery import Section, montage, read_cells
 from mil.report import html as H
 from mil.report.sections import (
+    comparison_section,
     figures_section,
     metrics_section,
     predictions_section,
     provenance_section,
     recipe_section,
 )
+from mil.training.rundir import refuse_run_file
 
 
 @dataclass
@@ -65,7 +69,8 @@ def report(
     started = time.perf_counter()
     emit = progress or (lambda event, **info: None)
     out = Path(out)
-    _check_out(out, overwrite)
+    refuse_run_file(run, out)
+    check_output_file(out, overwrite, "report.html")  # before any work: exists, a folder, not writable
     ex = Explainer.open(run, bags, labels, device)
     metrics_file = Path(run) / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
@@ -85,6 +90,7 @@ def report(
     sections = [
         metrics_section(metrics),
         recipe_section(metrics),
+        comparison_section(Path(run), metrics, ex.head_name),
         figures_section(ex.predictions, ex.spec),
         predictions_section(ex.predictions, ex.spec, cohort.shown_as),
         _gallery_section(ex, galleries, images, config),
@@ -102,13 +108,6 @@ def report(
         out, len(cohort.patients), ex.method, ex.head_name, {k: len(v) for k, v in clusters.items()}, missing,
         time.perf_counter() - started,
     )  # fmt: skip
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.is_dir():
-        raise InputError(f"{out}: is a folder; pass the HTML file to write, e.g. -o report.html")
-    if out.exists() and not overwrite:
-        raise InputError(f"{out} exists; rerun with --overwrite or choose another output")
 
 
 @dataclass

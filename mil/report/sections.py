@@ -38,6 +38,48 @@ def metrics_section(metrics: dict | None) -> str:
     return section("metrics", "Performance", body)
 
 
+def comparison_section(run: Path, metrics: dict | None, head_name: str) -> str:
+    """Head vs baseline: the pooled headline metric of each, head minus baseline with its paired CI, the
+    verdicts, and one figure with every model's curves redrawn from the run's prediction tables."""
+    from mil.evaluate.predictions import read_predictions
+    from mil.tasks.formatting import COMPARISON_HEADER, comparison_rows
+
+    title = "Head vs baseline"
+    if metrics is None or not metrics.get("baselines"):
+        why = "This run has no baselines (train.baselines was empty, or the run predates them)."
+        return section("baselines", title, note(why))
+    task = create_task(TaskSpec.from_dict(metrics["spec"], source="metrics.json"))
+    baselines, comparison = metrics["baselines"], metrics.get("comparison", {})
+    body = note(
+        "The same out-of-fold patients scored by simple baselines fitted on the run's own folds: each "
+        "patient's cells summarised as patient-level features (e.g. the mean, SD and 10/50/90 % quantiles of "
+        "every feature), then a regularised linear model whose strength is chosen inside each fold's training "
+        "patients. The difference is the head's minus the baseline's, with a paired bootstrap CI (the same "
+        f"patient resamples for both, {metrics['n_bootstrap']} draws). If it includes 0, the run shows no "
+        "evidence that attention over cells adds to the baseline."
+    )
+    rows = comparison_rows(task.metric_name, metrics["pooled"], baselines, comparison, f"{head_name} (head)")
+    body += table(list(COMPARISON_HEADER), rows)
+    body += "".join(f"<p>{esc(c['verdict'])}</p>" for c in comparison.values())
+    paths = {"head": Path(run) / "predictions.csv"}
+    paths.update({name: Path(run) / "baselines" / name / "predictions.csv" for name in comparison})
+    if all(p.is_file() for p in paths.values()):
+        figure = task.comparison_figure({name: read_predictions(p)[0] for name, p in paths.items()})
+        if figure is not None:
+            body += f'<div class="figs">{img(_png(figure), "head vs baselines")}</div>'
+    else:
+        body += note("The baselines' predictions.csv are not in the run folder; no figure.")
+    return section("baselines", title, body)
+
+
+def _png(figure) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    figure.savefig(buf, format="png", dpi=150)
+    return buf.getvalue()
+
+
 def figures_section(df: pd.DataFrame | None, spec: TaskSpec) -> str:
     from mil.evaluate.plots import write_plots
 

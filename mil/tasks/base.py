@@ -12,6 +12,7 @@ survival: P x 2 = time, event), so the data module can batch them without knowin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -26,7 +27,12 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from torch import Tensor
 
+    from mil.baselines.linear import LinearBaselineModel
     from mil.config import TrainConfig
+
+# The headline metric as a function of bootstrap weights (B x n counts -> B values), and the strata its draws
+# are resampled within: what a paired comparison of two prediction tables needs (`mil.evaluate.compare`).
+PairedMetric = tuple[Callable[[np.ndarray], np.ndarray], np.ndarray | None]
 
 
 class Task:
@@ -110,6 +116,12 @@ class Task:
         """Targets handed to the head's forward (CLAM's instance clustering needs class indices), or None."""
         return None
 
+    def baseline_model(self, c: float) -> LinearBaselineModel | None:
+        """The regularised linear model the baselines fit on patient-level features (`mil.baselines.linear`),
+        C = inverse penalty; it takes this kind's targets and predicts what `outputs` gives. None: the kind
+        has no baseline, and runs say so instead of fitting one."""
+        return None
+
     # -- the predictions table (`mil.evaluate.predictions`) ----------------------------------------------------
     def truth_columns(self) -> list[str]:
         raise NotImplementedError
@@ -145,11 +157,6 @@ class Task:
         """Metrics of one block of the table (a fold, or all rows), JSON-ready (keys: `mil.evaluate`)."""
         raise NotImplementedError
 
-    def prior_model(self, x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray] | None:
-        """The kind's regularised linear model on patient-level features (inverse L2 strength `c`): (weight
-        C x F, bias C) giving logits, or None where the kind has none (`mil.training.prior`)."""
-        return None
-
     def reliability(self, df: pd.DataFrame) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """(name, 0/1 outcomes, probabilities) series whose calibration `mil.evaluate.calibration` scores;
         [] where outputs are not probabilities."""
@@ -158,6 +165,17 @@ class Task:
     def figures(self, df: pd.DataFrame) -> list[tuple[str, Figure]]:
         """(file name, figure) for each of `plots`, drawn from the pooled table."""
         return []
+
+    def paired_metric(self, df: pd.DataFrame) -> PairedMetric | None:
+        """The headline metric of a table as a function of bootstrap weights, with the strata of the draws
+        `metric_block` uses for its CI, so a comparison resamples exactly as the metrics did. None: this kind
+        cannot be compared (`mil.evaluate.compare` then reports why)."""
+        return None
+
+    def comparison_figure(self, tables: dict[str, pd.DataFrame]) -> Figure | None:
+        """One figure with every table's curves (model name -> predictions of the same patients): ROC curves
+        on one plot, or each model's Kaplan-Meier split side by side. None: nothing to draw."""
+        return None
 
     def summary(self, block: dict[str, Any]) -> str:
         """The one-line headline of a metrics block: "macro AUC 0.812 (95% CI 0.700-0.900)"."""

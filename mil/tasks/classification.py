@@ -138,6 +138,11 @@ class Classification(Task):
     def head_target(self, y: Tensor) -> Tensor | None:
         return y.long()
 
+    def baseline_model(self, c: float):
+        from mil.baselines.linear import LogisticModel
+
+        return LogisticModel(c, self.n_outputs)
+
     def truth_columns(self) -> list[str]:
         return ["y_true"]
 
@@ -180,22 +185,6 @@ class Classification(Task):
         y_true, y_pred = df["y_true"].to_numpy(), df["y_pred"].to_numpy()
         return classification_metrics(y_true, y_pred, probs, self.spec.classes, evaluate)
 
-    def prior_model(self, x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray] | None:
-        """Multinomial logistic regression (binary: one logit, placed on the positive class)."""
-        from sklearn.linear_model import LogisticRegression
-
-        y = y.astype(int)
-        present = np.unique(y)
-        if len(present) < 2:
-            return None
-        model = LogisticRegression(C=c, max_iter=500, class_weight="balanced").fit(x, y)
-        weight, bias = np.zeros((self.n_outputs, x.shape[1])), np.zeros(self.n_outputs)
-        if len(present) == 2:
-            weight[present[1]], bias[present[1]] = model.coef_[0], model.intercept_[0]
-        else:
-            weight[present], bias[present] = model.coef_, model.intercept_
-        return weight, bias
-
     def reliability(self, df: pd.DataFrame) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """Binary: the positive (second) class; multiclass: top-label confidence vs top label right."""
         probs = df[self.prob_columns()].to_numpy(float)
@@ -220,6 +209,25 @@ class Classification(Task):
         plot_confusion(ax, confusion_matrix(y, pred, len(classes)), classes)
         ax.set_title("confusion matrix, pooled")
         return [("roc.png", roc), ("confusion.png", fig)]
+
+    def paired_metric(self, df: pd.DataFrame):
+        from mil.evaluate.classification import macro_auc_weighted
+
+        y = df["y_true"].map({c: i for i, c in enumerate(self.spec.classes)}).to_numpy(int)
+        probs = df[self.prob_columns()].to_numpy(float)
+        present = [c for c in range(self.n_outputs) if (y == c).any()]
+        if len(present) < 2:  # as `metric_block`: the macro AUC needs two classes present
+            return (lambda weights: np.full(len(weights), np.nan)), y
+        return (lambda weights: macro_auc_weighted(y, probs, weights, present)), y
+
+    def comparison_figure(self, tables: dict[str, pd.DataFrame]):
+        from mil.evaluate.plots import roc_comparison_figure
+
+        first = next(iter(tables.values()))
+        truth = first["y_true"].to_numpy()[:, None] == np.asarray(self.spec.classes)[None, :]
+        keep = slice(1, None) if self.n_outputs == 2 else slice(None)  # binary: the positive class's curve
+        scores = {name: df[self.prob_columns()].to_numpy(float)[:, keep] for name, df in tables.items()}
+        return roc_comparison_figure(truth[:, keep], scores, self.spec.classes[keep])
 
     def detail_rows(self, block: dict) -> list[tuple[str, str, str]]:
         return per_class_rows(block)

@@ -47,3 +47,44 @@ def per_class_html(block: dict[str, Any], level: int, heading: str) -> str:
     cols = ["sensitivity", "specificity", "precision", "f1", "support"]
     rows = [[name, *ci_cells(row.get("auc")), *[row.get(c) for c in cols]] for name, row in per_class.items()]
     return f"<h3>{heading}</h3>" + table(["class", "AUC", f"AUC {level}% CI", *cols], rows)
+
+
+def comparison_line(comparison: dict[str, Any], metric_label: str, name: str, against: str) -> str:
+    """The verdict of a head-vs-baseline comparison (`mil.evaluate.compare`), claiming no more than its CI:
+    "macro AUC: head − pooled_stats = -0.040 [-0.100, +0.020]: no evidence the head adds to the pooled
+    statistics" (`name`: the baseline's name, `against`: what it is)."""
+    diff = comparison.get("difference") or {}
+    est, low, high = diff.get("estimate"), diff.get("low"), diff.get("high")
+    start = f"{metric_label}: head − {name}"
+    if est is None:
+        return f"{start}: n/a ({diff.get('reason', 'undefined')})"
+    start += f" = {est:+.3f}"
+    if low is None or high is None:
+        reason = diff.get("reason", "no interval")
+        return f"{start} (no CI: {reason}); without an interval it shows no evidence either way"
+    start += f" [{low:+.3f}, {high:+.3f}]"
+    if low > 0:
+        return f"{start}: the head scores above {against} (the 95% CI excludes 0)"
+    if high < 0:
+        return f"{start}: the head scores below {against} (the 95% CI excludes 0)"
+    return f"{start}: no evidence the head adds to {against}"
+
+
+COMPARISON_HEADER = ("model", "estimate", "95% CI", "head − model", "95% CI (paired)")
+
+
+def comparison_rows(
+    metric: str, head: dict[str, Any], baselines: dict[str, Any], comparison: dict[str, Any], head_label: str
+) -> list[tuple[str, ...]]:
+    """Rows of COMPARISON_HEADER: the head's pooled `metric` (`head`: its pooled block), then each baseline's
+    with head minus baseline (a baseline that did not run shows why). Read from metrics.json's pooled,
+    baselines and comparison blocks."""
+    rows = [(head_label, *ci_cells(head.get(metric)), "", "")]
+    for name, record in baselines.items():
+        if name in comparison:
+            rows.append(
+                (name, *ci_cells(comparison[name].get("baseline")), *ci_cells(comparison[name]["difference"]))
+            )
+        else:
+            rows.append((name, "-", f"{record.get('status', 'not run')}: {record.get('reason', '')}", "", ""))
+    return rows

@@ -108,20 +108,10 @@ class MultiLabel(Task):
         # The label combination ("10", "01", ...); the splitter merges combinations rarer than the fold count.
         return np.array(["".join(str(int(v)) for v in row) for row in y], dtype=object)
 
-    def prior_model(self, x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray] | None:
-        """One logistic regression per label (a label with one class among these patients: its log-odds)."""
-        from sklearn.linear_model import LogisticRegression
+    def baseline_model(self, c: float):
+        from mil.baselines.linear import OneVsRestLogistic
 
-        weight, bias = np.zeros((self.n_outputs, x.shape[1])), np.zeros(self.n_outputs)
-        for i in range(self.n_outputs):
-            col = y[:, i].astype(int)
-            if len(np.unique(col)) < 2:
-                rate = np.clip(col.mean(), 1e-3, 1 - 1e-3)
-                bias[i] = np.log(rate / (1 - rate))
-                continue
-            model = LogisticRegression(C=c, max_iter=500, class_weight="balanced").fit(x, col)
-            weight[i], bias[i] = model.coef_[0], model.intercept_[0]
-        return weight, bias
+        return OneVsRestLogistic(c)
 
     def reliability(self, df: pd.DataFrame) -> list[tuple[str, np.ndarray, np.ndarray]]:
         return [
@@ -162,6 +152,28 @@ class MultiLabel(Task):
 
         truth = df[self.truth_columns()].to_numpy(int) == 1
         return [("roc.png", roc_figure(truth, df[self.prob_columns()].to_numpy(float), self.spec.classes))]
+
+    def paired_metric(self, df: pd.DataFrame):
+        from mil.evaluate.classification import auc_weighted
+
+        truth = df[self.truth_columns()].to_numpy(int)
+        probs = df[self.prob_columns()].to_numpy(float)
+        usable = [j for j in range(truth.shape[1]) if 0 < truth[:, j].sum() < len(truth)]
+        strata = np.unique(truth, axis=0, return_inverse=True)[1].ravel()  # as `multilabel_metrics` draws
+
+        def macro(weights: np.ndarray) -> np.ndarray:
+            if not usable:
+                return np.full(len(weights), np.nan)
+            return np.mean([auc_weighted(truth[:, j] == 1, probs[:, j], weights) for j in usable], axis=0)
+
+        return macro, strata
+
+    def comparison_figure(self, tables: dict[str, pd.DataFrame]):
+        from mil.evaluate.plots import roc_comparison_figure
+
+        truth = next(iter(tables.values()))[self.truth_columns()].to_numpy(int) == 1
+        scores = {name: df[self.prob_columns()].to_numpy(float) for name, df in tables.items()}
+        return roc_comparison_figure(truth, scores, self.spec.classes)
 
     def detail_rows(self, block: dict) -> list[tuple[str, str, str]]:
         return per_class_rows(block)

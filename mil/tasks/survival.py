@@ -110,6 +110,11 @@ class Survival(Task):
     def strata(self, y: np.ndarray) -> np.ndarray:
         return y[:, 1].astype(int)  # event status: every fold gets its share of events
 
+    def baseline_model(self, c: float):
+        from mil.baselines.linear import RidgeCox
+
+        return RidgeCox(c)
+
     def truth_columns(self) -> list[str]:
         return ["time", "event"]
 
@@ -151,6 +156,29 @@ class Survival(Task):
             f"risk split at the median, log-rank p = {p:.3g}" if p is not None else "risk split at the median"
         )
         return [("km.png", fig)]
+
+    def paired_metric(self, df: pd.DataFrame):
+        from mil.evaluate.survival import concordance_weighted
+
+        time, event, risk = df["time"].to_numpy(float), df["event"].to_numpy(int), df["risk"].to_numpy(float)
+        return (
+            lambda weights: concordance_weighted(time, event, risk, weights)
+        ), None  # unstratified, as the CI
+
+    def comparison_figure(self, tables: dict[str, pd.DataFrame]):
+        from mil.evaluate.plots import km_comparison_figure
+        from mil.evaluate.survival import GROUP_METHODS, kaplan_meier, risk_groups, survival_metrics
+
+        panels = {}
+        for name, df in tables.items():
+            time, event, risk = (df[c].to_numpy(float) for c in ("time", "event", "risk"))
+            fits = kaplan_meier(time, event, risk_groups(risk, "median")[0], GROUP_METHODS["median"])
+            p = survival_metrics(time, event, risk, EvaluateConfig(n_bootstrap=0))["logrank_p"]
+            panels[name] = (
+                fits,
+                "split at the median risk" + (f", log-rank p = {p:.3g}" if p is not None else ""),
+            )
+        return km_comparison_figure(panels)
 
     def headline_rows(self, block: dict) -> list[tuple[str, str, str]]:
         p = block.get("logrank_p")

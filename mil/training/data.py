@@ -54,6 +54,11 @@ class BagSet:
     def nbytes(self) -> int:
         return self.features.numel() * self.features.element_size()
 
+    def arrays(self) -> Iterator[np.ndarray]:
+        """Each patient's bag as an N x D numpy array (a view on the CPU; one bag copied from a device)."""
+        for i in range(len(self.patients)):
+            yield self.features[int(self.offsets[i]) : int(self.offsets[i + 1])].cpu().numpy()
+
 
 @dataclass
 class Batch:

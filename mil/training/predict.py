@@ -27,13 +27,15 @@ import yaml
 from features.bagstore import BagStore
 from features.core.device import resolve_device
 from features.core.errors import InputError
+from features.core.outputs import check_output_file
 from mil.config import TrainConfig
-from mil.evaluate.predictions import write_predictions
+from mil.evaluate.predictions import spec_path, write_predictions
 from mil.heads.base import HeadOutput
 from mil.tasks import TaskSpec, create_task
 from mil.training.checkpoint import FoldModel, load_checkpoint
 from mil.training.data import load_bags
 from mil.training.fit import eval_batch_instances, infer
+from mil.training.rundir import refuse_run_file
 
 # New slides are read in chunks of about this many instances (1.5 GB as 384-d float32), so memory stays
 # bounded however large the cohort.
@@ -111,14 +113,18 @@ def predict(
     labels: Path | None = None,
     device: str | None = None,
     progress: Callable[..., None] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Ensemble predictions for every patient in the store -> `out` (predictions table + spec sidecar).
 
     Patients are the store's `BagMeta.patient_id`, or, with a `labels` CSV that has `slide_id`, the CSV's
     mapping (then every stored slide must be listed). Truth columns are filled where `labels` has the target,
     so `mil evaluate out` can score it directly; otherwise they stay empty for `mil evaluate --labels`.
+    An existing `out` is replaced only with `overwrite`, and never when it is a file of the run itself.
     """
     emit = progress or (lambda event, **info: None)
+    out = Path(out)
+    check_predict_out(Path(run), out, overwrite, labels)
     config, models, spec = load_run(run)
     dev = resolve_device(device or config.device, "--device" if device else "train.device")
     store = BagStore(bags)
@@ -152,9 +158,19 @@ def predict(
     frame = task.frame(patients, None, None, np.concatenate(outputs))
     if table is not None:
         frame = _fill_truth(frame, task, table, str(labels))
-    out = Path(out)
     write_predictions(frame, spec, out)
     return out
+
+
+def check_predict_out(run: Path, out: Path, overwrite: bool, labels: Path | None = None) -> None:
+    """The table and its sidecar may be written: never onto a file of the run (its out-of-fold predictions.csv
+    is what `mil evaluate` and `mil report` read; replacing it would lose the truth and the folds) or onto the
+    labels, even with `overwrite`; anything else existing only with it."""
+    for path in (out, spec_path(out)):
+        refuse_run_file(run, path)
+        if labels is not None and path.resolve() == Path(labels).resolve():
+            raise InputError(f"{path} is the labels file this command reads; write the predictions elsewhere")
+        check_output_file(path, overwrite, "predictions.csv")
 
 
 def _patient_slides(store: BagStore, labels: Path | None) -> tuple[dict[str, list[str]], pd.DataFrame | None]:

@@ -8,7 +8,8 @@ at exactly 0 (ReZero, Bachlechner et al. 2021):
     logits(bag) = W z(stats(bag)) + b  +  g * head(bag).logits,    g = 0 at the start of training
 
 so before the first step every member IS the baseline, fitted on the member's own training patients
-(`fit_prior`: C chosen by an inner 5-fold CV among them, never on held-out or test patients). Cross-fitting
+(`fit_prior`: the baseline's own fit, `mil.baselines`, C chosen by its inner CV among them, never on
+held-out or test patients). Cross-fitting
 scores that starting point as epoch 0, and training is kept only if the pooled held-out loss of all training
 patients improves on it. Attention keeps its meaning: it is the head's own weighting of the cells, and it
 explains what the head adds to the bag's averages (rare cells). The prior's weights are frozen buffers.
@@ -18,6 +19,8 @@ baseline's set), so a D-dim encoder gives 5 D prior inputs, standardised with th
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -29,32 +32,39 @@ from mil.tasks import Task
 from mil.training.data import BagSet
 from mil.training.standardize import HeadWrapper
 
-QUANTILES = (0.1, 0.5, 0.9)
-C_GRID = tuple(float(c) for c in 10.0 ** np.arange(-3.0, 2.01, 0.5))
-INNER_FOLDS = 5
+QUANTILES = (0.1, 0.5, 0.9)  # the baseline's (`mil.baselines.pooled_stats.QUANTILES`); checked by a test
 
 
 def bag_statistics(x: Tensor, mask: Tensor) -> Tensor:
-    """B x N x D (mask True = real) -> B x 5D: mean, SD, q10, q50, q90 of every feature over real instances
-    (a quantile is the order statistic at floor(q (n - 1)); padding sorts last)."""
+    """B x N x D (mask True = real) -> B x 5D: mean, SD, q10, q50, q90 of every feature over real instances,
+    in torch, equal to `mil.baselines.pooled_stats.pooled_statistics` (quantiles interpolated linearly between
+    order statistics, as `np.quantile`; padding sorts last), so the head computes the prior's inputs itself."""
     n = mask.sum(1).clamp_min(1)
     filled = x.masked_fill(~mask[..., None], float("inf")).sort(dim=1).values
     parts = [masked_mean_sd(x, mask)]
     for q in QUANTILES:
-        k = (q * (n - 1)).floor().long()  # B
-        parts.append(filled.gather(1, k[:, None, None].expand(-1, 1, x.shape[2]))[:, 0])
+        position = q * (n - 1).float()  # B
+        below = position.floor().long()
+        above = torch.minimum(below + 1, n - 1)
+        frac = (position - below.float())[:, None]
+        lo, hi = (filled.gather(1, k[:, None, None].expand(-1, 1, x.shape[2]))[:, 0] for k in (below, above))
+        parts.append(
+            lo * (1 - frac) + hi * frac
+        )  # `above` is always a real cell (an empty bag: zeroed below)
     out = torch.cat(parts, dim=1)
     return out.masked_fill(~mask.any(1, keepdim=True), 0.0)
 
 
 def statistics_of(bags: BagSet, index: np.ndarray) -> np.ndarray:
-    """P x 5D bag statistics of the bags `index` (one bag at a time: memory of one bag)."""
-    rows = []
-    for b in np.asarray(index):
-        s, e = int(bags.offsets[b]), int(bags.offsets[b + 1])
-        x = bags.features[s:e].float().cpu()[None]
-        rows.append(bag_statistics(x, torch.ones(x.shape[:2], dtype=torch.bool))[0].numpy())
-    return np.stack(rows).astype(np.float64)
+    """P x 5D statistics of the bags `index`, by the baseline's own featuriser (one bag at a time)."""
+    from mil.baselines.pooled_stats import PooledStats
+
+    def each() -> Iterator[np.ndarray]:
+        for b in np.asarray(index):
+            s, e = int(bags.offsets[b]), int(bags.offsets[b + 1])
+            yield bags.features[s:e].float().cpu().numpy()
+
+    return PooledStats().features(each(), bags.dim).values
 
 
 class PriorHead(HeadWrapper):
@@ -81,35 +91,18 @@ class PriorHead(HeadWrapper):
 
 
 def fit_prior(task: Task, stats: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, ...] | None:
-    """(mean, scale, weight C x F, bias C) of the task's regularised linear model on standardised statistics,
-    C chosen by inner CV on these patients; None where the kind has no such model (`Task.prior_model`)."""
-    from sklearn.model_selection import StratifiedKFold
+    """(mean, scale, weight C x F, bias C): the pooled-statistics baseline itself (`mil.baselines`: C chosen by
+    its inner CV on these patients, then the task's regularised linear model), as logits; None where the kind
+    has no logistic form (survival) or the patients hold one class."""
     from threadpoolctl import threadpool_limits
 
-    from mil.cohort.splits import merge_rare
+    from mil.baselines.cv import select_c
+    from mil.baselines.linear import LinearBaselineModel
 
-    mean, scale = stats.mean(0), stats.std(0)
-    scale[scale < 1e-8] = 1.0
-    z = (stats - mean) / scale
-    strata = task.strata(y)
-    k = min(INNER_FOLDS, len(y))
+    model = task.baseline_model(1.0)
+    if model is None or type(model).logit_weights is LinearBaselineModel.logit_weights:
+        return None  # no logit form (ridge Cox): the kind trains its head alone, before any costly C search
     with threadpool_limits(1):  # small fits: one BLAS thread (10-100x faster on a loaded machine)
-        best_c, best = C_GRID[0], -np.inf
-        if k >= 2 and len(set(map(str, strata))) > 1:
-            folds = list(StratifiedKFold(k, shuffle=True, random_state=seed).split(z, merge_rare(strata, k)))
-            for c in C_GRID:
-                oof = np.full((len(y), task.n_outputs), np.nan)
-                for tr, te in folds:
-                    fitted = task.prior_model(z[tr], y[tr], c)
-                    if fitted is None:
-                        return None
-                    w, b = fitted
-                    oof[te] = z[te] @ w.T + b
-                score = -float(task.calibration_loss(torch.as_tensor(oof, dtype=torch.float32),
-                                                     torch.as_tensor(y)))  # fmt: skip
-                if score > best + 1e-9:
-                    best_c, best = c, score
-        fitted = task.prior_model(z, y, best_c)
-    if fitted is None:
-        return None
-    return mean, scale, *fitted
+        c, _, _ = select_c(stats, y, task, seed)
+        model = task.baseline_model(c).fit(stats, y)
+    return model.logit_weights()

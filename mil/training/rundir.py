@@ -1,17 +1,16 @@
 """Run folders: refuse to clobber, build in a temp sibling, swap in at the end; and the provenance record.
 
-A run is written to `.<name>.tmp-<uuid>` beside RUN and renamed into place only when complete, so a crash
-(or Ctrl-C) mid-run leaves RUN exactly as it was: absent, empty, or the previous run with `--overwrite`.
+A run is written to a staging sibling `.<name>.tmp~<host>~<pid>~<tag>` of RUN and renamed into place only when
+complete, so a crash (or Ctrl-C) mid-run leaves RUN exactly as it was: absent, empty, or the previous run with
+`--overwrite`; the next run on RUN sweeps what a killed one left (`features.core.outputs`).
 """
 
 from __future__ import annotations
 
-import os
 import shlex
-import shutil
 import subprocess
 import sys
-import uuid
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,37 +18,35 @@ from typing import Any
 
 from features.bagstore import BagMeta, EncoderIdentity
 from features.core.errors import InputError
+from features.core.outputs import check_output_folder, staged_dir
+from features.core.outputs import swap_in as swap_in  # re-exported: train and heatmap swap their folders in
 from features.core.versions import versions
 
 
-def check_out(out: Path, overwrite: bool) -> None:
-    """Stop before any work if RUN holds something and `--overwrite` was not given."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is a file; choose another output folder (-o)")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"{out}: folder exists and is not empty; choose another -o or pass --overwrite")
+def is_run(path: Path) -> bool:
+    """Whether `path` is a finished `mil train` run (what `--overwrite` may replace)."""
+    return (path / "config.yaml").is_file() and (path / "splits.json").is_file()
+
+
+def check_out(
+    out: Path, overwrite: bool, is_ours: Callable[[Path], bool] = is_run, what: str = "run folder"
+) -> None:
+    """Stop before any work if RUN cannot be written, holds something and `--overwrite` was not given, or
+    holds something that is not an earlier result of the same command (see `features.core.outputs`)."""
+    check_output_folder(out, overwrite, is_ours, what)
+
+
+def refuse_run_file(run: Path, path: Path) -> None:
+    """An output never replaces a file of the run it reads, even with `--overwrite`: the run's out-of-fold
+    predictions.csv, metrics and models are what `mil evaluate`, `mil report` and `mil heatmap` read."""
+    path = Path(path)
+    if path.is_file() and path.resolve().is_relative_to(Path(run).resolve()):
+        raise InputError(f"{path} is a file of run {run}; write to a new file outside the run's own files")
 
 
 def temp_dir(out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    return tmp
-
-
-def swap_in(tmp: Path, out: Path) -> None:
-    """Rename the finished temp folder onto RUN; an old RUN is moved aside first and deleted last."""
-    if out.exists():
-        trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(out, trash)
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            os.replace(trash, out)
-            raise
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    """The staging folder of RUN; staging folders of killed runs on the same RUN are swept first."""
+    return staged_dir(out)
 
 
 def git_commit(cwd: Path | None = None) -> str | None:

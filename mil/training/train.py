@@ -8,16 +8,19 @@ leakage, the output folder), then loads every bag once and fits one model per fo
     predictions.csv   one out-of-fold row per patient (+ .spec.json), the input of `mil evaluate`
                       (calibrated probabilities; predictions_uncalibrated.csv holds the raw ones)
     metrics.json      per fold and pooled, with bootstrap CIs (mil.evaluate), plus the cohort counts, the
-                      `selection` (recipe, epoch and, with --model auto, the choice per fold) and the
-                      `calibration` (per-fold temperature and bias, Brier and ECE before and after)
+                      `selection` (recipe, epoch and, with --model auto, the choice per fold), the
+                      `calibration` (per-fold temperature and bias, Brier and ECE before and after), and
+                      `baselines` / `comparison`: each baseline's pooled metrics, head minus baseline (paired CI)
     left_out.csv      patients/slides not used, with the reason
-    plots/            ROC per class, confusion matrix, or Kaplan-Meier of predicted risk groups; reliability
-    folds/<k>/model.pt, model.<j>.pt (one per member model of the fold's ensemble), history.csv
+    plots/            ROC per class, confusion matrix, or Kaplan-Meier of predicted risk groups; reliability;
+                      head vs baselines
+    baselines/<name>/predictions.csv   each baseline's out-of-fold predictions on the same folds (`mil.baselines`)
     candidates/<name>/predictions.csv   --model auto: every candidate's out-of-fold predictions
+    folds/<k>/model.pt, model.<j>.pt (one per member model of the fold's ensemble), history.csv
 
 Per-fold seeds are `seed * 1000 + fold`, so folds differ from each other and a run repeats exactly. One
 fold's fitting (cross-fitting or a validation hold-out, the auto choice, calibration) is
-`mil.training.recipe.train_fold`, which the benchmarks call too.
+`mil.training.recipe.train_fold`, called by the fold job (`mil.training.jobs`), which the benchmarks call too.
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ import yaml
 
 from features.bagstore import BagStore
 from features.core.device import resolve_device
+from mil.baselines.run import BaselineData, BaselineRun, fit_baselines
 from mil.cohort.labels import Cohort, build_cohort, check_counts
 from mil.cohort.splits import (
-    Fold,
     Splits,
     check_leakage,
     load_splits,
@@ -50,8 +53,9 @@ from mil.config import EvaluateConfig, TrainConfig
 from mil.tasks import Task, TaskSpec, create_task
 from mil.training.checkpoint import save_checkpoint
 from mil.training.data import BagSet, load_bags
-from mil.training.fit import FitSetup, Progress
-from mil.training.recipe import FoldParts, FoldResult, record, train_fold
+from mil.training.engines import FoldEngine, LocalFoldEngine
+from mil.training.fit import Progress
+from mil.training.jobs import FoldInputs, FoldJob, FoldResult, fit_job
 from mil.training.rundir import check_out, provenance, swap_in, temp_dir
 
 # Share of free GPU memory the in-memory bags may take before they stay on the host.
@@ -77,6 +81,7 @@ class FoldSummary:
 class RunSummary:
     run: Path
     spec: TaskSpec
+    head: str  # the head's registry name
     metric: str  # key of the main metric in metrics.json (`Task.metric_name`: "macro_auc", "c_index", ...)
     n_patients: int
     left_out: dict[str, int]
@@ -86,6 +91,13 @@ class RunSummary:
     device: str
     seconds: float
     plots: list[Path] = field(default_factory=list)
+    splits_only: list[str] = field(
+        default_factory=list
+    )  # named by --splits, not in this cohort (left unused)
+    baselines: dict[str, Any] = field(
+        default_factory=dict
+    )  # metrics.json "baselines": name -> status, pooled
+    comparison: dict[str, Any] = field(default_factory=dict)  # metrics.json "comparison": name -> difference
     calibration: dict[str, Any] | None = None  # metrics.json `calibration` (None: not calibrated)
     candidates: dict[str, Any] = field(default_factory=dict)  # --model auto: candidate -> pooled main metric
 
@@ -105,6 +117,13 @@ class _Training:
     emit: Progress
     progress: Progress | None  # the caller's own, handed to fit_fold (None: no per-epoch events)
     started: float
+    engine: FoldEngine
+    devices: set[str] = field(default_factory=set)  # where the folds ran (reported by each fold)
+
+    @property
+    def device_label(self) -> str:
+        where = ", ".join(sorted(self.devices)) or str(self.device)
+        return where if self.engine.name == "local" else f"{where} ({self.engine.name})"
 
 
 def train_cv(
@@ -116,9 +135,12 @@ def train_cv(
     overwrite: bool = False,
     progress: Progress | None = None,
     evaluate: EvaluateConfig = EvaluateConfig(),
+    engine: FoldEngine | None = None,
 ) -> RunSummary:
     """Cross-validate `config.head` on the patients of `labels` found in the bag store `bags`; write RUN.
-    `evaluate` sets the bootstrap of metrics.json (the same section `mil evaluate` reads)."""
+    `evaluate` sets the bootstrap of metrics.json (the same section `mil evaluate` reads); `engine` fits the
+    folds (default: one after another in this process; `mil.training.engines`)."""
+    engine = engine or LocalFoldEngine()
     started = time.perf_counter()
     bags, labels, out = Path(bags), Path(labels), Path(out)
     emit = progress or (lambda event, **info: None)
@@ -129,21 +151,26 @@ def train_cv(
     task = create_task(cohort.spec)
     split = _splits(cohort, task.strata(cohort.y), config, splits)
     check_leakage(split, cohort.patients)
-    device = resolve_device(config.device, "train.device")
+    # Another engine resolves `config.device` where each fold runs; this process only holds the bags.
+    device = resolve_device(config.device if engine.name == "local" else "cpu", "train.device")
     data = _load(store, cohort, config.feature_dtype, device, emit)
-    run = _Training(config, evaluate, store, cohort, task, split, device, data, emit, progress, started)
+    run = _Training(
+        config, evaluate, store, cohort, task, split, device, data, emit, progress, started, engine
+    )
     emit(
         "start",
         n_patients=len(cohort.patients),
         n_folds=len(split.folds),
-        device=str(device),
+        device=str(device) if engine.name == "local" else engine.name,
         spec=cohort.spec,
     )
     tmp = temp_dir(out)
     try:
         save_splits(split, tmp / "splits.json")
-        fitted = [_run_fold(run, fold, tmp) for fold in split.folds]
-        metrics, plots = _score(tmp, fitted, run)
+        fitted = _fit_all(run, tmp)
+        shared = BaselineData(data.arrays, data.dim, cohort.patients, cohort.y, split, config.seed)
+        baselines = fit_baselines(config.baselines, shared, task, emit)
+        metrics, plots = _score(tmp, fitted, run, baselines)
         inputs = {
             "bags": str(bags.resolve()),
             "labels": str(labels.resolve()),
@@ -158,6 +185,19 @@ def train_cv(
     summary.plots = [out / p.relative_to(tmp) for p in plots]
     emit("done", summary=summary)
     return summary
+
+
+def _fit_all(run: _Training, run_dir: Path) -> list[_FoldOutput]:
+    """Every fold's job through the engine; results are written here, in this process, as they come back
+    (in any order with a parallel engine), and returned in fold order."""
+    jobs = [FoldJob(fold, run.config.seed * 1000 + fold.index) for fold in run.split.folds]
+    local = run.engine.name == "local"
+    inputs = FoldInputs(run.config, run.task, run.data, run.cohort, run.device if local else None)
+    written = {}
+    for job, result in run.engine.run(fit_job, inputs, jobs, run.progress):
+        run.devices.add(result.device)
+        written[job.fold.index] = _write_fold(run, result, run_dir)
+    return [written[job.fold.index] for job in jobs]
 
 
 def _load(
@@ -177,7 +217,8 @@ def _write_config(run: _Training, path: Path, inputs: dict[str, Any]) -> None:
     cohort = run.cohort
     extra = {
         **inputs,
-        "device": str(run.device),
+        "device": run.device_label,
+        "engine": run.engine.describe(),
         "seconds": round(time.perf_counter() - run.started, 1),
         "task": cohort.spec.to_dict(),
         "cohort": _cohort_record(cohort, run.split),
@@ -199,14 +240,18 @@ def _run_summary(run: _Training, out: Path, folds: list[FoldSummary], metrics: d
     return RunSummary(
         run=out,
         spec=run.cohort.spec,
+        head=run.config.head,
         metric=metric,
         n_patients=len(run.cohort.patients),
         left_out=_left_out_counts(run.cohort, run.split),
         folds=folds,
         pooled=metrics["pooled"][metric],
         headline=run.task.summary(metrics["pooled"]),
-        device=str(run.device),
+        device=run.device_label,
         seconds=time.perf_counter() - run.started,
+        splits_only=run.split.dropped,
+        baselines=metrics.get("baselines", {}),
+        comparison=metrics.get("comparison", {}),
         calibration=metrics.get("calibration"),
         candidates={k: v.get(metric) for k, v in metrics["selection"].get("candidates", {}).items()},
     )
@@ -224,72 +269,47 @@ class _FoldOutput:
     summary: FoldSummary
 
 
-def fold_parts(fold: Fold, cohort: Cohort) -> FoldParts:
-    """The fold's patient lists as positions in the cohort's bag set."""
-    position = {p: i for i, p in enumerate(cohort.patients)}
-
-    def rows(part: list[str]) -> np.ndarray:
-        return np.array([position[p] for p in part], dtype=np.int64)
-
-    return FoldParts(rows(fold.train), rows(fold.val), rows(fold.test), [rows(p) for p in fold.inner])
-
-
-def _run_fold(run: _Training, fold: Fold, run_dir: Path) -> _FoldOutput:
-    """Fit one fold (`mil.training.recipe.train_fold`), predict its test patients, write its checkpoints
-    (one per member model) and history."""
-    t0 = time.perf_counter()
-    config, task, cohort = run.config, run.task, run.cohort
-    parts = fold_parts(fold, cohort)
-    run.emit("fold_start", fold=fold.index, name=fold.name, n_train=len(parts.train), n_val=len(parts.val),
-             n_test=len(parts.test), epochs=config.epochs)  # fmt: skip
-    seed = config.seed * 1000 + fold.index
-    result = train_fold(task, run.data, parts, config, FitSetup(run.device, seed, fold.index, run.progress))
-    chosen, y_test = result.chosen, cohort.y[parts.test]
-    frame = task.frame(fold.test, fold.index, y_test, chosen.test_out)
-    raw = task.frame(fold.test, fold.index, y_test, chosen.test_raw)
-    others = {
-        f.candidate.name: task.frame(fold.test, fold.index, y_test, f.test_out) for f in result.candidates
-    }
-    _save_fold(run, run_dir / "folds" / str(fold.index), fold.index, seed, result)
-    seconds = time.perf_counter() - t0
-    summary = FoldSummary(fold.index, fold.name, len(parts.train), len(parts.val), len(parts.test),
-                          chosen.best_epoch, len(chosen.history), seconds, {}, chosen.candidate.name,
-                          len(chosen.models))  # fmt: skip
-    run.emit("fold_end", fold=fold.index, best_epoch=chosen.best_epoch, epochs_run=len(chosen.history),
-             test_metric=task.metric(y_test, chosen.test_out), seconds=seconds,
-             chosen=chosen.candidate.name if result.auto else None)  # fmt: skip
-    return _FoldOutput(frame, raw, others if result.auto else {}, record(result), summary)
-
-
-def _save_fold(run: _Training, fold_dir: Path, fold: int, seed: int, result: FoldResult) -> None:
-    """folds/<k>/model.pt (member 0), model.<j>.pt (members 1..), history.csv of the chosen candidate."""
-    chosen = result.chosen
-    for j, model in enumerate(chosen.models):
-        name = "model.pt" if j == 0 else f"model.{j}.pt"
+def _write_fold(run: _Training, result: FoldResult, run_dir: Path) -> _FoldOutput:
+    """The fold's checkpoints (one per member model: model.pt, model.<j>.pt) and history, written by the
+    driver whatever engine fitted it."""
+    fold = result.job.fold
+    fold_dir = run_dir / "folds" / str(fold.index)
+    for j, model in enumerate(result.models):
         save_checkpoint(
-            fold_dir / name, model, head_name=chosen.candidate.head, model_params=chosen.candidate.model_params,
-            in_dim=run.data.dim, spec=run.cohort.spec, encoder=run.store.encoder, fold=fold,
-            best_epoch=chosen.best_epoch, seed=seed, member=j,
+            fold_dir / ("model.pt" if j == 0 else f"model.{j}.pt"), model, head_name=result.head,
+            model_params=result.model_params, in_dim=run.data.dim, spec=run.cohort.spec,
+            encoder=run.store.encoder, fold=fold.index, best_epoch=result.best_epoch, seed=result.job.seed, member=j,
         )  # fmt: skip
-    pd.DataFrame([vars(h) for h in chosen.history]).to_csv(fold_dir / "history.csv", index=False)
+    pd.DataFrame([vars(h) for h in result.history]).to_csv(fold_dir / "history.csv", index=False)
+    summary = FoldSummary(fold.index, fold.name, *result.sizes, result.best_epoch, len(result.history),
+                          result.seconds, {}, result.chosen, len(result.models))  # fmt: skip
+    run.emit("fold_end", fold=fold.index, best_epoch=result.best_epoch, epochs_run=len(result.history),
+             test_metric=result.test_metric, seconds=result.seconds,
+             chosen=result.chosen if result.candidates else None)  # fmt: skip
+    return _FoldOutput(result.frame, result.raw, result.candidates, result.selection, summary)
 
 
-def _score(run_dir: Path, fitted: list[_FoldOutput], run: _Training) -> tuple[dict[str, Any], list[Path]]:
-    """predictions.csv, metrics.json, plots/ and left_out.csv, through the evaluation module's contract."""
-    from mil.evaluate.metrics import compute_metrics
+def _score(
+    run_dir: Path, fitted: list[_FoldOutput], run: _Training, baselines: list[BaselineRun]
+) -> tuple[dict[str, Any], list[Path]]:
+    """predictions.csv, metrics.json, plots/ and left_out.csv, through the evaluation module's contract;
+    the baselines' predictions and their comparison with the head (`mil.baselines.run`)."""
+    from mil.baselines.run import write_baselines
+    from mil.evaluate.metrics import compute_metrics, jsonable
     from mil.evaluate.plots import write_plots
     from mil.evaluate.predictions import read_predictions
     from mil.evaluate.run import write_metrics
 
-    cohort, split, evaluate = run.cohort, run.split, run.evaluate
-    spec = cohort.spec
+    cohort, split, evaluate, spec = run.cohort, run.split, run.evaluate, run.cohort.spec
     _write_table([f.frame for f in fitted], spec, run_dir / "predictions.csv")
     table, _ = read_predictions(run_dir / "predictions.csv")  # score exactly what `mil evaluate` will read
     run.emit("metrics", n_bootstrap=evaluate.n_bootstrap)
     metrics = compute_metrics(table, spec, evaluate)
     metrics["cohort"] = _cohort_record(cohort, split)
     metrics["selection"] = _selection_record(run, fitted, run_dir)
-    plots = write_plots(table, spec, run_dir / "plots")
+    records, comparison, compared = write_baselines(run_dir, baselines, table, run.task, evaluate)
+    metrics["baselines"], metrics["comparison"] = jsonable(records), jsonable(comparison)
+    plots = write_plots(table, spec, run_dir / "plots") + compared
     calibration = _calibration_record(run, fitted, table, run_dir)
     if calibration is not None:
         metrics["calibration"], figure = calibration

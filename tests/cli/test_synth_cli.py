@@ -49,7 +49,7 @@ def test_bad_arguments_are_one_line_and_leave_files_untouched(existing, args, me
     assert isinstance(result.exception, MilError), result.output
     assert message in str(result.exception) and "\n" not in str(result.exception)
     assert {p: p.read_bytes() for p in existing.rglob("*") if p.is_file()} == before
-    assert not list(existing.parent.glob(".*tmp-*"))
+    assert not list(existing.parent.glob(".*.tmp~*"))
 
 
 def test_unwritable_out_is_one_line(tmp_path):

@@ -177,3 +177,26 @@ def test_stacked_red_cells_are_vetoed_by_the_slide_red_colour():
     with_veto, _ = segment_nuclei(img, 0.5, DetectParams(), red_od=red_od / red_od[1])
     assert len(without) == 2  # darkness alone takes the stack for a nucleus
     assert len(with_veto) == 1 and abs(with_veto[0, 0] - 120.5) < 1
+
+
+def _disc(img: np.ndarray, cx: float, cy: float, r: float, colour: tuple[int, int, int]) -> None:
+    yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
+    img[(xx - cx) ** 2 + (yy - cy) ** 2 <= r * r] = colour
+
+
+def test_two_dark_patches_of_one_pale_nucleus_stay_one_cell():
+    # A 20 µm pale nucleus (OD ~0.17: above nuclear_od, below split_od) with two dark chromatin patches 10 µm
+    # apart: the core has two blobs, but the nucleus around them has no waist, so it is one cell.
+    img = np.full((80, 80, 3), 240, np.uint8)
+    _disc(img, 40, 40, 20, (172, 172, 210))
+    for dx in (-10, 10):
+        _disc(img, 40 + dx, 40, 7, (81, 81, 160))
+    centres, _ = segment_nuclei(img, 0.5, DetectParams())
+    assert len(centres) == 1
+    # The same patches in two pale nuclei that only just touch (a waist) are two cells.
+    two = np.full((80, 120, 3), 240, np.uint8)
+    for cx in (38, 82):
+        _disc(two, cx, 40, 22.5, (172, 172, 210))
+        _disc(two, cx, 40, 7, (81, 81, 160))
+    centres, _ = segment_nuclei(two, 0.5, DetectParams())
+    assert len(centres) == 2

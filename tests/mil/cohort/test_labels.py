@@ -73,7 +73,7 @@ def test_missing_column_and_file(cohort_files, tmp_path):
         cohort(tmp_path / "nope.csv", metas, target="npm1")
     binary = tmp_path / "x.csv"
     binary.write_bytes(bytes(range(256)) * 8)
-    with pytest.raises(InputError, match="not a readable CSV|no patient_id"):
+    with pytest.raises(InputError, match="not a readable CSV|not a CSV|no patient_id"):
         read_labels(binary)
     semi = tmp_path / "semi.csv"
     semi.write_text("patient_id;npm1\nP1;1\n")

@@ -27,7 +27,7 @@ def tiny(tmp_path_factory):
     return get_tiny(tmp_path_factory)
 
 
-SECTIONS = {"metrics", "figures", "predictions", "galleries", "discovery", "provenance"}
+SECTIONS = {"metrics", "baselines", "figures", "predictions", "galleries", "discovery", "provenance"}
 
 
 class Page(HTMLParser):
@@ -78,7 +78,10 @@ def test_report_is_self_contained_with_every_section(tiny, tmp_path):
     text, page = parse(out)
     assert page.sections >= SECTIONS
     assert "http://" not in text and "https://" not in text and "<link" not in text and page.refs == []
-    assert len(page.images) >= 2 + 3 + 3  # ROC + confusion, 3 galleries, 3 cluster montages
+    assert len(page.images) >= 1 + 2 + 3 + 3  # head vs baseline ROC, ROC + confusion, 3 galleries, 3 clusters
+    assert (
+        "Head vs baseline" in text and "abmil (head)" in text and "macro AUC: head − pooled_stats = " in text
+    )
     for src in page.images:
         assert src.startswith("data:image/png;base64,")
         Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).verify()
@@ -153,4 +156,5 @@ def test_report_on_survival_has_km_curves_and_risk_groups(tiny, tmp_path):
     assert summary.clusters == {"risk": 2}
     text, page = parse(out)
     assert "Kaplan-Meier" in text and "c_index" in text and "high risk (predicted)" in text
+    assert "c-index: head − pooled_stats = " in text and 'alt="head vs baselines"' in text
     assert all(src.startswith("data:image/png;base64,") for src in page.images)

@@ -48,6 +48,8 @@ def test_a_kind_in_one_module_lists_trains_evaluates_and_reports(regression, tmp
     ])  # fmt: skip
     assert trained.exit_code == 0, trained.output
     assert "regression of os_months - r2" in trained.output
+    # the default baseline needs a linear model from the kind (`Task.baseline_model`); this one has none
+    assert "pooled_stats" in trained.output and "has no baseline model" in trained.output
     table, spec = read_predictions(run / "predictions.csv")
     assert spec.kind == "regression" and list(table.columns) == ["patient_id", "fold", "y_true", "y_pred"]
     truth = pd.read_csv(labels).drop_duplicates("patient_id").set_index("patient_id")["os_months"]

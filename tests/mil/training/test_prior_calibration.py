@@ -6,11 +6,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mil.baselines.pooled_stats import QUANTILES as BASELINE_QUANTILES
+from mil.baselines.pooled_stats import pooled_statistics
 from mil.evaluate.calibration import brier, calibration_scores, ece
 from mil.heads import create_head
 from mil.tasks import TaskSpec, create_task
 from mil.training.calibrate import CalibratedHead, fit_calibration
-from mil.training.prior import PriorHead, bag_statistics, fit_prior
+from mil.training.prior import QUANTILES, PriorHead, bag_statistics, fit_prior
 
 BINARY = TaskSpec("classification", "y", ["0", "1"])
 
@@ -23,12 +25,11 @@ def test_bag_statistics_match_numpy_on_padded_bags():
     stats = bag_statistics(x, mask)
     for b, n in ((0, 9), (1, 5)):
         real = x[b, :n].numpy()
-        want = [
-            real.mean(0),
-            real.std(0),
-            *(np.sort(real, 0)[int(np.floor(q * (n - 1)))] for q in (0.1, 0.5, 0.9)),
-        ]
+        want = [real.mean(0), real.std(0), *np.quantile(real, (0.1, 0.5, 0.9), axis=0)]
         np.testing.assert_allclose(stats[b].numpy(), np.concatenate(want), rtol=1e-5, atol=1e-6)
+        # the same numbers as the baseline's featuriser: one definition of the pooled statistics
+        np.testing.assert_allclose(stats[b].numpy(), pooled_statistics(real).ravel(), rtol=1e-5, atol=1e-6)
+    assert QUANTILES == BASELINE_QUANTILES
 
 
 def test_prior_head_starts_as_the_baseline_and_keeps_attention():
