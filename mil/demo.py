@@ -1,9 +1,11 @@
 """`mil demo`: the whole product on a small synthetic cohort, offline, in a few minutes on 2 cores.
 
 synth (pyramidal smears) -> extract (QC, cell detection, `cytomorph`: needs no weights) -> train
-(`apl_aml_healthy`, 5-fold CV) -> heatmap (attention per cell, galleries, overlays, GeoJSON) -> report (one HTML
-file). Each stage is the same library call the matching command makes; the demo only chooses small sizes. A
-stage is listed in the result only after it has run, so the demo never claims what it skipped.
+(`apl_aml_healthy`, 5-fold CV) -> cells (a cell-type classifier learnt from the synthetic truth, patient-grouped
+CV) -> count (the differential per slide and patient) -> heatmap (attention and type per cell, galleries,
+overlays, GeoJSON) -> report (one HTML file with the differential count). Each stage is the same library
+call the matching command makes; the demo only chooses small sizes. A stage is listed in the result only after
+it has run, so the demo never claims what it skipped.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from features.core.errors import InputError
 from features.core.outputs import check_writable
+
+if TYPE_CHECKING:
+    from mil.config.schema import MilConfig
 
 # 30 patients of the three apl_aml_healthy classes (10 each) leave >= 2 per class in every test fold of 5;
 # 3000 px at 0.25 µm/px is a 0.75 mm smear field with ~250 nucleated cells.
@@ -51,12 +56,15 @@ def run_demo(
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> DemoResult:
-    """Run every stage into `out/` (cohort/, bags.zarr, run/, heatmaps/, report.html)."""
+    """Run every stage into `out/` (cohort/, bags.zarr, run/, cellmodel/, counts/, heatmaps/, report.html)."""
     out = Path(out)
     check_demo_out(out, overwrite)
     demo = _Demo(DemoResult(out), seed, overwrite, progress or (lambda event, **info: None))
     demo.make_bags(patients, slide_px)
-    demo.train_and_explain()
+    config = demo.config()
+    demo.train(config)
+    demo.type_cells(config)
+    demo.explain(config)
     return demo.result
 
 
@@ -78,6 +86,7 @@ class _Demo:
         out = self.result.out
         self.cohort, self.store, self.run = out / "cohort", out / "bags.zarr", out / "run"
         self.heatmaps, self.html = out / "heatmaps", out / "report.html"
+        self.cellmodel, self.counts = out / "cellmodel", out / "counts"
 
     def stage(self, name: str, call: Callable[[], Any], wrote: Callable[[Any], str]) -> Any:
         """Run one stage; listed in the result (time, what it wrote) only once it has run."""
@@ -121,43 +130,88 @@ class _Demo:
                 f"demo extraction failed for some slides: {'; '.join(failed) or summary.message}"
             )
 
-    def train_and_explain(self) -> None:
-        """train (the `apl_aml_healthy` config), heatmap, report."""
+    def config(self) -> MilConfig:
+        """The `apl_aml_healthy` config with one seed for everything (the bootstrap of metrics.json included)."""
         from mil.config import load_config
-        from mil.explain.heatmap import heatmap
-        from mil.report.build import report
+
+        seed = self.seed
+        return load_config(
+            "apl_aml_healthy",
+            [f"train.seed={seed}", f"evaluate.seed={seed}", "train.device=cpu", f"cells.seed={seed}",
+             "cells.vocabulary=synth20"],
+        )  # fmt: skip
+
+    def train(self, config: MilConfig) -> None:
+        """train: 5-fold CV of the config's head on the cohort's labels."""
         from mil.training.train import train_cv
 
-        store, run, heatmaps, html, overwrite = self.store, self.run, self.heatmaps, self.html, self.overwrite
-        # one seed for everything, the bootstrap of metrics.json included
-        seed = self.seed
-        config = load_config(
-            "apl_aml_healthy", [f"train.seed={seed}", f"evaluate.seed={seed}", "train.device=cpu"]
-        )
-        train_config = config.train
+        train_config, run = config.train, self.run
         run_summary = self.stage(
             "train",
             lambda: train_cv(
-                store,
+                self.store,
                 self.cohort / "labels.csv",
                 train_config,
                 run,
-                overwrite=overwrite,
+                overwrite=self.overwrite,
                 evaluate=config.evaluate,
             ),
             lambda r: f"5-fold {train_config.head}: pooled {r.headline}{_verdicts(r)} -> {run}",
         )
         self.result.metrics = dict(run_summary.pooled)
+
+    def type_cells(self, config: MilConfig) -> None:
+        """cells, count: a cell-type classifier from the synthetic truth, then the differential per slide."""
+        from mil.cells.differential import count_cells
+        from mil.cells.train import train_cells
+
+        store, cellmodel, counts, overwrite = self.store, self.cellmodel, self.counts, self.overwrite
+        # the cell types are learnt from the cohort's own truth (the demo has no other labelled cells): its
+        # patient-grouped CV is the test; the counts below are of cells it learnt from, and say so (in_training)
+        self.stage(
+            "cells",
+            lambda: train_cells(store, self.cohort, cellmodel, config.cells, overwrite=overwrite),
+            lambda c: (
+                f"{len(c.classes)} cell types, CV balanced accuracy {c.metrics['balanced_accuracy']:.3f} -> "
+                f"{cellmodel}"
+            ),
+        )
+        self.stage(
+            "count",
+            lambda: count_cells(
+                cellmodel, store, counts, config.cells, overwrite=overwrite, labels=self.cohort / "labels.csv"
+            ),
+            lambda c: f"{len(c.result.patients)} patients: % per type, blast %, M:E, flags -> {counts}",
+        )
+
+    def explain(self, config: MilConfig) -> None:
+        """heatmap (attention and type per cell), report (with the differential count)."""
+        from mil.explain.heatmap import heatmap
+        from mil.report.build import report
+
+        store, run, heatmaps, html, overwrite = self.store, self.run, self.heatmaps, self.html, self.overwrite
+        cellmodel = self.cellmodel
         self.stage(
             "heatmap",
-            lambda: heatmap(run, store, heatmaps, config=config.explain, overwrite=overwrite),
+            lambda: heatmap(
+                run, store, heatmaps, config=config.explain, overwrite=overwrite, cells=cellmodel
+            ),
             lambda h: (
-                f"{h.count('written')} slides: attention.csv, galleries, overlays, GeoJSON -> {heatmaps}"
+                f"{h.count('written')} slides: attention.csv with cell types, galleries, overlays, GeoJSON "
+                f"-> {heatmaps}"
             ),
         )
         self.stage(
             "report",
-            lambda: report(run, store, html, config=config.report, overwrite=overwrite),
+            lambda: report(
+                run,
+                store,
+                html,
+                config=config.report,
+                overwrite=overwrite,
+                cells=cellmodel,
+                cells_config=config.cells,
+            ),
             lambda r: f"{html}",
         )
         self.result.report = html

@@ -13,7 +13,15 @@ def all_registries() -> dict[str, Registry]:
     from features.encoders import ENCODERS
     from features.sources import SOURCES
     from mil.baselines import BASELINES
+    from mil.cells.classifiers import CLASSIFIERS
     from mil.heads import HEADS
     from mil.tasks import TASKS
 
-    return {"sources": SOURCES, "encoders": ENCODERS, "heads": HEADS, "tasks": TASKS, "baselines": BASELINES}
+    return {
+        "sources": SOURCES,
+        "encoders": ENCODERS,
+        "heads": HEADS,
+        "tasks": TASKS,
+        "baselines": BASELINES,
+        "cell-classifiers": CLASSIFIERS,
+    }

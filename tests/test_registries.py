@@ -22,6 +22,7 @@ AXES = {
     "heads": ("mil.heads", "HEADS"),
     "tasks": ("mil.tasks", "TASKS"),
     "baselines": ("mil.baselines", "BASELINES"),
+    "cell-classifiers": ("mil.cells.classifiers", "CLASSIFIERS"),
 }
 
 
@@ -65,7 +66,7 @@ def test_every_entry_comes_from_a_listed_module(axis):
 def test_all_registries_holds_every_axis():
     # No axis may drop out of `mil list` (an import error there is an error, not a shorter list).
     regs = all_registries()
-    assert list(regs) == ["sources", "encoders", "heads", "tasks", "baselines"]
+    assert list(regs) == ["sources", "encoders", "heads", "tasks", "baselines", "cell-classifiers"]
     for axis, (package, attr) in AXES.items():
         assert regs[axis] is getattr(importlib.import_module(package), attr)
     assert "h5" in regs["sources"].names()  # listed unconditionally, not after a file-exists check

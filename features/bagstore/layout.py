@@ -8,12 +8,14 @@ leftovers of a killed writer and overwritten entries waiting for deletion never 
 hierarchy (and the array has no chunks, so nothing reads those files as data).
 
 Staging names are `<label>~<role>~<host>~<pid>~<uuid>` (`~` occurs in no key and no host name): role `new`
-is being written, `old` is a replaced entry moved aside. A sweep removes the entries of dead writers on this
-host; an `old` entry whose replacement never landed (a kill between the two renames) is put back.
+is being written, `old` is a replaced entry moved aside, `gone` a damaged entry taken out of sight to be
+deleted. A sweep removes the entries of dead writers on this host; an `old` entry whose replacement never
+landed (a kill between the two renames) is put back.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -39,6 +41,10 @@ ROLES = {
 }
 
 _KEY_OK = re.compile(r"[^A-Za-z0-9._-]")
+# A key, and a staging name built on it (key + role, host, pid, tag: up to ~70 more characters), must stay a
+# valid file name (255 bytes): a longer id is cut and given a digest, as ids that had to change are.
+MAX_KEY = 128
+HOST_CHARS = 48
 # Names a group's children cannot take: its own metadata (any case: macOS and Windows file systems fold it)
 # and zarr v2's. A leading "__" is reserved by the zarr v3 spec, a leading "." is stripped.
 _RESERVED = {"zarr.json", ".zattrs", ".zgroup", ".zarray", ".zmetadata"}
@@ -48,12 +54,13 @@ def bag_key(slide_id: str) -> str:
     """Sanitise a slide id into an entry name; ids that had to change get a short digest so keys stay unique.
 
     A key never names a store entry: bags and QC live one level down (`bags/<key>`, `qc/<key>`), and
-    there the only reserved name, the group's own `zarr.json`, is never returned."""
+    there the only reserved name, the group's own `zarr.json`, is never returned. Nor is it longer than
+    `MAX_KEY`: a 250-character file name would otherwise give staging names the file system refuses."""
     key = _KEY_OK.sub("_", slide_id).lstrip(".")
-    if key == slide_id and key.lower() not in _RESERVED and not key.startswith("__"):
+    if key == slide_id and key.lower() not in _RESERVED and not key.startswith("__") and len(key) <= MAX_KEY:
         return key
     base = re.sub("^_+", "_", key) or "_"
-    return f"{base[:80]}-{hashlib.sha1(slide_id.encode()).hexdigest()[:8]}"
+    return f"{base[:80]}-{hashlib.sha1(slide_id.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
 
 
 # "s3://b/x", or the "s3:/b/x" a Path makes of it; two letters at least, so a Windows drive is not a scheme.
@@ -74,14 +81,31 @@ def check_filesystem(path: str | Path) -> None:
 
 
 def _host() -> str:
-    return _KEY_OK.sub("_", socket.gethostname())
+    return _KEY_OK.sub("_", socket.gethostname())[:HOST_CHARS]
+
+
+def writer_tag() -> str:
+    """`<host>~<pid>~<uuid>`: whose a staging entry is, so a sweep can tell a dead writer's from a live one's."""
+    return f"{_host()}~{os.getpid()}~{uuid.uuid4().hex[:8]}"
 
 
 def staging_path(store: Path, section: str, label: str, role: str = "new") -> Path:
     """A fresh staging name for `label` (a key or run name) in `section`; the caller creates it."""
     folder = store / TMP / section
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{label}~{role}~{_host()}~{os.getpid()}~{uuid.uuid4().hex[:8]}"
+    return folder / f"{label}~{role}~{writer_tag()}"
+
+
+def sweep_siblings(store: Path) -> list[str]:
+    """Remove `.<store name>~<host>~<pid>~<uuid>` folders beside the store: roots that creators on this host
+    built and died before renaming into place (a new store is built beside its final name)."""
+    swept = []
+    for entry in store.parent.glob(f".{glob.escape(store.name)}~*"):
+        parts = entry.name.split("~")
+        if len(parts) == 4 and parts[1] == _host() and parts[2].isdigit() and not pid_alive(int(parts[2])):
+            remove(entry)
+            swept.append(entry.name)
+    return swept
 
 
 def land(staged: Path, final: Path, replace: bool) -> None:
@@ -118,6 +142,17 @@ def land(staged: Path, final: Path, replace: bool) -> None:
                 shutil.rmtree(old, ignore_errors=True)
         return
     raise FileExistsError(f"{final}: other writers kept replacing it")
+
+
+def discard(final: Path) -> None:
+    """Take the entry `final` out of sight (one rename into staging), then delete it; a kill in between leaves
+    a `gone` entry for the sweep, never half an entry in sight."""
+    gone = staging_path(final.parent.parent, final.parent.name, final.name, role="gone")
+    try:
+        os.rename(final, gone)
+    except FileNotFoundError:
+        return
+    remove(gone)
 
 
 def remove(path: Path) -> None:

@@ -22,7 +22,11 @@ renamed into place only when complete, so `bags/<key>` exists if and only if the
 mid-write leaves only a staging entry, swept on the next run), and two writers can never both land one key:
 renaming a folder onto a non-empty one fails. The staging area sits under an array, where zarr never lists,
 so the hierarchy stays clean whatever a crash leaves. The encoder identity (name, weights digest, dim, unit)
-is fixed when the store is created, so features from different encoders never mix in one store.
+and the extraction setting (crop size, detection, QC, mpp policy: `features.pipeline.store_settings`) are
+fixed when the store is created, so features made differently never mix in one store.
+
+Every chunk of a bag is stored (none is left out for equalling the fill value) and zstd-checksummed, so a
+chunk that went missing or was damaged is an error when read (`features.bagstore.chunks`), never zeros.
 """
 
 from __future__ import annotations
@@ -30,8 +34,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,87 +42,30 @@ from typing import Any
 import numpy as np
 import zarr
 
-from features import __version__
+from features.bagstore import arrays as bag_arrays
 from features.bagstore import layout
+from features.bagstore.bag import Bag, BagExists, BagMeta, EncoderIdentity
 from features.bagstore.layout import BAGS, QC, RUNS, SCHEMA_VERSION, TMP, bag_key, json_safe
 from features.bagstore.qc import SlideQC, qc_keys, read_qc, write_qc
-from features.bagstore.runs import read_runs, write_run
+from features.bagstore.runs import close_dead_runs, read_runs, write_run
 from features.core.errors import StoreError
-
-
-@dataclass(frozen=True)
-class EncoderIdentity:
-    """What makes two bags' features comparable. A store holds one identity."""
-
-    name: str
-    weights_sha256: str  # "random" for explicitly random weights, "none" for weight-free encoders
-    dim: int
-    unit: str  # "cells" or "tiles"
-
-    def describe(self) -> str:
-        return f"{self.name} (weights {self.weights_sha256[:12]}, dim {self.dim}, unit {self.unit})"
-
-
-@dataclass(frozen=True)
-class BagMeta:
-    """Provenance of one bag, stored as the group's attrs."""
-
-    slide_id: str
-    patient_id: str
-    n_instances: int
-    encoder: EncoderIdentity
-    source_path: str
-    source_kind: str  # "slide", "cells" or "h5"
-    mpp: float | None = None
-    mpp_source: str | None = None
-    crop_um: float | None = None
-    crop_px: int | None = None
-    weights_path: str | None = None
-    source_size: int | None = None
-    source_mtime: float | None = None
-    settings: dict[str, Any] = field(default_factory=dict)  # extraction settings that shaped this bag
-    qc: dict[str, Any] = field(default_factory=dict)  # per-slide QC summary
-    mil_version: str = __version__
-    schema_version: int = SCHEMA_VERSION
-    created_at: str = ""
-
-    def to_attrs(self) -> dict[str, Any]:
-        return json_safe(asdict(self))
-
-    @classmethod
-    def from_attrs(cls, attrs: dict[str, Any]) -> BagMeta:
-        attrs = dict(attrs)
-        attrs["encoder"] = EncoderIdentity(**attrs["encoder"])
-        return cls(**attrs)
-
-
-@dataclass
-class Bag:
-    """One slide's instances. `coords` for slides, `paths` for cell folders; `obs` holds extra columns."""
-
-    features: np.ndarray  # N x D float32
-    coords: np.ndarray | None = None  # N x 2 int64, level-0 px (x, y)
-    paths: np.ndarray | None = None  # N str
-    obs: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        n = len(self.features)
-        if self.features.ndim != 2:
-            raise ValueError(f"features must be N x D, got shape {self.features.shape}")
-        for name, arr in [("coords", self.coords), ("paths", self.paths), *self.obs.items()]:
-            if arr is not None and len(arr) != n:
-                raise ValueError(f"{name} has {len(arr)} rows, features has {n}")
-        if self.coords is not None and (self.coords.ndim != 2 or self.coords.shape[1] != 2):
-            raise ValueError(f"coords must be N x 2, got shape {self.coords.shape}")
 
 
 class BagStore:
     """A folder of bags sharing one encoder identity. `mode="r"` reads; `mode="a"` also writes."""
 
-    def __init__(self, path: str | Path, mode: str = "r", encoder: EncoderIdentity | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        mode: str = "r",
+        encoder: EncoderIdentity | None = None,
+        extraction: dict[str, Any] | None = None,
+    ):
         layout.check_filesystem(path)
         self.path = Path(path)
         self.mode = mode
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"{self.path}: is a file, not a bag store; choose a folder (e.g. bags.zarr)")
         root_json = self.path / "zarr.json"
         if not root_json.exists():
             if mode == "r":
@@ -130,7 +76,7 @@ class BagStore:
                 raise StoreError(f"{self.path}: a new store needs the encoder identity")
             if self.path.exists() and any(self.path.iterdir()):
                 raise StoreError(f"{self.path}: folder exists and is not a bag store; choose another path")
-            self._create(encoder)
+            self._create(encoder, extraction)
         try:
             attrs = zarr.open_group(self.path, mode="r").attrs.asdict()
         except Exception as exc:  # noqa: BLE001 - any zarr failure here means the same thing to the user
@@ -144,33 +90,70 @@ class BagStore:
         if schema != SCHEMA_VERSION:
             raise StoreError(f"{self.path}: bag-store schema {schema!r}, this mil reads {SCHEMA_VERSION}")
         self.encoder = EncoderIdentity(**attrs["encoder"])
+        # None in stores made before settings were recorded (`features.pipeline.store_settings` adopts one)
+        self.extraction: dict[str, Any] | None = attrs.get("extraction")
         if encoder is not None and encoder != self.encoder:
             raise StoreError(
                 f"{self.path}: store holds {self.encoder.describe()}, this run uses {encoder.describe()}; "
                 "write to a new store"
             )
+        if mode != "r":
+            self._check_writable()
 
-    def _create(self, encoder: EncoderIdentity) -> None:
+    def _create(self, encoder: EncoderIdentity, extraction: dict[str, Any] | None) -> None:
         # Build the root in a sibling temp folder and rename it into place: concurrent shards creating the
         # same store race safely (the losers' rename fails and they read the winner's identity).
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.parent / f".{self.path.name}.{uuid.uuid4().hex}"
-        create_root(tmp, {"mil_bagstore": SCHEMA_VERSION, "encoder": asdict(encoder)})
+        attrs: dict[str, Any] = {"mil_bagstore": SCHEMA_VERSION, "encoder": asdict(encoder)}
+        if extraction is not None:
+            attrs["extraction"] = json_safe(extraction)
+        tmp = self.path.parent / f".{self.path.name}~{layout.writer_tag()}"
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            layout.sweep_siblings(self.path)  # roots left by creators killed before their rename
+            create_root(tmp, attrs)
             if self.path.exists():
                 self.path.rmdir()  # an empty folder the user made
             os.rename(tmp, self.path)
-        except OSError:
+        except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             if not (self.path / "zarr.json").exists():
-                raise
+                raise StoreError(
+                    f"{self.path}: cannot create the store there ({exc.strerror or exc}); choose a writable "
+                    "folder for -o"
+                ) from None
+
+    def _check_writable(self) -> None:
+        """A store (or a section of it) that this process may not write to: one line, before any work."""
+        for folder in (self.path, *(self.path / name for name in (BAGS, QC, RUNS, TMP))):
+            if folder.exists() and not os.access(folder, os.W_OK | os.X_OK):
+                raise StoreError(
+                    f"{folder}: not writable by this user; fix the permissions or write to another store (-o)"
+                )
+
+    def record_extraction(self, extraction: dict[str, Any]) -> None:
+        """Record the extraction setting of a store made before settings were recorded (root attrs, replaced
+        atomically)."""
+        self._writable()
+        root_json = self.path / "zarr.json"
+        document = json.loads(root_json.read_text())
+        document.setdefault("attributes", {})["extraction"] = json_safe(extraction)
+        staged = layout.staging_path(self.path, RUNS, "root-zarr.json")
+        try:
+            staged.write_text(json.dumps(document, indent=2))
+            os.replace(staged, root_json)
+        finally:
+            layout.remove(staged)
+        self.extraction = json_safe(extraction)
 
     # -- reading -----------------------------------------------------------------------------------------
     def _bag(self, key: str) -> Path:
         return self.path / BAGS / key
 
     def keys(self) -> list[str]:
-        return sorted(p.name for p in (self.path / BAGS).iterdir() if (p / "zarr.json").is_file())
+        folder = self.path / BAGS
+        if not folder.is_dir():
+            raise StoreError(f"{self.path}: the store has lost its {BAGS}/ group; restore it from a copy")
+        return sorted(p.name for p in folder.iterdir() if (p / "zarr.json").is_file())
 
     def slide_ids(self) -> list[str]:
         return [self.meta_by_key(k).slide_id for k in self.keys()]
@@ -182,32 +165,64 @@ class BagStore:
         return (self._bag(bag_key(slide_id)) / "zarr.json").is_file()
 
     def meta_by_key(self, key: str) -> BagMeta:
-        attrs = json.loads((self._bag(key) / "zarr.json").read_text())["attributes"]
-        return BagMeta.from_attrs(attrs)
+        """The bag's provenance; a damaged `zarr.json` is one `StoreError` naming the bag."""
+        meta_file = self._bag(key) / "zarr.json"
+        try:
+            return BagMeta.from_attrs(json.loads(meta_file.read_text())["attributes"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            reason = "not valid JSON" if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            raise StoreError(
+                f"{meta_file}: bag metadata unreadable ({' '.join(reason.split())[:160]}); remove the folder "
+                f"{self._bag(key)} and re-extract that slide"
+            ) from None
 
     def meta(self, slide_id: str) -> BagMeta:
         if not self.has(slide_id):
             raise StoreError(f"{self.path}: no bag for slide {slide_id!r} (see `mil bags info {self.path}`)")
         return self.meta_by_key(bag_key(slide_id))
 
+    def _arrays(self, slide_id: str, obs: bool) -> tuple[str, dict[str, zarr.Array]]:
+        """The bag's arrays, each with every chunk on disk (else one `StoreError` naming the bag)."""
+        meta = self.meta(slide_id)
+        folder = self._bag(bag_key(slide_id))
+        where = f"{self.path}: bag {slide_id!r}"
+        try:
+            arrays = bag_arrays.bag_arrays(zarr.open_group(folder, mode="r"), obs)
+        except Exception as exc:  # noqa: BLE001 - any zarr failure here means a damaged bag
+            raise StoreError(f"{where}: unreadable ({type(exc).__name__}: {exc}); re-extract it") from None
+        if "features" not in arrays:
+            raise StoreError(f"{where}: has no features array; re-extract the slide with --overwrite")
+        bag_arrays.check_present(where, folder, arrays, meta.every_chunk_stored)
+        return where, arrays
+
+    def damage(self, slide_id: str) -> str | None:
+        """Why the slide's bag cannot be read (unreadable metadata, a lost chunk), or None. Cheap: metadata
+        and one `stat` per chunk; a chunk that is there but does not decode shows only on reading
+        (`validate(deep=True)`)."""
+        try:
+            self._arrays(slide_id, obs=True)
+        except StoreError as exc:
+            return str(exc)
+        return None
+
+    def discard(self, slide_id: str) -> None:
+        """Remove a slide's bag (a damaged one, before it is extracted again)."""
+        self._writable()
+        layout.discard(self._bag(bag_key(slide_id)))
+
     def read(self, slide_id: str, obs: bool = True) -> Bag:
-        if not self.has(slide_id):
-            raise StoreError(f"{self.path}: no bag for slide {slide_id!r} (see `mil bags info {self.path}`)")
-        group = zarr.open_group(self._bag(bag_key(slide_id)), mode="r")
-        names = set(group.array_keys())
-        obs_cols: dict[str, np.ndarray] = {}
-        if obs and "obs" in set(group.group_keys()):
-            sub = group["obs"]
-            obs_cols = {name: sub[name][:] for name in sorted(sub.array_keys())}
+        where, arrays = self._arrays(slide_id, obs)
+        data = {name: bag_arrays.decode(where, name, array) for name, array in arrays.items()}
         return Bag(
-            features=group["features"][:],
-            coords=group["coords"][:] if "coords" in names else None,
-            paths=group["paths"][:].astype(object) if "paths" in names else None,
-            obs=obs_cols,
+            features=data["features"],
+            coords=data.get("coords"),
+            paths=data["paths"].astype(object) if "paths" in data else None,
+            obs={name.removeprefix("obs/"): v for name, v in data.items() if name.startswith("obs/")},
         )
 
     def read_features(self, slide_id: str) -> np.ndarray:
-        return zarr.open_array(self._bag(bag_key(slide_id)) / "features", mode="r")[:]
+        where, arrays = self._arrays(slide_id, obs=False)
+        return bag_arrays.decode(where, "features", arrays["features"])
 
     # -- writing -----------------------------------------------------------------------------------------
     def _writable(self) -> None:
@@ -215,7 +230,9 @@ class BagStore:
             raise StoreError(f"{self.path}: opened read-only")
 
     def write(self, bag: Bag, meta: BagMeta, overwrite: bool = False) -> None:
-        """Write one bag atomically. An existing complete bag is kept unless `overwrite`."""
+        """Write one bag atomically. An existing complete bag is kept unless `overwrite`: `BagExists` is
+        raised, also when another writer landed the same bag while this one was being written (the first
+        writer wins; `features.pipeline.provenance.write_bag` turns that into a skip)."""
         self._writable()
         if meta.encoder != self.encoder:
             raise StoreError(
@@ -230,17 +247,20 @@ class BagStore:
         key = bag_key(meta.slide_id)
         final = self._bag(key)
         if final.exists() and not overwrite:
-            raise StoreError(
+            raise BagExists(
                 f"{meta.slide_id}: bag exists in {self.path} (rerun with overwrite to replace it)"
             )
-        if not meta.created_at:
-            meta = replace(meta, created_at=datetime.now(UTC).isoformat(timespec="seconds"))
+        meta = replace(
+            meta,
+            every_chunk_stored=True,
+            created_at=meta.created_at or datetime.now(UTC).isoformat(timespec="seconds"),
+        )
         staged = layout.staging_path(self.path, BAGS, key)
         try:
-            _write_bag_group(staged, bag, meta)
+            bag_arrays.write_bag_group(staged, bag, meta)
             layout.land(staged, final, replace=overwrite)
         except FileExistsError as exc:
-            raise StoreError(f"{meta.slide_id}: another writer landed this bag first") from exc
+            raise BagExists(f"{meta.slide_id}: another writer landed this bag first") from exc
         finally:
             layout.remove(staged)
 
@@ -278,38 +298,20 @@ class BagStore:
         """Run records by name, oldest first."""
         return read_runs(self.path)
 
+    def close_dead_runs(self) -> list[str]:
+        """Mark the run records still "running" whose process on this host is gone (SIGKILL, OOM killer,
+        power loss) as "killed"; their names."""
+        self._writable()
+        return close_dead_runs(self.path)
+
     # -- checking ----------------------------------------------------------------------------------------
-    def validate(self) -> dict[str, list[str]]:
-        """Problems per slide id (empty lists = fine): schema, shapes, non-finite values, provenance."""
-        problems: dict[str, list[str]] = {}
-        for key in self.keys():
-            found: list[str] = []
-            slide = key
-            try:
-                meta = self.meta_by_key(key)
-                slide = meta.slide_id
-                if bag_key(meta.slide_id) != key:
-                    found.append(f"folder {key!r} does not match slide id {meta.slide_id!r}")
-                if meta.encoder != self.encoder:
-                    found.append(f"encoder {meta.encoder.describe()} differs from the store's")
-                bag = self.read(meta.slide_id)
-                n, d = bag.features.shape
-                if n != meta.n_instances:
-                    found.append(f"{n} feature rows, provenance says {meta.n_instances}")
-                if d != self.encoder.dim:
-                    found.append(f"features are {d}-d, store is {self.encoder.dim}-d")
-                if not np.isfinite(bag.features).all():
-                    found.append(
-                        f"{int((~np.isfinite(bag.features)).any(axis=1).sum())} instances with NaN/inf"
-                    )
-                if bag.coords is None and bag.paths is None:
-                    found.append("neither coords nor paths: instances cannot be located")
-                if n == 0:
-                    found.append("empty bag (no instances)")
-            except Exception as exc:  # noqa: BLE001 - report any unreadable bag as a problem, keep going
-                found.append(f"unreadable: {exc}")
-            problems[slide] = found
-        return problems
+    def validate(self, deep: bool = False) -> dict[str, list[str]]:
+        """Problems per slide id (empty lists = fine): schema, shapes, provenance, every chunk on disk, the
+        small arrays decoded; `deep` also decodes every feature chunk and looks for NaN/inf
+        (`features.bagstore.validate`)."""
+        from features.bagstore.validate import validate_store
+
+        return validate_store(self, deep)
 
 
 def create_root(path: Path, attrs: dict[str, Any]) -> None:
@@ -318,25 +320,3 @@ def create_root(path: Path, attrs: dict[str, Any]) -> None:
     for name in (BAGS, QC, RUNS):
         root.create_group(name, attributes={"mil_role": layout.ROLES[name]})
     root.create_array(TMP, shape=(0,), dtype="uint8", attributes={"mil_role": layout.ROLES[TMP]})
-
-
-def _write_bag_group(path: Path, bag: Bag, meta: BagMeta) -> None:
-    group = zarr.open_group(path, mode="w", attributes=meta.to_attrs())
-    n = len(bag.features)
-    chunk = max(1, min(n, 4096))
-    group.create_array(
-        "features",
-        data=np.ascontiguousarray(bag.features, dtype=np.float32),
-        chunks=(chunk, bag.features.shape[1]),
-    )
-    if bag.coords is not None:
-        group.create_array("coords", data=np.asarray(bag.coords, dtype=np.int64), chunks=(chunk, 2))
-    if bag.paths is not None:
-        paths = np.asarray([str(p) for p in bag.paths], dtype=np.dtypes.StringDType())
-        arr = group.create_array("paths", shape=(n,), dtype=str, chunks=(chunk,))
-        if n:
-            arr[:] = paths
-    if bag.obs:
-        sub = group.create_group("obs")
-        for name, values in bag.obs.items():
-            sub.create_array(name, data=np.asarray(values), chunks=(chunk,))

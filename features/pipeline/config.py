@@ -85,6 +85,11 @@ class ExtractConfig(BaseModel):
     skip_errors: bool = Field(
         True, description="Report a failing slide in one line and go on; off: stop at the first failure."
     )
+    strict: bool = Field(
+        False,
+        description="Fail a slide (a patient's folder) at its first input that cannot be read (a corrupt cell "
+        "image or field); off: leave that image out in one line, recorded in the bag (`skipped`).",
+    )
     qc_thumbnail_px: int = Field(
         1024, ge=64, description="Longest side of the QC thumbnail written per slide."
     )
@@ -104,6 +109,16 @@ class ExtractConfig(BaseModel):
             SOURCES.check(value)
         return value
 
+    @field_validator("mpp")
+    @classmethod
+    def _plausible_mpp(cls, value: float | None) -> float | None:
+        from features.sources.base import implausible_mpp
+
+        problem = implausible_mpp(value)
+        if problem:
+            raise ValueError(f"{problem}; give micrometres per pixel")
+        return value
+
     @field_validator("tile_regions")
     @classmethod
     def _known_regions(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
@@ -114,8 +129,9 @@ class ExtractConfig(BaseModel):
     @model_validator(mode="after")
     def _known_encoder(self) -> ExtractConfig:
         # h5 import names whatever encoder made the features (uni_v1, conch, ...), so only a run that encodes
-        # checks the registry. With source=auto the check happens again once the input's kind is known.
-        if self.source != "h5":
+        # checks the registry. With source auto or manifest the input may be .h5 files: the check waits
+        # until the input's kind is known (`features.pipeline.extract`).
+        if self.source not in ("h5", "auto", "manifest"):
             from features.encoders import ENCODERS
 
             if self.encoder not in ENCODERS:

@@ -4,7 +4,8 @@ Records from `features.pipeline.loader` arrive interleaved across slides (one sl
 features are accumulated per slide (they are small: 100k cells x 384 float32 = 150 MB at most, while the
 crops that made them were streamed) and written in one atomic `BagStore.write` on the slide's
 `SlideFinished` record. A slide that fails midway (`SlideFailed`, or a store error at write time) drops what
-was accumulated, so nothing partial ever reaches the store.
+was accumulated, so nothing partial ever reaches the store. A write the file system refuses (a full disk,
+permissions, a name too long) fails that slide in one line; the others go on.
 """
 
 from __future__ import annotations
@@ -20,8 +21,16 @@ from features.bagstore import Bag, BagStore, EncoderIdentity
 from features.core.errors import MilError, SlideError
 from features.pipeline.config import ExtractConfig
 from features.pipeline.loader import iterate_records
-from features.pipeline.provenance import SlideOutcome, concat, failed, write_bag
-from features.pipeline.records import CropChunk, Notice, SlideFailed, SlideFinished, SlideStarted, Stage
+from features.pipeline.provenance import LANDED, SlideOutcome, concat, failed, skipped, write_bag
+from features.pipeline.records import (
+    CropChunk,
+    Notice,
+    SlideFailed,
+    SlideFinished,
+    SlideSkipped,
+    SlideStarted,
+    Stage,
+)
 from features.pipeline.slide_job import SlideJob
 from features.sources.base import SlideRef
 
@@ -36,7 +45,7 @@ class _Pending:
     paths: list[str] = field(default_factory=list)
     obs: dict[str, list[np.ndarray]] = field(default_factory=dict)
     total: int | None = None
-    notices: list[str] = field(default_factory=list)  # inputs of this slide left out, one line each
+    notices: list[Notice] = field(default_factory=list)  # inputs of this slide left out
 
     @property
     def n(self) -> int:
@@ -78,7 +87,7 @@ class EncodeLoop:
 
     def run(self, todo: list[SlideRef], outcomes: list[SlideOutcome]) -> bool:
         """Process `todo`, appending one outcome per slide; True when stopped early (skip_errors off)."""
-        job = SlideJob(todo, self.config, self.encoder.input_px, self.bag_store)
+        job = SlideJob(todo, self.config, self.encoder.input_px, self.bag_store, self.overwrite)
         pending: dict[int, _Pending] = {}
         dead: set[int] = set()  # slides that failed in this process; their remaining chunks are dropped
         for record in iterate_records(job, self.config.workers):
@@ -91,7 +100,7 @@ class EncodeLoop:
                     pending[record.index].total = record.info["total"]
                 self.emit("slide_stage", slide_id=ref.slide_id, stage=record.stage, info=record.info)
             elif isinstance(record, Notice):
-                pending[record.index].notices.append(record.message)
+                pending[record.index].notices.append(record)
                 self.emit("slide_notice", slide_id=ref.slide_id, message=record.message)
             elif isinstance(record, CropChunk):
                 if record.index in dead:
@@ -109,15 +118,18 @@ class EncodeLoop:
                     continue
                 slot.add(record, feats)
                 self.emit("slide_instances", slide_id=ref.slide_id, done=slot.n, total=slot.total)
-            elif isinstance(record, SlideFinished | SlideFailed):
+            elif isinstance(record, SlideFinished | SlideFailed | SlideSkipped):
                 slot = pending.pop(record.index)
                 seconds = time.time() - slot.started_at
                 if record.index in dead:
                     continue
                 if isinstance(record, SlideFinished):
                     outcome = self._write(ref, record, slot, seconds)
+                elif isinstance(record, SlideSkipped):
+                    outcome = skipped(ref, record.message, record.n_instances)
                 else:
-                    detail = "\n".join([*slot.notices, record.detail or ""]).strip() or None
+                    lines = [n.message for n in slot.notices]
+                    detail = "\n".join([*lines, record.detail or ""]).strip() or None
                     outcome = failed(ref, record.message, seconds, detail)
                 outcomes.append(outcome)
                 self.emit("slide_done", outcome=outcome)
@@ -142,7 +154,7 @@ class EncodeLoop:
                     f"the encoder returned NaN/inf for {bad} of {len(bag.features)} instances; rerun with "
                     "--set extract.precision=fp32, or check the weights",
                 )
-            write_bag(
+            landed = write_bag(
                 self.bag_store,
                 ref,
                 bag,
@@ -154,6 +166,7 @@ class EncodeLoop:
                 crop_px=self.encoder.input_px,
                 weights_path=self.encoder.weights_path,
                 qc=record.qc,
+                skipped=[[n.file, n.reason] for n in slot.notices],
                 settings={
                     "precision": getattr(getattr(self.encoder, "precision", None), "label", None),
                     "device": str(getattr(self.encoder, "device", "cpu")),
@@ -162,8 +175,14 @@ class EncodeLoop:
             )
         except MilError as exc:
             return failed(ref, " ".join(str(exc).split()), seconds)
-        # Inputs left out (a patient's unreadable fields): counted in the table, named one per line in the
-        # run record (`detail`); each was printed as it happened.
+        except OSError as exc:  # the store's file system refused this bag: this slide fails, the rest go on
+            return failed(
+                ref, f"{ref.slide_id}: cannot write its bag ({' '.join(str(exc).split())})", seconds
+            )
+        if not landed:
+            return skipped(ref, LANDED, len(bag.features))
+        # Inputs left out (unreadable cell images, a patient's unusable fields): counted in the table, named
+        # one per line in the run record (`detail`) and in the bag (`skipped`); each was printed as it happened.
         message = f"{len(slot.notices)} input(s) left out" if slot.notices else ""
         return SlideOutcome(
             ref.slide_id,
@@ -173,5 +192,6 @@ class EncodeLoop:
             message,
             len(bag.features),
             round(seconds, 3),
-            "\n".join(slot.notices) or None,
+            "\n".join(n.message for n in slot.notices) or None,
+            len(slot.notices),
         )

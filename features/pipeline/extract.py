@@ -1,15 +1,17 @@
 """`extract()`: slides, cell-image folders or h5 feature files -> one bag per slide in a bag store.
 
 The one library call behind `mil extract`. Per run: discover the inputs, keep this shard's share, build the
-encoder, open (or create) the store with the encoder's identity, sweep staging entries of dead writers, and
-decide per slide: skip (a complete bag with matching provenance), refuse (a bag made with other settings or
-from another file: one error, before any work), or extract. The CPU work streams from loader workers
+encoder, open (or create) the store with the encoder's identity and the run's extraction setting (a store
+holds one: `features.pipeline.store_settings`), sweep staging entries of dead writers, mark the records of
+killed runs, and decide per slide: skip (a complete bag with matching provenance), refuse (a bag made from
+another file: one error, before any work), or extract. The CPU work streams from loader workers
 (`features.pipeline.loader`); this process encodes each chunk as it arrives and writes a slide's bag when its
 `SlideFinished` record arrives, so a bag is only ever written whole.
 
 Sharding: the inputs are sorted by slide id and shard i of N takes every N-th one starting at i
 (round-robin, 0 <= i < N), so N processes on N machines split one cohort into disjoint sets of slides and
-never write the same bag (the store's atomic rename would refuse a second landing anyway).
+never write the same bag. Unsharded runs on one store may also run at once: the store lets the first writer
+of a bag win, and the other run counts the slide as skipped (`features.pipeline.provenance.write_bag`).
 
 Progress: `progress(event, **info)` is called with "start" (total, todo, skipped, encoder, random_weights),
 "slide_start" (slide_id), "slide_stage" (slide_id, stage, info), "slide_instances" (slide_id, done, total)
@@ -29,6 +31,7 @@ from features.pipeline.config import ExtractConfig
 from features.pipeline.engines import EncodeRun, ExtractEngine, LocalEngine
 from features.pipeline.provenance import SlideOutcome, plan_slides
 from features.pipeline.run_record import RunRecord, utc_now
+from features.pipeline.store_settings import IMPORTED, open_store, store_settings
 from features.sources import discover
 from features.sources.base import SlideRef
 
@@ -44,6 +47,10 @@ class ExtractSummary:
     seconds: float = 0.0
     run_record: Path | None = None  # the run's record, a zarr group (`BagStore.runs()` reads it)
     swept: list[str] = field(default_factory=list)  # stale staging entries removed at start
+    closed_runs: list[str] = field(default_factory=list)  # records of killed runs marked "killed" at start
+    repaired: list[str] = field(
+        default_factory=list
+    )  # "<slide>: <damage>" of damaged bags removed and redone
     stopped_early: bool = False  # skip_errors off and a slide failed
     message: str = ""  # why nothing was done, when nothing was
 
@@ -53,6 +60,11 @@ class ExtractSummary:
     @property
     def instances(self) -> int:
         return sum(o.instances for o in self.outcomes if o.status == "written")
+
+    @property
+    def left_out(self) -> int:
+        """Inputs left out of the bags written (unreadable cell images, unusable fields)."""
+        return sum(o.left_out for o in self.outcomes)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -94,6 +106,15 @@ class _Run:
 Process = Callable[[list[SlideRef], BagStore], bool]
 
 
+@dataclass
+class _Processor:
+    """What fills the store: the encoder identity and extraction setting it pins, and the step itself."""
+
+    identity: EncoderIdentity | None  # None: an h5 import where no file could be read
+    settings: dict
+    process: Process
+
+
 def extract(
     input: str | Path,
     store: str | Path,
@@ -121,13 +142,15 @@ def extract(
         from features.pipeline.field_mpp import pool_run_mpp
 
         refs = pool_run_mpp(found, refs, config.fields)
-    summary.encoder, process = _processor(run, kinds, refs)
-    if summary.encoder is None:  # h5 import where no file could be read
+    processor = _processor(run, kinds, refs)
+    summary.encoder = processor.identity
+    if summary.encoder is None:
         summary.seconds = time.perf_counter() - run.started
         return run.stop("no .h5 file could be read")
-    bag_store = BagStore(store, "a", summary.encoder)
+    bag_store = open_store(store, summary.encoder, processor.settings)
     summary.swept = bag_store.sweep_stale()
-    todo = plan_slides(refs, bag_store, config, overwrite, summary.outcomes)
+    summary.closed_runs = bag_store.close_dead_runs()
+    todo = plan_slides(refs, bag_store, config, overwrite, summary.outcomes, summary.repaired)
     record = _run_record(run, bag_store)
     summary.run_record = record.path
     run.emit(
@@ -140,7 +163,7 @@ def extract(
     )
     for outcome in summary.outcomes:
         run.emit("slide_done", outcome=outcome)
-    _process(run, process, todo, bag_store, record)
+    _process(run, processor.process, todo, bag_store, record)
     return summary
 
 
@@ -159,9 +182,10 @@ def _check_kinds(input: str | Path, refs: list[SlideRef], config: ExtractConfig)
     return kinds
 
 
-def _processor(run: _Run, kinds: set[str], refs: list[SlideRef]) -> tuple[EncoderIdentity | None, Process]:
-    """The store's encoder identity and the step that fills it: the h5 importer (identity from the files;
-    None when none could be read), or the encoder, built now so a missing weight file fails before any work."""
+def _processor(run: _Run, kinds: set[str], refs: list[SlideRef]) -> _Processor:
+    """The store's encoder identity and setting, and the step that fills it: the h5 importer (identity from
+    the files; None when none could be read), or the encoder, built now so a missing weight file fails before
+    any work."""
     config, summary = run.config, run.summary
     if kinds == {"h5"}:
         from features.pipeline.h5_import import H5Importer
@@ -172,7 +196,11 @@ def _processor(run: _Run, kinds: set[str], refs: list[SlideRef]) -> tuple[Encode
             )
 
         importer = H5Importer(refs, config, summary.outcomes)
-        return importer.identity(), lambda todo, store: importer.run(todo, store, run.overwrite, run.emit)
+        return _Processor(
+            importer.identity(),
+            dict(IMPORTED),
+            lambda todo, store: importer.run(todo, store, run.overwrite, run.emit),
+        )
 
     _check_encoder_name(config)
     encoder = run.engine.build_encoder(config)
@@ -182,7 +210,7 @@ def _processor(run: _Run, kinds: set[str], refs: list[SlideRef]) -> tuple[Encode
         job = EncodeRun(encoder, identity, config, store, run.overwrite, run.emit)
         return run.engine.encode(job, todo, summary.outcomes)
 
-    return identity, encode
+    return _Processor(identity, store_settings(config, encoder.input_px), encode)
 
 
 def _run_record(run: _Run, bag_store: BagStore) -> RunRecord:
@@ -200,6 +228,8 @@ def _run_record(run: _Run, bag_store: BagStore) -> RunRecord:
             "encoder": asdict(summary.encoder),
             "swept": summary.swept,
             "engine": run.engine.describe(),
+            "closed_runs": summary.closed_runs,
+            "repaired": summary.repaired,
             **({"command": run.command} if run.command else {}),
         },
     )
@@ -222,7 +252,10 @@ def _process(
             finished_at=utc_now(),
             seconds=round(summary.seconds, 3),
             outcomes=[asdict(o) for o in summary.outcomes],
-            totals={s: summary.count(s) for s in ("written", "skipped", "failed")},
+            totals={
+                **{s: summary.count(s) for s in ("written", "skipped", "failed")},
+                "inputs_left_out": summary.left_out,
+            },
         )
 
 

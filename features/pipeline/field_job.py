@@ -31,7 +31,7 @@ import numpy as np
 from features.bagstore import SlideQC
 from features.core.errors import SlideError
 from features.pipeline.records import CropChunk, Notice, Record, SlideFinished, Stage
-from features.sources.base import SlideRef
+from features.sources.base import SlideRef, implausible_mpp, printable
 
 if TYPE_CHECKING:
     from features.pipeline.slide_job import SlideJob
@@ -115,9 +115,13 @@ class _PatientFields:
         self.rows: dict[str, dict[str, Any]] = {name: {"file": name} for name in self.names}
         self.given = [_given_mpp(ref, i) for i in range(len(self.names))]
 
-    def leave_out(self, name: str, reason: str) -> Notice:
+    def leave_out(self, name: str, reason: str, unreadable: bool = False) -> Notice:
+        """The notice for a field left out; an unreadable one fails the patient under `extract.strict`."""
+        from features.pipeline.provenance import leave_out
+
+        notice = leave_out(self.index, self.ref, name, reason, unreadable and self.job.config.strict)
         self.rows[name].update(status="skipped", problem=reason)
-        return Notice(self.index, self.ref.slide_id, f"{self.ref.path / name}: {reason}")
+        return notice
 
     def estimate_mpp(self) -> Generator[Notice, None, MppEstimate]:
         """The pixel size from the red cells of the fields without one; refuses the patient when too few
@@ -132,7 +136,7 @@ class _PatientFields:
             try:
                 measured[name] = measure_red_cells(self.decoded.get(name))
             except SlideError as exc:
-                yield self.leave_out(name, _reason(exc, ref.path / name))
+                yield self.leave_out(name, _reason(exc, ref.path / name), unreadable=True)
         estimate = estimate_mpp(measured, params.rbc_diameter_um, params.min_red_cells)
         self.qc.update(fields_total=len(self.names), fields=list(self.rows.values()))
         if estimate is None:
@@ -144,6 +148,11 @@ class _PatientFields:
                 "manifest",
             )
         self.qc["mpp_estimate"] = estimate.to_dict()
+        implausible = implausible_mpp(estimate.mpp)
+        if implausible:  # the same bound as --mpp and slide metadata: red cells measured at a nonsense scale
+            raise SlideError(
+                ref.slide_id, f"red cells give {implausible}; pass --mpp, or an mpp column in a manifest"
+            )
         lo, hi = estimate.ci95
         if max(estimate.mpp - lo, hi - estimate.mpp) > params.max_mpp_uncertainty * estimate.mpp:
             raise SlideError(
@@ -168,7 +177,7 @@ class _PatientFields:
             try:
                 rgb = self.decoded.get(name)
             except SlideError as exc:
-                yield self.leave_out(name, _reason(exc, self.ref.path / name))
+                yield self.leave_out(name, _reason(exc, self.ref.path / name), unreadable=True)
                 continue
             field_qc = assess_field(rgb, mpp, self.params)
             rows[name].update(mpp=round(mpp, 6), mpp_source=source, **field_qc.to_dict())
@@ -282,7 +291,7 @@ def _chunk(index: int, ref: SlideRef, parts: list) -> CropChunk:
 def _reason(exc: SlideError, path: Path) -> str:
     """The error's message without the path it starts with (the notice names the file itself)."""
     text = " ".join(str(exc).split())
-    return text.removeprefix(f"{path}: ")
+    return text.removeprefix(f"{printable(str(path))}: ")
 
 
 def _summary_source(used: list[_Used]) -> str | None:

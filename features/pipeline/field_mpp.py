@@ -16,7 +16,7 @@ import numpy as np
 
 from features.core.errors import InputError, SlideError
 from features.smear.field_params import FieldParams
-from features.sources.base import SlideRef
+from features.sources.base import SlideRef, implausible_mpp
 
 PER_PATIENT = 8
 SOURCE = "red cells (run)"
@@ -47,6 +47,11 @@ def pool_run_mpp(found: list[SlideRef], refs: list[SlideRef], params: FieldParam
         raise InputError(
             f"too few red cells to estimate the run's pixel size ({found_cells} single cell(s) in "
             f"{len(measured)} field(s)); pass --mpp, or an mpp column in a manifest"
+        )
+    implausible = implausible_mpp(estimate.mpp)
+    if implausible:
+        raise InputError(
+            f"the run's red cells give {implausible}; pass --mpp, or an mpp column in a manifest"
         )
     lo, hi = estimate.ci95
     if max(estimate.mpp - lo, hi - estimate.mpp) > params.max_mpp_uncertainty * estimate.mpp:

@@ -19,7 +19,7 @@ from typing import Any
 from features.bagstore import Bag, BagStore, EncoderIdentity
 from features.core.errors import MilError, SlideError
 from features.pipeline.config import ExtractConfig
-from features.pipeline.provenance import SlideOutcome, failed, write_bag
+from features.pipeline.provenance import LANDED, SlideOutcome, failed, skipped, write_bag
 from features.sources.base import SlideRef
 from features.sources.h5 import ImportedBag, read_h5_bag
 
@@ -74,17 +74,14 @@ class H5Importer:
             started = time.perf_counter()
             emit("slide_start", slide_id=ref.slide_id)
             try:
-                n = self._import(ref, bag_store, overwrite)
-                outcome = SlideOutcome(
-                    ref.slide_id,
-                    ref.patient_id,
-                    str(ref.path),
-                    "written",
-                    "",
-                    n,
-                    round(time.perf_counter() - started, 3),
+                n, landed = self._import(ref, bag_store, overwrite)
+                seconds = round(time.perf_counter() - started, 3)
+                outcome = (
+                    SlideOutcome(ref.slide_id, ref.patient_id, str(ref.path), "written", "", n, seconds)
+                    if landed
+                    else skipped(ref, LANDED, n)
                 )
-            except MilError as exc:
+            except (MilError, OSError) as exc:  # OSError: the store's file system refused this bag
                 outcome = failed(ref, " ".join(str(exc).split()), time.perf_counter() - started)
             self.outcomes.append(outcome)
             emit("slide_done", outcome=outcome)
@@ -92,9 +89,9 @@ class H5Importer:
                 return True
         return False
 
-    def _import(self, ref: SlideRef, bag_store: BagStore, overwrite: bool) -> int:
-        """Write one file's features as a bag; its instance count. A file made with another encoder than the
-        store's is refused."""
+    def _import(self, ref: SlideRef, bag_store: BagStore, overwrite: bool) -> tuple[int, bool]:
+        """Write one file's features as a bag: its instance count, and False when another run landed the bag
+        first. A file made with another encoder than the store's is refused."""
         bag = self._read.pop(ref.slide_id, None) or self._load(ref)
         name = self._name(bag, ref)
         identity = EncoderIdentity(name, f"imported:{bag.tool}", int(bag.features.shape[1]), self._unit())
@@ -105,7 +102,7 @@ class H5Importer:
                 "import it into another store",
             )
         info: dict[str, Any] = {"h5": {"tool": bag.tool, "encoder_attr": bag.encoder_name, **bag.info}}
-        write_bag(
+        landed = write_bag(
             bag_store,
             ref,
             Bag(features=bag.features, coords=bag.coords),
@@ -117,4 +114,4 @@ class H5Importer:
             crop_px=bag.tile_px,
             settings=info,
         )
-        return len(bag.features)
+        return len(bag.features), landed

@@ -1,8 +1,9 @@
 """What a loader worker sends to the main process: typed records, one stream per run.
 
 Per slide, in order: `SlideStarted`, any number of `Stage`, `CropChunk` and `Notice` records, then exactly one
-of `SlideFinished` (the bag can be written) or `SlideFailed` (drop what was accumulated). Chunks of different
-slides interleave when several workers run.
+of `SlideFinished` (the bag can be written), `SlideFailed` (drop what was accumulated) or `SlideSkipped`
+(another run landed the bag since this run planned it). Chunks of different slides interleave when several
+workers run.
 """
 
 from __future__ import annotations
@@ -40,11 +41,13 @@ class CropChunk:
 
 @dataclass
 class Notice:
-    """One input of a slide was left out and the rest go on (a patient's unreadable or empty field)."""
+    """One input of a slide was left out and the rest go on (an unreadable cell image, an empty field)."""
 
     index: int
     slide_id: str
     message: str  # one line naming the file and the fix
+    file: str = ""  # the input, relative to the slide's folder (as the bag's `paths` name it)
+    reason: str = ""  # the message without the path
 
 
 @dataclass
@@ -67,4 +70,15 @@ class SlideFailed:
     detail: str | None = None  # traceback for unexpected errors (kept in the run record)
 
 
-Record = SlideStarted | Stage | CropChunk | Notice | SlideFinished | SlideFailed
+@dataclass
+class SlideSkipped:
+    """Another run landed this slide's bag after this run planned it (two unsharded runs on one store): the
+    first writer wins and this run does not redo it."""
+
+    index: int
+    slide_id: str
+    n_instances: int
+    message: str
+
+
+Record = SlideStarted | Stage | CropChunk | Notice | SlideFinished | SlideFailed | SlideSkipped

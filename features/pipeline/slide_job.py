@@ -4,6 +4,11 @@ A slide is opened once; region QC runs on a coarse level, then cell detection (o
 regions, an optional seeded subsample, and the crops stream out in chunks of `batch_size`. A folder of cell
 images is read image by image (each is one instance) and gets a per-image focus score instead of region QC.
 
+A slide whose bag another run landed since this run planned it is skipped before it is opened
+(`SlideSkipped`): two unsharded runs on one store share the work instead of doing it twice. A cell image that
+cannot be read is left out in one line (`Notice`, recorded in the bag), the patient's other images make its
+bag; `extract.strict` fails the patient instead.
+
 A slide's QC (`STORE/qc/<key>`: summary, region map, overview; `features.bagstore.qc`) is written here, by
 the process that holds the slide open: the summary and maps as soon as detection is done (so a slide that
 fails later still leaves its QC behind), the overview once the crops are out (so the encoder is not kept
@@ -24,9 +29,18 @@ import torch
 from features.bagstore import BagStore, SlideQC
 from features.core.errors import MilError, SlideError
 from features.pipeline.config import ExtractConfig
-from features.pipeline.records import CropChunk, Record, SlideFailed, SlideFinished, SlideStarted, Stage
+from features.pipeline.provenance import LANDED, landed_meanwhile, leave_out
+from features.pipeline.records import (
+    CropChunk,
+    Record,
+    SlideFailed,
+    SlideFinished,
+    SlideSkipped,
+    SlideStarted,
+    Stage,
+)
 from features.smear.imageops import focus_scores
-from features.sources.base import SlideRef
+from features.sources.base import SlideRef, check_name, printable
 
 if TYPE_CHECKING:
     from features.smear.detect import Detections
@@ -66,15 +80,27 @@ def _as_tensor(images: np.ndarray) -> torch.Tensor:
 class SlideJob:
     """Everything a worker needs for one run; small and picklable (spawned workers receive a copy)."""
 
-    def __init__(self, refs: list[SlideRef], config: ExtractConfig, input_px: int, store: BagStore):
+    def __init__(
+        self,
+        refs: list[SlideRef],
+        config: ExtractConfig,
+        input_px: int,
+        store: BagStore,
+        overwrite: bool = False,
+    ):
         self.refs, self.config, self.input_px, self.store = refs, config, input_px, store
+        self.overwrite = overwrite
 
     def records(self, index: int) -> Iterator[Record]:
         ref = self.refs[index]
         yield SlideStarted(index, ref.slide_id, time.time())
         qc: dict[str, Any] = {}
         try:
-            if ref.kind == "cells":
+            check_name(ref.path)  # a slide or patient folder named in another encoding than UTF-8
+            landed = None if self.overwrite else landed_meanwhile(self.store, ref, self.config)
+            if landed is not None:
+                yield SlideSkipped(index, ref.slide_id, landed, LANDED)
+            elif ref.kind == "cells":
                 yield from self._cells(index, ref, qc)
             elif ref.kind == "fields":
                 from features.pipeline.field_job import field_records
@@ -193,29 +219,40 @@ class SlideJob:
             images = tuple(images[i] for i in keep)
         yield Stage(index, ref.slide_id, "read", {"total": len(images)})
         px = self.input_px
-        scores = []
+        scores, left_out = [], []
         for start in range(0, len(images), cfg.batch_size):
-            names = list(images[start : start + cfg.batch_size])
-            batch = np.empty((len(names), px, px, 3), np.uint8)
-            focus = np.empty(len(names), np.float32)
-            for j, name in enumerate(names):  # one file per instance: the per-image loop is the file read
-                rgb = read_cell_image(ref.path / name)[None]
+            names = []
+            batch = np.empty((min(cfg.batch_size, len(images) - start), px, px, 3), np.uint8)
+            focus = np.empty(len(batch), np.float32)
+            for name in images[start : start + cfg.batch_size]:  # one file per instance: the loop is the read
+                try:
+                    rgb = read_cell_image(ref.path / name)[None]
+                except SlideError as exc:
+                    left_out.append(name)
+                    reason = str(exc).removeprefix(f"{printable(str(ref.path / name))}: ")
+                    yield leave_out(index, ref, name, reason, cfg.strict)
+                    continue
                 # Focus on the image as exported, so the score does not depend on the encoder's input size;
                 # the measure (and so the scale of the values) is region QC's (features.smear.imageops).
-                focus[j] = focus_scores(rgb)[0]
+                focus[len(names)] = focus_scores(rgb)[0]
                 # The whole image to the encoder's input size, with the slide crops' resampling (area
                 # average when shrinking); the aspect is not kept, cell exports are near-square.
-                batch[j] = resize_batch(rgb, px, px)[0]
-            scores.append(focus)
-            yield CropChunk(index, ref.slide_id, _as_tensor(batch), None, names, {"focus": focus})
-        focus_all = np.concatenate(scores)
+                batch[len(names)] = resize_batch(rgb, px, px)[0]
+                names.append(name)
+            if names:
+                scores.append(focus[: len(names)])
+                chunk = _as_tensor(batch[: len(names)])
+                yield CropChunk(index, ref.slide_id, chunk, None, names, {"focus": focus[: len(names)]})
+        kept = len(images) - len(left_out)
         qc.update(
-            unit="cells",
-            instances_found=len(ref.images),
-            instances_kept=len(images),
-            focus_median=float(np.median(focus_all)),
-            focus_p10=float(np.percentile(focus_all, 10)),
+            unit="cells", instances_found=len(ref.images), instances_kept=kept, images_left_out=left_out
         )
+        if not kept:
+            raise SlideError(
+                ref.slide_id, f"none of its {len(images)} cell image(s) could be read (see the lines above)"
+            )
+        focus_all = np.concatenate(scores)
+        qc.update(focus_median=float(np.median(focus_all)), focus_p10=float(np.percentile(focus_all, 10)))
         self.store.write_qc(ref.slide_id, SlideQC({**qc, "status": "read"}))
         subsample = None if keep is None else {"seed": cfg.seed, "from": len(ref.images), "kept": len(images)}
-        yield SlideFinished(index, ref.slide_id, len(images), qc, ref.mpp, ref.mpp_source, None, subsample)
+        yield SlideFinished(index, ref.slide_id, kept, qc, ref.mpp, ref.mpp_source, None, subsample)

@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from features.core.errors import InputError, SlideError
 from features.sources import SOURCES
-from features.sources.base import IMAGE_SUFFIXES, SlideRef, check_mpp, composite_on_white
+from features.sources.base import IMAGE_SUFFIXES, SlideRef, check_mpp, composite_on_white, regular_file
 
 
 def list_images(folder: Path) -> tuple[str, ...]:
@@ -34,7 +34,13 @@ def list_images(folder: Path) -> tuple[str, ...]:
 
 
 def patient_folders(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """The sub-folders of `root` that may be patients: not hidden, and not a zarr store (a bag store written
+    into the cohort folder, `-o cells/bags.zarr`, is no patient on the next run)."""
+    return sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and not (p / "zarr.json").is_file()
+    )
 
 
 @SOURCES.register("cells")
@@ -61,7 +67,9 @@ class CellFolderSource:
 def read_cell_image(path: Path) -> np.ndarray:
     """One cell image as H x W x 3 uint8 RGB: palette/grey are expanded, alpha is composited on white, 16-bit
     images are scaled by their own maximum range (CellaVision exports are 8-bit; this keeps 16-bit TIFFs usable).
-    An unreadable file raises `SlideError` naming it (the extractor fails that patient, not the run)."""
+    An unreadable file raises `SlideError` naming it (the extractor leaves that image out, one line, or with
+    `extract.strict` fails the patient; never the run). Anything but a regular file is refused unopened."""
+    regular_file(Path(path), "image")
     try:
         with Image.open(path) as img:
             img.load()
@@ -73,5 +81,5 @@ def read_cell_image(path: Path) -> np.ndarray:
             if img.mode in ("RGBA", "LA", "P", "PA") or "transparency" in img.info:
                 return composite_on_white(np.asarray(img.convert("RGBA")))
             return np.asarray(img.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
         raise SlideError(str(path), f"cannot read image ({' '.join(str(exc).split())})") from None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,8 +88,9 @@ def read_field_image(path: Path) -> np.ndarray:
     """One field as H x W x 3 uint8 RGB (alpha composited on white). Raises `SlideError` naming the file when it
     cannot be read, is grayscale (a stained smear needs colour: chromatin and red cells differ by hue), or is
     too large to be a camera field."""
-    from features.sources.base import composite_on_white
+    from features.sources.base import composite_on_white, regular_file
 
+    regular_file(Path(path), "image")
     try:
         with Image.open(path) as img:
             if img.width * img.height > MAX_FIELD_PX:
@@ -234,6 +236,8 @@ def recognise_images(images: list[Path], mpp: float | None, where: str) -> str:
 
 def is_field_tiff(path: Path) -> bool:
     """A plain (untiled, single-page) TIFF is a camera field; a tiled or multi-page one is a slide."""
+    if not _regular(path):
+        return False  # the slide reader refuses it in one line
     try:
         with Image.open(path) as img:
             tiled = 322 in getattr(img, "tag_v2", {})  # TileWidth
@@ -243,11 +247,21 @@ def is_field_tiff(path: Path) -> bool:
 
 
 def _size(path: Path) -> tuple[int, int] | None:
+    if not _regular(path):
+        return None
     try:
         with Image.open(path) as img:
             return img.size
     except (OSError, UnidentifiedImageError, ValueError):
         return None
+
+
+def _regular(path: Path) -> bool:
+    """Opening anything but a regular file (a FIFO named x.jpg) could block: such paths are never opened."""
+    try:
+        return stat.S_ISREG(Path(path).stat().st_mode)
+    except OSError:
+        return False
 
 
 def common_root(paths: list[Path]) -> Path:

@@ -41,7 +41,7 @@ import numpy as np
 
 from features.core.errors import InputError, SlideError
 from features.sources import SOURCES
-from features.sources.base import SlideRef, check_mpp, is_hidden
+from features.sources.base import SlideRef, check_mpp, is_hidden, regular_file
 
 TOOLS = ("clam", "trident", "stamp")
 
@@ -100,6 +100,7 @@ def read_h5_bag(path: Path, mpp: float | None = None, mpp_source: str | None = N
     import h5py
 
     path = Path(path)
+    regular_file(path, "feature file")
     try:
         fh = h5py.File(path, "r")
     except OSError as exc:
@@ -126,8 +127,7 @@ def read_h5_bag(path: Path, mpp: float | None = None, mpp_source: str | None = N
         raise SlideError(str(path), f"`coords` has shape {coords.shape}; expected {len(feats)} x 2")
     if len(feats) == 0:
         raise SlideError(str(path), "no instances (empty features)")
-    feats = feats.astype(np.float32, copy=False)
-    coords = coords.astype(np.float64)
+    feats, coords = _finite(path, feat_name, feats, coords)
     info: dict[str, Any] = {"dataset": feat_name, "attrs": root_attrs, "coords_attrs": coord_attrs}
 
     if feat_name == "feats":
@@ -136,6 +136,28 @@ def read_h5_bag(path: Path, mpp: float | None = None, mpp_source: str | None = N
         bag = _clam_trident(feats, coords, coord_attrs, mpp, mpp_source, info)
     bag.info["sha256"] = sha256_file(path)
     return bag
+
+
+def _finite(
+    path: Path, feat_name: str, feats: np.ndarray, coords: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """float32 features and float64 coords, refusing NaN/inf in either (as the encoder path refuses its own):
+    stored, a NaN feature surfaces folds later in training, a NaN coordinate becomes -9223372036854775808."""
+    try:
+        feats, coords = feats.astype(np.float32), coords.astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        raise SlideError(
+            str(path), f"`{feat_name}` or `coords` is not numeric ({exc}); re-export the file"
+        ) from None
+    for name, values in ((feat_name, feats), ("coords", coords)):
+        bad = int((~np.isfinite(values)).any(axis=1).sum())
+        if bad:
+            raise SlideError(
+                str(path),
+                f"{bad} of {len(values)} instances have NaN/inf in `{name}`; re-export the file (or drop those "
+                "rows)",
+            )
+    return feats, coords
 
 
 def _stamp(feats, coords, attrs, mpp, mpp_source, info, path) -> ImportedBag:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from features.core.errors import InputError
 from features.sources import SOURCES
-from features.sources.base import IMAGE_SUFFIXES, SLIDE_SUFFIXES, SlideRef, check_mpp
+from features.sources.base import IMAGE_SUFFIXES, SLIDE_SUFFIXES, SlideRef, check_mpp, implausible_mpp
 from features.sources.cells import list_images
 from features.sources.fields import FieldsRef, common_root, is_field_tiff, recognise_images
 
@@ -136,7 +136,12 @@ class _Rows:
             return f"{raw_path}: {resolved}"
         kind, path, images = resolved
         if row_mpp and given is None:
-            return f"{raw_path}: mpp {row_mpp!r} is not a positive number"
+            problem = implausible_mpp(_float(row_mpp))
+            return (
+                f"{raw_path}: {problem}"
+                if problem
+                else f"{raw_path}: mpp {row_mpp!r} is not a number (µm/px)"
+            )
         if row_mpp:
             ref_mpp, source = given, "manifest"
         else:
@@ -151,12 +156,16 @@ class _Rows:
         return None
 
 
-def _number(text: str) -> float | None:
+def _float(text: str) -> float | None:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         return None
-    return value if 0 < value < 1e4 else None
+
+
+def _number(text: str) -> float | None:
+    value = _float(text)
+    return None if value is None or implausible_mpp(value) else value
 
 
 def _patient_fields(patient: str, rows: list[tuple[Path, float | None, str | None]]) -> FieldsRef:

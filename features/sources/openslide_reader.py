@@ -20,7 +20,7 @@ import openslide
 
 from features.core.errors import SlideError
 from features.smear.imageops import block_mean
-from features.sources.base import composite_on_white
+from features.sources.base import composite_on_white, implausible_mpp, regular_file
 
 MPP_FIX = "pass --mpp or an mpp column in a manifest"
 
@@ -91,6 +91,7 @@ class SlideReader:
     def __init__(self, path: Path, mpp: float | None = None, mpp_source: str | None = None):
         self.path = Path(path)
         self.name = self.path.name
+        regular_file(self.path, "slide")  # a FIFO named x.svs would block OpenSlide forever
         try:
             self._slide = openslide.OpenSlide(str(self.path))
         except (openslide.OpenSlideError, OSError) as exc:
@@ -108,6 +109,10 @@ class SlideReader:
         if resolved is None:
             self.close()
             raise SlideError(self.name, f"no pixel size (mpp) in the slide's metadata; {MPP_FIX}")
+        problem = implausible_mpp(resolved, source)
+        if problem:
+            self.close()
+            raise SlideError(self.name, f"{problem}; {MPP_FIX}")
         self.mpp: float = resolved
         self.mpp_source: str = source or "user"
 
@@ -178,9 +183,10 @@ def dicom_series_uid(path: Path) -> str | None:
     Used by the slides source to group a folder's .dcm files into one slide per series.
     """
     try:
+        regular_file(Path(path), "DICOM file")
         with openslide.OpenSlide(str(path)) as slide:
             return slide.properties.get("dicom.SeriesInstanceUID")
-    except (openslide.OpenSlideError, OSError):
+    except (openslide.OpenSlideError, OSError, SlideError):
         return None
 
 

@@ -69,6 +69,9 @@ def _register() -> None:
 
     heatmap.register(app)
     report.register(app)
+    from mil.cli import cells
+
+    cells.register(app)
 
 
 _register()

@@ -51,12 +51,18 @@ def info(store: Path = typer.Argument(..., help="Bag store folder.")) -> None:
 
 
 @bags_app.command("validate")
-def validate(store: Path = typer.Argument(..., help="Bag store folder.")) -> None:
-    """Check every bag (schema, shapes, NaN/inf, provenance): exit 0 if clean, 1 with one line per problem."""
+def validate(
+    store: Path = typer.Argument(..., help="Bag store folder."),
+    deep: bool = typer.Option(
+        False, "--deep", help="Also decode every feature chunk and look for NaN/inf (reads all the data)."
+    ),
+) -> None:
+    """Check every bag (schema, provenance, shapes, every chunk on disk, the small arrays decoded; --deep: the
+    features too): exit 0 if clean, 1 with one line per problem."""
     from features.bagstore import BagStore
 
     bag_store = BagStore(store)
-    problems = bag_store.validate()
+    problems = bag_store.validate(deep=deep)
     console = Console()
     lines = [f"{slide}: {p}" for slide, found in problems.items() for p in found]
     for line in lines:
@@ -68,7 +74,10 @@ def validate(store: Path = typer.Argument(..., help="Bag store folder.")) -> Non
         )
     if lines:
         raise typer.Exit(1)
-    console.print(f"[green]ok[/] {len(problems)} bags in {store}", highlight=False)
+    depth = (
+        "features decoded, no NaN/inf" if deep else "every chunk on disk; --deep also decodes the features"
+    )
+    console.print(f"[green]ok[/] {len(problems)} bags in {store} ({depth})", highlight=False)
 
 
 @bags_app.command("qc")

@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
             False, "--overwrite", help="Replace the outputs of an earlier demo in OUT."
         ),
     ) -> None:
-        """Run synth -> extract -> train -> heatmap -> report on a synthetic cohort and print where it all is."""
+        """Run synth -> extract -> train -> cells -> count -> heatmap -> report on a synthetic cohort; print where."""
         from rich.progress import SpinnerColumn, TextColumn
 
         from mil.cli.progress import Steps

@@ -98,7 +98,8 @@ def summary_table(summary: Any) -> Table:
             f"{o.seconds:.1f}" if o.status != "skipped" else "",
         )
     counts = ", ".join(f"{summary.count(s)} {s}" for s in ("written", "skipped", "failed"))
-    table.caption = f"{counts}; {summary.instances} instances written in {summary.seconds:.1f} s"
+    left_out = f" ({summary.left_out} inputs left out)" if summary.left_out else ""
+    table.caption = f"{counts}; {summary.instances} instances written{left_out} in {summary.seconds:.1f} s"
     return table
 
 
@@ -112,8 +113,13 @@ def failure_lines(summary: Any) -> list[str]:
 
 
 def notice_lines(summary: Any) -> list[str]:
-    """Bags written with some inputs left out (a patient's unreadable field): `<slide>: k input(s) left out`."""
-    return [f"{o.slide_id}: {o.message}" for o in summary.outcomes if o.status == "written" and o.message]
+    """Bags written with some inputs left out (an unreadable cell image, an unusable field):
+    `<slide>: k input(s) left out`, then each input and why, indented."""
+    lines = []
+    for o in summary.outcomes:
+        if o.status == "written" and o.left_out:
+            lines += [f"{o.slide_id}: {o.message}", *(f"  {line}" for line in (o.detail or "").splitlines())]
+    return lines
 
 
 def exit_code(summary: Any) -> int:
@@ -137,16 +143,26 @@ def print_summary(console: Console, summary: Any) -> None:
             console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
     notices = notice_lines(summary)
     if notices:
-        console.print(f"[yellow]written with inputs left out[/] ({len(notices)}):", highlight=False)
+        bags = sum(not line.startswith(" ") for line in notices)
+        console.print(f"[yellow]written with inputs left out[/] ({bags}):", highlight=False)
         for line in notices:
             console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
     if summary.message:
-        console.print(f"[red]nothing extracted:[/] {summary.message}", highlight=False)
+        console.print(f"[red]nothing extracted:[/] {summary.message}", highlight=False, soft_wrap=True)
     if summary.encoder is not None and summary.encoder.weights_sha256 == "random":
         console.print(RANDOM_LINE)
     if summary.swept:
         console.print(
             f"removed {len(summary.swept)} unfinished bag(s) left by an earlier run", highlight=False
+        )
+    if summary.repaired:
+        console.print(f"[yellow]re-extracted {len(summary.repaired)} damaged bag(s)[/]:", highlight=False)
+        for line in summary.repaired:
+            console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
+    if summary.closed_runs:
+        console.print(
+            f"marked {len(summary.closed_runs)} earlier run record(s) as killed (their process is gone)",
+            highlight=False,
         )
     if summary.stopped_early:
         console.print("[red]stopped at the first failure (--no-skip-errors)[/]")
@@ -192,6 +208,7 @@ def register(app: typer.Typer) -> None:
             min=0,
             help="With --engine ray: GPUs per encoder actor, one actor per share (default: 1 where there are GPUs).",
         ),
+        strict: bool = field_option(ExtractConfig, "strict", "--strict"),
     ) -> None:
         """Extract one bag of embeddings per slide (or import .h5 features) into a bag store."""
         from features.encoders import RandomWeightsWarning

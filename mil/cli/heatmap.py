@@ -35,6 +35,12 @@ def register(app: typer.Typer) -> None:
         labels: Path = typer.Option(
             None, "--labels", help="Labels CSV mapping slide_id -> patient_id (default: the run's own)."
         ),
+        cells: Path = typer.Option(
+            None,
+            "--cells",
+            help="Cell model from `mil cells train`: name each cell's type in attention.csv (cell_type, "
+            "cell_type_p), gallery captions, an overlay by type and QuPath classifications.",
+        ),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
     ) -> None:
         """Where the model looked, per slide: attention.csv, galleries, overlays and cells.geojson."""
@@ -58,7 +64,7 @@ def register(app: typer.Typer) -> None:
 
             summary = heatmap(
                 run, bags, output, slides=slide or None, config=cfg.explain, overwrite=overwrite,
-                progress=progress, labels=labels,
+                progress=progress, labels=labels, cells=cells,
             )  # fmt: skip
         console.print(_table(summary))
         how = (

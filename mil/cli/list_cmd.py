@@ -17,10 +17,10 @@ def register(app: typer.Typer) -> None:
     @app.command("list")
     def list_(
         axis: str = typer.Argument(
-            None, help="sources | encoders | heads | tasks | baselines (default: all)"
+            None, help="sources | encoders | heads | tasks | baselines | cell-classifiers (default: all)"
         ),
     ) -> None:
-        """List the registered sources, encoders, MIL heads, tasks and baselines."""
+        """List the registered sources, encoders, MIL heads, tasks, baselines and cell classifiers."""
         regs = registries()
         if axis is not None and axis not in regs:
             from features.core.errors import InputError

@@ -29,6 +29,12 @@ def register(app: typer.Typer) -> None:
         seed: int = field_option(ReportConfig, "seed", "--seed"),
         config: str = config_option(),
         set_: list[str] = set_option(),
+        cells: Path = typer.Option(
+            None,
+            "--cells",
+            help="Cell model from `mil cells train`: add the differential count (stacked bars, table, 95 % "
+            "intervals, flags) and label each discovery cluster with its cell types.",
+        ),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
     ) -> None:
         """One self-contained HTML report: metrics with CIs, plots, predictions, cell galleries, discovery."""
@@ -49,8 +55,9 @@ def register(app: typer.Typer) -> None:
                     )
 
             summary = report(
-                run, bags, output, labels=labels, config=cfg.report, overwrite=overwrite, progress=progress
-            )
+                run, bags, output, labels=labels, config=cfg.report, overwrite=overwrite, progress=progress,
+                cells=cells, cells_config=cfg.cells,
+            )  # fmt: skip
         how = "attention" if summary.method == "attention" else f"attribution ({summary.method})"
         found = ", ".join(f"{k} {v}" for k, v in summary.clusters.items()) or "none"
         console.print(

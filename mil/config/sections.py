@@ -64,15 +64,14 @@ class ReportConfig(Section):
 
 
 class CellsConfig(Section):
-    """`mil cells` (coming; no command reads this section yet): a cell-type classifier on stored embeddings.
-
-    For the differential count (cell types per slide); validated now so configs can carry it.
-    """
+    """`mil cells train|count` and `--cells` of `mil heatmap` / `mil report`: a cell-type classifier on the
+    stored embeddings (the frozen encoder stays frozen) and the differential count it gives per slide."""
 
     classifier: Literal["linear", "mlp", "knn"] = Field(
         "linear",
-        description="Classifier on the frozen encoder's embeddings: a linear probe (logistic regression, as "
-        "DinoBloom is evaluated), a small MLP, or k nearest neighbours.",
+        description="Classifier on the frozen encoder's embeddings (`mil list cell-classifiers`): a linear probe "
+        "(multinomial logistic regression on z-scored features, as DinoBloom is evaluated), a one-hidden-layer "
+        "MLP, or k nearest neighbours.",
     )
     min_cells_per_class: int = Field(
         5,
@@ -85,9 +84,25 @@ class CellsConfig(Section):
         min_length=1,
         max_length=200,
         description="Class vocabulary mapping analyser names to one standard set: a name in "
-        "configs/celltypes/ or a YAML path. Empty: the cell labels' own names.",
+        "configs/celltypes/ (munich21, synth20, pbc8) or a YAML path. Empty: the cell labels' own names "
+        "(every class then counts in the percentages, and blast %, M:E ratio and flags are not available).",
     )
     folds: int = Field(
         5, ge=2, le=50, description="Cross-validation folds, grouped by patient (no patient in two parts)."
     )
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the folds and the classifier's fit.")
+    match_radius_um: float = Field(
+        5.0,
+        gt=0,
+        le=50,
+        description="Labels given by position (x, y; `mil synth` slide truth): a stored cell takes the label of "
+        "the nearest labelled cell within this distance; farther cells stay unlabelled.",
+    )
+    neighbours: int = Field(15, ge=1, le=500, description="knn: neighbours that vote.")
+    hidden: int = Field(256, ge=8, le=4096, description="mlp: width of the hidden layer.")
+    reference_ranges: str = Field(
+        "reference_ranges",
+        min_length=1,
+        max_length=200,
+        description="Reference ranges that raise flags on a count: a name in configs/celltypes/ or a YAML path.",
+    )

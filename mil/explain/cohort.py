@@ -28,6 +28,7 @@ from mil.explain.attention import PatientAttention, explain_patient, method_of
 from mil.tasks import TaskSpec, create_task
 from mil.training.checkpoint import FoldModel
 from mil.training.data import PatientBag, read_patient_bag
+from mil.training.store_check import check_store_settings
 
 
 @dataclass
@@ -63,6 +64,7 @@ class Explainer:
                 f"{bags}: bags are {store.encoder.describe()}, but run {run} was trained on "
                 f"{trained_on.describe()}; pass a store extracted with the run's encoder"
             )
+        check_store_settings(run, store)
         metas = {m.slide_id: m for m in store.metas()}
         if not metas:
             raise InputError(f"{bags}: the store holds no bags")

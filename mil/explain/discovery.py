@@ -13,6 +13,8 @@ For each output c:
    eps), eps = half a cell of a median sample, and p = one-sided Mann-Whitney U on the per-patient shares
    (patients, not cells, are the independent units: a cell-level Fisher test would count one smear's 500 blasts
    as 500 pieces of evidence).
+With a cell typer (a cell model's `predict`, `mil report --cells`), each cluster also gets its type mix: the
+share of its candidate cells of each predicted type ("cluster 0: 91 % abnormal promyelocyte, enriched 24x").
 Clusters are ranked by enrichment. A cluster of normal cells the model also looks at scores about 1. Asking
 for more clusters than there are kinds of cells splits one kind into sub-clusters whose shares add up (each is
 enriched); fewer clusters merge kinds.
@@ -20,6 +22,7 @@ enriched); fewer clusters merge kinds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +54,12 @@ class Cluster:
     p_value: float | None  # one-sided Mann-Whitney U; None when a group is empty
     mean_att_rel: float
     members: list[CellRef] = field(default_factory=list)  # top cells, spread over patients, for a montage
+    type_mix: dict[str, float] = field(default_factory=dict)  # predicted type -> share of the cluster's cells
+
+    def mix_words(self, top: int = 2) -> str:
+        """ "91 % abnormal promyelocyte, 6 % promyelocyte" (the largest shares), or "" without types."""
+        ranked = sorted(self.type_mix.items(), key=lambda kv: -kv[1])[:top]
+        return ", ".join(f"{100 * share:.0f} % {name.replace('_', ' ')}" for name, share in ranked)
 
 
 @dataclass
@@ -66,9 +75,16 @@ class DiscoveryCollector:
     """Feed `add()` one patient at a time (bounded memory), then call `clusters()` once."""
 
     def __init__(
-        self, names: list[str], top_per_patient: int = 16, sample_per_patient: int = 256, seed: int = 0
+        self,
+        names: list[str],
+        top_per_patient: int = 16,
+        sample_per_patient: int = 256,
+        seed: int = 0,
+        cell_types: Callable[[np.ndarray], np.ndarray] | None = None,
     ):
+        """`cell_types`: N x D embeddings -> N type names, to give each cluster its type mix."""
         self.names = list(names)
+        self.cell_types = cell_types
         self.top_per_patient = top_per_patient
         self.sample_per_patient = sample_per_patient
         self.seed = seed
@@ -134,6 +150,7 @@ class DiscoveryCollector:
         counts = np.zeros((len(self._patients), k))
         np.add.at(counts, (owner[member], nearest[member]), 1.0)
         share = counts / np.bincount(owner, minlength=len(self._patients))[:, None]
+        types = None if self.cell_types is None else np.asarray(self.cell_types(feats), dtype=object)
         found = []
         for j in range(k):
             sel = np.flatnonzero(km.labels_ == j)
@@ -154,12 +171,19 @@ class DiscoveryCollector:
                     p_value=p,
                     mean_att_rel=float(att_rel[sel].mean()),
                     members=_spread(sel, who, att_rel, where, members),
+                    type_mix={} if types is None else _mix(types[sel]),
                 )
             )
         found.sort(key=lambda c: (-c.enrichment, c.p_value if c.p_value is not None else 1.0))
         for rank, c in enumerate(found):
             c.cluster = rank
         return found
+
+
+def _mix(types: np.ndarray) -> dict[str, float]:
+    names, counts = np.unique(types.astype(str), return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    return {str(names[i]): float(counts[i] / counts.sum()) for i in order}
 
 
 def _spread(sel: np.ndarray, who: np.ndarray, att_rel: np.ndarray, where: list, n: int) -> list[CellRef]:

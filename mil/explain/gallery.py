@@ -18,14 +18,16 @@ from features.bagstore import Bag, BagMeta
 from features.sources import open_instances
 from features.sources.instances import Instances
 
-CAPTION_PX = 30
+CAPTION_PX = 30  # two caption lines; a third (the cell type, with a cell model) adds LINE_PX
+LINE_PX = 13
+MAX_LINES = 3
 HEADING_PX = 24
 BACKGROUND = (255, 255, 255)
 
 
 @dataclass
 class Section:
-    """One labelled row block of a montage: a heading and its tiles with two-line captions."""
+    """One labelled row block of a montage: a heading and its tiles with captions of up to three lines."""
 
     heading: str
     images: np.ndarray  # n x S x S x 3 uint8
@@ -47,8 +49,10 @@ def montage(sections: list[Section], title: str, columns: int = 8) -> Image.Imag
     font = _font(12)
     bold = _font(15)
     tile = max((s.images.shape[1] for s in sections if len(s.images)), default=96)
+    lines = min(MAX_LINES, max((c.count("\n") + 1 for s in sections for c in s.captions), default=2))
+    caption_px = CAPTION_PX + LINE_PX * max(0, lines - 2)
     width = columns * (tile + 4) + 4
-    heights = [HEADING_PX + max(1, -(-len(s.images) // columns)) * (tile + CAPTION_PX + 4) for s in sections]
+    heights = [HEADING_PX + max(1, -(-len(s.images) // columns)) * (tile + caption_px + 4) for s in sections]
     canvas = Image.new("RGB", (width, HEADING_PX + 6 + sum(heights)), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     draw.text((4, 4), title, fill=(0, 0, 0), font=bold)
@@ -59,11 +63,14 @@ def montage(sections: list[Section], title: str, columns: int = 8) -> Image.Imag
             draw.text((4, y + HEADING_PX + 4), "(no cells)", fill=(120, 120, 120), font=font)
         for j, (img, caption) in enumerate(zip(section.images, section.captions, strict=True)):
             r, c = divmod(j, columns)
-            x0, y0 = 4 + c * (tile + 4), y + HEADING_PX + r * (tile + CAPTION_PX + 4)
+            x0, y0 = 4 + c * (tile + 4), y + HEADING_PX + r * (tile + caption_px + 4)
             canvas.paste(Image.fromarray(img), (x0, y0))
-            for k, line in enumerate(caption.split("\n")[:2]):
+            for k, line in enumerate(caption.split("\n")[:lines]):
                 draw.text(
-                    (x0 + 1, y0 + tile + 1 + 13 * k), _fit(draw, line, font, tile), fill=(0, 0, 0), font=font
+                    (x0 + 1, y0 + tile + 1 + LINE_PX * k),
+                    _fit(draw, line, font, tile),
+                    fill=(0, 0, 0),
+                    font=font,
                 )
         y += height
     return canvas
@@ -111,10 +118,12 @@ def slide_galleries(
     what: str = "attention x N",
     patient_id: str | None = None,
     source: Instances | None = None,
+    cell_types: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Image.Image]:
     """One montage per output name: its top-k and bottom-k cells of this slide by `values[name]`. The cells
     of every montage are read in one pass over the source: `source` when the caller holds it open (to draw
-    the overview from the same open slide), else opened here."""
+    the overview from the same open slide), else opened here. `cell_types` (N names, N probabilities, from a
+    cell model) adds each cell's type to its caption."""
     picks = {name: top_bottom(v, top_k) for name, v in values.items()}
     wanted = np.unique(np.concatenate([np.concatenate(p) for p in picks.values()] or [np.zeros(0, np.int64)]))
     if source is None:
@@ -128,12 +137,23 @@ def slide_galleries(
             Section(
                 f"{label} {len(idx)} by {what}",
                 images[[where[int(i)] for i in idx]] if len(idx) else images[:0],
-                [f"#{r + 1}  {values[name][i]:.3g}\n{_where(bag, i)}" for r, i in enumerate(idx)],
+                [
+                    f"#{r + 1}  {values[name][i]:.3g}\n{type_caption(cell_types, i)}{_where(bag, i)}"
+                    for r, i in enumerate(idx)
+                ],
             )
             for label, idx in (("top", top), ("bottom", bottom))
         ]
         out[name] = montage(sections, f"{meta.slide_id} (patient {patient_id or meta.patient_id}): {name}")
     return out
+
+
+def type_caption(cell_types: tuple[np.ndarray, np.ndarray] | None, i: int) -> str:
+    """ "<type> <p>" and a line break for cell i, or nothing without a cell model."""
+    if cell_types is None:
+        return ""
+    names, proba = cell_types
+    return f"{str(names[i]).replace('_', ' ')} {100 * proba[i]:.0f}%\n"
 
 
 def _where(bag: Bag, i: int) -> str:

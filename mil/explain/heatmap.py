@@ -7,9 +7,14 @@ Layout of OUT (slide folders are `features.bagstore.bag_key(slide_id)`)::
     <slide>/attention.csv         one row per instance (columns: `mil.explain.tables`)
     <slide>/gallery_<row>.png     top-k and bottom-k cells by relative attention, re-read from the source
     <slide>/overlay_<row>.png     slides only: the smear with every cell coloured by attention
+    <slide>/overlay_celltype.png  with --cells: the smear with every cell coloured by its type
     <slide>/cells.geojson         slides only: the cells as QuPath detections with attention measurements
     <slide>/fields/<field>/       microscope fields: overlay_<row>.png and cells.geojson per field, in the
                                   field's own pixels (`mil.explain.field_overlay`)
+
+With a cell model (`cells`, from `mil cells train`), attention.csv gains `cell_type` and `cell_type_p` (its
+calibrated probability), gallery captions name each cell's type, and the GeoJSON carries QuPath
+classifications coloured by type. A cell model of another encoder than the store's is refused.
 
 `<row>` is each class (per-class attention, or attribution for heads without attention) or `all` for a head
 with one attention row shared by the classes (abmil, gated_abmil, clam_sb, transmil).
@@ -28,12 +33,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from features.bagstore import bag_key
 from features.core.errors import InputError, MilError
 from mil.config import ExplainConfig
 from mil.explain.attention import ATTRIBUTION_METHOD
 from mil.explain.cohort import Explainer
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from features.sources.instances import Overview
+    from mil.cells.model import CellModel
 
 SCHEMA = "mil.heatmap/1"
 NORMALISATION = (
@@ -81,9 +93,10 @@ def heatmap(
     progress: Callable[..., None] | None = None,
     labels: Path | None = None,
     device: str = "cpu",
+    cells: Path | None = None,
 ) -> HeatmapSummary:
     """Explain the slides of `bags` (all, or `slides`) with the fold models of `run`; write OUT. `config` sets
-    the galleries (top-k cells, tile size)."""
+    the galleries (top-k cells, tile size); `cells` names each cell's type with that cell model."""
     from mil.training.rundir import check_out, swap_in, temp_dir
 
     started = time.perf_counter()
@@ -91,6 +104,7 @@ def heatmap(
     out = Path(out)
     check_out(out, overwrite, lambda path: (path / "heatmap.json").is_file(), "heatmap folder")
     ex = Explainer.open(run, bags, labels, device)
+    cell_model = _open_cell_model(cells, ex)
     wanted = _resolve_slides(ex, slides, Path(bags))
     owner = ex.slide_patient()
     by_patient: dict[str, list[str]] = {}
@@ -99,12 +113,13 @@ def heatmap(
     emit("start", total=len(wanted), patients=len(by_patient), method=ex.method)
     tmp = temp_dir(out)
     try:
-        results = _explain_slides(ex, by_patient, tmp, config, emit)
+        results = _explain_slides(ex, by_patient, tmp, config, emit, cell_model)
         summary = HeatmapSummary(
             out, Path(run), Path(bags), ex.head_name, ex.method, ex.class_agnostic,
             _rows(ex), results, time.perf_counter() - started,
         )  # fmt: skip
-        (tmp / "heatmap.json").write_text(json.dumps(_record(ex, summary, config), indent=1) + "\n")
+        record = _record(ex, summary, config, cell_model)
+        (tmp / "heatmap.json").write_text(json.dumps(record, indent=1) + "\n")
         if summary.count("written"):
             swap_in(tmp, out)
         else:
@@ -115,12 +130,24 @@ def heatmap(
     return summary
 
 
+def _open_cell_model(cells: Path | None, ex: Explainer) -> CellModel | None:
+    """The cell model that names each cell's type, refused up front if its encoder is not the store's."""
+    if cells is None:
+        return None
+    from mil.cells.model import CellModel
+
+    cell_model = CellModel.load(cells)
+    cell_model.check_store(ex.store)
+    return cell_model
+
+
 def _explain_slides(
     ex: Explainer,
     by_patient: dict[str, list[str]],
     folder: Path,
     config: ExplainConfig,
     emit: Callable[..., None],
+    cell_model: CellModel | None = None,
 ) -> list[SlideResult]:
     """Each patient explained once (its slides' bags together), then each of its slides written to its own
     folder; a patient or slide that fails is a failed result, and the others go on."""
@@ -134,7 +161,7 @@ def _explain_slides(
                 emit("slide_done", result=results[-1])
             continue
         for s in slide_ids:
-            results.append(_write_slide(ex, s, patient, att, folder / bag_key(s), config))
+            results.append(_write_slide(ex, s, patient, att, folder / bag_key(s), config, cell_model))
             emit("slide_done", result=results[-1])
     return results
 
@@ -156,7 +183,9 @@ def _rows(ex: Explainer) -> list[str]:
     return ["all"] if ex.class_agnostic else list(ex.names)
 
 
-def _write_slide(ex: Explainer, slide_id, patient, att, folder: Path, config: ExplainConfig) -> SlideResult:
+def _write_slide(
+    ex: Explainer, slide_id, patient, att, folder: Path, config: ExplainConfig, cell_model=None
+) -> SlideResult:
     from features.sources import open_instances
     from mil.explain.gallery import save_png, slide_galleries
     from mil.explain.tables import att_column, attention_frame
@@ -166,6 +195,11 @@ def _write_slide(ex: Explainer, slide_id, patient, att, folder: Path, config: Ex
     try:
         bag = ex.store.read(slide_id)
         frame = attention_frame(slide_id, bag, att)
+        types, colours = None, None
+        if cell_model is not None:
+            types = cell_model.predict(bag.features)
+            frame["cell_type"], frame["cell_type_p"] = types
+            colours = cell_model.colours()
         folder.mkdir(parents=True)
         frame.to_csv(folder / "attention.csv", index=False, float_format="%.6g")
         result.files.append("attention.csv")
@@ -173,40 +207,73 @@ def _write_slide(ex: Explainer, slide_id, patient, att, folder: Path, config: Ex
         what = "attention x N" if att.method == "attention" else f"{att.method} / mean |.|"
         with open_instances(meta, bag) as source:  # one open serves the galleries and the overview
             galleries = slide_galleries(
-                meta, bag, values, config.top_k, config.display_px, what, patient, source
+                meta, bag, values, config.top_k, config.display_px, what, patient, source, types
             )
             for row, image in galleries.items():
                 result.files.append(save_png(image, folder / f"gallery_{row}.png").name)
             overview = source.overview()
         if overview is not None:  # a slide (cell folders have no picture of the smear, nor positions)
-            from mil.explain.geojson import cells_geojson, write_geojson
-            from mil.explain.overlay import write_overlays
-
-            label = "attention x N (1 = uniform)" if att.method == "attention" else "attribution / mean |.|"
-            paths = {row: folder / f"overlay_{row}.png" for row in att.rows}
-            result.files += [
-                p.name for p in write_overlays(overview, bag.coords, values, paths, slide_id, label)
-            ]
-            measures = [
-                c for c in frame.columns if c.startswith(("att", "score_")) and c != "attribution_method"
-            ]
-            write_geojson(cells_geojson(frame, meta.mpp, measures), folder / "cells.geojson")
-            result.files.append("cells.geojson")
+            views = _SmearViews(overview, bag.coords, slide_id, _label(att), colours)
+            result.files += views.write(folder, values, frame, meta.mpp, types)
         elif meta.source_kind == "fields":
             from mil.explain.field_overlay import write_field_views
 
-            label = "attention x N (1 = uniform)" if att.method == "attention" else "attribution / mean |.|"
-            measures = [
-                c for c in frame.columns if c.startswith(("att", "score_")) and c != "attribution_method"
-            ]
-            result.files += write_field_views(meta, bag, frame, values, folder, label, measures)
+            result.files += write_field_views(
+                meta, bag, frame, values, folder, _label(att), _measures(frame), colours
+            )
     except (MilError, OSError) as exc:
         shutil.rmtree(folder, ignore_errors=True)
         return SlideResult(slide_id, patient, "failed", meta.n_instances, error=_one_line(exc))
     return result
 
 
-def _record(ex: Explainer, summary: HeatmapSummary, config: ExplainConfig) -> dict:
+@dataclass
+class _SmearViews:
+    """What a slide's picture shows: overlays by attention (and by cell type), and the QuPath GeoJSON."""
+
+    overview: Overview
+    coords: np.ndarray  # (n, 2) level-0 positions
+    slide_id: str
+    label: str
+    colours: dict | None  # cell type -> colour; None without a cell model
+
+    def write(self, folder: Path, values: dict, frame, mpp: float, types) -> list[str]:
+        """Write the views into `folder`; `types` is the cell model's (type, probability) or None."""
+        from mil.explain.geojson import cells_geojson, write_geojson
+        from mil.explain.overlay import write_overlays, write_type_overlay
+
+        paths = {row: folder / f"overlay_{row}.png" for row in values}
+        files = [
+            p.name
+            for p in write_overlays(self.overview, self.coords, values, paths, self.slide_id, self.label)
+        ]
+        if types is not None:
+            path = folder / "overlay_celltype.png"
+            files.append(
+                write_type_overlay(
+                    self.overview, self.coords, types[0], self.colours, path, self.slide_id
+                ).name
+            )
+        write_geojson(
+            cells_geojson(frame, mpp, _measures(frame), colours=self.colours), folder / "cells.geojson"
+        )
+        return [*files, "cells.geojson"]
+
+
+def _label(att) -> str:
+    return "attention x N (1 = uniform)" if att.method == "attention" else "attribution / mean |.|"
+
+
+def _measures(frame) -> list[str]:
+    """The numeric per-cell columns QuPath gets as measurements."""
+    return [
+        c
+        for c in frame.columns
+        if (c.startswith(("att", "score_")) and c != "attribution_method") or c == "cell_type_p"
+    ]
+
+
+def _record(ex: Explainer, summary: HeatmapSummary, config: ExplainConfig, cell_model=None) -> dict:
     from features.core.versions import versions
 
     return {
@@ -226,6 +293,15 @@ def _record(ex: Explainer, summary: HeatmapSummary, config: ExplainConfig) -> di
         "normalisation": NORMALISATION,
         "renormalised_per_slide": False,
         "explain": config.model_dump(mode="json"),
+        "cells": None
+        if cell_model is None
+        else {
+            "model": str(Path(cell_model.path).resolve()),
+            "classifier": cell_model.kind,
+            "classes": cell_model.classes,
+            "vocabulary": cell_model.vocabulary.name,
+            "columns": "cell_type: the most probable type; cell_type_p: its calibrated probability",
+        },
         "slides": {
             r.slide_id: {k: v for k, v in asdict(r).items() if k != "slide_id"} for r in summary.slides
         },

@@ -1,4 +1,5 @@
-"""The smear at low resolution with every cell drawn as a dot coloured by its attention, one PNG per class.
+"""The smear at low resolution with every cell drawn as a dot coloured by its attention, one PNG per class,
+and (with a cell model, `mil heatmap --cells`) one more coloured by cell type, its legend counting each type.
 
 Peers paint tile heatmaps; a smear is sparse, so each detected cell is a dot at its level-0 centre. Colours
 show attention x N on a diverging map centred on 1 (uniform: red = above, blue = below), clipped at the 1st
@@ -57,6 +58,54 @@ def plot_overlay(
         ax.figure.colorbar(dots, ax=ax, shrink=0.8, label=label, extend="both")
     ax.set_axis_off()
     return ax
+
+
+def plot_type_overlay(
+    ax: Axes,
+    thumb: np.ndarray,
+    downsample: float,
+    xy: np.ndarray,
+    types: np.ndarray,
+    colours: dict[str, tuple[int, int, int]],
+    dot_px: float = 10.0,
+) -> Axes:
+    """Dots at level-0 `xy` coloured by cell type (`colours`: type -> RGB 0-255); a legend with each count."""
+    ax.imshow(thumb, interpolation="nearest")
+    types = np.asarray(types, dtype=object)
+    points_per_px = 0.9 * ax.figure.get_figheight() * 72 / max(1, thumb.shape[0])
+    size = max(9.0, (dot_px * points_per_px) ** 2)
+    names, counts = np.unique(types.astype(str), return_counts=True)
+    for name, n in sorted(zip(names, counts, strict=True), key=lambda kv: -kv[1]):
+        at = types == name
+        rgb = np.asarray(colours.get(name, (128, 128, 128)), np.float64)[None] / 255.0
+        ax.scatter(xy[at, 0] / downsample, xy[at, 1] / downsample, c=rgb, s=size, edgecolors="white",
+                   linewidths=0.3, label=f"{name.replace('_', ' ')} ({n})")  # fmt: skip
+    if len(names):
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+    ax.set_axis_off()
+    return ax
+
+
+def write_type_overlay(
+    overview: Overview,
+    xy: np.ndarray,
+    types: np.ndarray,
+    colours: dict[str, tuple[int, int, int]],
+    path: Path,
+    title: str,
+) -> Path:
+    """overlay_celltype.png: the slide's cells coloured by their type (`plot_type_overlay`)."""
+    from features.core.io import atomic_write
+
+    thumb, downsample = overview.image, overview.downsample
+    aspect = thumb.shape[1] / max(1, thumb.shape[0])
+    fig = Figure(figsize=(min(16.0, 7.0 * aspect + 3.5), 7.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    plot_type_overlay(ax, thumb, downsample, xy, types, colours, DOT_UM / (overview.mpp * downsample))
+    ax.set_title(f"{title}: cell types")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, pil_kwargs={"compress_level": 3}))
+    return path
 
 
 def write_overlays(

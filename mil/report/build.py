@@ -5,6 +5,10 @@ the paired difference and its verdict, both models' curves), ROC + confusion or 
 out-of-fold predictions, per-class galleries of the top cells across the cohort, and the discovery clusters
 (`mil.explain.discovery`) as montages with their enrichment.
 
+With a cell model (`cells`, from `mil cells train`): a differential-count section (per-patient stacked bars
+of the cell types, a table with blast %, M:E and flags, 95 % intervals; `mil.report.differential`), and each
+discovery cluster labelled with its type mix ("cluster 0: 91 % abnormal promyelocyte, enriched 24.0x").
+
 Cohort galleries: for each class, every patient of that class (truth, else predicted) contributes its
 `per_patient` highest-attention cells, and the `top_k` highest of those are shown (`ReportConfig`), so one patient with a
 peaked attention cannot fill the whole gallery. Cell images are re-read from the sources, each slide opened
@@ -20,16 +24,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from features.core.errors import MilError
 from features.core.outputs import check_output_file
-from mil.config import ReportConfig
+from mil.config import CellsConfig, ReportConfig
 from mil.explain.cohort import Explainer
 from mil.explain.discovery import CellRef, Cluster, DiscoveryCollector
 from mil.explain.gallery import Section, montage, read_cells
 from mil.report import html as H
+from mil.report.differential import differential_section
 from mil.report.sections import (
     comparison_section,
     figures_section,
@@ -39,6 +45,11 @@ from mil.report.sections import (
     recipe_section,
 )
 from mil.training.rundir import refuse_run_file
+
+if TYPE_CHECKING:
+    from mil.cells.differential import CountResult
+    from mil.cells.flags import ReferenceRanges
+    from mil.cells.model import CellModel
 
 
 @dataclass
@@ -61,9 +72,12 @@ def report(
     overwrite: bool = False,
     progress: Callable[..., None] | None = None,
     device: str = "cpu",
+    cells: Path | None = None,
+    cells_config: CellsConfig = CellsConfig(),
 ) -> ReportSummary:
     """Write the HTML report of `run` explained on the patients of `bags` to `out`; `config` sets the galleries
-    and the discovery (cells per class, clusters, seed)."""
+    and the discovery (cells per class, clusters, seed); `cells` adds the differential count of that cell
+    model (`cells_config.reference_ranges` raises its flags)."""
     from features.core.io import atomic_write_text
 
     started = time.perf_counter()
@@ -75,7 +89,8 @@ def report(
     metrics_file = Path(run) / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
 
-    cohort = _explain_cohort(ex, config, emit)
+    typer = _CellTyper.open(cells, ex, cells_config) if cells is not None else None
+    cohort = _explain_cohort(ex, config, emit, typer)
     emit("discovery")
     clusters = cohort.collector.clusters(
         cohort.groups, n_clusters=config.clusters, members=config.cluster_members
@@ -93,9 +108,10 @@ def report(
         comparison_section(Path(run), metrics, ex.head_name),
         figures_section(ex.predictions, ex.spec),
         predictions_section(ex.predictions, ex.spec, cohort.shown_as),
+        *([differential_section(typer.result(), cohort.shown_as)] if typer is not None else []),
         _gallery_section(ex, galleries, images, config),
         _discovery_section(ex, clusters, images),
-        provenance_section(_provenance(ex, bags, missing, config)),
+        provenance_section(_provenance(ex, bags, missing, config, cells)),
     ]
     title = f"mil report: {Path(run).resolve().name}"
     subtitle = [
@@ -108,6 +124,46 @@ def report(
         out, len(cohort.patients), ex.method, ex.head_name, {k: len(v) for k, v in clusters.items()}, missing,
         time.perf_counter() - started,
     )  # fmt: skip
+
+
+@dataclass
+class _CellTyper:
+    """A cell model over the report's patients: types each bag once, keeps the per-slide type counts."""
+
+    model: CellModel
+    ranges: ReferenceRanges
+    same_store: bool  # the model learnt from this store's cells: their count is not a test
+    slides: list[str] = field(default_factory=list)
+    owners: list[str] = field(default_factory=list)
+    counts: list[np.ndarray] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, path: Path, ex: Explainer, config: CellsConfig) -> _CellTyper:
+        from mil.cells.flags import load_reference_ranges
+        from mil.cells.model import CellModel
+
+        model = CellModel.load(path)
+        model.check_store(ex.store)
+        same = model.trained_on.get("bags") == str(Path(ex.store.path).resolve())
+        return cls(model, load_reference_ranges(config.reference_ranges), same)
+
+    def names(self, features: np.ndarray) -> np.ndarray:
+        return self.model.predict(features)[0]
+
+    def add(self, bag, patient: str) -> None:
+        from mil.cells.count import count_types
+
+        codes = self.model.predict_proba(bag.features).argmax(1)
+        for slide, start, stop in bag.slides:
+            self.slides.append(slide)
+            self.owners.append(patient)
+            self.counts.append(count_types(codes[start:stop], len(self.model.classes)))
+
+    def result(self) -> CountResult:
+        from mil.cells.differential import tally
+
+        counts = np.stack(self.counts) if self.counts else np.zeros((0, len(self.model.classes)), np.int64)
+        return tally(self.model, self.ranges, counts, self.slides, self.owners, self.same_store)
 
 
 @dataclass
@@ -132,16 +188,23 @@ class _Explained:
         }
 
 
-def _explain_cohort(ex: Explainer, config: ReportConfig, emit: Callable[..., None]) -> _Explained:
+def _explain_cohort(
+    ex: Explainer, config: ReportConfig, emit: Callable[..., None], typer: _CellTyper | None = None
+) -> _Explained:
     patients = list(ex.patient_slides)
     emit("start", total=len(patients))
+    cell_types = typer.names if typer is not None else None
     found = _Explained(
-        patients, DiscoveryCollector(ex.names, seed=config.seed), {name: {} for name in ex.names}
+        patients,
+        DiscoveryCollector(ex.names, seed=config.seed, cell_types=cell_types),
+        {name: {} for name in ex.names},
     )
     outputs: dict[str, np.ndarray] = {}
     for i, patient in enumerate(patients):
         bag, att = ex.explain(patient)
         found.collector.add(bag.features, att)
+        if typer is not None:
+            typer.add(bag, patient)
         outputs[patient] = att.prediction
         rel = att.relative()
         for name in ex.names:
@@ -213,57 +276,50 @@ def _gallery_section(ex: Explainer, galleries: dict, images: dict, config: Repor
 
 
 def _discovery_section(ex: Explainer, clusters: dict[str, list[Cluster]], images: dict) -> str:
+    typed = any(c.type_mix for found in clusters.values() for c in found)  # a cell model named the cells
     body = H.note(
         "Each class's patients' highest-attention cells, clustered in embedding space (k-means); a cluster's "
         "share is the mean per-patient fraction of cells of that kind (nearest centre, within the cluster's "
         "95th-percentile radius) in that class's patients versus all others. Enrichment = ratio of the shares "
         "(+ half a cell), p = one-sided Mann-Whitney U over patients. Ranked by enrichment."
+        + (" Cell types: the cell model's most probable type of each cluster cell (its share)." * typed)
     )
-    header = [
-        "cluster",
-        "cells",
-        "patients",
-        "share in class",
-        "share in others",
-        "enrichment",
-        "p",
-        "mean att x N",
-    ]
+    header = ["cluster", "cells", "patients", "share in class", "share in others", "enrichment", "p",
+              "mean att x N"] + ["cell types (cell model)"] * typed  # fmt: skip
     for name, found in clusters.items():
         rows = [
-            [
-                c.cluster,
-                c.n_cells,
-                c.n_patients,
-                c.freq_in_class,
-                c.freq_in_others,
-                c.enrichment,
-                c.p_value,
-                c.mean_att_rel,
-            ]
+            [c.cluster, c.n_cells, c.n_patients, c.freq_in_class, c.freq_in_others, c.enrichment, c.p_value,
+             c.mean_att_rel, *([c.mix_words(3)] if typed else [])]
             for c in found
-        ]
-        sections = []
-        for c in found:
-            tiles, captions = _tiles(c.members, images)
-            p = H.fmt(c.p_value)
-            sections.append(
-                Section(f"cluster {c.cluster}: enrichment {c.enrichment:.2f}, p {p}", tiles, captions)
-            )
+        ]  # fmt: skip
         body += f"<h3>{H.esc(name)}</h3>" + H.table(header, rows)
-        if sections:
-            body += H.img(
-                _png(montage(sections, f"{name}: discovered cell clusters", columns=12)),
-                f"clusters {name}",
-                "montage",
+        if typed:  # the clusters in words: what kind of cell, how enriched
+            body += "".join(
+                H.note(f"cluster {c.cluster}: {c.mix_words()}, enriched {c.enrichment:.1f}x in {name}")
+                for c in found
             )
+        body += _cluster_montage(name, found, images)
     if not clusters:
         body += H.note("No class had patients to discover cells for.")
     return H.section("discovery", "Diagnostic-cell discovery", body)
 
 
+def _cluster_montage(name: str, found: list[Cluster], images: dict) -> str:
+    """One montage of a class's clusters, each titled with its type mix (if typed) and enrichment."""
+    sections = []
+    for c in found:
+        tiles, captions = _tiles(c.members, images)
+        mix = f"{c.mix_words()}, " if c.type_mix else ""
+        title = f"cluster {c.cluster}: {mix}enriched {c.enrichment:.1f}x in {name}, p {H.fmt(c.p_value)}"
+        sections.append(Section(title, tiles, captions))
+    if not sections:
+        return ""
+    image = _png(montage(sections, f"{name}: discovered cell clusters", columns=12))
+    return H.img(image, f"clusters {name}", "montage")
+
+
 def _provenance(
-    ex: Explainer, bags: Path, missing: dict[str, str], config: ReportConfig
+    ex: Explainer, bags: Path, missing: dict[str, str], config: ReportConfig, cells: Path | None = None
 ) -> dict[str, object]:
     from features.core.versions import versions
 
@@ -275,6 +331,7 @@ def _provenance(
         if ex.method == "attention"
         else f"{ex.method} (the head has no attention), mean over fold models",
         "report settings": ", ".join(f"{k} {v}" for k, v in config.model_dump().items()),
+        "cell model": Path(cells).resolve() if cells is not None else "none (no differential count)",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": ", ".join(f"{k} {v}" for k, v in versions().items() if v),
     }

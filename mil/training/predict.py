@@ -36,6 +36,7 @@ from mil.training.checkpoint import FoldModel, load_checkpoint
 from mil.training.data import load_bags
 from mil.training.fit import eval_batch_instances, infer
 from mil.training.rundir import refuse_run_file
+from mil.training.store_check import check_store_settings
 
 # New slides are read in chunks of about this many instances (1.5 GB as 384-d float32), so memory stays
 # bounded however large the cohort.
@@ -134,6 +135,7 @@ def predict(
             f"{bags}: bags are {store.encoder.describe()}, but run {run} was trained on {trained_on.describe()}; "
             "extract these slides with the run's encoder"
         )
+    check_store_settings(run, store)
     for m in models:
         m.head.to(dev)
     task = create_task(spec)

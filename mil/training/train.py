@@ -38,6 +38,7 @@ import yaml
 
 from features.bagstore import BagStore
 from features.core.device import resolve_device
+from features.pipeline.store_settings import effective_settings
 from mil.baselines.run import BaselineData, BaselineRun, fit_baselines
 from mil.cohort.labels import Cohort, build_cohort, check_counts
 from mil.cohort.splits import (
@@ -222,6 +223,9 @@ def _write_config(run: _Training, path: Path, inputs: dict[str, Any]) -> None:
         "seconds": round(time.perf_counter() - run.started, 1),
         "task": cohort.spec.to_dict(),
         "cohort": _cohort_record(cohort, run.split),
+        "store_extraction": effective_settings(
+            run.store
+        ),  # predict and heatmap refuse a store made otherwise
     }
     sample = run.store.meta(cohort.slides[cohort.patients[0]][0])
     record = {

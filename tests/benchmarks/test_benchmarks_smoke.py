@@ -170,3 +170,11 @@ def test_recipe_benchmark_on_fake_real_cells(tmp_path, monkeypatch):
     ]
     for method in ("baseline", "default"):
         assert 0 <= runs[0][method]["auc"][0] <= 1 and runs[0][method]["auc"] == runs[1][method]["auc"]
+
+
+def test_store_validate_tiny_run(tmp_path):
+    import store_validate
+
+    result = store_validate.main(["--bags", "2", "--cells", "50", "--dim", "8", "--out", str(tmp_path)])
+    assert result["bags"] == 2 and result["store_gb"] > 0
+    assert min(result["default_s"], result["deep_s"], result["read_s"], result["plan_ms_per_bag"]) > 0

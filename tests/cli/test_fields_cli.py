@@ -90,3 +90,25 @@ def test_bad_fields_print_one_line_each_and_exit_0(pipeline, tmp_path):
     lines = [line for line in result.output.splitlines() if line.startswith("left out")]
     assert len(lines) == 1 and "broken.jpg" in lines[0] and "cannot read image" in lines[0]
     assert "1 input(s) left out" in result.output
+
+
+def test_cell_types_on_fields_from_the_synth_truth(pipeline, tmp_path):
+    from tests.mil.explain.geojson_spec import qupath_problems, rfc7946_problems
+
+    root, _, _ = pipeline
+    trained = run("cells", "train", "--bags", root / "bags.zarr", "--labels", root / "cohort", "-o", tmp_path / "cm",
+                  "--vocabulary", "synth20", "--folds", "2")  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    out = tmp_path / "hm"
+    result = run("heatmap", root / "run", "--bags", root / "bags.zarr", "-o", out, "--slide", "P001",
+                 "--top-k", "2", "--cells", tmp_path / "cm")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(out / "P001" / "attention.csv")
+    assert frame["cell_type"].notna().all()
+    for name in frame["file"].unique():
+        folder = out / "P001" / "fields" / name
+        assert (folder / "overlay_celltype.png").exists()
+        doc = json.loads((folder / "cells.geojson").read_text())
+        assert rfc7946_problems(doc) == [] and qupath_problems(doc, classified=True) == []
+        names = [f["properties"]["classification"]["name"] for f in doc["features"]]
+        assert names == frame.loc[frame["file"] == name, "cell_type"].tolist()

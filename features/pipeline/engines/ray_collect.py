@@ -36,7 +36,7 @@ class _Slide:
     positions: list[np.ndarray] = field(default_factory=list)
     received: int = 0  # rows, duplicates included (for the progress bar)
     total: int | None = None
-    notices: list[str] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)
     done: SlideDone | None = None
     encoded_on: str | None = None
 
@@ -107,13 +107,13 @@ class Collector:
             slot.total = record.info.get("total", slot.total)
             self.emit("slide_stage", slide_id=slide_id, stage=record.stage, info=record.info)
         elif isinstance(record, Notice):
-            if record.message not in slot.notices:  # a retried task sends its notices again
-                slot.notices.append(record.message)
+            if all(n.message != record.message for n in slot.notices):  # a retried task sends them again
+                slot.notices.append(record)
                 self.emit("slide_notice", slide_id=slide_id, message=record.message)
         elif isinstance(record, SlideDone):
             slot.done = record
         elif isinstance(record, SlideFailed):
-            detail = "\n".join([*slot.notices, record.detail or ""]).strip() or None
+            detail = "\n".join([*(n.message for n in slot.notices), record.detail or ""]).strip() or None
             self._fail(index, record.message, detail)
 
     def _try_commit(self, index: int) -> None:

@@ -83,11 +83,16 @@ def test_rerun_skips_and_mismatch_refused(cohort, slides_store, tmp_path):
     again = extract(cohort / "slides", copy, CFG)
     assert [o.status for o in again.outcomes] == ["skipped"] * 3
     assert mtimes == {k: (copy / "bags" / k / "zarr.json").stat().st_mtime_ns for k in BagStore(copy).keys()}
-    with pytest.raises(StoreError, match=r"crop_um: 24.0 -> 30.0.*--overwrite"):
-        extract(cohort / "slides", copy, CFG.model_copy(update={"crop_um": 30.0}))
-    redone = extract(cohort / "slides", copy, CFG.model_copy(update={"crop_um": 30.0}), overwrite=True)
+    # A store holds one extraction setting: another crop size is refused, --overwrite or not.
+    for overwrite in (False, True):
+        with pytest.raises(StoreError, match=r"crop_um: 24.0 -> 30.0.*write to a new store"):
+            extract(cohort / "slides", copy, CFG.model_copy(update={"crop_um": 30.0}), overwrite=overwrite)
+    # A bag made under another mpp override (a fact about these slides, not a store setting) needs --overwrite.
+    with pytest.raises(StoreError, match=r"mpp: None -> 0.3.*--overwrite"):
+        extract(cohort / "slides", copy, CFG.model_copy(update={"mpp": 0.3}))
+    redone = extract(cohort / "slides", copy, CFG.model_copy(update={"mpp": 0.3}), overwrite=True)
     assert [o.status for o in redone.outcomes] == ["written"] * 3
-    assert BagStore(copy).meta("P001_s1").crop_um == 30.0
+    assert BagStore(copy).meta("P001_s1").mpp == 0.3
     with pytest.raises(StoreError, match="write to a new store"):  # another encoder identity: refused
         extract(cohort / "slides", copy, CFG.model_copy(update={"unit": "tiles"}))
 

@@ -47,11 +47,15 @@ def test_small_svs_dimensions_and_mpp():
 
 
 def test_boxes_tiff_levels_and_tiff_resolution():
-    with SlideReader(fixture("boxes.tiff")) as r:
+    # 28.3465 px/cm in the TIFF tags (a 72 dpi placeholder, 352.8 µm/px): no smear's pixel size, refused in one
+    # line naming its source key and the fix; an override opens it.
+    with pytest.raises(
+        SlideError, match=r"mpp 352\.778 µm/px \(from openslide.mpp-x\) is implausible.*--mpp"
+    ):
+        SlideReader(fixture("boxes.tiff"))
+    with SlideReader(fixture("boxes.tiff"), mpp=0.5, mpp_source="user") as r:
         assert r.dimensions == (300, 250)
         assert r.level_count == 4
-        # 28.3465 px/cm in the TIFF tags (a 72 dpi placeholder): reported as is, with its source key.
-        assert r.mpp == pytest.approx(1e4 / 28.346456527709961, rel=1e-6)
         img, ds = r.read_downsampled(r.mpp * 4)  # level 2 is 4.016x: too coarse, so level 1 halved
         assert ds == 4.0 and img.shape == (63, 75, 3)
         img, ds = r.read_downsampled(r.mpp * 4.1)
@@ -211,7 +215,7 @@ def test_manifest_bad_rows_one_line_each(tmp_path):
     assert lines[1:] == [
         "row 3: missing.svs: file not found",
         "row 4: slide_id 'A' already on row 2",
-        "row 5: ok.svs: mpp '-1' is not a positive number",
+        "row 5: ok.svs: mpp -1 µm/px is implausible; smears are scanned at 0.1–2 (photographed down to 0.02)",
         "row 6: notes.txt: notes.txt is not a whole-slide file, a field image, a cell-image folder or an .h5 file",
     ]
 
