@@ -1,6 +1,6 @@
 """The training recipe against the pooled-statistics baseline, on the same folds, several seeds, one run.
 
-    python benchmarks/recipe.py --cohorts musk1,musk2,elephant --methods baseline,default,auto --seeds 3
+    python benchmarks/recipe.py --cohorts musk1,musk2,elephant --methods baseline,recipe,auto --seeds 3
     python benchmarks/recipe.py --cohorts synth:w0.1:n60:c100,synth:w0.3:n240:c1000 ...
     python benchmarks/recipe.py --cohorts pbc:left_shift:n120 ...
 
@@ -9,8 +9,9 @@ heads are fitted by `mil.training.recipe.train_fold`, the function `mil train` r
 
     baseline   the pooled-statistics baseline every `mil train` run fits (`mil.baselines`): per-patient mean, SD,
                10/50/90th percentile of every feature -> standardised logistic regression, C by inner CV
-    default    `mil train` defaults (TrainConfig()): cross-fitting, abmil on the pooled-statistics prior, calibrated
-    auto       the default recipe with --model auto
+    recipe     the #11 recipe: cross-fitting, abmil on the pooled-statistics prior, temperature-calibrated
+    default    `mil train` defaults (TrainConfig()): since the review of #11 the same as `old`
+    auto       the #11 recipe with --model auto
     old        the recipe before #11: one abmil early-stopped on a 20 % validation part, no prior, uncalibrated
     <name>     any TrainConfig override set, see RECIPES below (the ablations of RESULTS.md)
 
@@ -43,14 +44,20 @@ from mil.training.fit import FitSetup  # noqa: E402
 from mil.training.recipe import FoldParts, train_fold  # noqa: E402
 
 DATA = BENCH_DIR / "recipe"
-OLD = {"selection": "validation", "prior": "none", "calibration": "none"}
+OLD = {"selection": "validation", "prior": "none", "calibration": "none"}  # TrainConfig() since #11's review
+RECIPE = {"selection": "crossfit", "prior": "pooled_stats", "calibration": "temperature"}  # the #11 recipe
 RECIPES = {
-    "default": {},
-    "auto": {"head": "auto"},
+    "recipe": RECIPE,
+    "default": {},  # whatever TrainConfig() is today
+    "auto": {"head": "auto", **RECIPE},
     "old": OLD,  # the recipe before #11
-    "crossfit_noprior": {"prior": "none"},  # new selection, head alone
-    "crossfit_poolstats": {"prior": "none", "model_params": {"pool_stats": True}},  # head with mean/SD inside
-    "seeds2": {"seeds": 2},
+    "crossfit_noprior": {**RECIPE, "prior": "none"},  # new selection, head alone
+    "crossfit_poolstats": {
+        **RECIPE,
+        "prior": "none",
+        "model_params": {"pool_stats": True},
+    },  # head with mean/SD inside
+    "seeds2": {**RECIPE, "seeds": 2},
     "mean_pool": {"head": "mean_pool"},
     "gated": {"head": "gated_abmil"},
 }
@@ -250,7 +257,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--cohorts", required=True)
-    parser.add_argument("--methods", default="baseline,default,auto,old")
+    parser.add_argument("--methods", default="baseline,recipe,auto,old")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)

@@ -145,7 +145,7 @@ def test_synthetic_cohort_tiny_run(tmp_path):
 
 
 def test_recipe_benchmark_on_fake_real_cells(tmp_path, monkeypatch):
-    """benchmarks/recipe.py: pseudo-patients drawn from a (fake) pbc store, baseline and the default recipe on
+    """benchmarks/recipe.py: pseudo-patients drawn from a (fake) pbc store, baseline and the #11 recipe on
     the same folds; same seed -> same numbers."""
     import recipe
 
@@ -165,10 +165,8 @@ def test_recipe_benchmark_on_fake_real_cells(tmp_path, monkeypatch):
         len(cohort.bags) == 20 and {len(b) for b in cohort.bags} == {60} and cohort.y.tolist() == [0, 1] * 10
     )
     base = {"device": "cpu", "epochs": 2, "patience": 1, "inner_folds": 2, "batch_size": 4}
-    runs = [
-        recipe.run_cohort("pbc:left_shift:n20:c60", ["baseline", "default"], 1, 2, base) for _ in range(2)
-    ]
-    for method in ("baseline", "default"):
+    runs = [recipe.run_cohort("pbc:left_shift:n20:c60", ["baseline", "recipe"], 1, 2, base) for _ in range(2)]
+    for method in ("baseline", "recipe"):
         assert 0 <= runs[0][method]["auc"][0] <= 1 and runs[0][method]["auc"] == runs[1][method]["auc"]
 
 

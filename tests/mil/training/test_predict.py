@@ -23,7 +23,10 @@ from tests.train_helpers import make_cohort, single_thread  # noqa: F401
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     bags, labels = make_cohort(root, n_patients=30)
-    cfg = TrainConfig(target="apl_aml_healthy", folds=3, epochs=4, batch_size=8, lr=2e-3, device="cpu")
+    cfg = TrainConfig(
+        target="apl_aml_healthy", folds=3, epochs=4, batch_size=8, lr=2e-3, device="cpu", selection="crossfit",
+        prior="pooled_stats", calibration="temperature",
+    )  # fmt: skip
     train_cv(bags, labels, cfg, root / "run", evaluate=EvaluateConfig(n_bootstrap=20))
     return root / "run", bags, labels
 

@@ -19,6 +19,9 @@ from tests.train_helpers import make_cohort, single_thread  # noqa: F401
 
 FAST = dict(folds=3, epochs=3, patience=2, batch_size=8, lr=2e-3, device="cpu", inner_folds=3)
 EVAL = EvaluateConfig(n_bootstrap=20)
+RECIPE = dict(
+    selection="crossfit", prior="pooled_stats", calibration="temperature"
+)  # opt-in, not the defaults
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +33,7 @@ def cohort(tmp_path_factory):
 def auto_run(cohort, tmp_path_factory):
     out = tmp_path_factory.mktemp("auto") / "run"
     summary = train_cv(
-        *cohort, TrainConfig(target="apl_aml_healthy", head="auto", **FAST), out, evaluate=EVAL
+        *cohort, TrainConfig(target="apl_aml_healthy", head="auto", **RECIPE, **FAST), out, evaluate=EVAL
     )
     return out, summary
 
