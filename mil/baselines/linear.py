@@ -54,6 +54,11 @@ class LinearBaselineModel:
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self._predict(self._z(np.asarray(x, np.float64)))
 
+    def logit_weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """(mean, sd, weight K x F, bias K) with logits = ((x - mean) / sd) @ weight.T + bias, the fitted model
+        as a layer a head can start from (`mil.training.prior`); None where it has no such form."""
+        return None
+
     def _z(self, x: np.ndarray) -> np.ndarray:
         return (x - self.mean) / self.sd
 
@@ -100,6 +105,17 @@ class LogisticModel(LinearBaselineModel):
             return
         self.model = _logistic(z, y, self.c, self.notes, "classes", None if start is None else start.model)
 
+    def logit_weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """Softmax logits; binary: one logit on the positive class. One class only: None (nothing to start from)."""
+        if self.model is None:
+            return None
+        weight, bias = np.zeros((self.n_classes, len(self.mean))), np.zeros(self.n_classes)
+        if len(self.present) == 2:
+            weight[self.present[1]], bias[self.present[1]] = self.model.coef_[0], self.model.intercept_[0]
+        else:
+            weight[self.present], bias[self.present] = self.model.coef_, self.model.intercept_
+        return self.mean, self.sd, weight, bias
+
     def _predict(self, z: np.ndarray) -> np.ndarray:
         out = np.zeros((len(z), self.n_classes))
         if self.model is None:
@@ -121,6 +137,17 @@ class OneVsRestLogistic(LinearBaselineModel):
 
     def _predict(self, z: np.ndarray) -> np.ndarray:
         return np.stack([label.proba(z) for label in self.labels], axis=1)
+
+    def logit_weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """One sigmoid logit per label; a label constant among the training patients: its clipped log-odds."""
+        weight, bias = np.zeros((len(self.labels), len(self.mean))), np.zeros(len(self.labels))
+        for j, label in enumerate(self.labels):
+            if label.constant is not None:
+                rate = min(max(label.constant, 1e-3), 1 - 1e-3)
+                bias[j] = np.log(rate / (1 - rate))
+            else:
+                weight[j], bias[j] = label.model.coef_[0], label.model.intercept_[0]
+        return self.mean, self.sd, weight, bias
 
 
 class RidgeCox(LinearBaselineModel):

@@ -52,16 +52,20 @@ class RichProgress:
             self.tasks[info["fold"]] = p.add(label, total=info["epochs"], info="")
             self.epochs[info["fold"]] = info["epochs"]
         elif event == "epoch":
-            text = f"val loss {info['val_loss']:.4f}  metric {info['val_metric']:.3f}  best epoch {info['best_epoch']}"
+            text = (
+                f"held-out loss {info['val_loss']:.4f}  metric {info['val_metric']:.3f}  "
+                f"best epoch {info['best_epoch']}"
+            )
             p.update(self.tasks[info["fold"]], completed=info["epoch"], info=text)
         elif event == "fold_end":
             task = self.tasks[info["fold"]]
             how = "stopped early" if info["epochs_run"] < self.epochs.get(info["fold"], 0) else "done"
+            chosen = f"chose {info['chosen']}; " if info.get("chosen") else ""
             p.update(
                 task,
                 total=info["epochs_run"],
                 completed=info["epochs_run"],
-                info=f"{how}; best epoch {info['best_epoch']}, test {info['test_metric']:.3f}",
+                info=f"{how}; {chosen}best epoch {info['best_epoch']}, test {info['test_metric']:.3f}",
             )
         elif event == "baseline_start":
             label = f"baseline {info['name']} (same folds, C by inner CV)"
@@ -86,18 +90,40 @@ def print_summary(console: Console, summary: Any) -> None:
     from mil.tasks.formatting import format_ci
 
     spec = summary.spec
+    auto = bool(summary.candidates)
     table = Table(title=f"{spec.kind} of {spec.target} - {summary.metric}", title_justify="left")
-    for col in ("fold", "train/val/test", "best epoch", summary.metric):
+    columns = (
+        "fold",
+        "train/val/test",
+        "models",
+        "best epoch",
+        *(("chosen",) if auto else ()),
+        summary.metric,
+    )
+    for col in columns:
         table.add_column(col)
     for f in summary.folds:
         name = f"{f.fold} ({f.name})" if f.name else str(f.fold)
-        table.add_row(
-            name, f"{f.n_train}/{f.n_val}/{f.n_test}", f"{f.best_epoch}/{f.epochs_run}", format_ci(f.test)
-        )
+        chosen = (f.chosen,) if auto else ()
+        table.add_row(name, f"{f.n_train}/{f.n_val}/{f.n_test}", str(f.n_models), f"{f.best_epoch}/{f.epochs_run}",
+                      *chosen, format_ci(f.test))  # fmt: skip
+    filler = ("",) * (len(columns) - 3)
     table.add_row(
-        "[bold]pooled[/bold]", str(summary.n_patients), "", f"[bold]{format_ci(summary.pooled)}[/bold]"
+        "[bold]pooled[/bold]", str(summary.n_patients), *filler, f"[bold]{format_ci(summary.pooled)}[/bold]"
     )
     console.print(table)
+    if auto:
+        shown = ", ".join(f"{name} {format_ci(block or {})}" for name, block in summary.candidates.items())
+        console.print(
+            f"auto: the pooled row is the nested estimate (each fold chose on its inner patients only); "
+            f"each candidate alone: {shown} (picking the best of these after the fact is optimistic)"
+        )
+    if summary.calibration:
+        after, before = summary.calibration["calibrated"], summary.calibration["uncalibrated"]
+        console.print(
+            f"calibration ({summary.calibration['method']}, fitted per fold on inner held-out patients): "
+            f"ECE {before['ece']:.3f} -> {after['ece']:.3f}, Brier {before['brier']:.3f} -> {after['brier']:.3f}"
+        )
     print_comparison(
         console, summary.metric, {summary.metric: summary.pooled}, summary.baselines, summary.comparison,
         f"{summary.head} (head)",

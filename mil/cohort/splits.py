@@ -5,6 +5,10 @@
   patients for early stopping. The test patients never influence training or model selection.
 - `group_by` (e.g. site): `LeaveOneGroupOut`, one fold per group tested on that group alone, i.e. external
   validation on a site the model never saw; validation patients come from the other sites.
+- `inner_folds` (cross-fitting, `train.selection: crossfit`): no validation part; each fold's non-test patients
+  are all training patients, partitioned into `inner_folds` stratified inner parts (`Fold.inner`). One member
+  model is fitted per inner part on the others, and the held-out parts together decide the epoch, calibrate
+  and (with `--model auto`) choose the head, so the outer test patients never take part in any choice.
 
 Patients are the unit everywhere (a patient's slides were merged into one bag before this), so no patient's
 cells can sit on both sides of a split. `check_leakage` proves it for any splits, built or loaded, and runs at
@@ -33,6 +37,9 @@ class Fold:
     val: list[str]
     test: list[str]
     name: str = ""  # the held-out group (site) for leave-one-group-out folds
+    inner: list[list[str]] = field(
+        default_factory=list
+    )  # cross-fitting: a partition of `train` (may be empty)
 
 
 @dataclass(frozen=True)
@@ -70,8 +77,10 @@ def make_splits(
     val_fraction: float = 0.2,
     groups: list[str] | None = None,
     group_by: str | None = None,
+    inner_folds: int | None = None,
 ) -> Splits:
-    """Stratified patient folds (or one fold per group); see the module docstring."""
+    """Stratified patient folds (or one fold per group); with `inner_folds`, no validation part and the
+    training patients of each fold partitioned into that many inner parts; see the module docstring."""
     from sklearn.model_selection import LeaveOneGroupOut, StratifiedKFold
 
     patients = list(patients)
@@ -92,13 +101,66 @@ def make_splits(
             ids, merge_rare(strata, n_folds)
         )
     folds = []
+    strata = np.asarray(strata)
     for k, (rest, test) in enumerate(outer):
-        train, val = _hold_out(rest, np.asarray(strata)[rest], val_fraction, seed + k)
         name = str(np.asarray(groups, dtype=object)[test[0]]) if groups is not None else ""
+        if inner_folds:
+            inner = inner_parts(list(ids[rest]), strata[rest], inner_folds, seed + k)
+            folds.append(Fold(k, sorted(ids[rest]), [], sorted(ids[test]), name, inner))
+            continue
+        train, val = _hold_out(rest, strata[rest], val_fraction, seed + k)
         folds.append(Fold(k, sorted(ids[train]), sorted(ids[val]), sorted(ids[test]), name))
-    splits = Splits(folds, seed, group_by, val_fraction)
+    splits = Splits(folds, seed, group_by, 0.0 if inner_folds else val_fraction)
     check_leakage(splits, patients)
     return splits
+
+
+def inner_parts(patients: list[str], strata: np.ndarray, n_parts: int, seed: int) -> list[list[str]]:
+    """`patients` (one fold's training patients) in `n_parts` stratified, seeded, disjoint parts that cover
+    them all; fewer parts when there are too few patients (at least 2 are needed)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    n_parts = min(n_parts, len(patients))
+    if n_parts < 2:
+        raise InputError(
+            f"splits: a fold has {len(patients)} training patient(s); cross-fitting needs 2 or more"
+        )
+    ids = np.asarray(patients, dtype=object)
+    split = StratifiedKFold(n_splits=n_parts, shuffle=True, random_state=seed)
+    return [sorted(ids[held]) for _, held in split.split(ids, merge_rare(strata, n_parts))]
+
+
+def with_inner(splits: Splits, strata: dict[str, object], n_parts: int) -> Splits:
+    """Splits made (or saved) with a validation part, refitted for cross-fitting: train + val become the
+    training patients and are partitioned into inner parts (seeded by the splits' seed and the fold).
+    Folds that already have inner parts are kept as they are."""
+    folds = []
+    for f in splits.folds:
+        if f.inner:
+            folds.append(f)
+            continue
+        train = sorted([*f.train, *f.val])
+        labels = np.asarray([str(strata[p]) for p in train], dtype=object)
+        folds.append(
+            Fold(
+                f.index, train, [], f.test, f.name, inner_parts(train, labels, n_parts, splits.seed + f.index)
+            )
+        )
+    return Splits(folds, splits.seed, splits.group_by, 0.0, splits.dropped)
+
+
+def without_inner(splits: Splits, strata: dict[str, object], val_fraction: float) -> Splits:
+    """Cross-fitting splits refitted for a validation hold-out (`train.selection: validation`)."""
+    folds = []
+    for f in splits.folds:
+        if f.val:
+            folds.append(f)
+            continue
+        rest = np.asarray(f.train, dtype=object)
+        labels = np.asarray([str(strata[p]) for p in f.train], dtype=object)
+        train, val = _hold_out(rest, labels, val_fraction, splits.seed + f.index)
+        folds.append(Fold(f.index, sorted(rest[train]), sorted(rest[val]), f.test, f.name))
+    return Splits(folds, splits.seed, splits.group_by, val_fraction, splits.dropped)
 
 
 def _hold_out(
@@ -123,7 +185,8 @@ def _hold_out(
 
 def check_leakage(splits: Splits, patients: list[str] | None = None) -> None:
     """Train, val and test of each fold are disjoint, every patient is tested exactly once (k-fold and
-    leave-one-group-out both test each patient once), and, if given, the splits cover exactly `patients`."""
+    leave-one-group-out both test each patient once), inner parts (if any) partition the training patients
+    without a patient in two of them, and, if given, the splits cover exactly `patients`."""
     tested: Counter[str] = Counter()
     for f in splits.folds:
         parts = {"train": set(f.train), "val": set(f.val), "test": set(f.test)}
@@ -133,7 +196,8 @@ def check_leakage(splits: Splits, patients: list[str] | None = None) -> None:
                 raise InputError(
                     f"splits: fold {f.index} has {len(both)} patient(s) in both {a} and {b} ({sorted(both)[0]})"
                 )
-        empty = [name for name, part in parts.items() if not part]
+        _check_inner(f)
+        empty = [name for name, part in parts.items() if not part and not (name == "val" and f.inner)]
         if empty:
             raise InputError(
                 f"splits: fold {f.index} has no {empty[0]} patients; use fewer folds or more patients"
@@ -155,6 +219,22 @@ def check_leakage(splits: Splits, patients: list[str] | None = None) -> None:
             raise InputError(f"splits: {len(extra)} patient(s) are not in the cohort ({extra[0]})")
 
 
+def _check_inner(f: Fold) -> None:
+    """Inner parts: pairwise disjoint, each non-empty, together exactly the fold's training patients."""
+    if not f.inner:
+        return
+    seen: Counter[str] = Counter(p for part in f.inner for p in part)
+    twice = sorted(p for p, n in seen.items() if n > 1)
+    if twice:
+        raise InputError(f"splits: fold {f.index} has patient {twice[0]} in two inner parts")
+    if any(not part for part in f.inner) or set(seen) != set(f.train):
+        stray = sorted(set(seen) ^ set(f.train))
+        raise InputError(
+            f"splits: fold {f.index}: the inner parts are not a partition of its training patients"
+            + (f" ({stray[0]})" if stray else " (an empty part)")
+        )
+
+
 def save_splits(splits: Splits, path: Path) -> None:
     data = {"schema": SCHEMA, **asdict(splits)}
     path.write_text(json.dumps(data, indent=1) + "\n")
@@ -171,9 +251,10 @@ def load_splits(path: Path, patients: list[str]) -> Splits:
         if data.get("schema") != SCHEMA:
             raise ValueError(f"schema {data.get('schema')!r}, expected {SCHEMA}")
         folds = [
-            Fold(int(f["index"]), list(f["train"]), list(f["val"]), list(f["test"]), f.get("name", ""))
+            Fold(int(f["index"]), list(f["train"]), list(f["val"]), list(f["test"]), f.get("name", ""),
+                 [list(part) for part in f.get("inner", [])])
             for f in data["folds"]
-        ]
+        ]  # fmt: skip
         splits = Splits(folds, int(data["seed"]), data.get("group_by"), float(data.get("val_fraction", 0.2)))
     except (ValueError, KeyError, TypeError) as exc:
         raise InputError(
@@ -188,6 +269,7 @@ def load_splits(path: Path, patients: list[str]) -> Splits:
             [p for p in f.val if p in known],
             [p for p in f.test if p in known],
             f.name,
+            [kept for part in f.inner if (kept := [p for p in part if p in known])],
         )
         for f in splits.folds
     ]

@@ -89,10 +89,18 @@ class MILHead(nn.Module):
 
 
 class HeadWrapper(nn.Module):
-    """A module around a head (`self.head`: feature standardisation, clinical covariates) that the trainer
-    and the explainers read as the head itself: its attention kind and dims are the wrapped head's."""
+    """A module around a head (`self.head`: z-score, pooled-statistics prior, calibration, clinical
+    covariates) that the trainer and the explainers read as the head itself: its attention kind and dims are
+    the wrapped head's."""
 
-    head: nn.Module
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        self.head = head
+
+    @property
+    def standardized(self) -> bool:
+        """Whether a z-score sits somewhere inside (`StandardizedHead` says True)."""
+        return bool(getattr(self.head, "standardized", False))
 
     @property
     def attention_kind(self) -> str:

@@ -32,6 +32,45 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return torch.einsum("bn,bnd->bd", weights, x)
 
 
+def masked_mean_sd(x: Tensor, mask: Tensor) -> Tensor:
+    """B x N x D -> B x 2D: per-bag mean and SD (population) of every feature over the real instances."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean[:, None, :]) ** 2, mask)
+    return torch.cat([mean, var.clamp_min(0).sqrt()], dim=1)
+
+
+class RunningNorm(nn.Module):
+    """Standardise bag-level vectors by running (exponentially averaged) statistics, updated in training mode
+    and frozen in eval mode; no gradient flows through the statistics.
+
+    Why not BatchNorm: MIL trains on a few bags per step (often one), where batch statistics are undefined or
+    noise. Why at all: the per-bag mean of a z-scored feature varies across patients by ~0.05-0.3, so a
+    linear layer on it needs large weights, which weight decay forbids; standardised, the pooled statistics
+    are on the scale of a logistic regression's inputs. The first steps use bias-corrected averages (as Adam
+    does), so even step one normalises with the statistics of the bags seen so far.
+    """
+
+    def __init__(self, dim: int, momentum: float = 0.05, eps: float = 1e-5):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.register_buffer("mean_acc", torch.zeros(dim))
+        self.register_buffer("square_acc", torch.zeros(dim))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+
+    def forward(self, v: Tensor) -> Tensor:
+        if self.training:
+            with torch.no_grad():
+                m = self.momentum
+                self.steps += 1
+                self.mean_acc.mul_(1 - m).add_(m * v.mean(0))
+                self.square_acc.mul_(1 - m).add_(m * (v * v).mean(0))
+        correction = 1 - (1 - self.momentum) ** self.steps.clamp_min(1).float()
+        mean, square = self.mean_acc / correction, self.square_acc / correction
+        sd = (square - mean * mean).clamp_min(0).add(self.eps).sqrt()
+        seen = self.steps > 0  # never trained: the identity, not a division by sqrt(eps)
+        return (v - torch.where(seen, mean, 0.0)) / torch.where(seen, sd, 1.0)
+
+
 def embedding(in_dim: int, out_dim: int, dropout: float) -> nn.Sequential:
     """Instance embedding Linear -> ReLU -> Dropout (the `fc` of ABMIL and CLAM), applied to each instance."""
     return nn.Sequential(nn.Linear(in_dim, out_dim), nn.ReLU(), nn.Dropout(dropout))

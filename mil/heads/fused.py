@@ -46,10 +46,9 @@ class FusedHead(HeadWrapper):
         l2: float = FUSION_L2,
         join_pooled: bool = JOIN_POOLED,
     ):
-        super().__init__()
+        super().__init__(head)
         if n_covariates < 1:
             raise ValueError("FusedHead needs at least one covariate")
-        self.head = head
         self.n_covariates = int(n_covariates)
         self.l2 = float(l2)
         self.join_pooled = bool(join_pooled)

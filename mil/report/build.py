@@ -43,6 +43,7 @@ from mil.report.sections import (
     metrics_section,
     predictions_section,
     provenance_section,
+    recipe_section,
 )
 from mil.training.rundir import refuse_run_file
 
@@ -104,6 +105,7 @@ def report(
 
     sections = [
         metrics_section(metrics),
+        recipe_section(metrics),
         comparison_section(Path(run), metrics, ex.head_name),
         covariates_section(metrics),
         figures_section(ex.predictions, ex.spec),

@@ -144,3 +144,58 @@ def provenance_section(lines: dict[str, object]) -> str:
         f"<tr><td>{esc(k)}</td><td style='text-align:left'>{esc(v)}</td></tr>" for k, v in lines.items()
     )
     return section("provenance", "Method and provenance", f"<table><tbody>{rows}</tbody></table>")
+
+
+def recipe_section(metrics: dict | None) -> str:
+    """How the run chose and calibrated its models (metrics.json `selection`, `calibration`): the choice per
+    fold and every candidate beside the nested estimate (--model auto); ECE and Brier before and after
+    calibration with the reliability diagram. Empty for runs written before these records existed."""
+    if not metrics or "selection" not in metrics:
+        return ""
+    sel = metrics["selection"]
+    task = create_task(TaskSpec.from_dict(metrics["spec"], source="metrics.json"))
+    how = (
+        f"cross-fitting: {sel['inner_folds']} inner parts x {sel['seeds']} seed(s) = member models per fold, "
+        "early-stopped together on all their held-out training patients"
+        if sel["selection"] == "crossfit"
+        else "one model per fold, early-stopped on a validation part of its training patients"
+    )
+    body = note(f"Model selection: {how}.")
+    rows = [
+        [fold, rec["chosen"], str(rec["best_epoch"]),
+         ", ".join(f"{n} {ci_cells(c['inner_metric'])[0]}" for n, c in rec["candidates"].items())]
+        for fold, rec in sel["folds"].items()
+    ]  # fmt: skip
+    body += table(["fold", "chosen", "best epoch", f"inner held-out {task.metric_label} per candidate"], rows)
+    if sel.get("candidates"):
+        nested = metrics["pooled"].get(task.metric_name) or {}
+        rows = [["auto (nested: chosen per fold on inner patients)", *ci_cells(nested)]]
+        rows += [
+            [f"{name} alone", *ci_cells(block.get(task.metric_name) or {})]
+            for name, block in sel["candidates"].items()
+        ]
+        body += note(
+            f"--model auto. Best single candidate after the fact: {sel.get('best_single')} (optimistic: picked "
+            "after seeing the test folds); the auto row is the honest estimate."
+        )
+        body += table(["model", f"pooled {task.metric_label}", "95% CI"], rows)
+    cal = metrics.get("calibration")
+    if cal:
+        from mil.evaluate.calibration import reliability_figure
+
+        before, after = cal["uncalibrated"], cal["calibrated"]
+        body += note(
+            f"Calibration ({cal['method']}): one temperature and a bias per output fitted per fold on inner "
+            "held-out patients only, stored in the fold checkpoints and applied by `mil predict`."
+        )
+        body += table(
+            ["", "ECE", "Brier"],
+            [["uncalibrated", f"{before['ece']:.3f}", f"{before['brier']:.3f}"],
+             ["calibrated", f"{after['ece']:.3f}", f"{after['brier']:.3f}"]],
+        )  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            from mil.evaluate.plots import save_figure
+
+            path = save_figure(reliability_figure(after, before), Path(tmp) / "reliability.png")
+            body += f'<div class="figs">{img(path.read_bytes(), "reliability")}</div>'
+    return section("recipe", "Model selection and calibration", body)

@@ -42,6 +42,9 @@ class Task:
     metric_name: ClassVar[str] = ""  # main metric (higher is better): early stopping, progress, summary line
     metric_label: ClassVar[str] = ""  # how the summary line names it ("macro AUC")
     headline: ClassVar[tuple[str, ...]] = ()  # metrics.json keys shown first and summarised over folds
+    # True where a model's outputs mean the same up to an additive constant only (Cox risks): held-out
+    # outputs of different member models are then centred per model before they are pooled.
+    shift_invariant: ClassVar[bool] = False
     plots: ClassVar[dict[str, str]] = {}  # files drawn by `figures` -> caption ("roc.png": "ROC curves")
 
     def __init__(self, spec: TaskSpec):
@@ -91,6 +94,11 @@ class Task:
     def outputs(self, logits: Tensor) -> Tensor:
         """Logits -> what the predictions table stores (probabilities, or risk)."""
         raise NotImplementedError
+
+    def calibration_loss(self, logits: Tensor, y: Tensor) -> Tensor | None:
+        """The unweighted proper scoring loss that post-hoc calibration minimises (`mil.training.calibrate`),
+        or None where outputs are not probabilities (survival risks: nothing to calibrate)."""
+        return None
 
     def metric(self, y: np.ndarray, out: np.ndarray) -> float:
         """The main metric on targets and outputs; NaN where undefined (e.g. one class only)."""
@@ -148,6 +156,11 @@ class Task:
     def metric_block(self, df: pd.DataFrame, evaluate: EvaluateConfig) -> dict[str, Any]:
         """Metrics of one block of the table (a fold, or all rows), JSON-ready (keys: `mil.evaluate`)."""
         raise NotImplementedError
+
+    def reliability(self, df: pd.DataFrame) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """(name, 0/1 outcomes, probabilities) series whose calibration `mil.evaluate.calibration` scores;
+        [] where outputs are not probabilities."""
+        return []
 
     def figures(self, df: pd.DataFrame) -> list[tuple[str, Figure]]:
         """(file name, figure) for each of `plots`, drawn from the pooled table."""

@@ -119,6 +119,9 @@ class Classification(Task):
     def outputs(self, logits: Tensor) -> Tensor:
         return torch.softmax(logits.float(), dim=1)
 
+    def calibration_loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(logits, y.long())
+
     def metric(self, y: np.ndarray, out: np.ndarray) -> float:
         onehot = np.eye(self.n_outputs)[y.astype(int)]
         if self.n_outputs == 2:  # binary: the AUROC of the positive class (the two are equal)
@@ -181,6 +184,16 @@ class Classification(Task):
         probs = df[self.prob_columns()].to_numpy(float)
         y_true, y_pred = df["y_true"].to_numpy(), df["y_pred"].to_numpy()
         return classification_metrics(y_true, y_pred, probs, self.spec.classes, evaluate)
+
+    def reliability(self, df: pd.DataFrame) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """Binary: the positive (second) class; multiclass: top-label confidence vs top label right."""
+        probs = df[self.prob_columns()].to_numpy(float)
+        truth = df["y_true"].to_numpy()[:, None] == np.asarray(self.spec.classes)[None, :]
+        if self.n_outputs == 2:
+            return [(self.spec.classes[1], truth[:, 1].astype(float), probs[:, 1])]
+        top = probs.argmax(axis=1)
+        right = truth[np.arange(len(top)), top].astype(float)
+        return [("top class", right, probs.max(axis=1))]
 
     def figures(self, df: pd.DataFrame) -> list:
         from mil.evaluate.classification import confusion_matrix

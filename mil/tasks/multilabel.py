@@ -96,6 +96,9 @@ class MultiLabel(Task):
     def outputs(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(logits.float())
 
+    def calibration_loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(logits, y.float())
+
     def metric(self, y: np.ndarray, out: np.ndarray) -> float:
         aucs = [binary_auc(y[:, i], out[:, i]) for i in range(y.shape[1])]
         aucs = [a for a in aucs if not np.isnan(a)]
@@ -109,6 +112,11 @@ class MultiLabel(Task):
         from mil.baselines.linear import OneVsRestLogistic
 
         return OneVsRestLogistic(c)
+
+    def reliability(self, df: pd.DataFrame) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        return [
+            (c, df[f"true_{c}"].to_numpy(float), df[f"prob_{c}"].to_numpy(float)) for c in self.spec.classes
+        ]
 
     def truth_columns(self) -> list[str]:
         return [f"true_{c}" for c in self.spec.classes]

@@ -49,6 +49,7 @@ class Survival(Task):
     """Cox partial likelihood (Breslow ties) on time/event columns; risk = log relative hazard."""
 
     kind = "survival"
+    shift_invariant = True  # Cox risks: a model is defined up to an additive constant
     metric_name = "c_index"
     metric_label = "c-index"
     headline = ("c_index",)

@@ -4,6 +4,10 @@
 `torch.load(..., weights_only=True)` (no pickled classes, no code execution from a file someone sent you).
 The head is rebuilt from its registry name and params, then the state dict is loaded strictly: a checkpoint
 whose keys do not fit the head is an error, never a partly random model.
+
+A fold's ensemble is one file per member model (`model.pt`, `model.1.pt`, ...: `member` 0, 1, ...); a
+calibrated member records its temperature and bias (`calibration`) and is rebuilt behind the same
+`CalibratedHead`, so its logits come out calibrated wherever it is used.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ class FoldModel:
     encoder: EncoderIdentity
     best_epoch: int
     path: Path
+    member: int = 0
+    calibration: dict[str, Any] | None = None
     covariates: dict[str, Any] | None = (
         None  # the fold's CovariateEncoder.to_dict(), where the run fused them
     )
@@ -53,10 +59,12 @@ def save_checkpoint(
     fold: int,
     best_epoch: int,
     seed: int,
+    member: int = 0,
     covariates: dict[str, Any] | None = None,
 ) -> None:
     from mil import __version__
 
+    inner = model.head if covariates else model  # FusedHead is the outermost wrapper (see load_checkpoint)
     payload = {
         "format": FORMAT,
         "mil_version": __version__,
@@ -69,11 +77,19 @@ def save_checkpoint(
         "fold": int(fold),
         "best_epoch": int(best_epoch),
         "seed": int(seed),
-        "standardized": bool(_inner(model).__class__.__name__ == "StandardizedHead"),
+        "standardized": bool(getattr(model, "standardized", False)),
+        "member": int(member),
+        "prior": bool(_find(model, "prior_weight")),
+        "calibration": inner.calibration().to_dict() if hasattr(inner, "calibration") else None,
         "covariates": covariates,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
+
+
+def _find(model: nn.Module, buffer: str) -> bool:
+    """Whether `model` or a module it wraps holds `buffer` (PriorHead inside CalibratedHead)."""
+    return any(name.split(".")[-1] == buffer for name, _ in model.named_buffers())
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> FoldModel:
@@ -100,6 +116,17 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> FoldModel
 
         dim = payload["in_dim"]
         head = StandardizedHead(head, torch.zeros(dim), torch.ones(dim))  # buffers come from the state dict
+    if payload.get("prior", False):
+        from mil.training.prior import PriorHead
+
+        n_out, width = payload["n_outputs"], 5 * payload["in_dim"]
+        zeros = torch.zeros
+        head = PriorHead(head, zeros(width), torch.ones(width), zeros(n_out, width), zeros(n_out))
+    calibration = payload.get("calibration")
+    if calibration is not None:
+        from mil.training.calibrate import CalibratedHead, Calibration
+
+        head = CalibratedHead(head, Calibration(**calibration))  # buffers come from the state dict
     covariates = payload.get("covariates")
     if covariates:
         from mil.heads.fused import FusedHead
@@ -123,10 +150,7 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> FoldModel
         encoder=EncoderIdentity(**payload["encoder"]),
         best_epoch=payload["best_epoch"],
         path=path,
+        member=int(payload.get("member", 0)),
+        calibration=calibration,
         covariates=covariates or None,
     )
-
-
-def _inner(model: nn.Module) -> nn.Module:
-    """The model below a `FusedHead` (what `standardized` describes)."""
-    return model.head if hasattr(model, "n_covariates") else model

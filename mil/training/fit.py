@@ -153,7 +153,7 @@ def fit_fold(
     best = FoldFit(best_epoch=0, best_score=math.inf if lower_is_better else -math.inf)
     best_state: dict[str, Tensor] = {}
     if setup.keep_start:
-        best.best_score = _monitored(EpochLog(0, 0.0, *_validate(model, task, bags, val_idx, config, device)),
+        best.best_score = monitored(EpochLog(0, 0.0, *_validate(model, task, bags, val_idx, config, device)),
                                      task, config, setup.fold)  # fmt: skip
         best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     for epoch in range(1, config.epochs + 1):
@@ -170,7 +170,7 @@ def fit_fold(
         train_loss = train_epoch(model, task, batches, optimizer, config.grad_clip_norm, device)
         log = EpochLog(epoch, train_loss, *_validate(model, task, bags, val_idx, config, device))
         best.history.append(log)
-        score = _monitored(log, task, config, setup.fold)
+        score = monitored(log, task, config, setup.fold)
         improved = score < best.best_score if lower_is_better else score > best.best_score
         if improved:
             best.best_epoch, best.best_score = epoch, score
@@ -203,19 +203,21 @@ def _validate(
     return val_loss, task.metric(y_val.numpy(), task.outputs(logits).numpy())
 
 
-def _monitored(log: EpochLog, task: Task, config: TrainConfig, fold: int) -> float:
-    """The value early stopping watches (`train.monitor`); a loss that is not finite, or a validation metric
-    that is undefined, stops the run with the fix rather than training on blindly."""
-    if not (math.isfinite(log.train_loss) and math.isfinite(log.val_loss)):
+def monitored(log: EpochLog, task: Task, config: TrainConfig, fold: int) -> float:
+    """The value early stopping watches (`train.monitor`) on the held-out patients (validation part, or all
+    inner held-out patients with cross-fitting); a loss that is not finite, or a held-out metric that is
+    undefined, stops the run with the fix rather than training on blindly. Epoch 0 (the untrained start)
+    has no training loss."""
+    if not ((log.epoch == 0 or math.isfinite(log.train_loss)) and math.isfinite(log.val_loss)):
         raise InputError(
-            f"fold {fold}: loss is not finite at epoch {log.epoch} (train {log.train_loss}, val {log.val_loss}); "
-            "lower train.lr or check the bag store for NaN features"
+            f"fold {fold}: loss is not finite at epoch {log.epoch} (train {log.train_loss}, held-out "
+            f"{log.val_loss}); lower train.lr or check the bag store for NaN features"
         )
     if config.monitor == "loss":
         return log.val_loss
     if math.isnan(log.val_metric):
         raise InputError(
-            f"fold {fold}: the validation {task.metric_name} is undefined (one class among the validation "
+            f"fold {fold}: the held-out {task.metric_name} is undefined (one class among the held-out "
             "patients); use train.monitor=loss or a larger train.val_fraction"
         )
     return log.val_metric

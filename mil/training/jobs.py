@@ -1,4 +1,4 @@
-"""A training job: one model fitted on one fold's patients, its test patients predicted; no files written.
+"""A training job: one fold fitted by the recipe (its member models), its test patients predicted; no files written.
 
 `mil.training.train` makes the jobs of a run (one per fold, seeded `seed * 1000 + fold`) and hands them to an
 engine (`mil.training.engines`): the local engine calls `fit_job` here, the Ray engine in a Ray worker, which
@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,8 @@ from mil.cohort.splits import Fold
 from mil.config import TrainConfig
 from mil.tasks import Task
 from mil.training.data import BagSet
-from mil.training.fit import FitSetup, FoldFit, Progress, eval_batch_instances, fit_fold, infer, seeded
+from mil.training.fit import EpochLog, FitSetup, Progress, eval_batch_instances, fit_fold, infer, seeded
+from mil.training.recipe import FoldParts, record, train_fold
 
 
 @dataclass
@@ -49,86 +51,95 @@ class FoldInputs:
 
 @dataclass
 class FoldResult:
-    """A fitted job, as the driver writes it: the model (on the CPU), its test predictions and history."""
+    """A fitted job, as the driver writes it: the chosen candidate's member models (calibrated, on the CPU),
+    its test predictions (calibrated and raw), every auto candidate's, the selection record and history."""
 
     job: FoldJob
-    model: torch.nn.Module
-    frame: pd.DataFrame
-    fit: FoldFit
+    models: list[torch.nn.Module]
+    head: str  # the chosen candidate's head and params (`--model auto`: per fold)
+    model_params: dict[str, Any]
+    chosen: str  # the chosen candidate's name
+    frame: pd.DataFrame  # test outputs, calibrated
+    raw: pd.DataFrame  # the same, uncalibrated
+    candidates: dict[str, pd.DataFrame]  # --model auto: every candidate's test outputs; else empty
+    selection: dict[str, Any]  # metrics.json `selection` of this fold (`mil.training.recipe.record`)
+    best_epoch: int
+    history: list[EpochLog]
     sizes: tuple[int, int, int]  # train, validation, test patients
     test_metric: float
     seconds: float
     device: str
     image_only: pd.DataFrame | None = (
-        None  # with covariates: the head without them, on the same test patients
+        None  # with covariates: the recipe's model without them, same test patients
     )
     encoder: CovariateEncoder | None = None  # with covariates: the fold's encoding (training patients only)
 
 
-def fit_job(inputs: FoldInputs, job: FoldJob, progress: Progress | None) -> FoldResult:
-    """Fit one job's model on its fold's training patients and predict its test patients (no files written).
-
-    With covariates: the covariates are encoded with statistics of the fold's training side (train +
-    validation, never test; the covariates-only model of the run uses the same encoder), the head is fitted
-    without them (image only), then the fused head starts from it (`_fit`)."""
-    t0 = time.perf_counter()
-    config, data, cohort, fold = inputs.config, inputs.data, inputs.cohort, job.fold
-    device = inputs.device or resolve_device(config.device, "train.device")
+def fold_parts(fold: Fold, cohort: Cohort) -> FoldParts:
+    """The fold's patient lists as positions in the cohort's bag set."""
     position = {p: i for i, p in enumerate(cohort.patients)}
-    tr, va, te = (np.array([position[p] for p in part]) for part in (fold.train, fold.val, fold.test))
+
+    def rows(part: list[str]) -> np.ndarray:
+        return np.array([position[p] for p in part], dtype=np.int64)
+
+    return FoldParts(rows(fold.train), rows(fold.val), rows(fold.test), [rows(p) for p in fold.inner])
+
+
+def fit_job(inputs: FoldInputs, job: FoldJob, progress: Progress | None) -> FoldResult:
+    """Fit one job's fold by the recipe (`mil.training.recipe.train_fold`) on its training patients and predict
+    its test patients (no files written)."""
+    t0 = time.perf_counter()
+    config, task, data, cohort, fold = inputs.config, inputs.task, inputs.data, inputs.cohort, job.fold
+    device = inputs.device or resolve_device(config.device, "train.device")
+    parts = fold_parts(fold, cohort)
+    sizes = (len(parts.train), len(parts.val), len(parts.test))
     if progress is not None:
-        progress("fold_start", fold=fold.index, name=fold.name, n_train=len(tr), n_val=len(va), n_test=len(te),
+        progress("fold_start", fold=fold.index, name=fold.name, n_train=sizes[0], n_val=sizes[1], n_test=sizes[2],
                  epochs=config.epochs)  # fmt: skip
-    parts = (tr, va, te)
-    encoder, image_only = None, None
+    result = train_fold(task, data, parts, config, FitSetup(device, job.seed, fold.index, progress))
+    chosen, y_test = result.chosen, cohort.y[parts.test]
+
+    def frame(out: np.ndarray) -> pd.DataFrame:
+        return task.frame(fold.test, fold.index, y_test, out)
+
+    others = {f.candidate.name: frame(f.test_out) for f in result.candidates} if result.auto else {}
     if inputs.covariates is not None:
+        # fused: each member of the recipe's chosen (image-only) model, with the covariates, from where it is
         encoder = CovariateEncoder.fit(inputs.covariates, [*fold.train, *fold.val])
         design, _ = encoder.transform(inputs.covariates, cohort.patients)
-        image_model, image_only, _, _ = _fit(inputs, job, data, parts, device, progress)
-        data = replace(data, covariates=torch.from_numpy(design))
-        model, frame, fit, metric = _fit(inputs, job, data, parts, device, progress, start=image_model)
-    else:
-        model, frame, fit, metric = _fit(inputs, job, data, parts, device, progress)
-    sizes = (len(tr), len(va), len(te))
-    # The checkpoint is written from CPU tensors anyway; on the CPU the model can travel back from a GPU worker.
-    return FoldResult(job, model.cpu(), frame, fit, sizes, metric, time.perf_counter() - t0, str(device),
-                      image_only, encoder)  # fmt: skip
+        fused_data = replace(data, covariates=torch.from_numpy(design))
+        setup = FitSetup(device, job.seed, fold.index, progress, keep_start=True)
+        fused = [fuse(m, task, fused_data, parts, config, setup) for m in chosen.models]
+        batch = eval_batch_instances(config, device)
+        outs = [task.outputs(infer(m, fused_data, parts.test, device, batch)).numpy() for m, _ in fused]
+        out = np.mean(outs, axis=0)
+        fit = fused[0][1]
+        return FoldResult(
+            job, [m.cpu() for m, _ in fused], chosen.candidate.head, dict(chosen.candidate.model_params),
+            chosen.candidate.name, frame(out), frame(out), others, record(result), fit.best_epoch,
+            fit.history, sizes, task.metric(y_test, out), time.perf_counter() - t0, str(device),
+            frame(chosen.test_out), encoder,
+        )  # fmt: skip
+    # Checkpoints are written from CPU tensors anyway; on the CPU the models can travel back from a GPU worker.
+    return FoldResult(
+        job, [m.cpu() for m in chosen.models], chosen.candidate.head, dict(chosen.candidate.model_params),
+        chosen.candidate.name, frame(chosen.test_out), frame(chosen.test_raw), others, record(result),
+        chosen.best_epoch, chosen.history, sizes, task.metric(y_test, chosen.test_out),
+        time.perf_counter() - t0, str(device),
+    )  # fmt: skip
 
 
-def _fit(
-    inputs: FoldInputs,
-    job: FoldJob,
-    data: BagSet,
-    parts: tuple[np.ndarray, np.ndarray, np.ndarray],
-    device: torch.device,
-    progress: Progress | None,
-    start: torch.nn.Module | None = None,
-) -> tuple[torch.nn.Module, pd.DataFrame, FoldFit, float]:
-    """One head fitted from the job's seed; its test table and metric. With covariates in `data` the head is
-    fused, starting from `start` (the fold's fitted image-only head): the fused model begins as that head
-    exactly (`FusedHead` starts at zero) and keeps it unless an epoch with covariates does better on the
-    validation patients, so the covariates' fast-learning path cannot swamp a slower image signal (without
-    this the fused head lost 0.019 AUC to image only where the covariates were noise: benchmarks/RESULTS.md)."""
-    from mil.heads import create_head
-    from mil.training.standardize import StandardizedHead, training_statistics
+def fuse(
+    model: torch.nn.Module, task: Task, data: BagSet, parts: FoldParts, config: TrainConfig, setup: FitSetup
+) -> tuple[torch.nn.Module, object]:
+    """A fitted image-only model with the covariates of `data` (`FusedHead`, which starts as exactly that
+    model), fitted on the fold's training patients and kept as it started unless an epoch with covariates does
+    better on the validation patients: the covariates' fast-learning path cannot swamp a slower image signal
+    (started from scratch, the fused head lost 0.019 AUC to image only where the covariates were noise;
+    benchmarks/RESULTS.md, "Clinical covariates")."""
+    from mil.heads.fused import FusedHead
 
-    config, task, cohort, fold = inputs.config, inputs.task, inputs.cohort, job.fold
-    tr, va, te = parts
-    with seeded(job.seed, device):
-        if start is None:
-            model = create_head(config.head, data.dim, task.n_outputs, **config.model_params)
-            if config.standardize:
-                model = StandardizedHead(
-                    model, *training_statistics(data.features, data.offsets, torch.as_tensor(tr))
-                )
-        else:
-            model = copy.deepcopy(start)
-        if data.covariates is not None:
-            from mil.heads.fused import FusedHead
-
-            model = FusedHead(model, data.covariates.shape[1])
-        setup = FitSetup(device, job.seed, fold.index, progress, keep_start=start is not None)
-        fit = fit_fold(model, task, data, tr, va, config, setup)
-    out_test = task.outputs(infer(model, data, te, device, eval_batch_instances(config, device))).numpy()
-    frame = task.frame(fold.test, fold.index, cohort.y[te], out_test)
-    return model, frame, fit, task.metric(cohort.y[te], out_test)
+    with seeded(setup.seed, setup.device):
+        fused = FusedHead(copy.deepcopy(model), data.covariates.shape[1])
+        fit = fit_fold(fused, task, data, parts.train, parts.val, config, setup)
+    return fused, fit

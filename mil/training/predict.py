@@ -3,7 +3,9 @@
 The ensemble is the mean of the fold models' outputs: class probabilities (softmax), label probabilities
 (sigmoid) or Cox risks. Each fold model saw a different 80% of the patients; averaging them is the usual
 cross-validation ensemble and needs no retraining on all patients (which would have no validation set for
-early stopping). Cox risks of different models differ by an additive constant each, which shifts the mean by a
+early stopping). With cross-fitting every fold holds several member models (`model.pt`, `model.1.pt`, ...);
+all of them enter the mean, each fold with the same number. Calibrated members (the default) give calibrated
+probabilities: the temperature and bias fitted on the fold's inner data are part of each checkpoint. Cox risks of different models differ by an additive constant each, which shifts the mean by a
 constant and so keeps the ranking that the c-index and risk groups use.
 
 Predictions on a new store are streamed patient by patient in chunks of bounded size, so a cohort of
@@ -64,9 +66,7 @@ def load_run(run: Path, device: torch.device | str = "cpu") -> LoadedRun:
         config = TrainConfig.model_validate(train)
     except (yaml.YAMLError, ValueError) as exc:
         raise InputError(f"{config_file}: not a valid run config ({str(exc).splitlines()[0]})") from None
-    paths = sorted(
-        run.glob("folds/*/model.pt"), key=lambda p: (not p.parent.name.isdigit(), p.parent.name.zfill(6))
-    )
+    paths = sorted(run.glob("folds/*/model*.pt"), key=_checkpoint_order)
     if not paths:
         raise InputError(f"{run}: no folds/<k>/model.pt; the run did not finish or is not a `mil train` run")
     models = [load_checkpoint(p, device) for p in paths]
@@ -77,6 +77,12 @@ def load_run(run: Path, device: torch.device | str = "cpu") -> LoadedRun:
                 f"{m.path}: fold models of {run} disagree on task or encoder; the run folder is mixed"
             )
     return LoadedRun(config, models, first.spec)
+
+
+def _checkpoint_order(path: Path) -> tuple:
+    """folds/<k>/model.pt, model.1.pt, ...: by fold number, then member number."""
+    fold, member = path.parent.name, path.name.removeprefix("model").removesuffix(".pt").lstrip(".")
+    return (not fold.isdigit(), fold.zfill(6), int(member) if member.isdigit() else 0, path.name)
 
 
 def ensemble_outputs(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mil.heads.base import HeadOutput, HeadWrapper
+from mil.heads.base import HeadOutput, HeadWrapper  # noqa: F401 - HeadWrapper: re-exported
 
 MIN_STD = 1e-6  # a constant feature is centred and left unscaled instead of divided by ~0
 # z-scores are clipped to +-Z_CLIP. Why: a sparse feature (a rare cell type's indicator, a rare granule count)
@@ -26,10 +26,13 @@ class StandardizedHead(HeadWrapper):
     """A MIL head behind a fixed, clipped z-score of its inputs; padding stays exactly zero."""
 
     def __init__(self, head: nn.Module, mean: Tensor, std: Tensor):
-        super().__init__()
-        self.head = head
+        super().__init__(head)
         self.register_buffer("feature_mean", mean.detach().float().clone())
         self.register_buffer("feature_std", std.detach().float().clamp_min(MIN_STD).clone())
+
+    @property
+    def standardized(self) -> bool:
+        return True
 
     def forward(self, x: Tensor, mask: Tensor, target: Tensor | None = None) -> HeadOutput:
         z = ((x - self.feature_mean) / self.feature_std).clamp(-Z_CLIP, Z_CLIP)

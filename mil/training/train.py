@@ -6,21 +6,21 @@ leakage, the output folder), then loads every bag once and fits one model per fo
     config.yaml       resolved config + provenance (versions, seed, encoder, git commit, command line, cohort)
     splits.json       patients per fold and part (reuse with --splits)
     predictions.csv   one out-of-fold row per patient (+ .spec.json), the input of `mil evaluate`
-    metrics.json      per fold and pooled, with bootstrap CIs (mil.evaluate), plus the cohort counts, and
+                      (calibrated probabilities; predictions_uncalibrated.csv holds the raw ones)
+    metrics.json      per fold and pooled, with bootstrap CIs (mil.evaluate), plus the cohort counts, the
+                      `selection` (recipe, epoch and, with --model auto, the choice per fold), the
+                      `calibration` (per-fold temperature and bias, Brier and ECE before and after), and
                       `baselines` / `comparison`: each baseline's pooled metrics, head minus baseline (paired CI)
     left_out.csv      patients/slides not used, with the reason
-    plots/            ROC per class, confusion matrix, or Kaplan-Meier of predicted risk groups; head vs baselines
+    plots/            ROC per class, confusion matrix, or Kaplan-Meier of predicted risk groups; reliability;
+                      head vs baselines
     baselines/<name>/predictions.csv   each baseline's out-of-fold predictions on the same folds (`mil.baselines`)
-    folds/<k>/model.pt, history.csv
-    folds/<k>/covariates.json        with train.covariates: the fold's covariate encoding (also in model.pt)
-    image_only/predictions.csv       with train.covariates: the same head without covariates, same folds/seeds
+    candidates/<name>/predictions.csv   --model auto: every candidate's out-of-fold predictions
+    folds/<k>/model.pt, model.<j>.pt (one per member model of the fold's ensemble), history.csv
 
-With covariates (`train.covariates`, `mil.cohort.covariates`) each fold's job fits the head twice (image only,
-then fused starting from it: `mil.training.jobs`), and the covariates-only model joins the baselines
-(`mil.baselines.covariates`); metrics.json's `covariates` block compares the three on the same patients with
-paired bootstrap CIs of their differences.
-
-Per-fold seeds are `seed * 1000 + fold`, so folds differ from each other and a run repeats exactly.
+Per-fold seeds are `seed * 1000 + fold`, so folds differ from each other and a run repeats exactly. One
+fold's fitting (cross-fitting or a validation hold-out, the auto choice, calibration) is
+`mil.training.recipe.train_fold`, called by the fold job (`mil.training.jobs`), which the benchmarks call too.
 """
 
 from __future__ import annotations
@@ -42,9 +42,17 @@ from features.core.device import resolve_device
 from features.core.errors import InputError
 from features.pipeline.store_settings import effective_settings
 from mil.baselines.run import BaselineData, BaselineRun, fit_baselines
-from mil.cohort.covariates import CovariateEncoder, CovariateTable, covariate_source, read_covariates
+from mil.cohort.covariates import CovariateTable, covariate_source, read_covariates
 from mil.cohort.labels import Cohort, build_cohort, check_counts
-from mil.cohort.splits import Splits, check_leakage, load_splits, make_splits, save_splits
+from mil.cohort.splits import (
+    Splits,
+    check_leakage,
+    load_splits,
+    make_splits,
+    save_splits,
+    with_inner,
+    without_inner,
+)
 from mil.config import EvaluateConfig, TrainConfig
 from mil.tasks import Task, TaskSpec, create_task
 from mil.training.checkpoint import save_checkpoint
@@ -69,6 +77,8 @@ class FoldSummary:
     epochs_run: int
     seconds: float
     test: dict[str, Any]  # the main metric on this fold's test patients: estimate, low, high (metrics.json)
+    chosen: str = ""  # the candidate this fold chose (--model auto), else the head
+    n_models: int = 1  # member models in the fold's ensemble
 
 
 @dataclass
@@ -93,6 +103,8 @@ class RunSummary:
     )  # metrics.json "baselines": name -> status, pooled
     comparison: dict[str, Any] = field(default_factory=dict)  # metrics.json "comparison": name -> difference
     covariates: dict[str, Any] = field(default_factory=dict)  # metrics.json "covariates": the three models
+    calibration: dict[str, Any] | None = None  # metrics.json `calibration` (None: not calibrated)
+    candidates: dict[str, Any] = field(default_factory=dict)  # --model auto: candidate -> pooled main metric
 
 
 @dataclass
@@ -120,17 +132,6 @@ class _Training:
         return where if self.engine.name == "local" else f"{where} ({self.engine.name})"
 
 
-@dataclass
-class _Written:
-    """One fold as written: the run's model's test table (fused where there are covariates), its summary, and
-    with covariates the image-only test table and the fold's encoder."""
-
-    frame: pd.DataFrame
-    summary: FoldSummary
-    image_only: pd.DataFrame | None = None
-    encoder: CovariateEncoder | None = None
-
-
 def train_cv(
     bags: Path,
     labels: Path,
@@ -146,7 +147,7 @@ def train_cv(
     """Cross-validate `config.head` on the patients of `labels` found in the bag store `bags`; write RUN.
     `evaluate` sets the bootstrap of metrics.json (the same section `mil evaluate` reads); `engine` fits the
     folds (default: one after another in this process; `mil.training.engines`). `clinical`: a CSV of
-    patient_id + the `config.covariates` columns, instead of the labels CSV's."""
+    patient_id + the `config.covariates` columns, instead of the labels CSV's (`mil.cohort.covariates`)."""
     engine = engine or LocalFoldEngine()
     started = time.perf_counter()
     bags, labels, out = Path(bags), Path(labels), Path(out)
@@ -218,7 +219,7 @@ def train_cv(
     return summary
 
 
-def _fit_all(run: _Training, run_dir: Path) -> list[_Written]:
+def _fit_all(run: _Training, run_dir: Path) -> list[_FoldOutput]:
     """Every fold's job through the engine; results are written here, in this process, as they come back
     (in any order with a parallel engine), and returned in fold order."""
     jobs = [FoldJob(fold, run.config.seed * 1000 + fold.index) for fold in run.split.folds]
@@ -289,59 +290,151 @@ def _run_summary(run: _Training, out: Path, folds: list[FoldSummary], metrics: d
         baselines=metrics.get("baselines", {}),
         comparison=metrics.get("comparison", {}),
         covariates=metrics.get("covariates", {}),
+        calibration=metrics.get("calibration"),
+        candidates={k: v.get(metric) for k, v in metrics["selection"].get("candidates", {}).items()},
     )
 
 
-def _write_fold(run: _Training, result: FoldResult, run_dir: Path) -> _Written:
-    """The fold's checkpoint and history, written by the driver whatever engine fitted it."""
-    fold, fit = result.job.fold, result.fit
+@dataclass
+class _FoldOutput:
+    """What one fold hands to the run's outputs: prediction rows (calibrated, raw, per auto candidate), the
+    selection record for metrics.json and the summary row."""
+
+    frame: pd.DataFrame
+    raw: pd.DataFrame
+    candidates: dict[str, pd.DataFrame]
+    selection: dict[str, Any]
+    summary: FoldSummary
+    image_only: pd.DataFrame | None = None  # with covariates: the head without them (`mil.training.jobs`)
+    encoder: Any = None  # with covariates: the fold's CovariateEncoder
+
+
+def _write_fold(run: _Training, result: FoldResult, run_dir: Path) -> _FoldOutput:
+    """The fold's checkpoints (one per member model: model.pt, model.<j>.pt) and history, written by the
+    driver whatever engine fitted it."""
+    fold = result.job.fold
     fold_dir = run_dir / "folds" / str(fold.index)
-    save_checkpoint(
-        fold_dir / "model.pt", result.model, head_name=run.config.head, model_params=run.config.model_params,
-        in_dim=run.data.dim, spec=run.cohort.spec, encoder=run.store.encoder, fold=fold.index,
-        best_epoch=fit.best_epoch, seed=result.job.seed,
-        covariates=None if result.encoder is None else result.encoder.to_dict(),
-    )  # fmt: skip
+    for j, model in enumerate(result.models):
+        save_checkpoint(
+            fold_dir / ("model.pt" if j == 0 else f"model.{j}.pt"), model, head_name=result.head,
+            model_params=result.model_params, in_dim=run.data.dim, spec=run.cohort.spec,
+            encoder=run.store.encoder, fold=fold.index, best_epoch=result.best_epoch, seed=result.job.seed, member=j,
+            covariates=None if result.encoder is None else result.encoder.to_dict(),
+        )  # fmt: skip
     if result.encoder is not None:
         (fold_dir / "covariates.json").write_text(json.dumps(result.encoder.to_dict(), indent=1))
-    pd.DataFrame([vars(h) for h in fit.history]).to_csv(fold_dir / "history.csv", index=False)
-    summary = FoldSummary(fold.index, fold.name, *result.sizes, fit.best_epoch, len(fit.history),
-                          result.seconds, {})  # fmt: skip
-    run.emit("fold_end", fold=fold.index, best_epoch=fit.best_epoch, epochs_run=len(fit.history),
-             test_metric=result.test_metric, seconds=result.seconds)  # fmt: skip
-    return _Written(result.frame, summary, result.image_only, result.encoder)
+    pd.DataFrame([vars(h) for h in result.history]).to_csv(fold_dir / "history.csv", index=False)
+    summary = FoldSummary(fold.index, fold.name, *result.sizes, result.best_epoch, len(result.history),
+                          result.seconds, {}, result.chosen, len(result.models))  # fmt: skip
+    run.emit("fold_end", fold=fold.index, best_epoch=result.best_epoch, epochs_run=len(result.history),
+             test_metric=result.test_metric, seconds=result.seconds,
+             chosen=result.chosen if result.candidates else None)  # fmt: skip
+    return _FoldOutput(result.frame, result.raw, result.candidates, result.selection, summary,
+                       result.image_only, result.encoder)  # fmt: skip
 
 
 def _score(
-    run_dir: Path, fitted: list[_Written], run: _Training, baselines: list[BaselineRun]
+    run_dir: Path, fitted: list[_FoldOutput], run: _Training, baselines: list[BaselineRun]
 ) -> tuple[dict[str, Any], list[Path]]:
     """predictions.csv, metrics.json, plots/ and left_out.csv, through the evaluation module's contract;
     the baselines' predictions and their comparison with the head (`mil.baselines.run`)."""
     from mil.baselines.run import write_baselines
     from mil.evaluate.metrics import compute_metrics, jsonable
     from mil.evaluate.plots import write_plots
-    from mil.evaluate.predictions import read_predictions, write_predictions
+    from mil.evaluate.predictions import read_predictions
     from mil.evaluate.run import write_metrics
 
     cohort, split, evaluate, spec = run.cohort, run.split, run.evaluate, run.cohort.spec
-    table = pd.concat([f.frame for f in fitted], ignore_index=True).sort_values("patient_id", kind="stable")
-    write_predictions(table, spec, run_dir / "predictions.csv")
+    _write_table([f.frame for f in fitted], spec, run_dir / "predictions.csv")
     table, _ = read_predictions(run_dir / "predictions.csv")  # score exactly what `mil evaluate` will read
     run.emit("metrics", n_bootstrap=evaluate.n_bootstrap)
     metrics = compute_metrics(table, spec, evaluate)
     metrics["cohort"] = _cohort_record(cohort, split)
+    metrics["selection"] = _selection_record(run, fitted, run_dir)
     records, comparison, compared = write_baselines(run_dir, baselines, table, run.task, evaluate)
     metrics["baselines"], metrics["comparison"] = jsonable(records), jsonable(comparison)
     if run.covariates is not None:
         metrics["covariates"] = jsonable(_three_models(run_dir, fitted, table, baselines, run))
-    write_metrics(metrics, run_dir / "metrics.json")
     plots = write_plots(table, spec, run_dir / "plots") + compared
+    calibration = _calibration_record(run, fitted, table, run_dir)
+    if calibration is not None:
+        metrics["calibration"], figure = calibration
+        plots.append(figure)
+    write_metrics(metrics, run_dir / "metrics.json")
     _left_out_table(cohort, split).to_csv(run_dir / "left_out.csv", index=False)
     return metrics, plots
 
 
+def _write_table(frames: list[pd.DataFrame], spec: TaskSpec, path: Path) -> pd.DataFrame:
+    from mil.evaluate.predictions import write_predictions
+
+    table = pd.concat(frames, ignore_index=True).sort_values("patient_id", kind="stable")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_predictions(table, spec, path)
+    return table
+
+
+def _selection_record(run: _Training, fitted: list[_FoldOutput], run_dir: Path) -> dict[str, Any]:
+    """metrics.json `selection`: the recipe, each fold's choice and, with --model auto, every candidate's
+    pooled out-of-fold metric (the best of those was picked after seeing the test folds: optimistic)."""
+    from mil.evaluate.metrics import compute_metrics
+    from mil.evaluate.predictions import read_predictions
+
+    config = run.config
+    out: dict[str, Any] = {
+        "selection": config.selection,
+        "inner_folds": config.inner_folds if config.selection == "crossfit" else None,
+        "seeds": config.seeds,
+        "head": config.head,
+        "folds": {str(f.summary.fold): f.selection for f in fitted},
+    }
+    names = list(fitted[0].candidates) if fitted and fitted[0].candidates else []
+    if not names:
+        return out
+    metric = run.task.metric_name
+    pooled = {}
+    for name in names:
+        path = run_dir / "candidates" / name / "predictions.csv"
+        _write_table([f.candidates[name] for f in fitted], run.cohort.spec, path)
+        table, _ = read_predictions(path)
+        pooled[name] = compute_metrics(table, run.cohort.spec, run.evaluate)["pooled"].get(metric)
+    out["candidates"] = {name: {metric: block} for name, block in pooled.items()}
+    known = {n: b["estimate"] for n, b in pooled.items() if b and b.get("estimate") is not None}
+    out["best_single"] = max(known, key=known.get) if known else None
+    out["note"] = (
+        "the run's own metrics are the honest nested estimate of choosing per fold; best_single was picked "
+        "after seeing the outer test folds and is optimistic"
+    )
+    return out
+
+
+def _calibration_record(
+    run: _Training, fitted: list[_FoldOutput], table: pd.DataFrame, run_dir: Path
+) -> tuple[dict[str, Any], Path] | None:
+    """metrics.json `calibration` and plots/reliability.png, or None where the kind has no probabilities
+    or calibration is off (then the raw predictions are the predictions)."""
+    from mil.evaluate.calibration import calibration_scores, reliability_figure
+    from mil.evaluate.plots import save_figure
+    from mil.evaluate.predictions import read_predictions
+
+    if run.config.calibration == "none" or calibration_scores(run.task, table) is None:
+        return None
+    raw_path = run_dir / "predictions_uncalibrated.csv"
+    _write_table([f.raw for f in fitted], run.cohort.spec, raw_path)
+    raw, _ = read_predictions(raw_path)
+    after, before = calibration_scores(run.task, table), calibration_scores(run.task, raw)
+    folds = {str(f.summary.fold): f.selection["calibration"] for f in fitted}
+    record = {"method": run.config.calibration, "folds": folds, "calibrated": after, "uncalibrated": before}
+    figure = save_figure(reliability_figure(after, before), run_dir / "plots" / "reliability.png")
+    return record, figure
+
+
 def _three_models(
-    run_dir: Path, fitted: list[_Written], fused: pd.DataFrame, baselines: list[BaselineRun], run: _Training
+    run_dir: Path,
+    fitted: list[_FoldOutput],
+    fused: pd.DataFrame,
+    baselines: list[BaselineRun],
+    run: _Training,
 ) -> dict[str, Any]:
     """metrics.json `covariates`: covariates only vs image only vs fused on the same patients and folds."""
     from mil.evaluate.compare import model_comparison
@@ -368,8 +461,15 @@ def _three_models(
 
 
 def _splits(cohort: Cohort, strata: np.ndarray, config: TrainConfig, path: Path | None) -> Splits:
+    """The run's folds: loaded (and fitted to the selection: inner parts for crossfit, a validation part
+    otherwise) or made."""
+    crossfit = config.selection == "crossfit"
     if path is not None:
-        return load_splits(Path(path), cohort.patients)
+        loaded = load_splits(Path(path), cohort.patients)
+        by_patient = dict(zip(cohort.patients, strata, strict=True))
+        if crossfit:
+            return with_inner(loaded, by_patient, config.inner_folds)
+        return without_inner(loaded, by_patient, config.val_fraction)
     if config.group_by is None:
         check_counts(cohort, config.folds)
     return make_splits(
@@ -380,6 +480,7 @@ def _splits(cohort: Cohort, strata: np.ndarray, config: TrainConfig, path: Path 
         config.val_fraction,
         cohort.groups,
         config.group_by,
+        inner_folds=config.inner_folds if crossfit else None,
     )
 
 

@@ -144,6 +144,32 @@ def test_synthetic_cohort_tiny_run(tmp_path):
         assert r["macro_auc"] is None or 0.0 <= r["macro_auc"] <= 1.0
 
 
+def test_recipe_benchmark_on_fake_real_cells(tmp_path, monkeypatch):
+    """benchmarks/recipe.py: pseudo-patients drawn from a (fake) pbc store, baseline and the #11 recipe on
+    the same folds; same seed -> same numbers."""
+    import recipe
+
+    from features.bagstore import Bag, BagMeta, BagStore, EncoderIdentity
+
+    enc = EncoderIdentity(name="fake", weights_sha256="0" * 64, dim=5, unit="cells")
+    store = BagStore(tmp_path / "pbc" / "bags.zarr", "a", enc)
+    rng = np.random.default_rng(0)
+    for k, cell_type in enumerate(recipe.NORMAL):
+        x = rng.normal(size=(40, 5)).astype(np.float32)
+        x[:, k % 5] += 3.0  # each type has its own axis, as cell types differ in morphology
+        store.write(Bag(x, paths=np.array([f"{cell_type}/{i}.jpg" for i in range(40)])),
+                    BagMeta(cell_type, cell_type, 40, enc, str(tmp_path), "cells"))  # fmt: skip
+    monkeypatch.setattr(recipe, "DATA", tmp_path)
+    cohort = recipe.pbc_cohort("pbc:left_shift:n20:c60", seed=0)
+    assert (
+        len(cohort.bags) == 20 and {len(b) for b in cohort.bags} == {60} and cohort.y.tolist() == [0, 1] * 10
+    )
+    base = {"device": "cpu", "epochs": 2, "patience": 1, "inner_folds": 2, "batch_size": 4}
+    runs = [recipe.run_cohort("pbc:left_shift:n20:c60", ["baseline", "recipe"], 1, 2, base) for _ in range(2)]
+    for method in ("baseline", "recipe"):
+        assert 0 <= runs[0][method]["auc"][0] <= 1 and runs[0][method]["auc"] == runs[1][method]["auc"]
+
+
 def test_store_validate_tiny_run(tmp_path):
     import store_validate
 

@@ -23,7 +23,10 @@ from tests.train_helpers import make_cohort, single_thread  # noqa: F401
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     bags, labels = make_cohort(root, n_patients=30)
-    cfg = TrainConfig(target="apl_aml_healthy", folds=3, epochs=4, batch_size=8, lr=2e-3, device="cpu")
+    cfg = TrainConfig(
+        target="apl_aml_healthy", folds=3, epochs=4, batch_size=8, lr=2e-3, device="cpu", selection="crossfit",
+        prior="pooled_stats", calibration="temperature",
+    )  # fmt: skip
     train_cv(bags, labels, cfg, root / "run", evaluate=EvaluateConfig(n_bootstrap=20))
     return root / "run", bags, labels
 
@@ -31,14 +34,17 @@ def trained(tmp_path_factory):
 def test_load_run_and_per_model_outputs(trained):
     run, bags, _ = trained
     config, models, spec = load_run(run)
-    assert config.target == "apl_aml_healthy" and len(models) == 3 and [m.fold for m in models] == [0, 1, 2]
+    # cross-fitting: 5 member models per fold, in fold then member order
+    assert config.target == "apl_aml_healthy" and len(models) == 15
+    assert [(m.fold, m.member) for m in models] == [(k, j) for k in range(3) for j in range(5)]
+    assert all(m.calibration is not None for m in models)
     assert spec.classes == ["AML", "APL", "healthy"] and not any(m.head.training for m in models)
     store = BagStore(bags)
     slides = [m.slide_id for m in store.metas() if m.patient_id == "P003"]
     bag = read_patient_bag(store, "P003", slides)
     assert len(bag.slides) == 2
     outs = ensemble_outputs(models, bag.features)
-    assert len(outs) == 3
+    assert len(outs) == 15
     for out in outs:
         assert out.logits.shape == (1, 3) and out.attention.shape == (1, 1, len(bag.features))
         assert out.attention.sum().item() == pytest.approx(1, abs=1e-5)

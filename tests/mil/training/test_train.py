@@ -141,14 +141,14 @@ def test_existing_run_is_never_half_overwritten(run, cohort, tmp_path, monkeypat
     with pytest.raises(InputError, match="not empty.*--overwrite"):
         train_cv(*cohort, cfg, out)
 
-    real_fit = jobs_module.fit_fold
+    real_fit = jobs_module.train_fold
 
     def crash_on_fold_1(*args, **kwargs):
-        if kwargs.get("setup", args[6] if len(args) > 6 else None).fold == 1:
+        if kwargs.get("setup", args[4] if len(args) > 4 else None).fold == 1:
             raise RuntimeError("simulated crash")
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(jobs_module, "fit_fold", crash_on_fold_1)
+    monkeypatch.setattr(jobs_module, "train_fold", crash_on_fold_1)
     with pytest.raises(RuntimeError, match="simulated"):
         train_cv(
             *cohort,
@@ -158,7 +158,7 @@ def test_existing_run_is_never_half_overwritten(run, cohort, tmp_path, monkeypat
         )
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"], "temp folder left behind"
-    monkeypatch.setattr(jobs_module, "fit_fold", real_fit)
+    monkeypatch.setattr(jobs_module, "train_fold", real_fit)
     train_cv(
         *cohort, TrainConfig(target="apl_aml_healthy", seed=5, **{**FAST, "epochs": 1}), out, overwrite=True
     )

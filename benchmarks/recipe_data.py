@@ -1,0 +1,144 @@
+"""Cohorts for the training-recipe benchmarks (`benchmarks/recipe.py`), built once and cached under .bench/.
+
+    python benchmarks/recipe_data.py synth [--patients 240 --cells 1000 --witness 0.1,0.3 --workers 1]
+    python benchmarks/recipe_data.py pbc [--data /work/shared/data/pbc-subset]
+
+synth: the largest cohort of the stress grid per witness level (cells layout, 3 sites with stain shifts,
+APL / AML / healthy in equal shares, seed 11) through `features.synth.generate_cohort` and the `mil extract`
+library call with the `cytomorph` encoder -> .bench/recipe/synth_w<witness>/bags.zarr + labels.csv. The smaller
+grid cells (60 / 120 patients, 100-cell bags) are subsamples of these (`recipe.py` draws them), because
+extracting ~0.5 M synthetic cells takes about an hour on 2 shared cores (cytomorph on crops).
+
+pbc: the 2,000 real CellaVision cells of pbc-subset (Acevedo et al. 2020, CC BY 4.0) encoded once with
+cytomorph -> .bench/recipe/pbc/cells.npz (features, class per cell); pseudo-patients are drawn from them in
+`recipe.py`. The images are read from the shared folder, never copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import BENCH_DIR, Timer  # noqa: E402
+
+ROOT = BENCH_DIR / "recipe"
+MIX = {"healthy": 1.0, "AML": 1.0, "APL": 1.0}
+
+
+def synth(args: argparse.Namespace) -> None:
+    from features.pipeline.config import ExtractConfig
+    from features.pipeline.extract import extract
+    from features.synth import SynthConfig, generate_cohort
+
+    for witness in [float(w) for w in args.witness.split(",")]:
+        root = ROOT / f"synth_w{witness:g}"
+        if (root / "bags.zarr").is_dir() and (root / "labels.csv").is_file():
+            print(f"{root}: cached", flush=True)
+            continue
+        shutil.rmtree(root, ignore_errors=True)
+        config = SynthConfig(patients=args.patients, layout="cells", sites=3, seed=11, witness=witness,
+                             cells_per_patient=args.cells, diagnosis_mix=MIX)  # fmt: skip
+        with Timer() as t_synth:
+            generate_cohort(root / "cohort", config, workers=args.workers)
+        with Timer() as t_extract:
+            summary = extract(root / "cohort" / "cells", root / "tmp.zarr",
+                              ExtractConfig(encoder="cytomorph", device="cpu", workers=args.workers))  # fmt: skip
+        if summary.count("failed") or not summary.count("written"):
+            raise SystemExit(f"extraction failed: {summary.message}")
+        shutil.copy(root / "cohort" / "labels.csv", root / "labels.csv")
+        (root / "tmp.zarr").rename(root / "bags.zarr")
+        shutil.rmtree(root / "cohort" / "cells")  # the crops are not needed once encoded (GBs)
+        print(f"{root}: synth {t_synth.seconds:.0f} s, extract {t_extract.seconds:.0f} s "
+              f"({summary.instances} cells, {summary.instances / t_extract.seconds:.0f} cells/s)", flush=True)  # fmt: skip
+
+
+def subset(args: argparse.Namespace) -> None:
+    """Extract part of a cohort whose rendering was stopped early (a shared 2-core machine ran ~10x slower
+    than planned): the first `--full` rendered patients with all their crops, the next ones up to
+    `--patients` with their first `--cells` crops (crops are drawn i.i.d. per patient, so the first c are a
+    random sample); labels.csv is rebuilt from the cohort's seed (`features.synth.cohort.build_cohort`)."""
+    import pandas as pd
+
+    from features.pipeline.config import ExtractConfig
+    from features.pipeline.extract import extract
+    from features.synth import SynthConfig
+    from features.synth.cohort import build_cohort, labels_row
+
+    root = ROOT / f"synth_w{args.witness:g}"
+    cells = next(root.glob(".cohort.tmp*/cells"))
+    config = SynthConfig(patients=args.total, layout="cells", sites=3, seed=11, witness=args.witness,
+                         cells_per_patient=1000, diagnosis_mix=MIX)  # fmt: skip
+    patients = build_cohort(config)[: args.patients]
+    view = root / "view"
+    shutil.rmtree(view, ignore_errors=True)
+    for i, patient in enumerate(patients):
+        files = sorted((cells / patient.patient_id).glob("*.png"), key=lambda f: int(f.stem))
+        keep = files if i < args.full else files[: args.cells]
+        (view / patient.patient_id).mkdir(parents=True)
+        for f in keep:
+            (view / patient.patient_id / f.name).symlink_to(f.resolve())
+    with Timer() as t:
+        summary = extract(
+            view, root / "tmp.zarr", ExtractConfig(encoder="cytomorph", device="cpu", workers=args.workers)
+        )
+    if summary.count("failed") or not summary.count("written"):
+        raise SystemExit(f"extraction failed: {summary.message}")
+    pd.DataFrame([labels_row(p, p.patient_id) for p in patients]).to_csv(root / "labels.csv", index=False)
+    (root / "tmp.zarr").rename(root / "bags.zarr")
+    print(f"{root}: {summary.instances} cells extracted in {t.seconds:.0f} s", flush=True)
+
+
+def pbc(args: argparse.Namespace) -> None:
+    from PIL import Image
+
+    from features.encoders import create_encoder
+
+    out = ROOT / "pbc" / "cells.npz"
+    if out.is_file():
+        print(f"{out}: cached")
+        return
+    data = Path(args.data)
+    classes = sorted(p.name for p in data.iterdir() if p.is_dir())
+    paths = [(c, p) for c in classes for p in sorted((data / c).glob("*.jpg"))]
+    encoder = create_encoder("cytomorph")
+    with Timer() as t:
+        images = [np.asarray(Image.open(p).convert("RGB")) for _, p in paths]
+        feats = encoder.encode_images(images, mpp=args.mpp)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, features=np.asarray(feats, np.float32), cell_class=np.array([c for c, _ in paths]),
+             file=np.array([p.name for _, p in paths]), classes=np.array(classes))  # fmt: skip
+    print(f"{out}: {len(paths)} cells, {t.seconds:.0f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("synth")
+    s.add_argument("--patients", type=int, default=240)
+    s.add_argument("--cells", type=int, default=1000)
+    s.add_argument("--witness", default="0.1,0.3")
+    s.add_argument("--workers", type=int, default=1)
+    u = sub.add_parser("subset")
+    u.add_argument("--witness", type=float, default=0.1)
+    u.add_argument("--total", type=int, default=240, help="patients the interrupted cohort was made with")
+    u.add_argument("--patients", type=int, default=120)
+    u.add_argument("--full", type=int, default=75)
+    u.add_argument("--cells", type=int, default=100)
+    u.add_argument("--workers", type=int, default=1)
+    p = sub.add_parser("pbc")
+    p.add_argument("--data", default="/work/shared/data/pbc-subset")
+    p.add_argument("--mpp", type=float, default=0.1, help="pbc-subset: 360 px crops of ~36 µm")
+    args = parser.parse_args()
+    {"synth": synth, "subset": subset, "pbc": pbc}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""The pooled-statistics prior and post-hoc calibration, on constructed cases with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mil.baselines.pooled_stats import QUANTILES as BASELINE_QUANTILES
+from mil.baselines.pooled_stats import pooled_statistics
+from mil.evaluate.calibration import brier, calibration_scores, ece
+from mil.heads import create_head
+from mil.tasks import TaskSpec, create_task
+from mil.training.calibrate import CalibratedHead, fit_calibration
+from mil.training.prior import QUANTILES, PriorHead, bag_statistics, fit_prior
+
+BINARY = TaskSpec("classification", "y", ["0", "1"])
+
+
+def test_bag_statistics_match_numpy_on_padded_bags():
+    rng = np.random.default_rng(0)
+    x = torch.as_tensor(rng.normal(size=(2, 9, 3)), dtype=torch.float32)
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    mask[1, 5:] = False
+    stats = bag_statistics(x, mask)
+    for b, n in ((0, 9), (1, 5)):
+        real = x[b, :n].numpy()
+        want = [real.mean(0), real.std(0), *np.quantile(real, (0.1, 0.5, 0.9), axis=0)]
+        np.testing.assert_allclose(stats[b].numpy(), np.concatenate(want), rtol=1e-5, atol=1e-6)
+        # the same numbers as the baseline's featuriser: one definition of the pooled statistics
+        np.testing.assert_allclose(stats[b].numpy(), pooled_statistics(real).ravel(), rtol=1e-5, atol=1e-6)
+    assert QUANTILES == BASELINE_QUANTILES
+
+
+def test_prior_head_starts_as_the_baseline_and_keeps_attention():
+    """Gate 0: logits are exactly the fitted linear model of the bag statistics; attention is the head's."""
+    rng = np.random.default_rng(1)
+    task = create_task(BINARY)
+    y = np.repeat([0, 1], 20).astype(np.float32)
+    bags = [rng.normal(size=(30, 4)) + 0.8 * yi for yi in y]
+    stats = np.stack([bag_statistics(torch.as_tensor(b[None], dtype=torch.float32),
+                                     torch.ones(1, 30, dtype=torch.bool))[0].numpy() for b in bags])  # fmt: skip
+    mean, scale, weight, bias = fit_prior(task, stats.astype(np.float64), y, seed=0)
+    head = create_head("abmil", 4, 2)
+    model = PriorHead(head, *(torch.as_tensor(a) for a in (mean, scale, weight, bias))).eval()
+    x = torch.as_tensor(np.stack(bags[:3]), dtype=torch.float32)
+    mask = torch.ones(3, 30, dtype=torch.bool)
+    with torch.no_grad():
+        out = model(x, mask)
+        expected = ((stats[:3] - mean) / scale) @ weight.T + bias
+        np.testing.assert_allclose(out.logits.numpy(), expected, rtol=1e-4, atol=1e-4)
+        assert torch.allclose(out.attention, head(x, mask).attention)
+    assert (
+        task.metric(y, torch.softmax(torch.as_tensor((stats - mean) / scale @ weight.T + bias), 1).numpy())
+        > 0.95
+    )
+
+
+def test_temperature_undoes_overconfidence_and_keeps_the_ranking():
+    rng = np.random.default_rng(2)
+    task = create_task(BINARY)
+    true_logit = rng.normal(size=400) * 1.5
+    y = (rng.random(400) < 1 / (1 + np.exp(-true_logit))).astype(np.float32)
+    logits = torch.as_tensor(
+        np.stack([np.zeros(400), 4 * true_logit], 1), dtype=torch.float32
+    )  # 4x too sharp
+    cal = fit_calibration(task, logits, torch.as_tensor(y))
+    assert 3.0 < cal.temperature < 5.5
+    before, after = torch.softmax(logits, 1)[:, 1].numpy(), torch.softmax(cal.apply(logits), 1)[:, 1].numpy()
+    assert ece(y, after) < ece(y, before) and brier(y, after) < brier(y, before)
+    assert np.array_equal(np.argsort(before, kind="stable"), np.argsort(after, kind="stable"))
+    survival = create_task(TaskSpec("survival", ["t", "e"], []))
+    assert fit_calibration(survival, logits[:, :1], torch.zeros(400, 2)) is None
+
+
+def test_calibrated_head_keeps_the_instance_score_decomposition():
+    head = create_head("abmil", 5, 3).eval()
+    from mil.training.calibrate import Calibration
+
+    model = CalibratedHead(head, Calibration(2.5, [0.1, -0.2, 0.3])).eval()
+    x, mask = torch.randn(2, 7, 5), torch.ones(2, 7, dtype=torch.bool)
+    mask[0, 4:] = False
+    with torch.no_grad():
+        out = model(x, mask)
+    torch.testing.assert_close(
+        out.logits, (out.attention * out.instance_scores).sum(-1), atol=1e-5, rtol=1e-5
+    )
+
+
+def test_ece_and_brier_known_values():
+    y = np.array([0, 0, 1, 1], float)
+    assert brier(y, np.array([0, 0, 1, 1.0])) == 0 and ece(y, np.array([0, 0, 1, 1.0])) == 0
+    assert ece(y, np.full(4, 0.9)) == np.float64(0.4)  # one bin: mean p 0.9, observed 0.5
+    task = create_task(TaskSpec("classification", "y", ["a", "b", "c"]))
+    df = pd.DataFrame({"y_true": ["a", "b", "c"], "prob_a": [0.8, 0.1, 0.2], "prob_b": [0.1, 0.6, 0.7],
+                       "prob_c": [0.1, 0.3, 0.1]})  # fmt: skip
+    scores = calibration_scores(task, df)  # top label: right, right, wrong at 0.8, 0.6, 0.7
+    assert list(scores["series"]) == ["top class"]
+    assert np.isclose(scores["brier"], ((0.8 - 1) ** 2 + (0.6 - 1) ** 2 + 0.7**2) / 3)
