@@ -116,3 +116,15 @@ def cross_validate(
             inner = None if score is None or math.isnan(score) else score
             fits.append(FoldFit(k, c, inner, len(train), notes + model.notes))
     return CrossValidated(outputs if outputs is not None else np.zeros((len(x), 0)), fits)
+
+
+def fit_selected(x: np.ndarray, y: np.ndarray, task: Task, seed: int):
+    """The kind's regularised linear model on all rows of x/y, C chosen by `select_c` over those rows alone
+    (the fitted `LinearBaselineModel`; None where the kind has none)."""
+    from threadpoolctl import threadpool_limits
+
+    if task.baseline_model(1.0) is None:
+        return None
+    with threadpool_limits(limits=1):  # small fits: one BLAS thread (see above)
+        c, _, _ = select_c(x, y, task, seed)
+        return task.baseline_model(c).fit(x, y)

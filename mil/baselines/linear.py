@@ -172,6 +172,10 @@ class RidgeCox(LinearBaselineModel):
     def _predict(self, z: np.ndarray) -> np.ndarray:
         return (z @ self.beta)[:, None]
 
+    def logit_weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """The log relative hazard as one output (no intercept: a Cox model has none)."""
+        return self.mean, self.sd, self.beta[None, :].copy(), np.zeros(1)
+
 
 def penalised_cox(z: np.ndarray, time: np.ndarray, event: np.ndarray, c: float):
     """beta -> (C x negative Breslow partial log-likelihood + ||beta||^2 / 2, its gradient), in O(n p).

@@ -65,6 +65,7 @@ def register(app: typer.Typer) -> None:
         metrics = result.metrics
         print_comparison(console, task.metric_name, metrics["pooled"], metrics.get("baselines", {}),
                          metrics.get("comparison", {}), "these predictions")  # fmt: skip
+        print_covariates(console, metrics.get("covariates", {}))
         for note in result.notes:
             console.print(f"[yellow]{note}[/yellow]", highlight=False, soft_wrap=True)
         if result.unlabelled:
@@ -129,3 +130,24 @@ def print_comparison(
             console.print(
                 f"[yellow]{name}[/yellow] {len(notes) - 3} more notes in metrics.json", highlight=False
             )
+
+
+def print_covariates(console: Console, block: dict) -> None:
+    """The three models of a run with covariates side by side, then each paired difference (metrics.json's
+    `covariates` block); nothing without covariates."""
+    from mil.tasks.formatting import ci_cells
+
+    if not block:
+        return
+    table = Table(
+        title=f"covariates ({', '.join(block.get('columns') or ['?'])}) - {block['metric']}, same folds, "
+        "paired bootstrap",
+        title_justify="left",
+    )
+    for col in ("model / difference", "estimate", "95% CI", "what it says"):
+        table.add_column(col, justify="left" if col in ("model / difference", "what it says") else "right")
+    for name, ci in block["models"].items():
+        table.add_row(name.replace("_", " "), *ci_cells(ci), "")
+    for name, compared in block["differences"].items():
+        table.add_row(name.replace("_", " "), *ci_cells(compared["difference"]), compared["says"])
+    console.print(table)

@@ -86,7 +86,7 @@ class RichProgress:
 
 
 def print_summary(console: Console, summary: Any) -> None:
-    from mil.cli.evaluate import print_comparison
+    from mil.cli.evaluate import print_comparison, print_covariates
     from mil.tasks.formatting import format_ci
 
     spec = summary.spec
@@ -146,26 +146,6 @@ def print_summary(console: Console, summary: Any) -> None:
             highlight=False,
         )
     console.print(f"run written to {summary.run} ({summary.seconds:.0f} s on {summary.device})")
-
-
-def print_covariates(console: Console, block: dict) -> None:
-    """The three models of a run with covariates side by side, then each paired difference (metrics.json's
-    `covariates` block); nothing without covariates."""
-    from mil.tasks.formatting import ci_cells
-
-    if not block:
-        return
-    table = Table(
-        title=f"covariates ({', '.join(block['columns'])}) - {block['metric']}, same folds, paired bootstrap",
-        title_justify="left",
-    )
-    for col in ("model / difference", "estimate", "95% CI", "what it says"):
-        table.add_column(col, justify="left" if col in ("model / difference", "what it says") else "right")
-    for name, ci in block["models"].items():
-        table.add_row(name.replace("_", " "), *ci_cells(ci), "")
-    for name, compared in block["differences"].items():
-        table.add_row(name.replace("_", " "), *ci_cells(compared["difference"]), compared["says"])
-    console.print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -115,6 +115,49 @@ def baselines_beside(
     return blocks, comparison, notes
 
 
+def covariates_beside(
+    predictions: Path,
+    head: pd.DataFrame,
+    spec: TaskSpec,
+    evaluate: EvaluateConfig,
+    labels: Path | None = None,
+) -> tuple[dict, list[str]]:
+    """For `mil evaluate` on the predictions.csv of a run with covariates (the fused model's): the three models
+    side by side (`model_comparison`) with the run's image_only/ and baselines/covariates/ tables, over the
+    evaluated patients. ({}, notes) for a run without covariates or tables that do not cover those patients."""
+    import yaml
+
+    from mil.evaluate.predictions import attach_labels, read_predictions
+
+    run = Path(predictions).parent
+    found = {"image_only": run / "image_only" / "predictions.csv",
+             "covariates_only": run / "baselines" / "covariates" / "predictions.csv"}  # fmt: skip
+    if not found["image_only"].is_file():
+        return {}, []
+    tables, notes = {"fused": head}, []
+    for name, path in found.items():
+        if not path.is_file():
+            continue
+        table, their_spec = read_predictions(path)
+        if their_spec != spec:
+            notes.append(f"{path}: another task ({their_spec.kind} of {their_spec.target}); not compared")
+            continue
+        table = attach_labels(table, spec, labels) if labels is not None else table
+        missing = set(head["patient_id"]) - set(table["patient_id"])
+        if missing:
+            notes.append(f"{path}: lacks {len(missing)} of the evaluated patients (e.g. {sorted(missing)[0]}); "
+                         "not compared")  # fmt: skip
+            continue
+        tables[name] = table[table["patient_id"].isin(set(head["patient_id"]))]
+    if len(tables) < 2:
+        return {}, notes
+    block = model_comparison(tables, spec, evaluate)
+    config = run / "config.yaml"
+    train = (yaml.safe_load(config.read_text()) or {}).get("train", {}) if config.is_file() else {}
+    block["columns"] = list(train.get("covariates") or [])
+    return block, notes
+
+
 def _aligned(
     a: pd.DataFrame, b: pd.DataFrame, spec: TaskSpec, names: tuple[str, str]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -39,7 +39,7 @@ def evaluate_files(
 ) -> Evaluation:
     """Metrics of a predictions CSV (+ its spec sidecar), optionally with truth from a labels CSV. A run's
     predictions.csv is also compared with the baselines beside it (RUN/baselines/<name>/predictions.csv)."""
-    from mil.evaluate.compare import baselines_beside
+    from mil.evaluate.compare import baselines_beside, covariates_beside
     from mil.evaluate.metrics import compute_metrics, jsonable
 
     df, spec = read_predictions(Path(predictions))
@@ -52,6 +52,9 @@ def evaluate_files(
     baselines, comparison, notes = baselines_beside(Path(predictions), df, spec, evaluate, labels)
     if baselines:
         metrics["baselines"], metrics["comparison"] = jsonable(baselines), jsonable(comparison)
+    three, more = covariates_beside(Path(predictions), df, spec, evaluate, labels)
+    if three:
+        metrics["covariates"] = jsonable(three)
     metrics["provenance"] = {
         "predictions": _file_record(Path(predictions)),
         "labels": _file_record(Path(labels)) if labels is not None else None,
@@ -59,7 +62,7 @@ def evaluate_files(
         "versions": {"python": platform.python_version(), **{name: _version(name) for name in _VERSIONED}},
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    return Evaluation(metrics, df, spec, unlabelled, notes)
+    return Evaluation(metrics, df, spec, unlabelled, notes + more)
 
 
 def check_outputs(paths: list[Path], overwrite: bool, inputs: tuple[Path | None, ...] = ()) -> None:

@@ -23,6 +23,7 @@ per fold) and is used for every head alike. `forward(..., covariates=None)` retu
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -59,6 +60,23 @@ class FusedHead(HeadWrapper):
         with torch.no_grad():  # the wrapper starts as the head alone: covariates enter as training finds them
             self.fusion.weight.zero_()
             self.fusion.bias.zero_()
+
+    def start_from_linear(
+        self, mean: np.ndarray, scale: np.ndarray, weight: np.ndarray, bias: np.ndarray
+    ) -> None:
+        """Set the fusion layer's block on the raw covariates to a linear model's logits on them,
+        ((c - mean) / scale) @ weight.T + bias (K x n_covariates, K), so the wrapper starts as the head plus
+        that model: the sum of two log-odds (log hazards) fitted apart, each channel's evidence added."""
+        weight = np.asarray(weight, np.float64) / np.asarray(scale, np.float64)
+        if weight.shape != (self.n_outputs, self.n_covariates):
+            raise ValueError(
+                f"a linear start must be {self.n_outputs} x {self.n_covariates}, got {weight.shape}"
+            )
+        bias = np.asarray(bias, np.float64) - weight @ np.asarray(mean, np.float64)
+        block = slice(self.pooled_dim, self.pooled_dim + self.n_covariates)
+        with torch.no_grad():
+            self.fusion.weight[:, block] = torch.as_tensor(weight, dtype=self.fusion.weight.dtype)
+            self.fusion.bias.copy_(torch.as_tensor(bias, dtype=self.fusion.bias.dtype))
 
     def _pooled_dim(self) -> int:
         """The width of the head's `pooled`, read from one tiny forward pass (heads do not declare it)."""

@@ -92,17 +92,11 @@ class PriorHead(HeadWrapper):
 
 def fit_prior(task: Task, stats: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, ...] | None:
     """(mean, scale, weight C x F, bias C): the pooled-statistics baseline itself (`mil.baselines`: C chosen by
-    its inner CV on these patients, then the task's regularised linear model), as logits; None where the kind
-    has no logistic form (survival) or the patients hold one class."""
-    from threadpoolctl import threadpool_limits
+    its inner CV on these patients, then the task's regularised linear model), as logits; None for survival
+    (the prior's gate was built and measured on class logits only) or where the patients hold one class."""
+    from mil.baselines.cv import fit_selected
+    from mil.baselines.linear import RidgeCox
 
-    from mil.baselines.cv import select_c
-    from mil.baselines.linear import LinearBaselineModel
-
-    model = task.baseline_model(1.0)
-    if model is None or type(model).logit_weights is LinearBaselineModel.logit_weights:
-        return None  # no logit form (ridge Cox): the kind trains its head alone, before any costly C search
-    with threadpool_limits(1):  # small fits: one BLAS thread (10-100x faster on a loaded machine)
-        c, _, _ = select_c(stats, y, task, seed)
-        model = task.baseline_model(c).fit(stats, y)
-    return model.logit_weights()
+    if isinstance(task.baseline_model(1.0), RidgeCox | None):
+        return None  # the kind trains its head alone, before any costly C search
+    return fit_selected(stats, y, task, seed).logit_weights()

@@ -6,6 +6,7 @@ a softmax, a landmark or a conv grid fails the bag-alone comparison.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -238,3 +239,36 @@ def test_fused_head_keeps_the_image_part_and_uses_the_covariates(name: str, join
     loss = fused(x, mask, covariates=cov).logits.square().sum()
     loss.backward()
     assert all(p.grad is not None for p in fused.fusion.parameters())
+
+
+@pytest.mark.parametrize("kind", ["classification", "survival"])
+def test_a_fused_head_started_from_a_linear_model_is_the_head_plus_that_models_logits(kind: str) -> None:
+    """The fused head's start (`start_from_linear`): image logits + the fitted covariates-only model's own
+    output on the same covariates, exactly (what `mil.training.jobs.fuse` fine-tunes from)."""
+    from mil.baselines.linear import LogisticModel, RidgeCox
+    from mil.heads.fused import FusedHead
+
+    g = np.random.default_rng(3)
+    cov = g.normal(2.0, 3.0, size=(40, 4))
+    if kind == "survival":
+        head, linear = create_head("abmil", IN_DIM, 1), RidgeCox(1.0)
+        y = np.stack([g.exponential(10, 40), g.random(40) < 0.7], axis=1)
+    else:
+        head, linear = create_head("abmil", IN_DIM, 3), LogisticModel(1.0, 3)
+        y = np.arange(40) % 3
+    linear.fit(cov + np.outer(np.arange(40) % 3, [1.0, 0, 0, 0]), y)
+    fused = FusedHead(head, n_covariates=4).eval()
+    fused.start_from_linear(*linear.logit_weights())
+    bags = [torch.randn(n, IN_DIM, generator=torch.Generator().manual_seed(n)) for n in (5, 9, 2)]
+    x, mask = pad_bags(bags, width=9)
+    c = torch.as_tensor(cov[:3], dtype=torch.float32)
+    with torch.no_grad():
+        got = fused(x, mask, covariates=c).logits - head(x, mask).logits
+    want = linear.predict(cov[:3])
+    if kind == "classification":  # the model's probabilities are the softmax of the logits it started from
+        got, want = torch.softmax(got, dim=1), want
+    torch.testing.assert_close(got, torch.as_tensor(want, dtype=torch.float32), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="must be 3 x 4"):
+        FusedHead(create_head("abmil", IN_DIM, 3), n_covariates=4).start_from_linear(
+            np.zeros(5), np.ones(5), np.zeros((3, 5)), np.zeros(3)
+        )

@@ -200,3 +200,50 @@ def test_predict_cli_reads_clinical_and_refuses_a_missing_column_in_one_line(run
     err = capsys.readouterr().err.strip()
     assert "covariate column 'age' not found" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "q.csv").exists()
+
+
+def test_evaluate_on_a_run_with_covariates_shows_the_three_models_as_training_did(run, tmp_path):
+    """`mil evaluate RUN/predictions.csv` (the fused model's) puts the run's image-only and covariates-only
+    tables beside it: same models, same paired differences as train's metrics.json with the same bootstrap."""
+    out, _ = run
+    trained = json.loads((out / "metrics.json").read_text())["covariates"]
+    result = runner.invoke(app, ["evaluate", str(out / "predictions.csv"), "-o", str(tmp_path / "m.json"),
+                                 "--bootstrap", str(EVAL.n_bootstrap), "--seed", str(EVAL.seed)],
+                           env={"COLUMNS": "200"})  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (
+        "covariates (age, sex)" in result.output
+        and "what the smear adds beyond the covariates" in result.output
+    )
+    block = json.loads((tmp_path / "m.json").read_text())["covariates"]
+    assert list(block["models"]) == ["covariates_only", "image_only", "fused"]
+    for name, model in trained["models"].items():
+        assert block["models"][name]["estimate"] == pytest.approx(model["estimate"])
+    for name, diff in trained["differences"].items():
+        assert block["differences"][name]["difference"] == pytest.approx(diff["difference"])
+    plain = runner.invoke(app, ["evaluate", str(out / "image_only" / "predictions.csv"), "-o",
+                                str(tmp_path / "i.json")])  # fmt: skip
+    assert plain.exit_code == 0, plain.output  # a table with no image_only/ beside it: no three-model block
+    assert "covariates" not in json.loads((tmp_path / "i.json").read_text())
+
+
+def test_covariates_with_the_crossfit_recipe_fuse_each_member_on_its_own_held_out_part(cohort, tmp_path):
+    """Cross-fitted members have no validation part: each fused member is fine-tuned on its own rest and judged
+    on the inner part it was held out from (never a test patient), and the run gives the three models."""
+    from mil.training.jobs import FoldParts, member_splits
+
+    bags, labels = cohort
+    config = TrainConfig(target="apl_aml_healthy", covariates=["age", "sex"], selection="crossfit", inner_folds=3,
+                         seeds=2, calibration="temperature", **FAST)  # fmt: skip
+    train_cv(bags, labels, config, tmp_path / "cf", evaluate=EVAL)
+    block = json.loads((tmp_path / "cf" / "metrics.json").read_text())["covariates"]
+    assert set(block["models"]) == {"covariates_only", "image_only", "fused"}
+    inner = [np.arange(0, 10), np.arange(10, 20), np.arange(20, 30)]
+    parts = FoldParts(np.arange(30), np.array([], dtype=np.int64), np.arange(30, 40), inner)
+    splits = member_splits(parts, config, seed=5)
+    assert len(splits) == 6  # seeds x inner parts, the members' order
+    for (rest, held), part in zip(splits, inner * 2, strict=True):
+        np.testing.assert_array_equal(held, part)
+        assert not set(rest) & set(held) and set(rest) | set(held) == set(range(30))
+    single = TrainConfig(target="apl_aml_healthy", **FAST)
+    assert [tuple(map(list, s)) for s in member_splits(parts, single, seed=5)] == [(list(range(30)), [])]
