@@ -66,8 +66,13 @@ def select_c(
     seed: int,
     grid: tuple[float, ...] = C_GRID,
     n_folds: int = INNER_FOLDS,
+    by: str = "metric",
 ) -> tuple[float, float | None, list[str]]:
-    """(C, its inner metric, notes) from an inner CV over the rows of x/y alone."""
+    """(C, its inner score, notes) from an inner CV over the rows of x/y alone. `by="metric"` scores the pooled
+    inner outputs with the kind's headline metric (a ranking: right for a model that is read on its own);
+    `by="deviance"` with minus the pooled held-out deviance of the model's logits, for a model whose logits are
+    added to another's (`mil.training.jobs.fuse`): AUC cannot see a logit's size, so on noise it picked a weak
+    penalty whose noise logits then swamped the other model's."""
     grid = tuple(sorted(grid))  # ascending: warm starts go from strong to weak penalty, ties to the smaller C
     splits = inner_splits(task.strata(y), n_folds, seed)
     if splits is None:
@@ -77,9 +82,10 @@ def select_c(
         previous = None
         for c in grid:  # ascending: each fit warm-starts from the previous C's (`mil.baselines.linear`)
             previous = task.baseline_model(c).fit(x[train], y[train], start=previous)
-            out = previous.predict(x[test])
+            out = previous.predict(x[test]) if by == "metric" else previous.logits(x[test])
             oof.setdefault(c, np.full((len(y), out.shape[1]), np.nan))[test] = out
-    scores = np.array([task.metric(y, oof[c]) for c in grid], dtype=float)
+    score = task.metric if by == "metric" else (lambda y_, logits: -held_out_deviance(task, y_, logits))
+    scores = np.array([score(y, oof[c]) for c in grid], dtype=float)
     if np.isnan(scores).all():
         why = f"the inner folds could not score any C ({task.metric_label} undefined); C = {DEFAULT_C:g}"
         return DEFAULT_C, None, [why]
@@ -118,13 +124,22 @@ def cross_validate(
     return CrossValidated(outputs if outputs is not None else np.zeros((len(x), 0)), fits)
 
 
-def fit_selected(x: np.ndarray, y: np.ndarray, task: Task, seed: int):
-    """The kind's regularised linear model on all rows of x/y, C chosen by `select_c` over those rows alone
-    (the fitted `LinearBaselineModel`; None where the kind has none)."""
+def held_out_deviance(task: Task, y: np.ndarray, logits: np.ndarray) -> float:
+    """The kind's unweighted proper loss (cross-entropy; survival: the Cox partial likelihood) of logits."""
+    import torch
+
+    logits_t, y_t = torch.as_tensor(logits, dtype=torch.float32), torch.as_tensor(y)
+    loss = task.calibration_loss(logits_t, y_t)
+    return float(task.loss(logits_t, y_t) if loss is None else loss)
+
+
+def fit_selected(x: np.ndarray, y: np.ndarray, task: Task, seed: int, by: str = "metric"):
+    """The kind's regularised linear model on all rows of x/y, C chosen by `select_c` (`by`) over those rows
+    alone (the fitted `LinearBaselineModel`; None where the kind has none)."""
     from threadpoolctl import threadpool_limits
 
     if task.baseline_model(1.0) is None:
         return None
     with threadpool_limits(limits=1):  # small fits: one BLAS thread (see above)
-        c, _, _ = select_c(x, y, task, seed)
+        c, _, _ = select_c(x, y, task, seed, by=by)
         return task.baseline_model(c).fit(x, y)

@@ -59,6 +59,14 @@ class LinearBaselineModel:
         as a layer a head can start from (`mil.training.prior`); None where it has no such form."""
         return None
 
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """The model's logits on rows x (`logit_weights`); its outputs where it has no logit form."""
+        weights = self.logit_weights()
+        if weights is None:
+            return self.predict(x)
+        mean, sd, weight, bias = weights
+        return ((np.asarray(x, np.float64) - mean) / sd) @ weight.T + bias
+
     def _z(self, x: np.ndarray) -> np.ndarray:
         return (x - self.mean) / self.sd
 

@@ -163,7 +163,9 @@ def fuse(
     with seeded(setup.seed, setup.device):
         fused = FusedHead(copy.deepcopy(model), data.covariates.shape[1])
         design, y = data.covariates.numpy()[train], data.y.numpy()[train]
-        linear = fit_selected(design.astype(np.float64), y, task, setup.seed * 1000 + setup.fold)
+        linear = fit_selected(
+            design.astype(np.float64), y, task, setup.seed * 1000 + setup.fold, by="deviance"
+        )
         start = None if linear is None else linear.logit_weights()
         if start is not None:
             fused.start_from_linear(*start)
