@@ -134,3 +134,27 @@ def test_multilabel_and_survival_baselines_learn_on_their_outer_folds(spec, make
     result = cross_validate(x[:, 1:], y, task, folds, seed=0)
     assert result.outputs.shape == (90, task.n_outputs) and np.isfinite(result.outputs).all()
     assert task.metric(y, result.outputs) > 0.65 and all(f.c in C_GRID for f in result.folds)
+
+
+def test_c_by_deviance_gives_noise_the_strongest_penalty_and_signal_a_weaker_one():
+    """A model whose logits are added to another's (the fused head's start) chooses C by held-out deviance: on
+    noise mostly the strongest penalty (logits near 0: nothing added), on a real signal a weaker one. The
+    headline metric cannot see a logit's size, so on noise it often picks a weak penalty."""
+    from mil.baselines.cv import fit_selected
+
+    task = create_task(TaskSpec("classification", "y", ["0", "1"]))
+    rng = np.random.default_rng(0)
+    y = np.arange(120) % 2
+    spread = {"metric": [], "deviance": []}
+    for draw in range(12):
+        z = rng.normal(size=(120, 3))
+        for by in spread:
+            logits = fit_selected(z, y, task, seed=draw, by=by).logits(z)[:, 1]
+            spread[by].append(np.abs(logits - logits.mean()).mean())
+    assert np.median(spread["deviance"]) < 0.01 < np.median(spread["metric"])
+    z = rng.normal(size=(120, 3))
+    z[:, 0] += y
+    assert select_c(z, y, task, seed=1, by="deviance")[0] > min(C_GRID)
+    survival = create_task(TaskSpec("survival", ["t", "e"], []))
+    times = np.stack([rng.exponential(np.exp(-z[:, 1])), rng.random(120) < 0.75], axis=1)
+    assert select_c(z, times, survival, seed=1, by="deviance")[0] > min(C_GRID)
