@@ -8,8 +8,9 @@ embedding (`HeadOutput.pooled`) and the covariate embedding, whose pooled block 
 (exactly so for every head whose last layer is linear in `pooled`; dsmil adds its max stream). Written as the
 head's logits plus a linear term in e, the image part keeps its meaning: attention, instance scores and the
 pooled embedding are the head's, unchanged in form, and an explanation of the smear reads them as it does
-without covariates. `W_f` and `b_f` start at zero, so the wrapper starts as exactly the head it wraps (the
-trainer starts it from the fold's fitted image-only head) and training adds what the covariates bring.
+without covariates. `W_f` and `b_f` start at zero, so the wrapper starts as exactly the head it wraps;
+`start_from_linear` sets the block on the raw covariates to a fitted linear model's (the trainer starts from
+the fold's image-only head plus its covariates-only model, `mil.training.jobs.fuse`), and training adds the rest.
 
 `join_pooled=True` gives the fusion layer a second, free block on `pooled` (image x covariate interactions
 through the shared layer). Measured on benchmarks/covariates.py it overfitted: on the cohort whose covariates
