@@ -70,11 +70,9 @@ def select_c(
 ) -> tuple[float, float | None, list[str]]:
     """(C, its inner score, notes) from an inner CV over the rows of x/y alone. `by="metric"` scores the pooled
     inner outputs with the kind's headline metric (a ranking: right for a model that is read on its own);
-    `by="deviance"` by the held-out deviance of the model's logits with the one-standard-error rule (the
-    strongest penalty whose mean inner-fold deviance is within one SE of the best), for a model whose logits
-    are added to another's (`mil.training.jobs.fuse`): AUC cannot see a logit's size, so on noise it picked a
-    weak penalty whose noise logits then blurred the other model's; the plain minimum still gave noise weight
-    now and then (image cohort of benchmarks/covariates.py, RESULTS.md)."""
+    `by="deviance"` with minus the pooled held-out deviance of the model's logits, for a model whose logits are
+    added to another's (`mil.training.jobs.fuse`): AUC cannot see a logit's size, so on noise it picked a weak
+    penalty whose noise logits then swamped the other model's."""
     grid = tuple(sorted(grid))  # ascending: warm starts go from strong to weak penalty, ties to the smaller C
     splits = inner_splits(task.strata(y), n_folds, seed)
     if splits is None:
@@ -86,32 +84,13 @@ def select_c(
             previous = task.baseline_model(c).fit(x[train], y[train], start=previous)
             out = previous.predict(x[test]) if by == "metric" else previous.logits(x[test])
             oof.setdefault(c, np.full((len(y), out.shape[1]), np.nan))[test] = out
-    if by == "deviance":
-        return _one_se(
-            grid, [[held_out_deviance(task, y[test], oof[c][test]) for c in grid] for _, test in splits]
-        )
-    scores = np.array([task.metric(y, oof[c]) for c in grid], dtype=float)
+    score = task.metric if by == "metric" else (lambda y_, logits: -held_out_deviance(task, y_, logits))
+    scores = np.array([score(y, oof[c]) for c in grid], dtype=float)
     if np.isnan(scores).all():
         why = f"the inner folds could not score any C ({task.metric_label} undefined); C = {DEFAULT_C:g}"
         return DEFAULT_C, None, [why]
     best = int(np.flatnonzero(scores >= np.nanmax(scores) - 1e-12)[0])  # the first: the smallest C wins ties
     return grid[best], float(scores[best]), []
-
-
-def _one_se(grid: tuple[float, ...], losses: list[list[float]]) -> tuple[float, float | None, list[str]]:
-    """The smallest C (strongest penalty) whose mean inner-fold loss is within one SE of the lowest mean."""
-    table = np.asarray(losses, dtype=float)  # inner folds x C
-    mean = np.nanmean(table, axis=0)
-    if np.isnan(mean).all():
-        return (
-            DEFAULT_C,
-            None,
-            [f"the inner folds could not score any C (deviance undefined); C = {DEFAULT_C:g}"],
-        )
-    best = int(np.nanargmin(mean))
-    se = np.nanstd(table[:, best], ddof=1) / np.sqrt(np.isfinite(table[:, best]).sum())
-    chosen = int(np.flatnonzero(mean <= mean[best] + (0.0 if np.isnan(se) else se))[0])
-    return grid[chosen], -float(mean[chosen]), []
 
 
 def cross_validate(
