@@ -72,7 +72,9 @@ def select_c(
     inner outputs with the kind's headline metric (a ranking: right for a model that is read on its own);
     `by="deviance"` with minus the pooled held-out deviance of the model's logits, for a model whose logits are
     added to another's (`mil.training.jobs.fuse`): AUC cannot see a logit's size, so on noise it picked a weak
-    penalty whose noise logits then swamped the other model's."""
+    penalty whose noise logits then swamped the other model's. The one-SE rule (or keeping the strongest
+    penalty unless beaten by one SE) shrank age's Cox weight too far: the fused survival model fell back to
+    c-index 0.570 / 0.590 against 0.637 with the plain minimum (RESULTS.md, "Clinical covariates")."""
     grid = tuple(sorted(grid))  # ascending: warm starts go from strong to weak penalty, ties to the smaller C
     splits = inner_splits(task.strata(y), n_folds, seed)
     if splits is None:
