@@ -26,8 +26,9 @@ its own neighbourhood, so a share taken over every pixel calls the ground around
 trail and lets exactly the cells of the hemodiluted area into the count. The density of nucleated cells is
 no rule of its own: an aplastic marrow's monolayer is as sparse as blood. Thickness, density and open share
 are relative to the slide because stain strength and cellularity (an aplastic marrow, a packed leukaemia)
-move absolute levels several-fold. Measured on the synthetic generator (benchmarks/detection.py,
-benchmarks/cells.py for packed, blast-rich and large-cell smears): see benchmarks/RESULTS.md. The overview PNG is drawn by `features.smear.qc_thumbnail`.
+move absolute levels several-fold. Measured on the synthetic generator (benchmarks/detection.py, and
+`benchmarks/cells.py --part detect` for packed, blast-rich and large-cell smears): see benchmarks/RESULTS.md.
+The overview PNG is drawn by `features.smear.qc_thumbnail`.
 
 Focus: one small patch per `focus_tile_um` tile (at its most covered spot, so glass does not read as blur)
 is read at `focus_mpp`; the variance of the Laplacian (of a 1-px Gaussian) of its green channel on the 8-bit
