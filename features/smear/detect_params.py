@@ -31,6 +31,18 @@ class DetectParams(BaseModel):
         ge=0,
         description="OD a nuclear pixel keeps once red-cell colour is removed (0 = no red-cell veto)",
     )
+    granule_ratio: float = Field(
+        1.4,
+        ge=0,
+        description="eosinophilic granules join the mask where blue OD exceeds this multiple of green OD x the "
+        "red cells' own blue-to-green ratio (orange granules absorb blue; 0 = no granule cue)",
+    )
+    granule_min_od: float = Field(
+        0.15, gt=0, description="green OD a granular pixel needs (granules are darker than a red cell)"
+    )
+    granule_min_um2: float = Field(
+        20.0, ge=0, description="smaller granular patches (red-cell rims, debris) are not granules"
+    )
     smooth_um: float = Field(
         0.5, ge=0, description="Gaussian sigma evening out chromatin texture before the threshold"
     )

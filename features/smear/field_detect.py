@@ -52,6 +52,9 @@ def detect_field(
             "min_area_um2": fields.min_area_um2,
             "split_min_radius_um": fields.split_min_radius_um,
             "beyond_red_od": fields.beyond_red_od,
+            # Fields keep objects by their chromatin beyond red-cell colour (below), which a granule-and-
+            # nucleus object dilutes; the granule cue is measured on slides only (benchmarks/cells.py).
+            "granule_ratio": 0.0,
         }
     )
     comp = label_nuclei(balanced, work_mpp, params, red_od)

@@ -4,7 +4,10 @@ Why a nuclear mask and not a cell mask: in a May-Grünwald-Giemsa / Wright smear
 absorbs red AND green light; red cells (eosin-pink) pass red light, cytoplasm absorbs little of one of them.
 So "red and green optical density above `nuclear_od`" marks nuclei, and a red-cell colour veto (the slide's
 own red-cell hue, estimated by QC) removes stacked red cells, which are dark but pure red-cell colour
-(`features.smear.stain_od`).
+(`features.smear.stain_od`). The veto also removes eosin-orange granules, and with them the small pale
+nucleus they surround; so packed eosinophilic granules (blue absorbed well beyond the red cells' own ratio:
+`features.smear.stain_od.eosinophilic_granules`) join the mask, and an eosinophil is found as one object,
+granules and nucleus together, centred on the cell.
 
 On a tile at the working resolution (`features.smear.detect` does the tiling):
 1. the nuclear mask, after a `smooth_um` Gaussian that evens out chromatin texture;
@@ -29,7 +32,7 @@ from scipy.spatial import cKDTree
 
 from features.smear.detect_params import DetectParams
 from features.smear.imageops import fill_holes
-from features.smear.stain_od import tile_darkness
+from features.smear.stain_od import eosinophilic_granules, tile_darkness
 
 OUTLINE_NECK = 0.9  # a split also needs the object itself to narrow by a tenth between the seeds
 
@@ -48,7 +51,18 @@ def label_nuclei(
 ) -> np.ndarray:
     """Steps 1-3: a label image of nuclei (0 = background; labels may have gaps after a split)."""
     dark, allowed = tile_darkness(rgb, params.smooth_um / mpp, red_od, params.beyond_red_od)
-    mask = _closed((dark > params.nuclear_od) & allowed, mpp, params)
+    nuclear = (dark > params.nuclear_od) & allowed
+    if params.granule_ratio > 0:  # an eosinophil is its granules and its nucleus together (one object)
+        nuclear = nuclear | eosinophilic_granules(
+            rgb,
+            params.smooth_um / mpp,
+            params.granule_ratio,
+            params.granule_min_od,
+            max(1, round(params.granule_min_um2 / (mpp * mpp))),
+            nuclear,
+            None if red_od is None else float(red_od[2] / red_od[1]),
+        )
+    mask = _closed(nuclear, mpp, params)
     comp, n = ndimage.label(mask)
     if n == 0:
         return comp

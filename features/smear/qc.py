@@ -10,18 +10,25 @@ coarse pyramid level) from colour statistics, averaged over `window_um` (density
 - mean OD: thickness (a particle is several cell layers deep);
 - nuclear share and density: share of dark-purple pixels (red AND green absorbed, not red-cell colour:
   chromatin, see `features.smear.stain_od.nuclear_from_od`), a proxy for the density of nucleated cells;
-- red-cell share: share of stained, non-nuclear pixels absorbing green more than red (eosin-pink).
+- open share: share of the background between nucleated cells (pixels farther than `cell_clear_um` from
+  chromatin) that is not red cell (stained, non-nuclear, absorbing green more than red: eosin-pink), i.e.
+  the glass showing between red cells, averaged over `density_window_um`.
 
 Rules, in order: coverage < `outside_max_coverage` -> outside; mean OD >= `particle_od_rel` x the slide's
 median, or nuclear share >= `particle_min_nuclear` -> particle candidate, kept as particle only where a clump
 of overlapping cells lies within `particle_reach_um` (read at ~1 µm/px: `features.smear.particles`), because
-a packed blast monolayer and a single large blast on a thin trail pass the coarse rules too; nuclear density
-below `hemo_rel_density` x the slide's reference (75th percentile outside particles) with red share >=
-`hemo_min_red` -> hemodiluted; anything else stained -> trail. Thickness and density are relative to the
-slide because stain strength and cellularity (an aplastic marrow, a packed leukaemia) move absolute levels
-several-fold. Measured on the synthetic generator (benchmarks/detection.py, benchmarks/cells.py for packed,
-blast-rich and large-cell smears): see benchmarks/RESULTS.md; the trail/hemodiluted border is the weak
-part. The overview PNG is drawn by `features.smear.qc_thumbnail`.
+a packed blast monolayer and a single large blast on a thin trail pass the coarse rules too; an open share
+below `hemo_open_rel` x the slide's reference (its median where the nucleated cells are densest, the top
+quarter of the density outside particles) -> hemodiluted: red cells crowd and overlap there, as in
+peripheral blood, where the hematologist does not count; anything else stained -> trail. The open share is
+read between the nucleated cells, not over them: a leucocyte and the red cells pushed aside around it open
+its own neighbourhood, so a share taken over every pixel calls the ground around each hemodiluted leucocyte
+trail and lets exactly the cells of the hemodiluted area into the count. The density of nucleated cells is
+no rule of its own: an aplastic marrow's monolayer is as sparse as blood. Thickness, density and open share
+are relative to the slide because stain strength and cellularity (an aplastic marrow, a packed leukaemia)
+move absolute levels several-fold. Measured on the synthetic generator (benchmarks/detection.py, and
+`benchmarks/cells.py --part detect` for packed, blast-rich and large-cell smears): see benchmarks/RESULTS.md.
+The overview PNG is drawn by `features.smear.qc_thumbnail`.
 
 Focus: one small patch per `focus_tile_um` tile (at its most covered spot, so glass does not read as blur)
 is read at `focus_mpp`; the variance of the Laplacian (of a 1-px Gaussian) of its green channel on the 8-bit
@@ -78,7 +85,8 @@ class QCParams(BaseModel):
     density_window_um: float = Field(
         100.0,
         gt=0,
-        description="neighbourhood over which the nucleated-cell (nuclear pixel) density is averaged",
+        description="neighbourhood over which the nucleated-cell (nuclear pixel) density and the open share "
+        "between them are averaged",
     )
     stain_od: float = Field(
         0.1, gt=0, description="summed RGB optical density above which a pixel is stained"
@@ -112,12 +120,19 @@ class QCParams(BaseModel):
     particle_reach_um: float = Field(
         30.0, ge=0, description="a particle candidate stays particle within this distance of a clump"
     )
-    hemo_rel_density: float = Field(
-        0.3,
+    cell_clear_um: float = Field(
+        6.0,
         ge=0,
-        description="hemodiluted where the nuclear density is below this share of the slide's reference",
+        description="the open share is read beyond this distance from chromatin (a cell and the red cells "
+        "pushed aside around it are not the background)",
     )
-    hemo_min_red: float = Field(0.3, ge=0, le=1, description="red-cell share needed to call hemodiluted")
+    hemo_open_rel: float = Field(
+        0.7,
+        ge=0,
+        le=1,
+        description="hemodiluted where the open share between nucleated cells falls below this share of the "
+        "slide's reference (where nucleated cells are densest): red cells crowd as in blood",
+    )
     focus_tile_um: float = Field(
         512.0, gt=0, description="one focus measurement per tile of this side (one small read each)"
     )
@@ -161,10 +176,11 @@ class RegionMap:
 
 
 def colour_shares(
-    img: np.ndarray, params: QCParams, window_px: int, density_px: int
+    img: np.ndarray, params: QCParams, window_px: int, density_px: int, px_um: float
 ) -> dict[str, np.ndarray]:
-    """Coverage, red-cell and nuclear shares and mean OD averaged over `window_px`, nuclear density over
-    `density_px`, and the slide's red-cell colour, from an RGB map image.
+    """Coverage and nuclear shares and mean OD averaged over `window_px`, nuclear density and the
+    open share between nucleated cells over `density_px`, and the slide's red-cell colour, from an RGB map
+    image of `px_um` µm per pixel.
 
     Optical density is taken against the slide's own glass (99th percentile per channel), so a scanner whose
     white is 235 reads glass as OD 0."""
@@ -181,11 +197,21 @@ def colour_shares(
     def smooth(a: np.ndarray, size: int) -> np.ndarray:
         return ndimage.uniform_filter(a.astype(np.float32), size, mode="constant", cval=0.0)
 
+    reach = params.cell_clear_um / px_um
+    r = math.ceil(reach)
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    background = ~ndimage.binary_dilation(nuclear, structure=np.hypot(xx, yy) <= reach) if r else ~nuclear
+    background_share = smooth(background, density_px)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # Where nucleated cells leave under a fifth of background there is nothing to judge: NaN.
+        open_share = np.where(
+            background_share > 0.2, 1 - smooth(red & background, density_px) / background_share, np.nan
+        )
     return {
         "coverage": smooth(stained, window_px),
         "nuclear": smooth(nuclear, window_px),
         "density": smooth(nuclear, density_px),
-        "red": smooth(red, window_px),
+        "open": open_share.astype(np.float32),
         "od": smooth(od_sum, window_px),
         "red_od": red_od,
         "white": white,
@@ -207,10 +233,11 @@ def classify(
     shares: dict[str, np.ndarray], params: QCParams, particle: np.ndarray | None = None
 ) -> np.ndarray:
     """Region codes from the shares and the confirmed particle mask (default: every particle candidate).
-    Hemodiluted is judged against the slide's own level (75th percentile of nuclear density outside
-    particles), because the patient's cellularity shifts absolute levels several-fold between slides; a
-    smear is read, as a cytologist reads it, where its own nucleated cells are densest."""
-    cov, red, density = (shares[k] for k in ("coverage", "red", "density"))
+    Hemodiluted is judged against the slide's own reference, the open share where its nucleated cells are
+    densest (top quarter of the density outside particles): a smear is read, as a cytologist reads it, where
+    its own cells are spread, and stain, red-cell count and cellularity shift absolute levels between
+    slides. Where the open share is unknown (nucleated cells cover the ground) it is trail."""
+    cov, open_share, density = (shares[k] for k in ("coverage", "open", "density"))
     labels = np.full(cov.shape, REGIONS.index("outside"), np.uint8)
     covered = cov >= params.outside_max_coverage
     if not covered.any():
@@ -221,9 +248,12 @@ def classify(
     rest = covered & ~particle
     labels[particle] = REGIONS.index("particle")
     labels[rest] = REGIONS.index("trail")
-    if rest.any():
-        reference = np.percentile(density[rest], 75)
-        hemo = rest & (density < params.hemo_rel_density * reference) & (red >= params.hemo_min_red)
+    densest = rest & (density >= np.percentile(density[rest], 75)) if rest.any() else rest
+    known = densest & ~np.isnan(open_share)
+    if known.any():
+        reference = np.median(open_share[known])
+        with np.errstate(invalid="ignore"):
+            hemo = rest & (open_share < params.hemo_open_rel * reference)
         labels[hemo] = REGIONS.index("hemodiluted")
     return labels
 
@@ -232,7 +262,7 @@ def assess_regions(reader: SlideReader, params: QCParams) -> RegionMap:
     img, ds = reader.read_downsampled(params.map_mpp)
     window_px = max(1, round(params.window_um / (ds * reader.mpp)))
     density_px = max(1, round(params.density_window_um / (ds * reader.mpp)))
-    shares = colour_shares(img, params, window_px, density_px)
+    shares = colour_shares(img, params, window_px, density_px, ds * reader.mpp)
     del img
     candidate = particle_candidates(shares, params)
     particle = confirm_particles(reader, candidate, ds, shares["white"], shares["red_od"], params)

@@ -95,6 +95,44 @@ def tile_darkness(
     )
 
 
+def eosinophilic_granules(
+    rgb: np.ndarray,
+    smooth_px: float,
+    ratio: float,
+    min_green_od: float,
+    min_px: int,
+    nuclear: np.ndarray,
+    fallback_blue: float | None = None,
+) -> np.ndarray:
+    """Pixels of packed eosinophilic granules in an RGB tile (OD against white 255): blue OD above `ratio` x
+    green OD x the red cells' own blue-to-green ratio, green OD above `min_green_od`, in connected masses of
+    at least `min_px` pixels.
+
+    Eosin-orange granules absorb blue far more than red cells do (orange against salmon-pink), and are
+    darker; the red-cell colour veto (`nuclear_from_od`) reads them as red-cell stain, and with a small or
+    pale nucleus among them an eosinophil leaves nothing nuclear behind. The red cells' ratio is measured on
+    the tile (median over stained, non-nuclear pixels: mostly red cells), because the slide's red-cell colour
+    from the coarse QC map mixes red cells with the film between them and is ~20 % off in blue;
+    `fallback_blue` (that colour's blue-to-green) stands in where the tile has under `min_px` x 20 such
+    pixels. Without either, no pixel is granular."""
+    od_g, od_b = _OD_255[rgb[..., 1]], _OD_255[rgb[..., 2]]
+    if smooth_px > 0:
+        od_g = ndimage.gaussian_filter(od_g, smooth_px, truncate=2.5)
+        od_b = ndimage.gaussian_filter(od_b, smooth_px, truncate=2.5)
+    stained = (od_g > min_green_od) & ~nuclear
+    if stained.sum() >= 20 * min_px:
+        reference = float(np.median(od_b[stained] / od_g[stained]))
+    elif fallback_blue is not None:
+        reference = float(fallback_blue)
+    else:
+        return np.zeros(rgb.shape[:2], bool)
+    granular = (od_b > ratio * reference * od_g) & (od_g > min_green_od)
+    comp, n = ndimage.label(granular)
+    if n == 0:
+        return granular
+    return (np.bincount(comp.ravel(), minlength=n + 1) >= min_px)[comp] & granular
+
+
 def red_cell_colour(
     od_r: np.ndarray, od_g: np.ndarray, od_b: np.ndarray, stained: np.ndarray
 ) -> np.ndarray | None:
@@ -112,6 +150,7 @@ def red_cell_colour(
 
 __all__ = [
     "channel_od",
+    "eosinophilic_granules",
     "nuclear_darkness",
     "nuclear_from_od",
     "nuclear_mask",

@@ -15,7 +15,7 @@ from features.smear.qc import REGIONS, QCParams, RegionMap, assess_regions, qc_s
 from features.smear.qc_thumbnail import qc_thumbnail
 from features.sources.openslide_reader import SlideReader
 from tests.paths import DATA  # noqa: E402
-from tests.smear_painter import regions_slide, trail_slide, write_tiff
+from tests.smear_painter import Painter, regions_slide, trail_slide, write_tiff
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +136,31 @@ def test_red_cell_colour_is_estimated_from_the_slide(regions):
     _, region_map, _ = regions
     expected = np.log10(np.array([243, 242, 238]) / np.array([226, 142, 152]))  # painter glass / red cell
     np.testing.assert_allclose(region_map.red_od, expected / expected[1], atol=0.08)
+
+
+def test_leucocytes_in_a_hemodiluted_carpet_stay_hemodiluted(tmp_path):
+    """Peripheral blood's leucocytes must not turn their own neighbourhood into countable trail: the open
+    share is read between nucleated cells, so a small group of them among crowded red cells stays
+    hemodiluted (judged on nuclear density, as before #12, the group made its 100 µm neighbourhood trail and
+    its cells entered the count), while the spread trail beside it stays trail."""
+    side = 480
+    p = Painter(2 * side, side, mpp=1.0, seed=3)
+    p.scatter_rbc(0, 0, side, side, per_100um2=0.9)  # left: good trail, a cell every 34 µm
+    for y in np.arange(20, side - 20, 34):
+        for x in np.arange(20, side - 20, 34):
+            p.cell(x, y, "lymphocyte")
+    p.scatter_rbc(side, 0, 2 * side, side, per_100um2=3.0)  # right: a carpet of red cells
+    groups = [(side + 120, 120), (side + 330, 200), (side + 160, 360)]
+    for gx, gy in groups:  # three leucocytes side by side in each group
+        for dx in (-14, 0, 14):
+            p.cell(gx + dx, gy, "neutrophil" if dx else "lymphocyte")
+    painted = p.finish()
+    path = write_tiff(tmp_path / "hemo.tiff", painted.image, painted.mpp, levels=2)
+    with SlideReader(path) as reader:
+        region_map = assess_regions(reader, QCParams())
+    cells = np.array(painted.cells)
+    in_hemo_field = cells[:, 0] > side
+    regions = [REGIONS[c] for c in region_map.region_at(cells[in_hemo_field])]
+    assert regions == ["hemodiluted"] * len(regions) and len(regions) == 9
+    trail = region_map.region_at(cells[~in_hemo_field & (cells[:, 0] < side - 60)])
+    assert (trail == REGIONS.index("trail")).all()

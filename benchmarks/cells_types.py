@@ -1,34 +1,32 @@
-"""Cell types and the differential count: count error on synthetic smears, classifier accuracy per encoder,
-classification speed against extraction, and real blood cells (PBC).
+"""`python benchmarks/cells.py --part count|classify|speed`: the differential count against `mil synth` truth,
+classifier accuracy per encoder and on real blood cells (PBC), classification speed against extraction (the
+entry point, benchmarks/cells.py, holds the options).
 
-    python benchmarks/cells_classify.py [--part all|count|encoders|speed|pbc] [--work DIR] [--json PATH]
-
-1. count: two `mil synth` cohorts of 4500 px smears (~250 counted cells each, all five diagnoses, AML-heavy so
-   blasts span 0 to ~80 %): `mil extract` (cytomorph) both; `mil cells train` (linear probe, synth20) on the
-   truth of the first, `mil cells count` on the second (patients the model never saw). Per slide and type:
-   |predicted % - true %|, the truth being the slide's nucleated cells in the counting region (the generator's
-   monolayer); also the classifier's own share of the error (truth of the detected cells, the same cells
-   the count typed). Goal: blasts <= 2 points MAE on slides with >= 200 counted cells.
-2. encoders: patient-grouped CV balanced accuracy of the linear / MLP / kNN classifiers on the cells of the
-   first cohort's first `--encoder-slides` slides (a ViT-S on 2 CPU cores is slow), for cytomorph and for the
-   DinoBloom-S shape with RANDOM weights (its real weights are not available offline: that row measures the
-   pipeline and the cost, not DinoBloom's accuracy).
-3. speed: cells/s of `mil cells count`'s prediction (read embeddings, predict, count) per classifier and
-   encoder, against cells/s of the extraction that made the embeddings (the same slides, extracted once and
-   timed); goal < 5 % of extraction.
-4. pbc: the PBC subset (2,000 real MGG blood cells, 8 class folders; Acevedo et al., Data in Brief 30 (2020)
-   105474, CC BY 4.0). It has no patient ids, so the images are dealt round-robin into `--pbc-patients`
-   pseudo-patients (symlinks, <pseudo>/<class>/<image>, read by the class-folder label source); grouped CV
-   over pseudo-patients is then a random split of one population, optimistic against true patient grouping.
+count: two `mil synth` cohorts of 4500 px smears (~250 counted cells each, all five diagnoses, AML-heavy so
+   blasts span 0 to ~80 %), seeds `--count-seeds TRAIN,COUNT`: `mil extract` (cytomorph) both; `mil cells
+   train` (linear probe, synth20) on the truth of the first, `mil cells count` on the second (patients the
+   model never saw). Per slide and type: |predicted % - true %|, the truth being the slide's nucleated cells
+   in the counting region (the generator's monolayer); also the classifier's own share of the error (truth of
+   the detected cells, the same cells the count typed). Goal: blasts <= 2 points MAE on slides with >= 200
+   counted cells, and every such slide within 2 points (listed per slide).
+classify: (synth) patient-grouped CV balanced accuracy of the linear / MLP / kNN classifiers on the cells of
+   the first cohort's first `--encoder-slides` slides (a ViT-S on 2 CPU cores is slow), for cytomorph and for
+   the DinoBloom-S shape with RANDOM weights (its real weights are not available offline: that row measures
+   the pipeline and the cost, not DinoBloom's accuracy); (pbc) the PBC subset (2,000 real MGG blood cells, 8
+   class folders; Acevedo et al., Data in Brief 30 (2020) 105474, CC BY 4.0). It has no patient ids, so the
+   images are dealt round-robin into `--pbc-patients` pseudo-patients (symlinks, <pseudo>/<class>/<image>,
+   read by the class-folder label source); grouped CV over pseudo-patients is then a random split of one
+   population, optimistic against true patient grouping.
+speed: cells/s of `mil cells count`'s prediction (read embeddings, predict, count) per classifier and encoder,
+   against cells/s of the extraction that made the embeddings (the same slides, extracted once and timed);
+   goal < 5 % of extraction.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,7 +38,6 @@ sys.path.insert(0, str(ROOT))
 from features.bagstore import BagStore  # noqa: E402
 from mil.config import CellsConfig  # noqa: E402
 
-DEFAULT_DATA = ROOT.parent / "shared" / "data"
 MIX = {"healthy": 1.0, "AML": 2.0, "APL": 1.0, "MDS": 1.0, "AA": 0.5}
 KINDS = ("linear", "mlp", "knn")
 
@@ -82,17 +79,19 @@ def truth_percentages(cohort: Path, slide: str, vocabulary) -> pd.Series:
     return 100 * std.value_counts(normalize=True)
 
 
-def part_count(work: Path, patients: int, slide_px: int) -> dict:
+def part_count(work: Path, patients: int, slide_px: int, seeds: tuple[int, int] = (21, 22)) -> dict:
     from mil.cells.differential import count_cells
     from mil.cells.join import place_labels
     from mil.cells.model import CellModel
     from mil.cells.train import train_cells
 
-    train_cohort, train_bags = make_cohort(work, patients, 21, slide_px)
-    count_cohort, count_bags = make_cohort(work, patients, 22, slide_px)
-    model_dir = work / "cellmodel"
+    train_cohort, train_bags = make_cohort(work, patients, seeds[0], slide_px)
+    count_cohort, count_bags = make_cohort(work, patients, seeds[1], slide_px)
+    model_dir = work / f"cellmodel{seeds[0]}"
     train_cells(train_bags, train_cohort, model_dir, CellsConfig(vocabulary="synth20"), overwrite=True)
-    counts = count_cells(model_dir, count_bags, work / "counts", CellsConfig(), overwrite=True).result
+    counts = count_cells(
+        model_dir, count_bags, work / f"counts{seeds[1]}", CellsConfig(), overwrite=True
+    ).result
     model = CellModel.load(model_dir)
     voc = model.vocabulary
     store = BagStore(count_bags)
@@ -121,6 +120,7 @@ def part_count(work: Path, patients: int, slide_px: int) -> dict:
         judged.groupby("type")[["error", "classifier_error"]].mean().sort_values("error", ascending=False)
     )
     return {
+        "seeds": {"train": seeds[0], "count": seeds[1]},
         "slides": int(df["slide"].nunique()),
         "slides_200": int(blasts["slide"].nunique()),
         "blast_truth_range": [float(blasts["truth"].min()), float(blasts["truth"].max())],
@@ -130,6 +130,16 @@ def part_count(work: Path, patients: int, slide_px: int) -> dict:
         "per_type_mae": {t: round(float(v), 3) for t, v in per_type["error"].items()},
         "per_type_classifier_mae": {t: round(float(v), 3) for t, v in per_type["classifier_error"].items()},
         "cv_balanced_accuracy": model.record["cv"]["balanced_accuracy"],
+        "blast_per_slide": [
+            {
+                "slide": r.slide,
+                "n_counted": int(r.n_counted),
+                "truth": round(r.truth, 2),
+                "predicted": round(r.predicted, 2),
+                "error": round(r.error, 2),
+            }
+            for r in df[df["type"] == "blast"].itertuples()
+        ],  # fmt: skip
     }
 
 
@@ -170,6 +180,18 @@ def encoder_stores(cohort: Path, out: Path, n_slides: int) -> dict[str, Path]:
     for bags, config in stores.values():
         timed_extract(subset, bags, **config)
     return {name: bags for name, (bags, _) in stores.items()}
+
+
+def part_classify(
+    work: Path, patients: int, slide_px: int, n_slides: int, data: Path, pbc_patients: int, on: list[str]
+) -> dict:
+    """Classifier accuracy on `on`: "synth" (per encoder, `part_encoders`) and "pbc" (real cells)."""
+    out = {}
+    if "synth" in on:
+        out["synth"] = part_encoders(work, patients, slide_px, n_slides)
+    if "pbc" in on:
+        out["pbc"] = part_pbc(work, data, pbc_patients)
+    return out
 
 
 def part_encoders(work: Path, patients: int, slide_px: int, n_slides: int) -> dict:
@@ -236,44 +258,3 @@ def part_pbc(work: Path, data: Path, pseudo_patients: int) -> dict:
     result["pseudo_patients"] = pseudo_patients
     result["attribution"] = "Acevedo et al., Data in Brief 30 (2020) 105474; CC BY 4.0"
     return result
-
-
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", default="all", choices=["all", "count", "encoders", "speed", "pbc"])
-    parser.add_argument(
-        "--work", type=Path, default=None, help="Folder for cohorts and stores (kept; reused)."
-    )
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("MIL_TEST_DATA") or DEFAULT_DATA))
-    parser.add_argument("--patients", type=int, default=20, help="Patients per synthetic cohort.")
-    parser.add_argument("--slide-px", type=int, default=4500)
-    parser.add_argument(
-        "--encoder-slides", type=int, default=6, help="Slides for the encoders and speed parts."
-    )
-    parser.add_argument("--pbc-patients", type=int, default=10)
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args(argv)
-    work = args.work or Path(tempfile.mkdtemp(prefix="mil_cells_bench_"))
-    work.mkdir(parents=True, exist_ok=True)
-    parts = ["count", "encoders", "speed", "pbc"] if args.part == "all" else [args.part]
-    results: dict = {}
-    for part in parts:
-        started = time.perf_counter()
-        if part == "count":
-            results[part] = part_count(work, args.patients, args.slide_px)
-        elif part == "encoders":
-            results[part] = part_encoders(work, args.patients, args.slide_px, args.encoder_slides)
-        elif part == "speed":
-            results[part] = part_speed(work, args.patients, args.slide_px, args.encoder_slides)
-        else:
-            results[part] = part_pbc(work, args.data, args.pbc_patients)
-        results[part]["wall_seconds"] = round(time.perf_counter() - started, 1)
-        print(f"== {part}")
-        print(json.dumps(results[part], indent=1))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
-    return results
-
-
-if __name__ == "__main__":
-    main()
