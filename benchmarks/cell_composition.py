@@ -12,7 +12,7 @@ run's. Both are extracted with `cytomorph` (`mil extract`'s library call) into .
 cell model is `mil cells train --vocabulary synth20` on the first store with the synth truth as cell labels,
 so the run's patients are never seen by it (the leakage check of `mil train` warns otherwise).
 
-run: `mil train` (the CLI, through `mil.cli.main`) on the run's store, target `apl_aml_healthy` (healthy vs
+run: `mil train` (the CLI's entry point `mil.cli.main`, in a subprocess) on the run's store, target `apl_aml_healthy` (healthy vs
 AML), default recipe and head, `--cell-model` given, so each run fits the head, `pooled_stats` and
 `cell_composition` on the same 5 folds; seeds as given. Printed: each model's pooled AUC per seed, mean ± SD,
 and the paired bootstrap difference head - baseline from each run's metrics.json.
@@ -35,6 +35,7 @@ from _common import BENCH_DIR, Timer  # noqa: E402
 ROOT = BENCH_DIR / "cell_composition"
 MIX = {"healthy": 1.0, "AML": 1.0}
 TARGET = "apl_aml_healthy"
+MIL = [sys.executable, "-c", "import sys; from mil.cli import main; main(sys.argv[1:])"]  # what `mil` runs
 
 
 def data(args: argparse.Namespace) -> None:
@@ -96,9 +97,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _run(root: Path, target: str, seeds: list[int]) -> dict:
-    from typer.testing import CliRunner
-
-    from mil.cli import app
+    import subprocess
 
     store, labels, cell_model = root / "run" / "bags.zarr", root / "run" / "labels.csv", root / "cellmodel"
     if not store.is_dir():
@@ -108,12 +107,12 @@ def _run(root: Path, target: str, seeds: list[int]) -> dict:
     seconds = []
     for seed in seeds:
         out = root / "runs" / f"seed{seed}"
-        argv = ["train", "--bags", str(store), "--labels", str(labels), "--target", target, "--seed", str(seed),
+        argv = [*MIL, "train", "--bags", str(store), "--labels", str(labels), "--target", target, "--seed", str(seed),
                 "--cell-model", str(cell_model), "--device", "cpu", "-o", str(out), "--overwrite"]  # fmt: skip
         with Timer() as t:
-            result = CliRunner().invoke(app, argv)
-        if result.exit_code != 0:
-            raise SystemExit(f"mil train failed (exit {result.exit_code}): {result.output[-2000:]}")
+            result = subprocess.run(argv, capture_output=True, text=True)  # the `mil` console script's entry
+        if result.returncode != 0:
+            raise SystemExit(f"mil train failed (exit {result.returncode}): {result.stderr[-2000:]}")
         seconds.append(t.seconds)
         metrics = json.loads((out / "metrics.json").read_text())
         metric = next(iter(metrics["comparison"].values()))["metric"]
