@@ -31,6 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import BENCH_DIR, Timer  # noqa: E402
+from recipe import NORMAL, RULES  # noqa: E402  (the pseudo-patient rules of benchmarks/recipe.py)
 
 ROOT = BENCH_DIR / "cell_composition"
 MIX = {"healthy": 1.0, "AML": 1.0}
@@ -135,9 +136,7 @@ def _run(root: Path, target: str, seeds: list[int]) -> dict:
 
 # Real cells (pbc-subset): pseudo-patients as benchmarks/recipe.py draws them (`pbc_cohort`, left shift).
 PBC = Path("/work/shared/data/pbc-subset")
-NORMAL = {"neutrophil": 0.58, "lymphocyte": 0.30, "monocyte": 0.06, "eosinophil": 0.03, "basophil": 0.01,
-          "ig": 0.015, "erythroblast": 0.005}  # fmt: skip
-LEFT_SHIFT = {"ig": 0.06}  # immature granulocytes 1.5 % -> ~7.5 %
+LEFT_SHIFT = RULES["left_shift"]  # immature granulocytes 1.5 % -> ~7.5 %
 CELL_MODEL_SHARE = 0.3  # of each class's 250 images: the cell model's; the rest make the pseudo-patients
 
 
