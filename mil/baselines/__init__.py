@@ -5,9 +5,12 @@ time, so memory stays bounded) and fits the task kind's regularised linear model
 logistic regression, one per label, or a ridge Cox model), its strength chosen by an inner cross-validation on
 each fold's training patients only (`mil.baselines.cv`). What differs between baselines is only the featuriser,
 so "cell-type composition -> the same model" is one more short module that registers here.
+A baseline that needs more than the bags takes it in its constructor (`cell_composition`: the cell model);
+`mil train` hands it over through `fit_baselines(params=...)`.
 
     base.py          the `Baseline` contract and `PatientFeatures`; bags from a store, streamed
     pooled_stats.py  per-patient mean, SD and 10/50/90 % quantiles of every feature
+    cell_composition.py  per-patient share of each counted cell type, typed by a `mil cells` model
     linear.py        the regularised models (logistic, one-vs-rest logistic, ridge Cox), standardised in the fold
     cv.py            outer folds as given, inner folds for C, out-of-fold outputs
     run.py           the baselines of one training run: predictions tables, metrics and comparisons
@@ -22,8 +25,7 @@ from typing import Any
 from features.core.registry import Registry
 from mil.baselines.base import Baseline, PatientFeatures
 
-# A baseline on a cell-type model (`mil cells`) registers here the same way, from its own module.
-BASELINES = Registry("baseline", modules=("mil.baselines.pooled_stats",))
+BASELINES = Registry("baseline", modules=("mil.baselines.pooled_stats", "mil.baselines.cell_composition"))
 
 
 def create_baseline(name: str, **params: Any) -> Baseline:

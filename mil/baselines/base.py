@@ -30,10 +30,15 @@ class Baseline:
 
     name: ClassVar[str] = ""
     describes: ClassVar[str] = ""  # what the verdict line calls it: "the pooled statistics"
+    nonfinite: ClassVar[str] = "NaN or inf in its bag; fix the store"  # why a patient's row can be non-finite
 
     def features(self, bags: Iterable[np.ndarray], dim: int) -> PatientFeatures:
         """P x F features from P bags (each N_p x `dim`, float16 or float32)."""
         raise NotImplementedError
+
+    def inputs(self) -> dict:
+        """What else the features were made from, for metrics.json (`cell_composition`: the cell model)."""
+        return {}
 
 
 def bags_from_store(

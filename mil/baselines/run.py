@@ -63,14 +63,19 @@ def fold_positions(split: Splits, patients: list[str]) -> list[tuple[int, np.nda
 
 
 def fit_baselines(
-    names: list[str], data: BaselineData, task: Task, emit: Callable[..., None] = lambda event, **info: None
+    names: list[str],
+    data: BaselineData,
+    task: Task,
+    emit: Callable[..., None] = lambda event, **info: None,
+    params: dict[str, dict] | None = None,
 ) -> list[BaselineRun]:
-    """Out-of-fold predictions of each baseline on the run's folds."""
+    """Out-of-fold predictions of each baseline on the run's folds; `params`: name -> what its constructor
+    takes (`cell_composition`: {"cell_model": CellModel})."""
     runs = []
     for i, name in enumerate(names):
         emit("baseline_start", name=name, index=i, total=len(names))
         started = time.perf_counter()
-        run = _fit_one(create_baseline(name), data, task)
+        run = _fit_one(create_baseline(name, **(params or {}).get(name, {})), data, task)
         runs.append(run)
         seconds = (
             time.perf_counter() - started
@@ -94,7 +99,7 @@ def _fit_one(baseline: Baseline, data: BaselineData, task: Task) -> BaselineRun:
     finite = np.isfinite(features.values).all(axis=1)
     if not finite.all():
         bad = data.patients[int(np.flatnonzero(~finite)[0])]
-        run.record["reason"] = f"patient {bad} has non-finite features (NaN or inf in its bag); fix the store"
+        run.record["reason"] = f"patient {bad} has non-finite features ({baseline.nonfinite})"
         return run
     folds = fold_positions(data.split, data.patients)
     cv = cross_validate(features.values, data.y, task, folds, data.seed)
@@ -105,6 +110,7 @@ def _fit_one(baseline: Baseline, data: BaselineData, task: Task) -> BaselineRun:
     run.table = pd.concat(frames, ignore_index=True).sort_values("patient_id", kind="stable")
     run.record = {
         "status": "ok",
+        **baseline.inputs(),
         "n_features": features.values.shape[1],
         "c_grid": [min(C_GRID), max(C_GRID), len(C_GRID)],
         "inner_folds": INNER_FOLDS,

@@ -76,6 +76,14 @@ def count_types(type_codes: np.ndarray, n_classes: int) -> np.ndarray:
     return np.bincount(np.asarray(type_codes, np.int64), minlength=n_classes)
 
 
+def shares(counts: np.ndarray, counted: np.ndarray) -> np.ndarray:
+    """K x C: each row's cells per type over its counted cells (the `counted` classes' sum), as proportions;
+    a row without counted cells is NaN (no composition, not a composition of zeros)."""
+    counts = np.asarray(counts, np.float64)
+    n_counted = counts[:, counted].sum(1, keepdims=True)
+    return np.divide(counts, n_counted, out=np.full(counts.shape, np.nan), where=n_counted > 0)
+
+
 def differentials(
     counts: np.ndarray, ids: list[str], patients: list[str], classes: list[str], vocabulary: Vocabulary
 ) -> list[Differential]:
@@ -85,9 +93,7 @@ def differentials(
     counted = np.array([r.counted for r in roles], bool)
     n_counted = counts[:, counted].sum(1)
     lo, hi = clopper_pearson(counts, n_counted[:, None])
-    pct = np.divide(
-        100.0 * counts, n_counted[:, None], out=np.full(counts.shape, np.nan), where=n_counted[:, None] > 0
-    )
+    pct = 100.0 * shares(counts, counted)
     derived = _derived(counts, n_counted, roles, vocabulary.own_names)
     rows = []
     for i, (row_id, patient) in enumerate(zip(ids, patients, strict=True)):

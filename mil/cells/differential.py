@@ -25,7 +25,7 @@ import pandas as pd
 
 from features.bagstore import BagStore
 from features.core.errors import InputError
-from mil.cells.count import Differential, count_types, differentials
+from mil.cells.count import Differential, differentials
 from mil.cells.flags import ReferenceRanges, load_reference_ranges
 from mil.cells.model import CellModel
 from mil.config import CellsConfig
@@ -79,8 +79,7 @@ def count_store(
     emit("start", total=len(wanted))
     counts = np.zeros((len(wanted), len(model.classes)), np.int64)
     for i, slide in enumerate(wanted):
-        proba = model.predict_proba(store.read_features(slide))
-        counts[i] = count_types(proba.argmax(1), len(model.classes))
+        counts[i] = model.type_counts(store.read_features(slide))
         emit("slide", done=i + 1, total=len(wanted), slide_id=slide)
     owners = owners or {}
     same_store = model.trained_on.get("bags") == str(Path(store.path).resolve())

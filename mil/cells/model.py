@@ -60,14 +60,28 @@ class CellModel:
         top = proba.argmax(1) if len(proba) else np.zeros(0, np.int64)
         return np.asarray(self.classes, dtype=object)[top], proba[np.arange(len(top)), top]
 
+    def type_counts(self, features: np.ndarray) -> np.ndarray:
+        """C cells per type of one slide's or patient's N cells, each typed as its most probable class (what
+        `mil cells count` counts and the `cell_composition` baseline shares)."""
+        from mil.cells.count import count_types
+
+        return count_types(self.predict_proba(features).argmax(1), len(self.classes))
+
+    def counted(self) -> np.ndarray:
+        """C booleans: the classes that enter percentages (artefact, smudge, unknown, platelet do not)."""
+        return np.array([self.vocabulary.counted(c) for c in self.classes], bool)
+
     def colours(self) -> dict[str, tuple[int, int, int]]:
         return self.vocabulary.colours(self.classes)
 
-    def check_store(self, store: BagStore) -> None:
+    def check_store(
+        self, store: BagStore, use: str = "count a store extracted with the model's encoder"
+    ) -> None:
+        """A store of another encoder is refused in one line; `use` is the fix that line suggests."""
         if store.encoder != self.encoder:
             raise StoreError(
                 f"{store.path}: bags are {store.encoder.describe()}, but cell model {self.path} learnt "
-                f"{self.encoder.describe()}; count a store extracted with the model's encoder"
+                f"{self.encoder.describe()}; {use}"
             )
 
     def save(self, folder: Path, record: dict[str, Any]) -> None:

@@ -77,6 +77,10 @@ class RichProgress:
                 else f"{info['status']}: {info.get('reason')}"
             )
             p.update(self.tasks[("baseline", info["name"])], completed=1, info=done)
+        elif event == "warning":
+            from rich.markup import escape
+
+            p.print(f"[yellow]warning:[/yellow] {escape(info['text'])}")
         elif event == "metrics":
             self.tasks["metrics"] = p.add(
                 f"metrics ({info['n_bootstrap']} bootstrap draws)", total=None, info=""
@@ -171,6 +175,7 @@ def register(app: typer.Typer) -> None:
         epochs: int = field_option(TrainConfig, "epochs", "--epochs"),
         device: str = field_option(TrainConfig, "device", "--device"),
         baselines: list[str] = field_option(TrainConfig, "baselines", "--baselines"),
+        cell_model: str = field_option(TrainConfig, "cell_model", "--cell-model"),
         covariates: list[str] = field_option(TrainConfig, "covariates", "--covariates"),
         clinical: Path = typer.Option(
             None,

@@ -195,7 +195,15 @@ class TrainConfig(Section):
         description="Baselines fitted on the same folds beside the head (`mil list baselines`): patient-level "
         "features -> regularised logistic / Cox model, C chosen by an inner CV on each fold's training "
         "patients. Their predictions go to RUN/baselines/<name>/, metrics.json compares head and baseline "
-        "with a paired bootstrap CI. Empty ([], or --baselines none) = off.",
+        "with a paired bootstrap CI. Empty ([], or --baselines none) = off. Default: pooled_stats, plus "
+        "cell_composition when train.cell_model is given.",
+    )
+    cell_model: str | None = Field(
+        None,
+        description="A cell model (`mil cells train` -> CELLMODEL folder) of the store's encoder: the "
+        "cell_composition baseline types every cell with it (artefact, smudge, unknown left out, as `mil cells "
+        "count`) and fits each patient's cell-type shares on the run's folds. It is trained outside the run: "
+        "a warning names run patients it learnt from. Train-time only: `mil predict` applies the head.",
     )
 
     covariates: list[str] = Field(
@@ -212,6 +220,23 @@ class TrainConfig(Section):
         if isinstance(data, dict) and "n_bootstrap" in data:
             raise ValueError("n_bootstrap moved to the evaluate section: write evaluate.n_bootstrap")
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _composition_with_a_cell_model(cls, data: Any) -> Any:
+        """A cell model given and the baselines left at their default: cell_composition joins pooled_stats."""
+        if isinstance(data, dict) and data.get("cell_model") and "baselines" not in data:
+            return {**data, "baselines": ["pooled_stats", "cell_composition"]}
+        return data
+
+    @model_validator(mode="after")
+    def _cell_model_for_composition(self) -> TrainConfig:
+        if "cell_composition" in self.baselines and not self.cell_model:
+            raise ValueError(
+                "baselines lists cell_composition but no cell model is given: pass --cell-model CELLMODEL "
+                "(from `mil cells train`) or drop cell_composition from --baselines"
+            )
+        return self
 
     @field_validator("task")
     @classmethod

@@ -42,6 +42,7 @@ from features.core.device import resolve_device
 from features.core.errors import InputError
 from features.pipeline.store_settings import effective_settings
 from mil.baselines.run import BaselineData, BaselineRun, fit_baselines
+from mil.cells.model import CellModel
 from mil.cohort.covariates import CovariateTable, covariate_source, read_covariates
 from mil.cohort.labels import Cohort, build_cohort, check_counts
 from mil.cohort.splits import (
@@ -165,6 +166,7 @@ def train_cv(
         covariates = read_covariates(config.covariates, table, source, cohort.patients)
     elif clinical is not None:
         raise InputError(f"--clinical {clinical} given without --covariates; name the columns to use")
+    cell_model = _cell_model(config, store, split, emit)
     # Another engine resolves `config.device` where each fold runs; this process only holds the bags.
     device = resolve_device(config.device if engine.name == "local" else "cpu", "train.device")
     data = _load(store, cohort, config.feature_dtype, device, emit)
@@ -195,7 +197,7 @@ def train_cv(
         save_splits(split, tmp / "splits.json")
         fitted = _fit_all(run, tmp)
         shared = BaselineData(data.arrays, data.dim, cohort.patients, cohort.y, split, config.seed)
-        baselines = fit_baselines(config.baselines, shared, task, emit)
+        baselines = fit_baselines(config.baselines, shared, task, emit, _baseline_params(cell_model))
         if covariates is not None:
             from mil.baselines.covariates import fit_covariates_only
 
@@ -206,6 +208,7 @@ def train_cv(
             "bags": str(bags.resolve()),
             "labels": str(labels.resolve()),
             "clinical": str(Path(clinical).resolve()) if clinical else None,
+            "cell_model": str(Path(config.cell_model).resolve()) if config.cell_model else None,
             "splits_from": str(Path(splits).resolve()) if splits else None,
         }
         _write_config(run, tmp / "config.yaml", inputs)
@@ -217,6 +220,27 @@ def train_cv(
     summary.plots = [out / p.relative_to(tmp) for p in plots]
     emit("done", summary=summary)
     return summary
+
+
+def _cell_model(config: TrainConfig, store: BagStore, split: Splits, emit: Progress) -> CellModel | None:
+    """`train.cell_model` loaded and checked against the store before any bag is read; one warning line when
+    it learnt cell types from patients this run tests (their shares are typed by a model that saw their
+    cells: optimistic for the cell_composition baseline, not a leak of the run's labels)."""
+    if not config.cell_model:
+        return None
+    from mil.baselines.cell_composition import load_cell_model, patients_learnt
+
+    model = load_cell_model(config.cell_model, store)
+    seen = patients_learnt(model, (p for fold in split.folds for p in fold.test))
+    if seen:
+        shown = ", ".join(seen[:3]) + (" ..." if len(seen) > 3 else "")
+        emit("warning", text=f"cell model {config.cell_model} learnt from {len(seen)} patient(s) this run tests "
+             f"(by id: {shown}); cell_composition is optimistic for them: train the cell model on other patients")  # fmt: skip
+    return model
+
+
+def _baseline_params(cell_model: CellModel | None) -> dict[str, dict]:
+    return {} if cell_model is None else {"cell_composition": {"cell_model": cell_model}}
 
 
 def _fit_all(run: _Training, run_dir: Path) -> list[_FoldOutput]:
