@@ -18,7 +18,7 @@ from mil.config import TrainConfig
 from mil.config.schema import AUTO
 from mil.tasks import Task
 from mil.training.auto import AUTO_GRID, Candidate, better
-from mil.training.calibrate import CalibratedHead, Calibration, fit_calibration
+from mil.training.calibrate import CalibratedHead, Calibration, ensemble_outputs_of, fit_calibration
 from mil.training.data import BagSet
 from mil.training.fit import EpochLog, FitSetup, eval_batch_instances, fit_fold, infer, seeded
 from mil.training.prior import PriorHead, fit_prior, statistics_of
@@ -144,19 +144,26 @@ def _fit_candidate(
     raw = _ensemble(members, task, bags, parts.test, config, device)
     if calibration is not None:
         members = [CalibratedHead(m, calibration).eval() for m in members]
-        out = _ensemble(members, task, bags, parts.test, config, device)
+        out = _ensemble(members, task, bags, parts.test, config, device, calibrated=True)
     else:
         out = raw
     return Fitted(candidate, members, epoch, history, loss, metric, calibration, raw, out)
 
 
 def _ensemble(
-    models: list[nn.Module], task: Task, bags: BagSet, index: np.ndarray, config: TrainConfig, device
+    models: list[nn.Module],
+    task: Task,
+    bags: BagSet,
+    index: np.ndarray,
+    config: TrainConfig,
+    device,
+    calibrated: bool = False,
 ) -> np.ndarray:
-    """Mean of the members' task outputs (probabilities, or risks) on `index`, as `mil predict` computes."""
+    """The members' task outputs (probabilities, or risks) on `index`, combined as `mil predict` combines one
+    fold's members (`ensemble_outputs_of`)."""
     batch = eval_batch_instances(config, device)
-    outs = [task.outputs(infer(m, bags, index, device, batch)) for m in models]
-    return torch.stack(outs).mean(0).numpy()
+    logits = [infer(m, bags, index, device, batch) for m in models]
+    return ensemble_outputs_of(task, logits, calibrated).numpy()
 
 
 def record(result: FoldResult) -> dict[str, Any]:
