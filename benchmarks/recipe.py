@@ -3,6 +3,7 @@
     python benchmarks/recipe.py --cohorts musk1,musk2,elephant --methods baseline,recipe,auto --seeds 3
     python benchmarks/recipe.py --cohorts synth:w0.1:n60:c100,synth:w0.3:n240:c1000 ...
     python benchmarks/recipe.py --cohorts pbc:left_shift:n120 ...
+    python benchmarks/recipe.py --grid --methods baseline,default --seeds 3   # the stress grid, as a table
 
 Every method of a cohort sees the same outer folds (`mil.cohort.splits.make_splits`, seeded by the repeat);
 heads are fitted by `mil.training.recipe.train_fold`, the function `mil train` runs per fold. Methods:
@@ -12,6 +13,9 @@ heads are fitted by `mil.training.recipe.train_fold`, the function `mil train` r
     recipe     the #11 recipe: cross-fitting, abmil on the pooled-statistics prior, temperature-calibrated
     default    `mil train` defaults (TrainConfig()): since the review of #11 the same as `old`
     auto       the #11 recipe with --model auto
+    auto_default  --model auto with the default selection; every candidate's own pooled AUC is printed too
+    default_cal   the default single model, temperature-calibrated on its validation patients
+    default_prior the default single model on the pooled-statistics prior
     old        the recipe before #11: one abmil early-stopped on a 20 % validation part, no prior, uncalibrated
     <name>     any TrainConfig override set, see RECIPES below (the ablations of RESULTS.md)
 
@@ -60,6 +64,7 @@ RECIPES = {
     "seeds2": {**RECIPE, "seeds": 2},
     "auto_default": {"head": "auto"},  # --model auto with the default selection (each candidate alone too)
     "default_cal": {"calibration": "temperature"},  # the default single model, temperature-calibrated
+    "default_prior": {"prior": "pooled_stats"},  # the default single model on the pooled-statistics prior
     "mean_pool": {"head": "mean_pool"},
     "gated": {"head": "gated_abmil"},
 }
