@@ -132,3 +132,25 @@ def test_calibrated_members_are_combined_by_their_mean_logit():
         averaged, torch.stack([torch.softmax(cal.apply(m), 1) for m in members]).mean(0)
     )
     assert not torch.allclose(combined, averaged, atol=1e-3)
+
+
+def test_validation_on_the_prior_keeps_the_baseline_start_unless_an_epoch_beats_it():
+    # selection validation + prior: epoch 0 (the pooled-statistics baseline itself) is scored on the
+    # validation patients; training that only makes it worse (lr 50) is thrown away, as cross-fitting does
+    from mil.config import TrainConfig
+    from mil.training.data import BagSet
+    from mil.training.fit import FitSetup
+    from mil.training.recipe import FoldParts, train_fold
+
+    rng = np.random.default_rng(0)
+    y = np.array([0, 1] * 20)
+    bags = [rng.normal(size=(30, 4)).astype(np.float32) + 0.8 * c for c in y]
+    offsets = torch.as_tensor(np.concatenate([[0], np.cumsum([len(b) for b in bags])]))
+    data = BagSet([f"P{i}" for i in range(40)], torch.from_numpy(np.concatenate(bags)), offsets,
+                  torch.as_tensor(y, dtype=torch.float32), [[(f"P{i}", 30)] for i in range(40)])  # fmt: skip
+    parts = FoldParts(np.arange(0, 24), np.arange(24, 32), np.arange(32, 40))
+    config = TrainConfig(selection="validation", prior="pooled_stats", calibration="none", epochs=4, patience=4,
+                         lr=50.0, device="cpu", batch_size=4)  # fmt: skip
+    fitted = train_fold(create_task(BINARY), data, parts, config, FitSetup(torch.device("cpu"), 0)).chosen
+    assert fitted.best_epoch == 0 and len(fitted.history) == 4
+    assert fitted.models[0].gate.detach().item() == 0.0  # the head's share of the kept model: none
