@@ -3,6 +3,7 @@
     python benchmarks/recipe.py --cohorts musk1,musk2,elephant --methods baseline,recipe,auto --seeds 3
     python benchmarks/recipe.py --cohorts synth:w0.1:n60:c100,synth:w0.3:n240:c1000 ...
     python benchmarks/recipe.py --cohorts pbc:left_shift:n120 ...
+    python benchmarks/recipe.py --grid --methods baseline,default --seeds 3   # the stress grid, as a table
 
 Every method of a cohort sees the same outer folds (`mil.cohort.splits.make_splits`, seeded by the repeat);
 heads are fitted by `mil.training.recipe.train_fold`, the function `mil train` runs per fold. Methods:
@@ -12,6 +13,9 @@ heads are fitted by `mil.training.recipe.train_fold`, the function `mil train` r
     recipe     the #11 recipe: cross-fitting, abmil on the pooled-statistics prior, temperature-calibrated
     default    `mil train` defaults (TrainConfig()): since the review of #11 the same as `old`
     auto       the #11 recipe with --model auto
+    auto_default  --model auto with the default selection; every candidate's own pooled AUC is printed too
+    default_cal   the default single model, temperature-calibrated on its validation patients
+    default_prior the default single model on the pooled-statistics prior
     old        the recipe before #11: one abmil early-stopped on a 20 % validation part, no prior, uncalibrated
     <name>     any TrainConfig override set, see RECIPES below (the ablations of RESULTS.md)
 
@@ -58,6 +62,9 @@ RECIPES = {
         "model_params": {"pool_stats": True},
     },  # head with mean/SD inside
     "seeds2": {**RECIPE, "seeds": 2},
+    "auto_default": {"head": "auto"},  # --model auto with the default selection (each candidate alone too)
+    "default_cal": {"calibration": "temperature"},  # the default single model, temperature-calibrated
+    "default_prior": {"prior": "pooled_stats"},  # the default single model on the pooled-statistics prior
     "mean_pool": {"head": "mean_pool"},
     "gated": {"head": "gated_abmil"},
 }
@@ -79,27 +86,58 @@ def classic_cohort(name: str) -> Cohort:
     return Cohort(name, data.bags, data.y.astype(int), ["0", "1"])
 
 
+def synth_stores(witness: str) -> list[Path]:
+    """The cached cohorts of one witness level (recipe_data.py): synth_<w> (100-cell bags), then the others
+    (synth_<w>_full: 1,000-cell bags, synth_<w>_n240: 240 patients), smallest first."""
+    return [DATA / f"synth_{witness}", *sorted(DATA.glob(f"synth_{witness}_*"))]
+
+
+def find_synth_store(witness: str, n_patients: int, n_cells: int) -> Path | None:
+    """The first cached store with at least `n_patients` patients (of the 3 classes) holding `n_cells` cells."""
+    import pandas as pd
+
+    from features.bagstore import BagStore
+
+    for root in synth_stores(witness):
+        if not (root / "bags.zarr").is_dir():
+            continue
+        labels = pd.read_csv(root / "labels.csv").drop_duplicates("patient_id")
+        full = {m.patient_id for m in BagStore(root / "bags.zarr").metas() if m.n_instances >= n_cells}
+        counts = labels[labels["patient_id"].isin(full)]["apl_aml_healthy"].value_counts()
+        if counts.sum() >= n_patients:  # a class short of n/3 gives what it has (w0.1: 119 of 120)
+            return root
+    return None
+
+
+SYNTH_CLASSES = ["AML", "APL", "healthy"]
+
+
 def synth_cohort(spec: str, seed: int) -> Cohort:
-    """synth:w<witness>:n<patients>:c<cells>: a stratified subsample of the cached largest cohort."""
+    """synth:w<witness>:n<patients>:c<cells>: a stratified subsample of a cached cohort (patients drawn per
+    class among those with at least c cells, the first c cells of each bag)."""
     import pandas as pd
 
     from features.bagstore import BagStore
 
     _, w, n, c = spec.split(":")
-    root = DATA / f"synth_{w}"
-    labels = pd.read_csv(root / "labels.csv").drop_duplicates("patient_id")
-    classes = ["AML", "APL", "healthy"]
-    labels = labels[labels["apl_aml_healthy"].isin(classes)]
     n_patients, n_cells = int(n[1:]), int(c[1:])
+    root = find_synth_store(w, n_patients, n_cells)
+    if root is None:
+        raise SystemExit(f"{spec}: no cached cohort under {DATA} has {n_patients} patients with {n_cells} cells; "
+                         "build it with benchmarks/recipe_data.py")  # fmt: skip
+    labels = pd.read_csv(root / "labels.csv").drop_duplicates("patient_id")
+    classes = SYNTH_CLASSES
+    store = BagStore(root / "bags.zarr")
+    metas = {m.patient_id: m for m in store.metas()}
+    labels = labels[labels["apl_aml_healthy"].isin(classes)]
+    labels = labels[[p in metas and metas[p].n_instances >= n_cells for p in labels["patient_id"]]]
     rng = np.random.default_rng(1000 + seed)
     keep = []
     for cls in classes:  # equal shares, drawn per class
         ids = sorted(labels.loc[labels["apl_aml_healthy"] == cls, "patient_id"])
-        keep += list(rng.choice(ids, size=n_patients // len(classes), replace=False))
-    store = BagStore(root / "bags.zarr")
-    slide_of = {m.patient_id: m.slide_id for m in store.metas()}
+        keep += list(rng.choice(ids, size=min(len(ids), n_patients // len(classes)), replace=False))
     by_id = labels.set_index("patient_id")["apl_aml_healthy"]
-    bags = [store.read_features(slide_of[p])[:n_cells].astype(np.float32) for p in sorted(keep)]
+    bags = [store.read_features(metas[p].slide_id)[:n_cells].astype(np.float32) for p in sorted(keep)]
     y = np.array([classes.index(by_id[p]) for p in sorted(keep)])
     return Cohort(spec, bags, y, classes)
 
@@ -256,7 +294,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--cohorts", required=True)
+    parser.add_argument("--cohorts", help="comma-separated cohort specs (see above)")
+    parser.add_argument("--grid", action="store_true",
+                        help="the small-cohort stress grid: synth witness 0.1/0.3 x 60/120/240 patients x "
+                        "100/1,000 cells (cells without a cached cohort are listed and skipped)")  # fmt: skip
     parser.add_argument("--methods", default="baseline,recipe,auto,old")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--folds", type=int, default=5)
@@ -276,8 +317,13 @@ def main() -> None:
     unknown = [m for m in methods if m != "baseline" and m not in RECIPES]
     if unknown:
         parser.error(f"unknown method(s) {unknown}; choose from baseline, {', '.join(RECIPES)}")
+    if not args.cohorts and not args.grid:
+        parser.error("give --cohorts or --grid")
+    specs = args.cohorts.split(",") if args.cohorts else []
+    if args.grid:
+        specs += grid_specs()
     started, all_results = time.time(), {}
-    for spec in args.cohorts.split(","):
+    for spec in specs:
         all_results[spec] = run_cohort(spec, methods, args.seeds, args.folds, base)
         write_json(args.json, {"benchmark": "recipe", "base": base, "seeds": args.seeds, "folds": args.folds,
                                "results": all_results, "seconds": time.time() - started})  # fmt: skip
@@ -289,6 +335,44 @@ def main() -> None:
             auc, acc = mean_std(r["auc"]), mean_std(r["accuracy"])
             print(f"{spec:28s} {m:20s} {auc[0]:8.3f} ± {auc[1]:.3f} {acc[0]:8.3f} ± {acc[1]:.3f} "
                   f"{np.mean(r['ece_raw']):7.3f} -> {np.mean(r['ece']):.3f} {r['seconds']:6.0f}")  # fmt: skip
+    if args.grid:
+        print_grid(all_results, [m for m in methods if m != "baseline"])
+
+
+GRID = {"witness": ("w0.1", "w0.3"), "patients": (60, 120, 240), "cells": (100, 1000)}
+
+
+def grid_specs() -> list[str]:
+    """The grid's cells that have a cached cohort, rare-cell (witness 0.1) and smallest cohorts first."""
+    specs = []
+    for w in GRID["witness"]:
+        for n in GRID["patients"]:
+            for c in GRID["cells"]:
+                if find_synth_store(w, n, c) is None:
+                    print(f"grid: synth:{w}:n{n}:c{c} skipped: no cached cohort of {n} patients x {c} cells "
+                          "(benchmarks/recipe_data.py builds them)")  # fmt: skip
+                else:
+                    specs.append(f"synth:{w}:n{n}:c{c}")
+    return specs
+
+
+def print_grid(results: dict, heads: list[str]) -> None:
+    """One row per grid cell: the baseline's AUC, each head method's, and head - baseline (mean ± SD over seeds,
+    the difference per seed on the same folds)."""
+    print(f"\n{'witness':>7s} {'patients':>8s} {'cells':>6s} {'seeds':>5s} {'baseline':>14s} "
+          + " ".join(f"{h:>14s} {h + ' - base':>16s}" for h in heads))  # fmt: skip
+    for spec, res in results.items():
+        if not spec.startswith("synth:") or "baseline" not in res:
+            continue
+        _, w, n, c = spec.split(":")
+        base = np.asarray(res["baseline"]["auc"])
+        cells = []
+        for h in heads:
+            auc = np.asarray(res[h]["auc"])
+            cells.append("{:6.3f} ± {:.3f}".format(*mean_std(auc)))
+            cells.append("{:+7.3f} ± {:.3f}".format(*mean_std(auc - base)))
+        print(f"{w[1:]:>7s} {n[1:]:>8s} {c[1:]:>6s} {len(base):5d} "
+              + "{:6.3f} ± {:.3f} ".format(*mean_std(base)) + " ".join(cells))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def synth(args: argparse.Namespace) -> None:
     from features.synth import SynthConfig, generate_cohort
 
     for witness in [float(w) for w in args.witness.split(",")]:
-        root = ROOT / f"synth_w{witness:g}"
+        root = ROOT / f"synth_w{witness:g}{args.tag}"
         if (root / "bags.zarr").is_dir() and (root / "labels.csv").is_file():
             print(f"{root}: cached", flush=True)
             continue
@@ -60,9 +60,10 @@ def synth(args: argparse.Namespace) -> None:
 
 def subset(args: argparse.Namespace) -> None:
     """Extract part of a cohort whose rendering was stopped early (a shared 2-core machine ran ~10x slower
-    than planned): the first `--full` rendered patients with all their crops, the next ones up to
-    `--patients` with their first `--cells` crops (crops are drawn i.i.d. per patient, so the first c are a
-    random sample); labels.csv is rebuilt from the cohort's seed (`features.synth.cohort.build_cohort`)."""
+    than planned): the first `--patients` rendered patients with their first `--cells` crops (crops are drawn
+    i.i.d. per patient, so the first c are a random sample) -> synth_w<witness>/, or with `--full` every crop
+    (1,000-cell bags) -> synth_w<witness>_full/; labels.csv is rebuilt from the cohort's seed
+    (`features.synth.cohort.build_cohort`)."""
     import pandas as pd
 
     from features.pipeline.config import ExtractConfig
@@ -72,14 +73,19 @@ def subset(args: argparse.Namespace) -> None:
 
     root = ROOT / f"synth_w{args.witness:g}"
     cells = next(root.glob(".cohort.tmp*/cells"))
+    if (
+        args.full
+    ):  # the 1,000-cell bags go to their own store (synth:w..:c1000 reads it), the 100-cell one stays
+        root = ROOT / f"synth_w{args.witness:g}_full"
+        root.mkdir(exist_ok=True)
     config = SynthConfig(patients=args.total, layout="cells", sites=3, seed=11, witness=args.witness,
                          cells_per_patient=1000, diagnosis_mix=MIX)  # fmt: skip
     patients = build_cohort(config)[: args.patients]
     view = root / "view"
     shutil.rmtree(view, ignore_errors=True)
-    for i, patient in enumerate(patients):
+    for patient in patients:
         files = sorted((cells / patient.patient_id).glob("*.png"), key=lambda f: int(f.stem))
-        keep = files if i < args.full else files[: args.cells]
+        keep = files if args.full else files[: args.cells]
         (view / patient.patient_id).mkdir(parents=True)
         for f in keep:
             (view / patient.patient_id / f.name).symlink_to(f.resolve())
@@ -126,11 +132,12 @@ def main() -> None:
     s.add_argument("--cells", type=int, default=1000)
     s.add_argument("--witness", default="0.1,0.3")
     s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--tag", default="", help="suffix of the cache folder (e.g. _n240: a second cohort size)")
     u = sub.add_parser("subset")
     u.add_argument("--witness", type=float, default=0.1)
     u.add_argument("--total", type=int, default=240, help="patients the interrupted cohort was made with")
     u.add_argument("--patients", type=int, default=120)
-    u.add_argument("--full", type=int, default=75)
+    u.add_argument("--full", action="store_true", help="every crop of each patient (1,000-cell bags)")
     u.add_argument("--cells", type=int, default=100)
     u.add_argument("--workers", type=int, default=1)
     p = sub.add_parser("pbc")

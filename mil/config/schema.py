@@ -66,8 +66,10 @@ class TrainConfig(Section):
     )
     # Defaults are the single-model recipe: measured with 3 seeds (benchmarks/RESULTS.md, 'Training recipe'),
     # crossfit + the pooled-statistics prior scored 0.06 AUC below it on the real-cell pbc cohort, never more
-    # than 0.002 above it on the synthetic ones, at 7-9x the training time; temperature calibration raised
-    # the ECE on 3 of 4 cohorts. Both stay one key away until they beat the default where measured.
+    # than 0.002 above it on the synthetic ones, at 7-9x the training time. Temperature calibration (MAP fit,
+    # members combined by their mean logit) lowers the ECE with crossfit's ~100 held-out patients but not on
+    # the default's validation part everywhere (MUSK1 0.071 -> 0.090). All stay one key away until they beat
+    # the default where measured.
     selection: Literal["crossfit", "validation"] = Field(
         "validation",
         description="How each fold picks its epoch. crossfit: the fold's training patients are split into "

@@ -91,12 +91,12 @@ def explain_patient(
 ) -> PatientAttention:
     """Attention (or attribution) of every fold model on one patient's N x D bag, averaged with spread."""
     from mil.tasks import create_task
-    from mil.training.predict import ensemble_outputs
+    from mil.training.predict import ensemble_outputs, fold_ensemble
 
     slides = slides if slides is not None else [(patient_id, 0, len(features))]
     outs = ensemble_outputs(models, features, device=device)
     task = create_task(models[0].spec)
-    prediction = torch.stack([task.outputs(o.logits)[0] for o in outs]).mean(0).numpy()
+    prediction = fold_ensemble(task, models, [o.logits for o in outs])[0].numpy()
     scores = None
     if outs[0].instance_scores is not None:
         scores = np.stack([o.instance_scores[0].numpy() for o in outs]).mean(0)

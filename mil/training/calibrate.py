@@ -6,8 +6,13 @@ weights move every probability toward balanced priors; a clinician reads probabi
 output ("bias-corrected temperature scaling", Alexandari et al. 2020) undoes the prior shift that class weights
 leave. C + 1 numbers are fitted by minimising the unweighted task loss (`Task.calibration_loss`: cross-entropy,
 binary cross-entropy) on logits of patients the model did not train on: the members' inner held-out patients
-(crossfit) or the validation part. Never the fold's test patients. A tiny L2 on the bias keeps it finite when
-the held-out classes separate perfectly, and T stays within [T_MIN, T_MAX].
+(crossfit) or the validation part. Never the fold's test patients. T stays within [T_MIN, T_MAX].
+
+The fit is a MAP estimate: a Gaussian prior on log T (SD `LOG_T_SD`, centred on T = 1) and on each bias (SD
+`BIAS_SD`), weighed against the summed loss of the n held-out patients, so it binds only when n is small. Why:
+without it, a validation part of 12-24 patients that the model happens to separate drove T to T_MIN (logits
+x20) and the test loss up 2x (MUSK1: NLL 0.38 -> 0.85; benchmarks/RESULTS.md, "Training recipe"); with ~100
+cross-fitted held-out patients the prior moves T by a few per cent.
 
 The fitted numbers live as buffers of `CalibratedHead` in every fold checkpoint, so `mil predict`, heatmaps and
 reports read calibrated probabilities without knowing about calibration.
@@ -25,7 +30,8 @@ from mil.tasks import Task
 from mil.training.standardize import HeadWrapper
 
 T_MIN, T_MAX = 0.05, 20.0
-BIAS_L2 = 1e-3
+LOG_T_SD = 0.5  # prior SD of log T: T within about [0.37, 2.7] unless the held-out patients say otherwise
+BIAS_SD = 1.0  # prior SD of each output's bias (logits)
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,7 @@ def fit_calibration(task: Task, logits: Tensor, y: Tensor) -> Calibration | None
     logits, y = logits.detach().float().clone(), y.detach().clone()  # clones: inference tensors are read-only
     if len(logits) < 2 or task.calibration_loss(logits, y) is None:
         return None
+    n = len(logits)
     log_t = torch.zeros((), requires_grad=True)
     bias = torch.zeros(logits.shape[1], requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t, bias], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
@@ -53,7 +60,8 @@ def fit_calibration(task: Task, logits: Tensor, y: Tensor) -> Calibration | None
     def closure() -> Tensor:
         optimizer.zero_grad()
         t = log_t.clamp(float(torch.log(torch.tensor(T_MIN))), float(torch.log(torch.tensor(T_MAX)))).exp()
-        loss = task.calibration_loss(logits / t + bias, y) + BIAS_L2 * (bias * bias).sum()
+        prior = (log_t / LOG_T_SD) ** 2 / 2 + (bias / BIAS_SD).pow(2).sum() / 2
+        loss = task.calibration_loss(logits / t + bias, y) + prior / n  # mean loss: the prior per patient
         loss.backward()
         return loss
 
@@ -83,3 +91,17 @@ class CalibratedHead(HeadWrapper):
         if scores is not None and scores.shape[1] == self.bias.shape[0]:
             out.instance_scores = (scores / self.temperature + self.bias[None, :, None]) * mask[:, None, :]
         return out
+
+
+def ensemble_outputs_of(task: Task, logits: list[Tensor], calibrated: bool) -> Tensor:
+    """One fold's member models -> the fold's task outputs (P x C): calibrated members average their logits,
+    then the task's link (softmax, sigmoid); uncalibrated ones average their outputs.
+
+    Why: the temperature is fitted on single members' held-out logits (each training patient is held out by
+    one member per seed). The calibration is affine, so the mean of the calibrated members' logits is the
+    calibration of their mean logit, which is as sharp as one member where the members agree. Averaging the
+    calibrated members' probabilities instead softens a second time, and the ensemble came out under-confident
+    (ECE up on 3 of 4 cohorts; benchmarks/RESULTS.md, "Training recipe")."""
+    if calibrated:
+        return task.outputs(torch.stack(logits).mean(0))
+    return torch.stack([task.outputs(x) for x in logits]).mean(0)

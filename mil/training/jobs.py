@@ -23,6 +23,7 @@ from mil.cohort.labels import Cohort
 from mil.cohort.splits import Fold
 from mil.config import TrainConfig
 from mil.tasks import Task
+from mil.training.calibrate import ensemble_outputs_of
 from mil.training.data import BagSet
 from mil.training.fit import EpochLog, FitSetup, Progress, eval_batch_instances, fit_fold, infer, seeded
 from mil.training.recipe import FoldParts, record, train_fold
@@ -112,8 +113,8 @@ def fit_job(inputs: FoldInputs, job: FoldJob, progress: Progress | None) -> Fold
         fused = [fuse(m, task, fused_data, train, val, config, setup)
                  for m, (train, val) in zip(chosen.models, member_splits(parts, config, job.seed), strict=True)]  # fmt: skip
         batch = eval_batch_instances(config, device)
-        outs = [task.outputs(infer(m, fused_data, parts.test, device, batch)).numpy() for m, _ in fused]
-        out = np.mean(outs, axis=0)
+        logits = [infer(m, fused_data, parts.test, device, batch) for m, _ in fused]
+        out = ensemble_outputs_of(task, logits, chosen.calibration is not None).numpy()
         fit = fused[0][1]
         return FoldResult(
             job, [m.cpu() for m, _ in fused], chosen.candidate.head, dict(chosen.candidate.model_params),

@@ -4,8 +4,10 @@ The ensemble is the mean of the fold models' outputs: class probabilities (softm
 (sigmoid) or Cox risks. Each fold model saw a different 80% of the patients; averaging them is the usual
 cross-validation ensemble and needs no retraining on all patients (which would have no validation set for
 early stopping). With cross-fitting every fold holds several member models (`model.pt`, `model.1.pt`, ...);
-all of them enter the mean, each fold with the same number. Calibrated members (the default) give calibrated
-probabilities: the temperature and bias fitted on the fold's inner data are part of each checkpoint. Cox risks of different models differ by an additive constant each, which shifts the mean by a
+all of them enter the mean, each fold with the same number. Calibrated members give calibrated
+probabilities: the temperature and bias fitted on the fold's inner data are part of each checkpoint, and a
+fold's calibrated members are combined by their mean logit, as `mil train` combined them
+(`mil.training.calibrate.ensemble_outputs_of`). Cox risks of different models differ by an additive constant each, which shifts the mean by a
 constant and so keeps the ranking that the c-index and risk groups use.
 
 Predictions on a new store are streamed patient by patient in chunks of bounded size, so a cohort of
@@ -107,6 +109,22 @@ def ensemble_outputs(
     return outputs
 
 
+def fold_ensemble(task, models: list[FoldModel], logits: list[torch.Tensor]) -> torch.Tensor:
+    """The run's ensemble from each model's logits: each fold's members combined as `mil train` combined them
+    for its test patients (`ensemble_outputs_of`: calibrated members by their mean logit), then the mean over
+    folds of their outputs."""
+    from mil.training.calibrate import ensemble_outputs_of
+
+    by_fold: dict[int, list[int]] = defaultdict(list)
+    for i, m in enumerate(models):
+        by_fold[m.fold].append(i)
+    folds = [
+        ensemble_outputs_of(task, [logits[i] for i in rows], models[rows[0]].calibration is not None)
+        for rows in by_fold.values()
+    ]
+    return torch.stack(folds).mean(0)
+
+
 def predict(
     run: Path,
     bags: Path,
@@ -167,8 +185,8 @@ def predict(
             if design is not None:
                 rows = [row_of[p] for p in chunk]
                 data.covariates = torch.from_numpy(design[rows])
-            per_model.append(task.outputs(infer(m.head, data, index, dev, batch_instances)))
-        outputs.append(torch.stack(per_model).mean(dim=0).numpy())
+            per_model.append(infer(m.head, data, index, dev, batch_instances))
+        outputs.append(fold_ensemble(task, models, per_model).numpy())
         emit("predict", done=i + 1, total=len(chunks), patients=len(chunk))
     frame = task.frame(patients, None, None, np.concatenate(outputs))
     if table is not None:

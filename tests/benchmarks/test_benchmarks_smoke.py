@@ -176,3 +176,39 @@ def test_store_validate_tiny_run(tmp_path):
     result = store_validate.main(["--bags", "2", "--cells", "50", "--dim", "8", "--out", str(tmp_path)])
     assert result["bags"] == 2 and result["store_gb"] > 0
     assert min(result["default_s"], result["deep_s"], result["read_s"], result["plan_ms_per_bag"]) > 0
+
+
+def test_recipe_grid_finds_the_cached_cohort_of_each_cell(tmp_path, monkeypatch, capsys):
+    """benchmarks/recipe.py --grid: each grid cell reads the first cached store with enough patients holding
+    enough cells (a class short of n/3 gives what it has); cells without one are listed, never faked."""
+    import pandas as pd
+    import recipe
+
+    from features.bagstore import Bag, BagMeta, BagStore, EncoderIdentity
+
+    enc = EncoderIdentity(name="fake", weights_sha256="0" * 64, dim=4, unit="cells")
+    rng = np.random.default_rng(0)
+    for folder, patients, cells in (("synth_w0.1", 9, 10), ("synth_w0.1_full", 6, 30)):
+        store = BagStore(tmp_path / folder / "bags.zarr", "a", enc)
+        rows = []
+        for i in range(patients):
+            pid = f"P{i:03d}"
+            store.write(Bag(rng.normal(size=(cells, 4)).astype(np.float32), paths=np.array([f"{j}.png" for j in range(cells)])),
+                        BagMeta(pid, pid, cells, enc, str(tmp_path), "cells"))  # fmt: skip
+            rows.append({"patient_id": pid, "apl_aml_healthy": recipe.SYNTH_CLASSES[i % 3]})
+        pd.DataFrame(rows).to_csv(tmp_path / folder / "labels.csv", index=False)
+    monkeypatch.setattr(recipe, "DATA", tmp_path)
+    assert recipe.find_synth_store("w0.1", 9, 10) == tmp_path / "synth_w0.1"
+    cohort = recipe.synth_cohort("synth:w0.1:n6:c30", seed=0)
+    assert (
+        len(cohort.bags) == 6
+        and {len(b) for b in cohort.bags} == {30}
+        and sorted(cohort.y) == [0, 0, 1, 1, 2, 2]
+    )
+    assert recipe.find_synth_store("w0.1", 9, 30) is None and recipe.find_synth_store("w0.3", 6, 10) is None
+    specs = recipe.grid_specs()
+    assert specs == [] and "synth:w0.1:n60:c100 skipped" in capsys.readouterr().out
+    recipe.print_grid({"synth:w0.1:n6:c30": {"baseline": {"auc": [0.7, 0.8]}, "default": {"auc": [0.75, 0.78]}}},
+                      ["default"])  # fmt: skip
+    row = capsys.readouterr().out.splitlines()[-1].split()
+    assert row[:4] == ["0.1", "6", "30", "2"] and row[-3] == "+0.015"

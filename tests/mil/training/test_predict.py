@@ -50,7 +50,7 @@ def test_load_run_and_per_model_outputs(trained):
         assert out.attention.sum().item() == pytest.approx(1, abs=1e-5)
 
 
-def test_predict_is_the_mean_of_fold_models(trained, tmp_path):
+def test_predict_is_the_mean_of_fold_ensembles(trained, tmp_path):
     run, bags, _ = trained
     path = predict(run, bags, tmp_path / "preds.csv", device="cpu")
     preds, spec = read_predictions(path)
@@ -61,7 +61,11 @@ def test_predict_is_the_mean_of_fold_models(trained, tmp_path):
     for pid in ("P003", "P010"):
         slides = [m.slide_id for m in store.metas() if m.patient_id == pid]
         outs = ensemble_outputs(models, read_patient_bag(store, pid, slides).features)
-        mean = torch.stack([torch.softmax(o.logits[0], 0) for o in outs]).mean(0).numpy()
+        # calibrated members: each fold's members by their mean logit (what the run reported for its test
+        # patients), then the mean over the folds' probabilities
+        logits = torch.stack([o.logits[0] for o in outs]).reshape(3, 5, 3)
+        mean = torch.softmax(logits.mean(1), 1).mean(0).numpy()
+        assert not np.allclose(mean, torch.softmax(logits, 2).mean((0, 1)).numpy(), atol=1e-5)
         row = preds.set_index("patient_id").loc[pid, create_task(spec).prob_columns()].to_numpy(float)
         np.testing.assert_allclose(row, mean, atol=1e-5)
 

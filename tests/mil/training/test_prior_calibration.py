@@ -97,3 +97,60 @@ def test_ece_and_brier_known_values():
     scores = calibration_scores(task, df)  # top label: right, right, wrong at 0.8, 0.6, 0.7
     assert list(scores["series"]) == ["top class"]
     assert np.isclose(scores["brier"], ((0.8 - 1) ** 2 + (0.6 - 1) ** 2 + 0.7**2) / 3)
+
+
+def test_a_few_separated_held_out_patients_do_not_sharpen_the_temperature_to_its_floor():
+    # 12 validation patients that the model separates: maximum likelihood alone drives T to T_MIN (logits
+    # x20); the prior on log T, weighed against 12 patients' loss, keeps T near 1 (the test fold's loss was 2x
+    # the uncalibrated one on MUSK1 before it)
+    from mil.training.calibrate import T_MIN
+
+    task = create_task(BINARY)
+    y = torch.tensor([0.0] * 6 + [1.0] * 6)
+    margin = torch.linspace(0.5, 2.0, 12) * (2 * y - 1)
+    logits = torch.stack([torch.zeros(12), margin], 1)
+    cal = fit_calibration(task, logits, y)
+    assert cal.temperature > 0.3 > T_MIN
+    assert all(abs(b) < 1.0 for b in cal.bias)
+    many = fit_calibration(task, logits.repeat(50, 1), y.repeat(50))  # the same evidence from 600 patients
+    assert many.temperature < cal.temperature  # sharpens where the data say so
+
+
+def test_calibrated_members_are_combined_by_their_mean_logit():
+    # the calibration is affine, so the members' mean calibrated logit is the calibration of their mean logit:
+    # one temperature fitted on single members' held-out logits applies to the ensemble as to one member
+    from mil.training.calibrate import Calibration, ensemble_outputs_of
+
+    task = create_task(TaskSpec("classification", "y", ["a", "b", "c"]))
+    members = [torch.randn(7, 3, generator=torch.Generator().manual_seed(s)) * 3 for s in range(5)]
+    cal = Calibration(1.7, [0.2, -0.1, 0.0])
+    combined = ensemble_outputs_of(task, [cal.apply(m) for m in members], calibrated=True)
+    expected = torch.softmax(cal.apply(torch.stack(members).mean(0)), 1)
+    torch.testing.assert_close(combined, expected)
+    averaged = ensemble_outputs_of(task, [cal.apply(m) for m in members], calibrated=False)
+    torch.testing.assert_close(
+        averaged, torch.stack([torch.softmax(cal.apply(m), 1) for m in members]).mean(0)
+    )
+    assert not torch.allclose(combined, averaged, atol=1e-3)
+
+
+def test_validation_on_the_prior_keeps_the_baseline_start_unless_an_epoch_beats_it():
+    # selection validation + prior: epoch 0 (the pooled-statistics baseline itself) is scored on the
+    # validation patients; training that only makes it worse (lr 50) is thrown away, as cross-fitting does
+    from mil.config import TrainConfig
+    from mil.training.data import BagSet
+    from mil.training.fit import FitSetup
+    from mil.training.recipe import FoldParts, train_fold
+
+    rng = np.random.default_rng(0)
+    y = np.array([0, 1] * 20)
+    bags = [rng.normal(size=(30, 4)).astype(np.float32) + 0.8 * c for c in y]
+    offsets = torch.as_tensor(np.concatenate([[0], np.cumsum([len(b) for b in bags])]))
+    data = BagSet([f"P{i}" for i in range(40)], torch.from_numpy(np.concatenate(bags)), offsets,
+                  torch.as_tensor(y, dtype=torch.float32), [[(f"P{i}", 30)] for i in range(40)])  # fmt: skip
+    parts = FoldParts(np.arange(0, 24), np.arange(24, 32), np.arange(32, 40))
+    config = TrainConfig(selection="validation", prior="pooled_stats", calibration="none", epochs=4, patience=4,
+                         lr=50.0, device="cpu", batch_size=4)  # fmt: skip
+    fitted = train_fold(create_task(BINARY), data, parts, config, FitSetup(torch.device("cpu"), 0)).chosen
+    assert fitted.best_epoch == 0 and len(fitted.history) == 4
+    assert fitted.models[0].gate.detach().item() == 0.0  # the head's share of the kept model: none
