@@ -76,7 +76,20 @@ def load_cell_model(path: str | Path, store: BagStore) -> CellModel:
     return model
 
 
-def patients_learnt(model: CellModel, tested: Iterable[str]) -> list[str]:
-    """The run's test patients among those the cell model learnt cell types from (by patient id, as its
-    provenance records them; empty when the model does not record them)."""
-    return sorted(set(model.trained_on.get("patients") or ()) & set(tested))
+def patients_learnt(
+    model: CellModel,
+    tested: Iterable[str],
+    slides: dict[str, list[str]] | None = None,
+    store: Path | None = None,
+) -> list[str]:
+    """The run's test patients among those the cell model learnt cell types from, as its provenance records
+    them: by patient id, or, for a model trained on this very store (`store`), by slide (`slides`: patient ->
+    its slide ids), since the store's patient ids need not be the labels CSV's (a store extracted without
+    patient ids names each patient by its slide). Empty when the model records neither."""
+    tested = set(tested)
+    learnt = set(model.trained_on.get("patients") or ()) & tested
+    same_store = store is not None and model.trained_on.get("bags") == str(Path(store).resolve())
+    if same_store and slides:
+        trained = set(model.trained_on.get("slides") or ())
+        learnt |= {p for p in tested if trained & set(slides.get(p, ()))}
+    return sorted(learnt)

@@ -166,7 +166,7 @@ def train_cv(
         covariates = read_covariates(config.covariates, table, source, cohort.patients)
     elif clinical is not None:
         raise InputError(f"--clinical {clinical} given without --covariates; name the columns to use")
-    cell_model = _cell_model(config, store, split, emit)
+    cell_model = _cell_model(config, store, cohort, split, emit)
     # Another engine resolves `config.device` where each fold runs; this process only holds the bags.
     device = resolve_device(config.device if engine.name == "local" else "cpu", "train.device")
     data = _load(store, cohort, config.feature_dtype, device, emit)
@@ -222,7 +222,9 @@ def train_cv(
     return summary
 
 
-def _cell_model(config: TrainConfig, store: BagStore, split: Splits, emit: Progress) -> CellModel | None:
+def _cell_model(
+    config: TrainConfig, store: BagStore, cohort: Cohort, split: Splits, emit: Progress
+) -> CellModel | None:
     """`train.cell_model` loaded and checked against the store before any bag is read; one warning line when
     it learnt cell types from patients this run tests (their shares are typed by a model that saw their
     cells: optimistic for the cell_composition baseline, not a leak of the run's labels)."""
@@ -231,11 +233,12 @@ def _cell_model(config: TrainConfig, store: BagStore, split: Splits, emit: Progr
     from mil.baselines.cell_composition import load_cell_model, patients_learnt
 
     model = load_cell_model(config.cell_model, store)
-    seen = patients_learnt(model, (p for fold in split.folds for p in fold.test))
+    tested = (p for fold in split.folds for p in fold.test)
+    seen = patients_learnt(model, tested, cohort.slides, Path(store.path))
     if seen:
         shown = ", ".join(seen[:3]) + (" ..." if len(seen) > 3 else "")
         emit("warning", text=f"cell model {config.cell_model} learnt from {len(seen)} patient(s) this run tests "
-             f"(by id: {shown}); cell_composition is optimistic for them: train the cell model on other patients")  # fmt: skip
+             f"({shown}); cell_composition is optimistic for them: train the cell model on other patients")  # fmt: skip
     return model
 
 

@@ -25,7 +25,7 @@ from mil.cohort.splits import make_splits
 from mil.config import CellsConfig, TrainConfig
 from mil.tasks import create_task
 from tests.faults.cli_cases import Outcome, mil
-from tests.mil.baselines.cell_model_helpers import make_cell_model
+from tests.mil.baselines.cell_model_helpers import CLASSES, make_cell_model
 from tests.train_helpers import ENCODER, make_cohort, single_thread  # noqa: F401
 
 FAST = ["--folds", "3", "--epochs", "2", "--device", "cpu", "--model", "mean_pool",
@@ -232,3 +232,26 @@ def test_a_cell_model_that_learnt_from_the_runs_patients_is_warned_about(capsys,
     assert len(warned) == 1 and "2 patient(s) this run tests" in warned[0] and "P001, P002" in warned[0], (
         warned
     )
+
+
+def test_a_cell_model_of_this_store_is_matched_to_the_runs_patients_by_slide(tmp_path):
+    """A store extracted without patient ids names each patient by its slide (P001_s1), and `mil cells train`
+    records those; the labels CSV maps the slides to P001. Matched by slide on the same store, by id only
+    elsewhere (another store's slide ids say nothing about this run's patients)."""
+    from mil.baselines.cell_composition import patients_learnt
+    from mil.cells.model import CellModel
+
+    store = tmp_path / "bags.zarr"
+    store.mkdir()
+    trained = {
+        "bags": str(store.resolve()),
+        "slides": ["P001_s1", "P002_s1"],
+        "patients": ["P001_s1", "P002_s1"],
+    }
+    model = CellModel(classifier=None, kind="linear", params={}, classes=CLASSES, temperature=1.0,
+                      vocabulary=None, encoder=None, trained_on=trained)  # fmt: skip
+    slides = {"P001": ["P001_s1"], "P002": ["P002_s1", "P002_s2"], "P003": ["P003_s1"]}
+    tested = ["P001", "P002", "P003"]
+    assert patients_learnt(model, tested, slides, store) == ["P001", "P002"]
+    assert patients_learnt(model, tested, slides, tmp_path / "other.zarr") == []
+    assert patients_learnt(model, tested) == []  # by id alone: P001_s1 is not P001
