@@ -31,7 +31,12 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from features.encoders import create_encoder  # noqa: E402
-from features.encoders.cytomorph import half_resolution, optical_density, segment  # noqa: E402
+from features.encoders.cytomorph import (  # noqa: E402
+    half_resolution,
+    optical_density,
+    segment,
+    segment_in_reference_stain,
+)
 
 # question -> (positive types, negative types or None for "every other cell")
 QUESTIONS = {
@@ -90,12 +95,18 @@ def question_scores(feats, labels, train, test, cv: bool) -> dict[str, float]:
     return out
 
 
-def segmentation_iou(batches) -> dict[str, tuple[float, float]]:
+def segmentation_iou(batches, segmenter=segment_in_reference_stain) -> dict[str, tuple[float, float]]:
+    """Per type, mean nucleus and cell IoU against the renderer's masks (the encoder's segmentation)."""
     from features.synth import CELL_TYPES
 
+    nuc, cell, names = _ious(batches, segmenter)
+    return {t: (nuc[names == t].mean(), cell[names == t].mean()) for t in CELL_TYPES}
+
+
+def _ious(batches, segmenter) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     nuc_iou, cell_iou, names = [], [], []
     for batch in batches:
-        seg = segment(optical_density(half_resolution(batch.images)[0]))
+        seg = segmenter(optical_density(half_resolution(batch.images)[0]))
         for pred, truth, acc in (
             (seg["nuc"], batch.nucleus_mask, nuc_iou),
             (seg["cell"], batch.cell_mask, cell_iou),
@@ -103,8 +114,18 @@ def segmentation_iou(batches) -> dict[str, tuple[float, float]]:
             t = truth[:, ::2, ::2]
             acc.append((pred & t).sum((1, 2)) / np.maximum((pred | t).sum((1, 2)), 1))
         names.extend(batch.types)
-    nuc, cell, names = np.concatenate(nuc_iou), np.concatenate(cell_iou), np.array(names)
-    return {t: (nuc[names == t].mean(), cell[names == t].mean()) for t in CELL_TYPES}
+    return np.concatenate(nuc_iou), np.concatenate(cell_iou), np.array(names)
+
+
+def cell_iou_per_site(batches) -> list[tuple[str, float, float, float, float]]:
+    """Per site: mean cell IoU and share of cells below 0.8, for one segmentation pass on the site's own
+    densities and for the encoder's second pass on red-cell-normalised ones (`segment_in_reference_stain`)."""
+    rows = []
+    for k, batch in enumerate(batches):
+        one = _ious([batch], segment)[1]
+        two = _ious([batch], segment_in_reference_stain)[1]
+        rows.append((f"site{k + 1}", one.mean(), (one < 0.8).mean(), two.mean(), (two < 0.8).mean()))
+    return rows
 
 
 def throughput(encoder, images: np.ndarray, repeats: int = 5) -> float:
@@ -156,6 +177,9 @@ def main() -> None:
     print("\nsegmentation IoU vs renderer masks (half resolution): type  nucleus  cell")
     for t, (n_iou, c_iou) in segmentation_iou(batches).items():
         print(f"  {t:28s} {n_iou:5.2f} {c_iou:5.2f}")
+    print("\ncell IoU per site: one pass (mean, share < 0.8) | on red-cell-normalised densities (encoder)")
+    for name, one, one_low, two, two_low in cell_iou_per_site(batches):
+        print(f"  {name:8s} {one:5.3f} {one_low:5.1%} | {two:5.3f} {two_low:5.1%}")
 
     cv = StratifiedKFold(5, shuffle=True, random_state=0)
     for name, x in (("cytomorph", feats), ("colour baseline", base)):

@@ -16,6 +16,8 @@ Pipeline, every step on the whole batch at once (numpy / scipy.ndimage, no per-c
    nucleus, hole-filled (orange granules and Auer rods inside come back with the holes).
 4. Stain normalisation with the crop's red cells as the reference (cytomorph_stain), and texture measures
    divided by the sharpness of the red-cell rims, so sites with other dyes, scanners and focus read alike.
+   The cell mask is drawn twice: first to find the red cells, then with the red-cell rule on densities
+   normalised by them (the rule fails under a strongly shifted stain; `segment_in_reference_stain`).
 Features are O(1): shares, ratios, and log1p of counts. Measured on synthetic cells from three sites, see
 benchmarks/cytomorph.py.
 """
@@ -147,8 +149,35 @@ def segment(od: np.ndarray) -> dict[str, np.ndarray]:
     strong[labels[chrom > t]] = True
     keep &= strong
     keep[0] = False
-    nuc = keep[labels]
-    eosin_share = dyes[:, 2] / (np.abs(dyes[:, 0]) + np.abs(dyes[:, 1]) + np.abs(dyes[:, 2]) + 1e-3)
+    return _cell_masks(keep[labels], stained, _eosin_share(dyes))
+
+
+def segment_in_reference_stain(od: np.ndarray) -> dict[str, np.ndarray]:
+    """`segment`, with the red cells told apart from the cell on densities brought to the reference stain by
+    the crop's own red cells (`cytomorph_stain`).
+
+    The red-cell rule (eosin share >= RBC_EOSIN_SHARE under the textbook MGG dyes) holds only near the
+    reference stain: at a site whose dyes are turned 0.2 rad in hue and 1.15x as saturated (within the range
+    `mil synth` draws for its sites) red cells fall below it, and the cell mask grew over the touching red
+    cells (cell elongation 0.08 -> 0.25 on blasts; a probe trained at a milder site typed 11 of the 205 blasts
+    of one such AML slide as myelocytes). So the first masks find the red cells, their stain gives the crop's
+    normaliser, and the cell is drawn again with the red-cell rule on the normalised densities. The nucleus
+    keeps its first mask: drawn again on the normalised densities it grew into the azurophilic granules of
+    promyelocytes at a pale site (benchmarks/cytomorph.py, site1 -> site3).
+    """
+    first = segment(od)
+    to_reference = stain_normaliser(od, first["stained"], first["cell"], first["eosin_share"])
+    eosin_share = _eosin_share(unmix(unmix(od, to_reference), _UNMIX))
+    return _cell_masks(first["nuc"], first["stained"], eosin_share)
+
+
+def _eosin_share(dyes: np.ndarray) -> np.ndarray:
+    """Each pixel's eosin (red-cell) share of its three deconvolved dye densities (B x 3 x h x w -> B x h x w)."""
+    return dyes[:, 2] / (np.abs(dyes[:, 0]) + np.abs(dyes[:, 1]) + np.abs(dyes[:, 2]) + 1e-3)
+
+
+def _cell_masks(nuc: np.ndarray, stained: np.ndarray, eosin_share: np.ndarray) -> dict[str, np.ndarray]:
+    """The cell: stained matter that is not red-cell-like, connected to the nucleus, holes filled."""
     body = (stained & (eosin_share < RBC_EOSIN_SHARE)) | nuc
     labels, n = M.label(M.erode(body, 1))
     keep = np.zeros(n + 1, bool)
@@ -167,7 +196,7 @@ def cytomorph_features(rgb: np.ndarray) -> np.ndarray:
     """B x 96 x 96 x 3 uint8 -> B x len(FEATURE_NAMES) float32 (see FEATURE_NAMES for the order)."""
     sums, grain = half_resolution(rgb)
     od = optical_density(sums)
-    seg = segment(od)
+    seg = segment_in_reference_stain(od)
     od = unmix(od, stain_normaliser(od, seg["stained"], seg["cell"], seg["eosin_share"]))
     feats = measure(od, od[:, 0] + od[:, 1] + od[:, 2], unmix(od, _UNMIX), grain, seg)
     return np.stack([feats[name] for name in FEATURE_NAMES], axis=1).astype(np.float32)
