@@ -159,7 +159,7 @@ def segment_in_reference_stain(od: np.ndarray) -> dict[str, np.ndarray]:
     The red-cell rule (eosin share >= RBC_EOSIN_SHARE under the textbook MGG dyes) holds only near the
     reference stain: at a site whose dyes are turned 0.2 rad in hue and 1.15x as saturated (within the range
     `mil synth` draws for its sites) red cells fall below it, and the cell mask grew over the touching red
-    cells (cell elongation 0.08 -> 0.25 on blasts; a probe trained at a milder site typed 11 of the 205 blasts
+    cells (cell elongation 0.08 -> 0.27 on blasts; a probe trained at a milder site typed 11 of the 205 blasts
     of one such AML slide as myelocytes). So the first masks find the red cells, their stain gives the crop's
     normaliser, and the cell is drawn again with the red-cell rule on the normalised densities. The nucleus
     keeps its first mask: drawn again on the normalised densities it grew into the azurophilic granules of
