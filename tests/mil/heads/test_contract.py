@@ -243,8 +243,8 @@ def test_fused_head_keeps_the_image_part_and_uses_the_covariates(name: str, join
 
 @pytest.mark.parametrize("kind", ["classification", "survival"])
 def test_a_fused_head_started_from_a_linear_model_is_the_head_plus_that_models_logits(kind: str) -> None:
-    """The fused head (`start_from_linear`, `set_image_scale`): a x the image logits + the fitted
-    covariates-only model's own output on the same covariates, exactly (what `mil.training.jobs.fuse` builds)."""
+    """The fused head's start (`start_from_linear`): image logits + the fitted covariates-only model's own
+    output on the same covariates, exactly (what `mil.training.jobs.fuse` fine-tunes from)."""
     from mil.baselines.linear import LogisticModel, RidgeCox
     from mil.heads.fused import FusedHead
 
@@ -259,21 +259,15 @@ def test_a_fused_head_started_from_a_linear_model_is_the_head_plus_that_models_l
     linear.fit(cov + np.outer(np.arange(40) % 3, [1.0, 0, 0, 0]), y)
     fused = FusedHead(head, n_covariates=4).eval()
     fused.start_from_linear(*linear.logit_weights())
-    fused.set_image_scale(
-        0.4
-    )  # the image logits' weight (`fit_image_scale`); the explanations' part is unscaled
     bags = [torch.randn(n, IN_DIM, generator=torch.Generator().manual_seed(n)) for n in (5, 9, 2)]
     x, mask = pad_bags(bags, width=9)
     c = torch.as_tensor(cov[:3], dtype=torch.float32)
     with torch.no_grad():
-        got = fused(x, mask, covariates=c).logits - 0.4 * head(x, mask).logits
-        torch.testing.assert_close(fused(x, mask).logits, head(x, mask).logits)
+        got = fused(x, mask, covariates=c).logits - head(x, mask).logits
     want = linear.predict(cov[:3])
     if kind == "classification":  # the model's probabilities are the softmax of the logits it started from
         got, want = torch.softmax(got, dim=1), want
     torch.testing.assert_close(got, torch.as_tensor(want, dtype=torch.float32), atol=1e-4, rtol=1e-4)
-    with pytest.raises(ValueError, match="image scale must be >= 0"):
-        fused.set_image_scale(float("nan"))
     with pytest.raises(ValueError, match="must be 3 x 4"):
         FusedHead(create_head("abmil", IN_DIM, 3), n_covariates=4).start_from_linear(
             np.zeros(5), np.ones(5), np.zeros((3, 5)), np.zeros(3)
