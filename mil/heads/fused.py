@@ -1,18 +1,16 @@
 """Clinical covariates beside the bag: ONE wrapper that fuses them into any head's prediction.
 
-    e      = [c, ReLU(W_e c)]                            a small covariate embedding (c: the standardised covariates)
-    logits = a (W_head pooled + b_head)  +  W_f e + b_f  a linear layer on the concatenation [pooled ; e]
+    e      = [c, ReLU(W_e c)]                        a small covariate embedding (c: the standardised covariates)
+    logits = W_head pooled + b_head  +  W_f e + b_f  a linear layer on the concatenation [pooled ; e]
 
 The fused prediction is a linear classifier / Cox layer on the concatenation of the head's pooled bag
 embedding (`HeadOutput.pooled`) and the covariate embedding, whose pooled block is the head's own last layer
 (exactly so for every head whose last layer is linear in `pooled`; dsmil adds its max stream). Written as the
 head's logits plus a linear term in e, the image part keeps its meaning: attention, instance scores and the
 pooled embedding are the head's, unchanged in form, and an explanation of the smear reads them as it does
-without covariates. `W_f` and `b_f` start at zero and the image scale `a` at 1, so the wrapper starts as exactly the head it
-wraps; `start_from_linear` sets the block on the raw covariates to a fitted linear model's and `set_image_scale`
-sets `a`. `mil train` fits nothing else (`mil.training.jobs.fuse`): the fused logit is a x the fold's
-image-only logit + its covariates-only linear model, a fitted on held-out patients; `a` is a buffer, so the
-checkpoint carries it and `mil predict` reproduces the run's fused predictions.
+without covariates. `W_f` and `b_f` start at zero, so the wrapper starts as exactly the head it wraps;
+`start_from_linear` sets the block on the raw covariates to a fitted linear model's (the trainer starts from
+the fold's image-only head plus its covariates-only model, `mil.training.jobs.fuse`), and training adds the rest.
 
 `join_pooled=True` gives the fusion layer a second, free block on `pooled` (image x covariate interactions
 through the shared layer). Measured on benchmarks/covariates.py it overfitted: on the cohort whose covariates
@@ -63,19 +61,6 @@ class FusedHead(HeadWrapper):
         with torch.no_grad():  # the wrapper starts as the head alone: covariates enter as training finds them
             self.fusion.weight.zero_()
             self.fusion.bias.zero_()
-        # a: the weight of the image logits in the fused logit (log-odds / log-hazard per unit of the head's)
-        self.register_buffer("image_scale", torch.tensor(1.0))
-
-    def set_image_scale(self, scale: float) -> None:
-        """The weight `a` of the head's logits in the fused logit (>= 0; fitted by `fit_image_scale`)."""
-        if not scale >= 0:  # also refuses NaN
-            raise ValueError(f"the image scale must be >= 0, got {scale}")
-        self.image_scale.fill_(float(scale))
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # a fused checkpoint written before the scale existed was fine-tuned with the image logits as they are
-        state_dict.setdefault(prefix + "image_scale", torch.tensor(1.0))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def start_from_linear(
         self, mean: np.ndarray, scale: np.ndarray, weight: np.ndarray, bias: np.ndarray
@@ -117,7 +102,7 @@ class FusedHead(HeadWrapper):
             raise ValueError(f"covariates must be B x {self.n_covariates}, got {tuple(c.shape)}")
         parts = [out.pooled] if self.join_pooled else []
         joined = torch.cat([*parts, c, self.embed(c)], dim=1)
-        out.logits = self.image_scale * out.logits + self.fusion(joined)
+        out.logits = out.logits + self.fusion(joined)
         if self.training and self.l2 > 0:  # a ridge on the fusion layer, as the covariates-only model has
             out.aux_losses["fusion_l2"] = self.l2 * self.fusion.weight.square().sum()
         return out

@@ -32,7 +32,6 @@ from mil.training.standardize import HeadWrapper
 T_MIN, T_MAX = 0.05, 20.0
 LOG_T_SD = 0.5  # prior SD of log T: T within about [0.37, 2.7] unless the held-out patients say otherwise
 BIAS_SD = 1.0  # prior SD of each output's bias (logits)
-LOG_SCALE_SD = 0.5  # prior SD of log a, the image logits' weight in a fused model (`fit_image_scale`)
 
 
 @dataclass(frozen=True)
@@ -70,39 +69,6 @@ def fit_calibration(task: Task, logits: Tensor, y: Tensor) -> Calibration | None
         optimizer.step(closure)
     t = float(log_t.detach().exp().clamp(T_MIN, T_MAX))
     return Calibration(round(t, 6), [round(float(b), 6) for b in bias.detach()])
-
-
-def fit_image_scale(task: Task, image: Tensor, offset: Tensor, y: Tensor) -> float:
-    """The weight a >= 0 of the image logits in fused logits a * image + offset (`FusedHead`; offset: the
-    covariates-only linear model's logits, held fixed) on held-out patients: a MAP estimate, a Gaussian prior
-    on log a (SD `LOG_SCALE_SD`, centred on a = 1: the two models' log-odds / log-hazards simply added)
-    weighed against the summed unweighted loss of the n held-out patients, as `fit_calibration` weighs T.
-
-    One number, so the image ranking is kept and noise covariates keep the near-zero weights their
-    covariates-only model gave them; what the held-out patients decide is how much the image's evidence
-    counts beside the covariates' (an over-confident or uninformative image model is scaled down). The loss
-    is the kind's proper scoring loss (`Task.calibration_loss`), or for Cox risks, which have none, the
-    partial likelihood (`Task.loss`, unweighted for survival)."""
-    image, offset = image.detach().float().clone(), offset.detach().float().clone()
-    y = y.detach().clone()  # clones: inference tensors are read-only
-    n = len(image)
-    if n == 0:
-        return 1.0  # no held-out patient: the prior's mode
-    log_a = torch.zeros((), requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_a], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
-
-    def closure() -> Tensor:
-        optimizer.zero_grad()
-        logits = log_a.exp() * image + offset
-        held_out = task.calibration_loss(logits, y)
-        held_out = task.loss(logits, y) if held_out is None else held_out
-        loss = held_out + (log_a / LOG_SCALE_SD) ** 2 / 2 / n  # mean loss: the prior per patient
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        optimizer.step(closure)
-    return round(float(log_a.detach().exp()), 6)
 
 
 class CalibratedHead(HeadWrapper):

@@ -25,7 +25,7 @@ from mil.config import TrainConfig
 from mil.tasks import Task
 from mil.training.calibrate import ensemble_outputs_of
 from mil.training.data import BagSet
-from mil.training.fit import EpochLog, FitSetup, Progress, eval_batch_instances, infer
+from mil.training.fit import EpochLog, FitSetup, Progress, eval_batch_instances, fit_fold, infer, seeded
 from mil.training.recipe import FoldParts, record, train_fold
 
 
@@ -109,18 +109,17 @@ def fit_job(inputs: FoldInputs, job: FoldJob, progress: Progress | None) -> Fold
         encoder = CovariateEncoder.fit(inputs.covariates, [*fold.train, *fold.val])
         design, _ = encoder.transform(inputs.covariates, cohort.patients)
         fused_data = replace(data, covariates=torch.from_numpy(design))
-        setup = FitSetup(device, job.seed, fold.index, progress)
+        setup = FitSetup(device, job.seed, fold.index, progress, keep_start=True)
         fused = [fuse(m, task, fused_data, train, val, config, setup)
                  for m, (train, val) in zip(chosen.models, member_splits(parts, config, job.seed), strict=True)]  # fmt: skip
         batch = eval_batch_instances(config, device)
-        logits = [infer(m, fused_data, parts.test, device, batch) for m in fused]
+        logits = [infer(m, fused_data, parts.test, device, batch) for m, _ in fused]
         out = ensemble_outputs_of(task, logits, chosen.calibration is not None).numpy()
-        # the fused models train nothing further: their epochs and history are the image-only model's
-        selection = {**record(result), "fused_image_scale": [float(m.image_scale) for m in fused]}
+        fit = fused[0][1]
         return FoldResult(
-            job, [m.cpu() for m in fused], chosen.candidate.head, dict(chosen.candidate.model_params),
-            chosen.candidate.name, frame(out), frame(out), others, selection, chosen.best_epoch,
-            chosen.history, sizes, task.metric(y_test, out), time.perf_counter() - t0, str(device),
+            job, [m.cpu() for m, _ in fused], chosen.candidate.head, dict(chosen.candidate.model_params),
+            chosen.candidate.name, frame(out), frame(out), others, record(result), fit.best_epoch,
+            fit.history, sizes, task.metric(y_test, out), time.perf_counter() - t0, str(device),
             frame(chosen.test_out), encoder,
         )  # fmt: skip
     # Checkpoints are written from CPU tensors anyway; on the CPU the models can travel back from a GPU worker.
@@ -151,31 +150,25 @@ def fuse(
     val: np.ndarray,
     config: TrainConfig,
     setup: FitSetup,
-) -> torch.nn.Module:
-    """A fitted image-only model with the covariates of `data` (`FusedHead`): fused logit = a x the model's
-    logit + the covariates-only linear model fitted on `train` (the kind's logistic / ridge Cox, C by the
-    held-out deviance of an inner CV over those patients: added logits must have the right size, and on noise
-    that choice gives near-zero weights), with the one scale a >= 0 fitted on `val` (`fit_image_scale`, the
-    linear model a fixed offset). Nothing else is trained: the image ranking and the attention are the
-    model's, and the covariates count as their own model says.
-
-    Measured on benchmarks/covariates.py (RESULTS.md, "Clinical covariates"): fine-tuning the whole fused
-    model on `train` from that start (kept unless an epoch did better on `val`) cost the cohort whose
-    covariates are noise 0.019 AUC (4 seeds; the image logits are over-fitted on the training patients);
-    started as the image model alone, the covariate path was learnt too slowly (survival c-index 0.558 vs 0.623
-    for the covariates alone); with C chosen by the c-index / AUC, noise covariates got weight."""
+) -> tuple[torch.nn.Module, object]:
+    """A fitted image-only model with the covariates of `data` (`FusedHead`), started as that model plus the
+    covariates-only linear model fitted on `train` (the kind's logistic / ridge Cox, C by the held-out deviance
+    of an inner CV over those patients: added logits must have the right size, and on noise that choice gives
+    near-zero weights), fine-tuned on `train` and kept as it started unless an epoch does better on `val`.
+    Measured on benchmarks/covariates.py (RESULTS.md, "Clinical covariates"): started as the image model alone,
+    the covariate path was learnt too slowly (survival c-index 0.558 vs 0.623 for the covariates alone); with
+    C chosen by the c-index / AUC instead, noise covariates got weight (image cohort 0.568 vs 0.692, seed 0)."""
     from mil.baselines.cv import fit_selected
     from mil.heads.fused import FusedHead
-    from mil.training.calibrate import fit_image_scale
 
-    fused = FusedHead(copy.deepcopy(model), data.covariates.shape[1])
-    design, y = data.covariates.numpy()[train], data.y.numpy()[train]
-    linear = fit_selected(design.astype(np.float64), y, task, setup.seed * 1000 + setup.fold, by="deviance")
-    if linear is not None:
-        fused.start_from_linear(*linear.logit_weights())
-    fused.to(setup.device).eval()
-    batch = eval_batch_instances(config, setup.device)
-    image = infer(model.to(setup.device), data, val, setup.device, batch)
-    offset = infer(fused, data, val, setup.device, batch) - image  # the covariate part, at a = 1
-    fused.set_image_scale(fit_image_scale(task, image, offset, data.y[val]))
-    return fused
+    with seeded(setup.seed, setup.device):
+        fused = FusedHead(copy.deepcopy(model), data.covariates.shape[1])
+        design, y = data.covariates.numpy()[train], data.y.numpy()[train]
+        linear = fit_selected(
+            design.astype(np.float64), y, task, setup.seed * 1000 + setup.fold, by="deviance"
+        )
+        start = None if linear is None else linear.logit_weights()
+        if start is not None:
+            fused.start_from_linear(*start)
+        fit = fit_fold(fused, task, data, train, val, config, setup)
+    return fused, fit
