@@ -67,7 +67,6 @@ def select_c(
     grid: tuple[float, ...] = C_GRID,
     n_folds: int = INNER_FOLDS,
     by: str = "metric",
-    repeats: int = 1,
 ) -> tuple[float, float | None, list[str]]:
     """(C, its inner score, notes) from an inner CV over the rows of x/y alone. `by="metric"` scores the pooled
     inner outputs with the kind's headline metric (a ranking: right for a model that is read on its own);
@@ -75,44 +74,25 @@ def select_c(
     added to another's (`mil.training.jobs.fuse`): AUC cannot see a logit's size, so on noise it picked a weak
     penalty whose noise logits then swamped the other model's. The one-SE rule (or keeping the strongest
     penalty unless beaten by one SE) shrank age's Cox weight too far: the fused survival model fell back to
-    c-index 0.570 / 0.590 against 0.637 with the plain minimum (RESULTS.md, "Clinical covariates").
-    `repeats` > 1 averages each C's score over that many inner splits (the first uses `seed`, as with one; the
-    others seeds derived from it), so the choice depends less on one split of a few dozen patients."""
+    c-index 0.570 / 0.590 against 0.637 with the plain minimum (RESULTS.md, "Clinical covariates")."""
     grid = tuple(sorted(grid))  # ascending: warm starts go from strong to weak penalty, ties to the smaller C
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")  # a caller's bug
+    splits = inner_splits(task.strata(y), n_folds, seed)
+    if splits is None:
+        return DEFAULT_C, None, [f"{len(y)} training patient(s): no inner CV, C = {DEFAULT_C:g}"]
+    oof: dict[float, np.ndarray] = {}
+    for train, test in splits:
+        previous = None
+        for c in grid:  # ascending: each fit warm-starts from the previous C's (`mil.baselines.linear`)
+            previous = task.baseline_model(c).fit(x[train], y[train], start=previous)
+            out = previous.predict(x[test]) if by == "metric" else previous.logits(x[test])
+            oof.setdefault(c, np.full((len(y), out.shape[1]), np.nan))[test] = out
     score = task.metric if by == "metric" else (lambda y_, logits: -held_out_deviance(task, y_, logits))
-    per_split = []
-    for split_seed in split_seeds(seed, repeats):
-        splits = inner_splits(task.strata(y), n_folds, split_seed)
-        if splits is None:
-            return DEFAULT_C, None, [f"{len(y)} training patient(s): no inner CV, C = {DEFAULT_C:g}"]
-        oof: dict[float, np.ndarray] = {}
-        for train, test in splits:
-            previous = None
-            for c in grid:  # ascending: each fit warm-starts from the previous C's (`mil.baselines.linear`)
-                previous = task.baseline_model(c).fit(x[train], y[train], start=previous)
-                out = previous.predict(x[test]) if by == "metric" else previous.logits(x[test])
-                oof.setdefault(c, np.full((len(y), out.shape[1]), np.nan))[test] = out
-        per_split.append([score(y, oof[c]) for c in grid])
-    per_split = np.array(per_split, dtype=float)  # repeats x C
-    scored = ~np.isnan(per_split)
-    total = np.where(scored, per_split, 0.0).sum(axis=0)
-    scores = np.where(
-        scored.any(axis=0), total / np.maximum(scored.sum(axis=0), 1), np.nan
-    )  # mean where scored
+    scores = np.array([score(y, oof[c]) for c in grid], dtype=float)
     if np.isnan(scores).all():
         why = f"the inner folds could not score any C ({task.metric_label} undefined); C = {DEFAULT_C:g}"
         return DEFAULT_C, None, [why]
     best = int(np.flatnonzero(scores >= np.nanmax(scores) - 1e-12)[0])  # the first: the smallest C wins ties
     return grid[best], float(scores[best]), []
-
-
-def split_seeds(seed: int, repeats: int) -> list[int]:
-    """The inner split seeds of `select_c`: `seed` itself first (one repeat is the single split), then seeds
-    derived from (seed, repeat) so repeats of neighbouring outer folds do not share splits."""
-    derived = [int(np.random.SeedSequence([seed, r]).generate_state(1)[0]) for r in range(1, repeats)]
-    return [seed, *derived]
 
 
 def cross_validate(
@@ -155,13 +135,13 @@ def held_out_deviance(task: Task, y: np.ndarray, logits: np.ndarray) -> float:
     return float(task.loss(logits_t, y_t) if loss is None else loss)
 
 
-def fit_selected(x: np.ndarray, y: np.ndarray, task: Task, seed: int, by: str = "metric", repeats: int = 1):
-    """The kind's regularised linear model on all rows of x/y, C chosen by `select_c` (`by`, `repeats`) over
-    those rows alone (the fitted `LinearBaselineModel`; None where the kind has none)."""
+def fit_selected(x: np.ndarray, y: np.ndarray, task: Task, seed: int, by: str = "metric"):
+    """The kind's regularised linear model on all rows of x/y, C chosen by `select_c` (`by`) over those rows
+    alone (the fitted `LinearBaselineModel`; None where the kind has none)."""
     from threadpoolctl import threadpool_limits
 
     if task.baseline_model(1.0) is None:
         return None
     with threadpool_limits(limits=1):  # small fits: one BLAS thread (see above)
-        c, _, _ = select_c(x, y, task, seed, by=by, repeats=repeats)
+        c, _, _ = select_c(x, y, task, seed, by=by)
         return task.baseline_model(c).fit(x, y)

@@ -142,9 +142,6 @@ def member_splits(parts: FoldParts, config: TrainConfig, seed: int) -> list[tupl
     return [(rest, held) for rest, held, _ in member_plan(parts.train, parts.inner, config.seeds, seed)]
 
 
-FUSE_C_REPEATS = 5  # inner splits whose held-out deviance is averaged to choose the fused start's C
-
-
 def fuse(
     model: torch.nn.Module,
     task: Task,
@@ -170,12 +167,7 @@ def fuse(
         fused = FusedHead(copy.deepcopy(model), data.covariates.shape[1])
         design, y = data.covariates.numpy()[train], data.y.numpy()[train]
         linear = fit_selected(
-            design.astype(np.float64),
-            y,
-            task,
-            setup.seed * 1000 + setup.fold,
-            by="deviance",
-            repeats=FUSE_C_REPEATS,
+            design.astype(np.float64), y, task, setup.seed * 1000 + setup.fold, by="deviance"
         )
         start = None if linear is None else linear.logit_weights()
         if start is not None:
