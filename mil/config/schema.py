@@ -96,8 +96,10 @@ class TrainConfig(Section):
     seeds: int = Field(
         1,
         ge=1,
-        description="Members per inner part, each with its own initialisation and batch order (seed "
-        "ensemble); training time grows linearly with it.",
+        description="Seed ensemble: crossfit: members per inner part, each with its own initialisation and "
+        "batch order; validation: single models per fold, the first early-stopped on the fold's validation "
+        "part, each further one on its own (stratified, val_fraction, redrawn from the fold's training "
+        "patients). The fold predicts with the members' mean logit; training time grows linearly with it.",
     )
     calibration: Literal["temperature", "none"] = Field(
         "none",

@@ -240,10 +240,10 @@ def test_covariates_with_the_crossfit_recipe_fuse_each_member_on_its_own_held_ou
     assert set(block["models"]) == {"covariates_only", "image_only", "fused"}
     inner = [np.arange(0, 10), np.arange(10, 20), np.arange(20, 30)]
     parts = FoldParts(np.arange(30), np.array([], dtype=np.int64), np.arange(30, 40), inner)
-    splits = member_splits(parts, config, seed=5)
+    splits = member_splits(None, None, parts, config, seed=5)
     assert len(splits) == 6  # seeds x inner parts, the members' order
     for (rest, held), part in zip(splits, inner * 2, strict=True):
         np.testing.assert_array_equal(held, part)
         assert not set(rest) & set(held) and set(rest) | set(held) == set(range(30))
     single = TrainConfig(target="apl_aml_healthy", **FAST)
-    assert [tuple(map(list, s)) for s in member_splits(parts, single, seed=5)] == [(list(range(30)), [])]
+    assert [tuple(map(list, s)) for s in member_splits(None, None, parts, single, seed=5)] == [(list(range(30)), [])]
