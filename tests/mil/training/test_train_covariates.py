@@ -246,4 +246,6 @@ def test_covariates_with_the_crossfit_recipe_fuse_each_member_on_its_own_held_ou
         np.testing.assert_array_equal(held, part)
         assert not set(rest) & set(held) and set(rest) | set(held) == set(range(30))
     single = TrainConfig(target="apl_aml_healthy", **FAST)
-    assert [tuple(map(list, s)) for s in member_splits(None, None, parts, single, seed=5)] == [(list(range(30)), [])]
+    assert [tuple(map(list, s)) for s in member_splits(None, None, parts, single, seed=5)] == [
+        (list(range(30)), [])
+    ]
