@@ -67,7 +67,7 @@ class TrainConfig(Section):
     # Defaults: cross-fitting + the pooled-statistics prior, uncalibrated (benchmarks/RESULTS.md, 'Training
     # recipe', 2026-12-03 10:00, 3 seeds, same folds): the only candidate within 0.01 AUC of the pooled
     # baseline on every cohort measured (recipe - baseline: MUSK2 +0.001, ELEPHANT +0.017, MUSK1 +0.026, synth
-    # w0.1 60 x 100 cells +0.066, x 1,000 +0.042; pbc not re-measured: 0.778 vs 0.837 single); the single model (the default before) missed on MUSK2 (-0.022) and ELEPHANT (-0.020), a
+    # w0.1 60 x 100 cells +0.066, x 1,000 +0.042, pbc +0.075 though 0.022 below the single model); the single model (the default before) missed on MUSK2 (-0.022) and ELEPHANT (-0.020), a
     # 3-seed ensemble of it on MUSK2 (-0.013), crossfit without the prior on MUSK2 (-0.028). It costs 5-10x
     # the single model's training (MUSK2 139 vs 26 CPU s). Calibration stays opt-in: it is not better
     # everywhere (MUSK1 validation 0.071 -> 0.090 ECE, pbc crossfit 0.081 -> 0.109).
