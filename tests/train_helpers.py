@@ -18,6 +18,11 @@ import torch
 
 from features.bagstore import Bag, BagMeta, BagStore, EncoderIdentity
 
+# The single model per fold (`selection: validation`, no prior): tests that do not test the training recipe
+# pin it, so their runs cost one model per fold instead of the default's 5 cross-fitted members
+# (tests/mil/training/test_recipe.py and test_predict.py test the default recipe itself).
+SINGLE_MODEL = {"selection": "validation", "prior": "none"}
+SINGLE_MODEL_FLAGS = ["--set", "train.selection=validation", "--set", "train.prior=none"]
 DIAGNOSES = ["APL", "AML", "healthy", "MDS", "AA"]
 ENCODER = EncoderIdentity(name="test-encoder", weights_sha256="0" * 64, dim=16, unit="cells")
 

@@ -108,7 +108,7 @@ def make_splits(
             inner = inner_parts(list(ids[rest]), strata[rest], inner_folds, seed + k)
             folds.append(Fold(k, sorted(ids[rest]), [], sorted(ids[test]), name, inner))
             continue
-        train, val = _hold_out(rest, strata[rest], val_fraction, seed + k)
+        train, val = hold_out(rest, strata[rest], val_fraction, seed + k)
         folds.append(Fold(k, sorted(ids[train]), sorted(ids[val]), sorted(ids[test]), name))
     splits = Splits(folds, seed, group_by, 0.0 if inner_folds else val_fraction)
     check_leakage(splits, patients)
@@ -158,12 +158,12 @@ def without_inner(splits: Splits, strata: dict[str, object], val_fraction: float
             continue
         rest = np.asarray(f.train, dtype=object)
         labels = np.asarray([str(strata[p]) for p in f.train], dtype=object)
-        train, val = _hold_out(rest, labels, val_fraction, splits.seed + f.index)
+        train, val = hold_out(rest, labels, val_fraction, splits.seed + f.index)
         folds.append(Fold(f.index, sorted(rest[train]), sorted(rest[val]), f.test, f.name))
     return Splits(folds, splits.seed, splits.group_by, val_fraction, splits.dropped)
 
 
-def _hold_out(
+def hold_out(
     rest: np.ndarray, strata: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split a fold's non-test patients into train and val, stratified where every stratum can give one."""

@@ -26,7 +26,7 @@ from mil.tasks import Task
 from mil.training.calibrate import ensemble_outputs_of
 from mil.training.data import BagSet
 from mil.training.fit import EpochLog, FitSetup, Progress, eval_batch_instances, fit_fold, infer, seeded
-from mil.training.recipe import FoldParts, record, train_fold
+from mil.training.recipe import FoldParts, record, train_fold, validation_plan
 
 
 @dataclass
@@ -111,7 +111,8 @@ def fit_job(inputs: FoldInputs, job: FoldJob, progress: Progress | None) -> Fold
         fused_data = replace(data, covariates=torch.from_numpy(design))
         setup = FitSetup(device, job.seed, fold.index, progress, keep_start=True)
         fused = [fuse(m, task, fused_data, train, val, config, setup)
-                 for m, (train, val) in zip(chosen.models, member_splits(parts, config, job.seed), strict=True)]  # fmt: skip
+                 for m, (train, val) in zip(chosen.models, member_splits(task, data, parts, config, job.seed),
+                                            strict=True)]  # fmt: skip
         batch = eval_batch_instances(config, device)
         logits = [infer(m, fused_data, parts.test, device, batch) for m, _ in fused]
         out = ensemble_outputs_of(task, logits, chosen.calibration is not None).numpy()
@@ -131,12 +132,15 @@ def fit_job(inputs: FoldInputs, job: FoldJob, progress: Progress | None) -> Fold
     )  # fmt: skip
 
 
-def member_splits(parts: FoldParts, config: TrainConfig, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(training, validation positions) of each member of the fold's chosen model, in member order: the fold's
-    train and validation parts for the single model; for cross-fitted members, each member's own rest and held-out
-    inner part (`mil.training.crossfit.member_plan`), so its fused version is judged on patients it never saw."""
+def member_splits(
+    task: Task, data: BagSet, parts: FoldParts, config: TrainConfig, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(training, validation positions) of each member of the fold's chosen model, in member order: each single
+    model's own train and validation parts (`mil.training.recipe.validation_plan`); for cross-fitted members,
+    each member's own rest and held-out inner part (`mil.training.crossfit.member_plan`), so its fused version
+    is judged on patients it never saw."""
     if config.selection != "crossfit":
-        return [(parts.train, parts.val)]
+        return [(train, val) for train, val, _ in validation_plan(task, data, parts, config, seed)]
     from mil.training.crossfit import member_plan
 
     return [(rest, held) for rest, held, _ in member_plan(parts.train, parts.inner, config.seeds, seed)]

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mil.cohort.splits import hold_out
 from mil.config import TrainConfig
 from mil.config.schema import AUTO
 from mil.tasks import Task
@@ -133,16 +134,10 @@ def _fit_candidate(
             held_logits, held_y = fit.held_logits, bags.y[fit.held_index]
             loss, metric = fit.best_loss, fit.best_metric
         else:
-            model = make_model(parts.train, setup.seed)
-            # On the prior, the start IS the baseline: score it (epoch 0) and keep it unless an epoch beats it
-            # on validation, as cross-fitting does. Consistency, not a measured gain: the single model with the
-            # prior stayed below the baseline with it too (synth w0.1 60 x 1,000 cells 0.828 vs 0.830 without).
-            start = replace(setup, keep_start=config.prior != "none")
-            single = fit_fold(model, task, bags, parts.train, parts.val, config, start)
-            members, epoch, history = [model.eval()], single.best_epoch, single.history
-            held_logits = infer(model, bags, parts.val, device, eval_batch_instances(config, device))
-            held_y = bags.y[parts.val]
-            with torch.inference_mode():  # the kept model's validation figures (epoch 0 has no history row)
+            members, epoch, history, held_logits, held_y = _fit_validation(
+                make_model, task, bags, parts, config, setup
+            )
+            with torch.inference_mode():  # the kept models' validation figures (epoch 0 has no history row)
                 loss = float(task.loss(held_logits, held_y))
             metric = task.metric(held_y.numpy(), task.outputs(held_logits).numpy())
     calibration = fit_calibration(task, held_logits, held_y) if config.calibration != "none" else None
@@ -153,6 +148,54 @@ def _fit_candidate(
     else:
         out = raw
     return Fitted(candidate, members, epoch, history, loss, metric, calibration, raw, out)
+
+
+def validation_plan(
+    task: Task, bags: BagSet, parts: FoldParts, config: TrainConfig, seed: int
+) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """(training positions, validation positions, seed) of each single model of a `selection: validation` fold:
+    the first on the fold's own parts and seed (with `seeds: 1`, the recipe before seed ensembles, unchanged);
+    each further one on its own validation part, redrawn (stratified, `val_fraction`) from the fold's training
+    and validation patients, so the ensemble's early stopping does not rest on the same 12-24 patients. The
+    fold's test patients are in none of them."""
+    plan = [(parts.train, parts.val, seed)]
+    if config.seeds == 1:
+        return plan
+    pool = np.sort(np.concatenate([parts.train, parts.val]))
+    strata = task.strata(bags.y.numpy()[pool])
+    for s in range(1, config.seeds):
+        member_seed = seed * 100 + s
+        train, val = hold_out(pool, strata, config.val_fraction, member_seed)
+        plan.append((train, val, member_seed))
+    return plan
+
+
+def _fit_validation(
+    make_model, task: Task, bags: BagSet, parts: FoldParts, config: TrainConfig, setup: FitSetup
+):
+    """`config.seeds` single models, each early-stopped on its own validation part (`validation_plan`). Returns
+    the models, the first one's best epoch and history, and each validation patient's logits averaged over the
+    models that held it out (calibration and `--model auto` use them)."""
+    models, fits, total, count = [], [], None, torch.zeros(len(bags.patients))
+    batch = eval_batch_instances(config, setup.device)
+    for train, val, seed in validation_plan(task, bags, parts, config, setup.seed):
+        model = make_model(train, seed)
+        # On the prior, the start IS the baseline: score it (epoch 0) and keep it unless an epoch beats it on
+        # validation, as cross-fitting does. Consistency, not a measured gain: the single model with the prior
+        # stayed below the baseline with it too (synth w0.1 60 x 1,000 cells 0.828 vs 0.830 without).
+        member_setup = replace(setup, seed=seed, keep_start=config.prior != "none")
+        fits.append(fit_fold(model, task, bags, train, val, config, member_setup))
+        models.append(model.eval())
+        logits = infer(model, bags, val, setup.device, batch)
+        if task.shift_invariant and config.seeds > 1:  # Cox risks: each model's own origin
+            logits = logits - logits.mean(0, keepdim=True)
+        rows = torch.as_tensor(val)
+        total = torch.zeros(len(count), logits.shape[1]) if total is None else total
+        total[rows] += logits
+        count[rows] += 1
+    assert total is not None
+    held = torch.nonzero(count > 0).ravel()
+    return models, fits[0].best_epoch, fits[0].history, total[held] / count[held, None], bags.y[held]
 
 
 def _ensemble(

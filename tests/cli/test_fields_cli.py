@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from features.bagstore import BagStore
 from mil.cli import app
+from tests.train_helpers import SINGLE_MODEL_FLAGS
 
 
 def run(*args):
@@ -33,7 +34,7 @@ def pipeline(tmp_path_factory):
         extracted = run("extract", root / "cohort" / "fields", "-o", root / "bags.zarr", "--workers", "0")
         trained = run("train", "--bags", root / "bags.zarr", "--labels", root / "cohort" / "labels.csv",
                       "--config", "apl_aml_healthy", "-o", root / "run", "--folds", "2", "--epochs", "3",
-                      "--device", "cpu", "--set", "evaluate.n_bootstrap=10", "--set", "train.allow_missing=true")  # fmt: skip
+                      "--device", "cpu", "--set", "evaluate.n_bootstrap=10", "--set", "train.allow_missing=true", *SINGLE_MODEL_FLAGS)  # fmt: skip
     finally:
         torch.set_num_threads(threads)
     return root, extracted, trained

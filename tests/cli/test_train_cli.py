@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from mil.cli import app, main
 from mil.config import load_config
 from mil.evaluate.predictions import read_predictions
-from tests.train_helpers import make_cohort, single_thread  # noqa: F401
+from tests.train_helpers import SINGLE_MODEL_FLAGS, make_cohort, single_thread  # noqa: F401
 
 runner = CliRunner()
 FAST = [
@@ -25,6 +25,7 @@ FAST = [
     "evaluate.n_bootstrap=20",
     "--set",
     "train.batch_size=8",
+    *SINGLE_MODEL_FLAGS,
 ]
 
 

@@ -17,10 +17,10 @@ import pytest
 
 from features.bagstore import BagStore, SlideQC
 from mil.cli import main
-from tests.train_helpers import make_cohort
+from tests.train_helpers import SINGLE_MODEL_FLAGS, make_cohort
 
 FAST = ["--folds", "3", "--epochs", "1", "--device", "cpu", "--model", "mean_pool",
-        "--set", "evaluate.n_bootstrap=10", "--set", "train.batch_size=4"]  # fmt: skip
+        "--set", "evaluate.n_bootstrap=10", "--set", "train.batch_size=4", *SINGLE_MODEL_FLAGS]  # fmt: skip
 
 
 @dataclass

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 from tests.faults.cli_cases import mil, staging_left
-from tests.train_helpers import make_cohort, single_thread  # noqa: F401
+from tests.train_helpers import SINGLE_MODEL_FLAGS, make_cohort, single_thread  # noqa: F401
 
 SEED = 13
 ARGS = ["--target", "apl_aml_healthy", "--folds", "2", "--epochs", "1", "--device", "cpu", "--model", "mean_pool",
-        "--set", "evaluate.n_bootstrap=5", "--set", "train.batch_size=4"]  # fmt: skip
+        "--set", "evaluate.n_bootstrap=5", "--set", "train.batch_size=4", *SINGLE_MODEL_FLAGS]  # fmt: skip
 ODD_IDS = ["../../etc/passwd", "<script>alert(1)</script>", "名前", "a,b", 'say "x"', "NA", "nan", "None",
            "x" * 3000, "\u200b", "🩸", " padded ", "-1", "1e5", "00\t7", "line\nbreak"]  # fmt: skip
 # Well-formed tables in another dress: these must train (ids such as "NA" are patients, not missing values).

@@ -15,6 +15,7 @@ from features.bagstore import BagStore
 from features.core.errors import StoreError
 from tests.faults.extract.conftest import FAST, cli, copy_tree, differing, error_lines
 from tests.mil.explain.cohort import get_tiny
+from tests.train_helpers import SINGLE_MODEL_FLAGS
 
 DAMAGE = {
     "chunk lost": lambda bag: (bag / "features" / "c" / "0" / "0").unlink(),
@@ -71,7 +72,7 @@ def test_bad_bag_metadata_is_one_line_in_every_command(tiny, tmp_path, ledger):
     (store / "bags" / "P004" / "zarr.json").write_text("{not json")
     commands = {
         "train": ("train", "--bags", store, "--labels", tiny.labels, "--target", "apl_aml_healthy", "-o",
-                  tmp_path / "run", "--epochs", "1", "--device", "cpu"),
+                  tmp_path / "run", "--epochs", "1", "--device", "cpu", *SINGLE_MODEL_FLAGS),
         "predict": ("predict", tiny.abmil, "--bags", store, "-o", tmp_path / "p.csv"),
         "heatmap": ("heatmap", tiny.abmil, "--bags", store, "-o", tmp_path / "hm"),
         "bags info": ("bags", "info", store),

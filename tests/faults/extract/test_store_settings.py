@@ -19,6 +19,7 @@ from mil.config import EvaluateConfig, TrainConfig
 from mil.training.train import train_cv
 from tests.faults.extract.conftest import CFG, FAST, cli, differing, error_lines, snapshot
 from tests.mil.explain.cohort import get_tiny
+from tests.train_helpers import SINGLE_MODEL
 
 
 def test_a_slide_with_another_crop_is_refused(cohort, clean_slides, tmp_path, ledger):
@@ -51,7 +52,7 @@ def extracted_run(tmp_path_factory):
     store = root / "cells.zarr"
     extract(synth / "cells", store, CFG)
     config = TrainConfig(target="apl_aml_healthy", head="mean_pool", folds=2, epochs=3, allow_missing=True,
-                         device="cpu", batch_size=4)  # fmt: skip
+                         device="cpu", batch_size=4, **SINGLE_MODEL)  # fmt: skip
     train_cv(store, synth / "labels.csv", config, root / "run", evaluate=EvaluateConfig(n_bootstrap=10))
     return synth, store, root / "run"
 

@@ -26,10 +26,10 @@ from mil.config import CellsConfig, TrainConfig
 from mil.tasks import create_task
 from tests.faults.cli_cases import Outcome, mil
 from tests.mil.baselines.cell_model_helpers import CLASSES, make_cell_model
-from tests.train_helpers import ENCODER, make_cohort, single_thread  # noqa: F401
+from tests.train_helpers import ENCODER, SINGLE_MODEL_FLAGS, make_cohort, single_thread  # noqa: F401
 
 FAST = ["--folds", "3", "--epochs", "2", "--device", "cpu", "--model", "mean_pool",
-        "--set", "train.batch_size=8", "--set", "evaluate.n_bootstrap=50"]  # fmt: skip
+        "--set", "train.batch_size=8", "--set", "evaluate.n_bootstrap=50", *SINGLE_MODEL_FLAGS]  # fmt: skip
 runner = CliRunner()
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from features.bagstore import Bag, BagMeta, BagStore, EncoderIdentity
+from tests.train_helpers import SINGLE_MODEL
 
 TASK = "apl_aml_healthy"
 
@@ -101,7 +102,7 @@ def build(root: Path) -> TinyCohort:
     ):
         cfg = TrainConfig(
             target=TASK, head=head, folds=2, epochs=30, lr=5e-3, batch_size=4, allow_missing=True,
-            device="cpu", val_fraction=0.25,
+            device="cpu", val_fraction=0.25, **SINGLE_MODEL,
         )  # fmt: skip
         train_cv(store, labels, cfg, root / f"run_{name}", evaluate=EvaluateConfig(n_bootstrap=20))
         runs[name] = root / f"run_{name}"

@@ -20,6 +20,7 @@ from mil.cli import app
 from mil.config import ReportConfig
 from mil.report.build import report
 from tests.mil.explain.cohort import copy_store, get_tiny, point_source
+from tests.train_helpers import SINGLE_MODEL
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +144,7 @@ def test_report_on_survival_has_km_curves_and_risk_groups(tiny, tmp_path):
 
     cfg = TrainConfig(
         time_col="os_months", event_col="os_event", head="clam_mb", folds=2, epochs=3, lr=5e-3, batch_size=4,
-        allow_missing=True, device="cpu",
+        allow_missing=True, device="cpu", **SINGLE_MODEL,
     )  # fmt: skip
     before = torch.get_num_threads()
     torch.set_num_threads(1)

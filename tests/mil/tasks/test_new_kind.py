@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from mil.cli import app
 from mil.evaluate.predictions import read_predictions
 from mil.tasks import TASKS
-from tests.train_helpers import make_cohort, single_thread  # noqa: F401
+from tests.train_helpers import SINGLE_MODEL_FLAGS, make_cohort, single_thread  # noqa: F401
 
 MODULE = "tests.mil.tasks.regression"
 runner = CliRunner()
@@ -44,7 +44,7 @@ def test_a_kind_in_one_module_lists_trains_evaluates_and_reports(regression, tmp
     trained = runner.invoke(app, [
         "train", "--bags", str(bags), "--labels", str(labels), "--task", "regression", "--target", "os_months",
         "-o", str(run), "--folds", "3", "--epochs", "3", "--device", "cpu", "--model", "mean_pool",
-        "--set", "evaluate.n_bootstrap=20", "--set", "train.batch_size=8",
+        "--set", "evaluate.n_bootstrap=20", "--set", "train.batch_size=8", *SINGLE_MODEL_FLAGS,
     ])  # fmt: skip
     assert trained.exit_code == 0, trained.output
     assert "regression of os_months - r2" in trained.output

@@ -144,3 +144,60 @@ def test_no_prior_no_calibration_validation_selection(cohort, tmp_path):
 def test_auto_takes_no_model_params():
     with pytest.raises(ValueError, match="leave model_params empty"):
         TrainConfig(target="x", head="auto", model_params={"dropout": 0.1})
+
+
+def test_validation_seed_ensemble_draws_its_own_validation_parts():
+    """`seeds` with `selection: validation`: the first model keeps the fold's parts; each further one holds out
+    its own stratified part of the same share, drawn from the fold's non-test patients; no test patient in any."""
+    from types import SimpleNamespace
+
+    from mil.tasks import TaskSpec, create_task
+    from mil.training.recipe import FoldParts, validation_plan
+
+    task = create_task(TaskSpec("classification", "label", ["a", "b", "c"]))
+    y = np.arange(60) % 3
+    bags = SimpleNamespace(y=torch.as_tensor(y))
+    test = np.arange(0, 60, 5)
+    rest = np.setdiff1d(np.arange(60), test)
+    parts = FoldParts(rest[10:], rest[:10], test)
+    one = validation_plan(task, bags, parts, TrainConfig(target="x", seeds=1), seed=7)
+    assert len(one) == 1 and one[0][0] is parts.train and one[0][1] is parts.val and one[0][2] == 7
+    plan = validation_plan(task, bags, parts, TrainConfig(target="x", seeds=3), seed=7)
+    assert len(plan) == 3 and plan[0] == one[0] and len({s for *_, s in plan}) == 3
+    for train, val, _ in plan:
+        assert not set(train) & set(val) and set(train) | set(val) == set(rest)
+        assert not (set(train) | set(val)) & set(test)
+    for _, val, _ in plan[1:]:
+        assert len(val) == int(np.ceil(0.2 * len(rest))) and set(np.bincount(y[val], minlength=3)) <= {
+            3,
+            4,
+        }  # stratified
+    vals = [frozenset(v) for _, v, _ in plan]
+    assert len(set(vals)) == 3  # three different validation parts
+    again = validation_plan(task, bags, parts, TrainConfig(target="x", seeds=3), seed=7)
+    assert all((a[1] == b[1]).all() for a, b in zip(plan, again, strict=True))  # seeded
+
+
+def test_validation_seed_ensemble_is_saved_and_predict_reproduces_it(cohort, tmp_path):
+    """Three single models per fold, saved as the fold's members; `mil predict` reloads a fold's members and
+    gives the run's out-of-fold probabilities (the members' mean logit); the same seed repeats the run exactly."""
+    cfg = TrainConfig(target="apl_aml_healthy", selection="validation", seeds=3, **FAST)
+    out = tmp_path / "seeds"
+    summary = train_cv(*cohort, cfg, out, evaluate=EVAL)
+    assert all(f.n_models == 3 for f in summary.folds)
+    assert {p.name for p in (out / "folds" / "0").iterdir()} >= {"model.pt", "model.1.pt", "model.2.pt"}
+    preds, _ = read_predictions(out / "predictions.csv")
+    for fold in range(3):
+        sub = tmp_path / f"fold{fold}"
+        (sub / "folds").mkdir(parents=True)
+        (sub / "config.yaml").write_bytes((out / "config.yaml").read_bytes())
+        (sub / "folds" / str(fold)).symlink_to(out / "folds" / str(fold))
+        again, _ = read_predictions(predict(sub, cohort[0], sub / "p.csv", labels=cohort[1], device="cpu"))
+        mine = preds[preds["fold"] == fold].set_index("patient_id").filter(like="prob_")
+        again = again.set_index("patient_id").loc[mine.index].filter(like="prob_")
+        np.testing.assert_allclose(again.to_numpy(), mine.to_numpy(), atol=1e-5)
+    train_cv(*cohort, cfg, tmp_path / "rerun", evaluate=EVAL)
+    rerun, _ = read_predictions(tmp_path / "rerun" / "predictions.csv")
+    from pandas.testing import assert_frame_equal
+
+    assert_frame_equal(rerun, preds)

@@ -15,9 +15,9 @@ from mil.config import EvaluateConfig, TrainConfig, load_config
 from mil.evaluate.predictions import read_predictions
 from mil.training import jobs as jobs_module
 from mil.training.train import train_cv
-from tests.train_helpers import make_cohort, single_thread  # noqa: F401
+from tests.train_helpers import SINGLE_MODEL, make_cohort, single_thread  # noqa: F401
 
-FAST = dict(folds=3, epochs=6, patience=4, batch_size=8, lr=2e-3, device="cpu")
+FAST = dict(folds=3, epochs=6, patience=4, batch_size=8, lr=2e-3, device="cpu", **SINGLE_MODEL)
 EVAL = EvaluateConfig(n_bootstrap=50)
 
 

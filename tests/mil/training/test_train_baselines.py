@@ -19,9 +19,9 @@ from mil.evaluate.predictions import read_predictions
 from mil.evaluate.run import evaluate_files
 from mil.tasks import TaskSpec, create_task
 from mil.training.train import train_cv
-from tests.train_helpers import make_cohort, single_thread  # noqa: F401
+from tests.train_helpers import SINGLE_MODEL, make_cohort, single_thread  # noqa: F401
 
-FAST = dict(folds=3, epochs=2, batch_size=8, device="cpu", head="mean_pool")
+FAST = dict(folds=3, epochs=2, batch_size=8, device="cpu", head="mean_pool", **SINGLE_MODEL)
 EVAL = EvaluateConfig(n_bootstrap=50, seed=2)
 TARGETS = {
     "classification": dict(target="apl_aml_healthy"),

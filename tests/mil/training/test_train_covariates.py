@@ -20,9 +20,9 @@ from mil.config import EvaluateConfig, TrainConfig
 from mil.evaluate.predictions import read_predictions
 from mil.training.predict import predict
 from mil.training.train import train_cv
-from tests.train_helpers import make_cohort, single_thread  # noqa: F401
+from tests.train_helpers import SINGLE_MODEL, make_cohort, single_thread  # noqa: F401
 
-FAST = dict(folds=3, epochs=3, batch_size=8, device="cpu", head="abmil", baselines=[])
+FAST = dict(folds=3, epochs=3, batch_size=8, device="cpu", head="abmil", baselines=[], **SINGLE_MODEL)
 EVAL = EvaluateConfig(n_bootstrap=50, seed=2)
 runner = CliRunner()
 
@@ -233,17 +233,19 @@ def test_covariates_with_the_crossfit_recipe_fuse_each_member_on_its_own_held_ou
     from mil.training.jobs import FoldParts, member_splits
 
     bags, labels = cohort
-    config = TrainConfig(target="apl_aml_healthy", covariates=["age", "sex"], selection="crossfit", inner_folds=3,
-                         seeds=2, calibration="temperature", **FAST)  # fmt: skip
+    config = TrainConfig(target="apl_aml_healthy", covariates=["age", "sex"], inner_folds=3, seeds=2,
+                         calibration="temperature", **{**FAST, "selection": "crossfit"})  # fmt: skip
     train_cv(bags, labels, config, tmp_path / "cf", evaluate=EVAL)
     block = json.loads((tmp_path / "cf" / "metrics.json").read_text())["covariates"]
     assert set(block["models"]) == {"covariates_only", "image_only", "fused"}
     inner = [np.arange(0, 10), np.arange(10, 20), np.arange(20, 30)]
     parts = FoldParts(np.arange(30), np.array([], dtype=np.int64), np.arange(30, 40), inner)
-    splits = member_splits(parts, config, seed=5)
+    splits = member_splits(None, None, parts, config, seed=5)
     assert len(splits) == 6  # seeds x inner parts, the members' order
     for (rest, held), part in zip(splits, inner * 2, strict=True):
         np.testing.assert_array_equal(held, part)
         assert not set(rest) & set(held) and set(rest) | set(held) == set(range(30))
     single = TrainConfig(target="apl_aml_healthy", **FAST)
-    assert [tuple(map(list, s)) for s in member_splits(parts, single, seed=5)] == [(list(range(30)), [])]
+    assert [tuple(map(list, s)) for s in member_splits(None, None, parts, single, seed=5)] == [
+        (list(range(30)), [])
+    ]

@@ -18,11 +18,11 @@ from mil.config import EvaluateConfig, TrainConfig
 from mil.training.engines.ray_folds import RayFoldEngine
 from mil.training.train import train_cv
 from tests.ray_helpers import local_ray  # noqa: F401 - skips the module without Ray
-from tests.train_helpers import make_cohort, single_thread  # noqa: F401
+from tests.train_helpers import SINGLE_MODEL, make_cohort, single_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 
-FAST = dict(folds=5, epochs=6, patience=4, batch_size=8, lr=2e-3, device="cpu")
+FAST = dict(folds=5, epochs=6, patience=4, batch_size=8, lr=2e-3, device="cpu", **SINGLE_MODEL)
 EVAL = EvaluateConfig(n_bootstrap=50)
 
 
