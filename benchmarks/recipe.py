@@ -11,13 +11,13 @@ heads are fitted by `mil.training.recipe.train_fold`, the function `mil train` r
     baseline   the pooled-statistics baseline every `mil train` run fits (`mil.baselines`): per-patient mean, SD,
                10/50/90th percentile of every feature -> standardised logistic regression, C by inner CV
     recipe     the #11 recipe: cross-fitting, abmil on the pooled-statistics prior, temperature-calibrated
-    default    `mil train` defaults (TrainConfig()): since 2026-12-03 10:00 the same as `recipe_nocal` (before: `old`)
+    default    `mil train` defaults (TrainConfig()): the same as `old` (single model)
     auto       the #11 recipe with --model auto
     auto_default  --model auto with the default selection; every candidate's own pooled AUC is printed too
     default_cal   the default single model, temperature-calibrated on its validation patients
     default_prior the default single model on the pooled-statistics prior
     old        the recipe before #11: one abmil early-stopped on a 20 % validation part, no prior, uncalibrated
-    recipe_nocal  cross-fitting on the pooled-statistics prior, uncalibrated (the default since 2026-12-03)
+    recipe_nocal  cross-fitting on the pooled-statistics prior, uncalibrated (the candidate default of 2026-12-03)
     default_seeds3  3 single models per fold, each early-stopped on its own validation part
     <name>     any TrainConfig override set, see RECIPES below (the ablations of RESULTS.md)
 

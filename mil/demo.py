@@ -144,17 +144,14 @@ class _Demo:
             )
 
     def config(self) -> MilConfig:
-        """The `apl_aml_healthy` config with one seed for everything (the bootstrap of metrics.json included),
-        trained as one model per fold: the default's 5 cross-fitted members, each fused with the covariates,
-        took the demo's training past 7 CPU minutes (RESULTS.md, 'Training recipe'); the demo shows the
-        pipeline in minutes, `mil train` the recipe."""
+        """The `apl_aml_healthy` config with one seed for everything (the bootstrap of metrics.json included)."""
         from mil.config import load_config
 
         seed = self.seed
         return load_config(
             "apl_aml_healthy",
             [f"train.seed={seed}", f"evaluate.seed={seed}", "train.device=cpu", f"cells.seed={seed}",
-             "cells.vocabulary=synth20", "train.selection=validation", "train.prior=none"],
+             "cells.vocabulary=synth20"],
         )  # fmt: skip
 
     def train(self, config: MilConfig) -> None:
