@@ -49,6 +49,19 @@ def assert_no_patient_in_two_parts(splits: dict) -> None:
         assert all(not (part & test) for part in inner)
 
 
+def assert_predict_reproduces(out, preds, cohort, tmp_path):
+    """`mil predict` with each fold's saved members alone gives the run's out-of-fold probabilities."""
+    for fold in range(3):
+        sub = tmp_path / f"fold{fold}"
+        (sub / "folds").mkdir(parents=True)
+        (sub / "config.yaml").write_bytes((out / "config.yaml").read_bytes())
+        (sub / "folds" / str(fold)).symlink_to(out / "folds" / str(fold))
+        again, _ = read_predictions(predict(sub, cohort[0], sub / "p.csv", labels=cohort[1], device="cpu"))
+        mine = preds[preds["fold"] == fold].set_index("patient_id").filter(like="prob_")
+        again = again.set_index("patient_id").loc[mine.index].filter(like="prob_")
+        np.testing.assert_allclose(again.to_numpy(), mine.to_numpy(), atol=1e-5)
+
+
 def test_inner_folds_never_share_a_patient(auto_run):
     out, _ = auto_run
     assert_no_patient_in_two_parts(json.loads((out / "splits.json").read_text()))
@@ -118,15 +131,7 @@ def test_calibration_is_fitted_inside_and_predict_reproduces_the_run(auto_run, c
     ckpt = torch.load(out / "folds/1/model.2.pt", weights_only=True)
     assert ckpt["calibration"] == cal["folds"]["1"] and ckpt["member"] == 2 and ckpt["prior"]
     preds, _ = read_predictions(out / "predictions.csv")
-    for fold in range(3):
-        sub = tmp_path / f"fold{fold}"
-        (sub / "folds").mkdir(parents=True)
-        (sub / "config.yaml").write_bytes((out / "config.yaml").read_bytes())
-        (sub / "folds" / str(fold)).symlink_to(out / "folds" / str(fold))
-        again, _ = read_predictions(predict(sub, cohort[0], sub / "p.csv", labels=cohort[1], device="cpu"))
-        mine = preds[preds["fold"] == fold].set_index("patient_id").filter(like="prob_")
-        again = again.set_index("patient_id").loc[mine.index].filter(like="prob_")
-        np.testing.assert_allclose(again.to_numpy(), mine.to_numpy(), atol=1e-5)
+    assert_predict_reproduces(out, preds, cohort, tmp_path)
 
 
 def test_no_prior_no_calibration_validation_selection(cohort, tmp_path):
@@ -187,15 +192,7 @@ def test_validation_seed_ensemble_is_saved_and_predict_reproduces_it(cohort, tmp
     assert all(f.n_models == 3 for f in summary.folds)
     assert {p.name for p in (out / "folds" / "0").iterdir()} >= {"model.pt", "model.1.pt", "model.2.pt"}
     preds, _ = read_predictions(out / "predictions.csv")
-    for fold in range(3):
-        sub = tmp_path / f"fold{fold}"
-        (sub / "folds").mkdir(parents=True)
-        (sub / "config.yaml").write_bytes((out / "config.yaml").read_bytes())
-        (sub / "folds" / str(fold)).symlink_to(out / "folds" / str(fold))
-        again, _ = read_predictions(predict(sub, cohort[0], sub / "p.csv", labels=cohort[1], device="cpu"))
-        mine = preds[preds["fold"] == fold].set_index("patient_id").filter(like="prob_")
-        again = again.set_index("patient_id").loc[mine.index].filter(like="prob_")
-        np.testing.assert_allclose(again.to_numpy(), mine.to_numpy(), atol=1e-5)
+    assert_predict_reproduces(out, preds, cohort, tmp_path)
     train_cv(*cohort, cfg, tmp_path / "rerun", evaluate=EVAL)
     rerun, _ = read_predictions(tmp_path / "rerun" / "predictions.csv")
     from pandas.testing import assert_frame_equal
