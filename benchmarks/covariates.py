@@ -101,19 +101,21 @@ def write_cohort(root: Path, name: str, patients: int, seed: int) -> tuple[Path,
     return root / "bags", root / "labels.csv", COVARIATES.get(name, default)
 
 
-def run_one(name: str, seed: int, patients: int, epochs: int) -> dict:
+def run_one(
+    name: str, seed: int, patients: int, epochs: int, sets: dict | None = None, tag: str = ""
+) -> dict:
     import torch
 
     from mil.config import EvaluateConfig, TrainConfig
     from mil.training.train import train_cv
 
     torch.set_num_threads(1)
-    root = BENCH_DIR / "covariates" / f"{name}_{seed}"
+    root = BENCH_DIR / "covariates" / f"{name}_{seed}{tag}"
     bags, labels, covariates = write_cohort(root, name, patients, seed)
     task = dict(time_col="os_months", event_col="os_event") if name == "survival" else dict(target="label")
     config = TrainConfig(
         **task, head="abmil", folds=5, epochs=epochs, patience=10, batch_size=16, device="cpu",
-        seed=seed, covariates=covariates, baselines=[],
+        seed=seed, covariates=covariates, baselines=[], **(sets or {}),
     )  # fmt: skip
     started = time.perf_counter()
     summary = train_cv(
@@ -141,11 +143,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--cohorts", nargs="+", default=list(COHORTS))
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a TrainConfig field for every run (e.g. selection=validation: the single model)",
+    )
+    parser.add_argument("--tag", default="", help="suffix of the cohort folders (runs side by side)")
     args = parser.parse_args()
+    sets = dict(item.split("=", 1) for item in args.set)
     results = []
     for name in args.cohorts:
         for seed in args.seeds:
-            r = run_one(name, seed, args.patients, args.epochs)
+            r = run_one(name, seed, args.patients, args.epochs, sets, args.tag)
             results.append(r)
             print(
                 f"{name:15s} seed {seed}: covariates only {r['covariates_only']:.3f}  image only "

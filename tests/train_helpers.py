@@ -96,3 +96,19 @@ def make_cohort(
             )
     pd.DataFrame(rows).to_csv(labels_path, index=False)
     return store_path, labels_path
+
+
+def assert_predict_reproduces(out, preds, cohort, tmp_path):
+    """`mil predict` with each fold's saved members alone gives the run's out-of-fold probabilities."""
+    from mil.evaluate.predictions import read_predictions
+    from mil.training.predict import predict
+
+    for fold in range(3):
+        sub = tmp_path / f"fold{fold}"
+        (sub / "folds").mkdir(parents=True)
+        (sub / "config.yaml").write_bytes((out / "config.yaml").read_bytes())
+        (sub / "folds" / str(fold)).symlink_to(out / "folds" / str(fold))
+        again, _ = read_predictions(predict(sub, cohort[0], sub / "p.csv", labels=cohort[1], device="cpu"))
+        mine = preds[preds["fold"] == fold].set_index("patient_id").filter(like="prob_")
+        again = again.set_index("patient_id").loc[mine.index].filter(like="prob_")
+        np.testing.assert_allclose(again.to_numpy(), mine.to_numpy(), atol=1e-5)

@@ -61,6 +61,25 @@ class FusedHead(HeadWrapper):
         with torch.no_grad():  # the wrapper starts as the head alone: covariates enter as training finds them
             self.fusion.weight.zero_()
             self.fusion.bias.zero_()
+        # The head's logits enter as logits @ image_map: the identity, except where a stacked linear model
+        # weighs them (`start_stacked`). A buffer, not trained: the fine-tuned fusion keeps the identity.
+        self.register_buffer("image_map", torch.eye(self.n_outputs))
+
+    def start_stacked(self, image_map: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> None:
+        """Set the wrapper to a linear model stacked on the head's logits z and the raw covariates c:
+        logits = z @ image_map + c @ weight.T + bias (image_map n_outputs x n_outputs, weight n_outputs x
+        n_covariates); the covariate embedding keeps zero weight (`mil.training.fusion.stack`)."""
+        image_map = np.asarray(image_map, np.float64)
+        if image_map.shape != (self.n_outputs, self.n_outputs):
+            raise ValueError(f"image_map must be {self.n_outputs} x {self.n_outputs}, got {image_map.shape}")
+        self.start_from_linear(np.zeros(self.n_covariates), np.ones(self.n_covariates), weight, bias)
+        with torch.no_grad():
+            self.image_map.copy_(torch.as_tensor(image_map, dtype=self.image_map.dtype))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before `image_map` existed were all fine-tuned fusions: the identity.
+        state_dict.setdefault(prefix + "image_map", torch.eye(self.n_outputs))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def start_from_linear(
         self, mean: np.ndarray, scale: np.ndarray, weight: np.ndarray, bias: np.ndarray
@@ -102,7 +121,7 @@ class FusedHead(HeadWrapper):
             raise ValueError(f"covariates must be B x {self.n_covariates}, got {tuple(c.shape)}")
         parts = [out.pooled] if self.join_pooled else []
         joined = torch.cat([*parts, c, self.embed(c)], dim=1)
-        out.logits = out.logits + self.fusion(joined)
+        out.logits = out.logits @ self.image_map.to(out.logits.dtype) + self.fusion(joined)
         if self.training and self.l2 > 0:  # a ridge on the fusion layer, as the covariates-only model has
             out.aux_losses["fusion_l2"] = self.l2 * self.fusion.weight.square().sum()
         return out

@@ -104,6 +104,12 @@ class Task:
         """The main metric on targets and outputs; NaN where undefined (e.g. one class only)."""
         raise NotImplementedError
 
+    def logit_basis(self) -> np.ndarray:
+        """n_outputs x J: the directions of a model's logits that carry its prediction (logits @ basis), for a
+        linear model fitted on them (`mil.training.fusion.stack`). Identity; softmax kinds drop the shift
+        that changes no probability."""
+        return np.eye(self.n_outputs)
+
     def strata(self, y: np.ndarray) -> np.ndarray:
         """One label per patient for stratified splitting."""
         raise NotImplementedError

@@ -122,6 +122,12 @@ class Classification(Task):
     def calibration_loss(self, logits: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(logits, y.long())
 
+    def logit_basis(self) -> np.ndarray:
+        """Softmax sees logits up to a common shift: binary, the one contrast z1 - z0; else centred logits."""
+        if self.n_outputs == 2:
+            return np.array([[-1.0], [1.0]])
+        return np.eye(self.n_outputs) - 1.0 / self.n_outputs
+
     def metric(self, y: np.ndarray, out: np.ndarray) -> float:
         onehot = np.eye(self.n_outputs)[y.astype(int)]
         if self.n_outputs == 2:  # binary: the AUROC of the positive class (the two are equal)

@@ -8,7 +8,6 @@ driver writes every result the same way (`mil.training.train._write_fold`).
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -25,7 +24,8 @@ from mil.config import TrainConfig
 from mil.tasks import Task
 from mil.training.calibrate import ensemble_outputs_of
 from mil.training.data import BagSet
-from mil.training.fit import EpochLog, FitSetup, Progress, eval_batch_instances, fit_fold, infer, seeded
+from mil.training.fit import EpochLog, FitSetup, Progress, eval_batch_instances, infer
+from mil.training.fusion import fuse, stack
 from mil.training.recipe import FoldParts, record, train_fold, validation_plan
 
 
@@ -105,22 +105,32 @@ def fit_job(inputs: FoldInputs, job: FoldJob, progress: Progress | None) -> Fold
 
     others = {f.candidate.name: frame(f.test_out) for f in result.candidates} if result.auto else {}
     if inputs.covariates is not None:
-        # fused: each member of the recipe's chosen (image-only) model, with the covariates, from where it is
+        # fused: the recipe's chosen (image-only) members with the covariates (`mil.training.fusion`)
         encoder = CovariateEncoder.fit(inputs.covariates, [*fold.train, *fold.val])
         design, _ = encoder.transform(inputs.covariates, cohort.patients)
         fused_data = replace(data, covariates=torch.from_numpy(design))
-        setup = FitSetup(device, job.seed, fold.index, progress, keep_start=True)
-        fused = [fuse(m, task, fused_data, train, val, config, setup)
-                 for m, (train, val) in zip(chosen.models, member_splits(task, data, parts, config, job.seed),
-                                            strict=True)]  # fmt: skip
+        if config.selection == "crossfit":
+            held = chosen.held_logits
+            if chosen.calibration is not None:  # the members are calibrated: stack on what they output
+                held = chosen.calibration.apply(held)
+            models = stack(
+                chosen.models, task, fused_data, chosen.held_index, held, job.seed * 1000 + fold.index
+            )
+            best_epoch, history = chosen.best_epoch, chosen.history
+        else:
+            setup = FitSetup(device, job.seed, fold.index, progress, keep_start=True)
+            fits = [fuse(m, task, fused_data, train, val, config, setup)
+                    for m, (train, val) in zip(chosen.models, member_splits(task, data, parts, config, job.seed),
+                                               strict=True)]  # fmt: skip
+            models = [m for m, _ in fits]
+            best_epoch, history = fits[0][1].best_epoch, fits[0][1].history
         batch = eval_batch_instances(config, device)
-        logits = [infer(m, fused_data, parts.test, device, batch) for m, _ in fused]
+        logits = [infer(m, fused_data, parts.test, device, batch) for m in models]
         out = ensemble_outputs_of(task, logits, chosen.calibration is not None).numpy()
-        fit = fused[0][1]
         return FoldResult(
-            job, [m.cpu() for m, _ in fused], chosen.candidate.head, dict(chosen.candidate.model_params),
-            chosen.candidate.name, frame(out), frame(out), others, record(result), fit.best_epoch,
-            fit.history, sizes, task.metric(y_test, out), time.perf_counter() - t0, str(device),
+            job, [m.cpu() for m in models], chosen.candidate.head, dict(chosen.candidate.model_params),
+            chosen.candidate.name, frame(out), frame(out), others, record(result), best_epoch,
+            history, sizes, task.metric(y_test, out), time.perf_counter() - t0, str(device),
             frame(chosen.test_out), encoder,
         )  # fmt: skip
     # Checkpoints are written from CPU tensors anyway; on the CPU the models can travel back from a GPU worker.
@@ -135,46 +145,6 @@ def fit_job(inputs: FoldInputs, job: FoldJob, progress: Progress | None) -> Fold
 def member_splits(
     task: Task, data: BagSet, parts: FoldParts, config: TrainConfig, seed: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(training, validation positions) of each member of the fold's chosen model, in member order: each single
-    model's own train and validation parts (`mil.training.recipe.validation_plan`); for cross-fitted members,
-    each member's own rest and held-out inner part (`mil.training.crossfit.member_plan`), so its fused version
-    is judged on patients it never saw."""
-    if config.selection != "crossfit":
-        return [(train, val) for train, val, _ in validation_plan(task, data, parts, config, seed)]
-    from mil.training.crossfit import member_plan
-
-    return [(rest, held) for rest, held, _ in member_plan(parts.train, parts.inner, config.seeds, seed)]
-
-
-def fuse(
-    model: torch.nn.Module,
-    task: Task,
-    data: BagSet,
-    train: np.ndarray,
-    val: np.ndarray,
-    config: TrainConfig,
-    setup: FitSetup,
-) -> tuple[torch.nn.Module, object]:
-    """A fitted image-only model with the covariates of `data` (`FusedHead`), started as that model plus the
-    covariates-only linear model fitted on `train` (the kind's logistic / ridge Cox, C by the held-out deviance
-    of an inner CV over those patients: added logits must have the right size, and on noise that choice gives
-    near-zero weights), fine-tuned on `train` and kept as it started unless an epoch does better on `val`.
-    Measured on benchmarks/covariates.py (RESULTS.md, "Clinical covariates"): started as the image model alone,
-    the covariate path was learnt too slowly (survival c-index 0.558 vs 0.623 for the covariates alone); with
-    C chosen by the c-index / AUC instead, noise covariates got weight (image cohort 0.568 vs 0.692, seed 0).
-    Without the fine-tuning (fused = a x the image logit + that linear model, a fitted on `val`) the image cohort
-    lost more: 5-seed margin -0.043 vs -0.019 (the fine-tuning shrinks noise weights the linear start has)."""
-    from mil.baselines.cv import fit_selected
-    from mil.heads.fused import FusedHead
-
-    with seeded(setup.seed, setup.device):
-        fused = FusedHead(copy.deepcopy(model), data.covariates.shape[1])
-        design, y = data.covariates.numpy()[train], data.y.numpy()[train]
-        linear = fit_selected(
-            design.astype(np.float64), y, task, setup.seed * 1000 + setup.fold, by="deviance"
-        )
-        start = None if linear is None else linear.logit_weights()
-        if start is not None:
-            fused.start_from_linear(*start)
-        fit = fit_fold(fused, task, data, train, val, config, setup)
-    return fused, fit
+    """(training, validation positions) of each single model of a `selection: validation` fold, in member
+    order (`mil.training.recipe.validation_plan`): where its fused version is fine-tuned and judged."""
+    return [(train, val) for train, val, _ in validation_plan(task, data, parts, config, seed)]

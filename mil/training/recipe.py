@@ -48,6 +48,8 @@ class Fitted:
     calibration: Calibration | None
     test_raw: np.ndarray  # ensemble task outputs on the test patients, uncalibrated
     test_out: np.ndarray  # the same, calibrated (equal to test_raw without calibration)
+    held_index: np.ndarray  # positions with an inner held-out prediction (crossfit: every training patient)
+    held_logits: torch.Tensor  # those predictions, uncalibrated (len(held_index) x outputs)
 
 
 @dataclass
@@ -131,12 +133,13 @@ def _fit_candidate(
 
             fit = fit_crossfit(make_model, task, bags, parts.train, parts.inner, config, setup)
             members, epoch, history = fit.members, fit.best_epoch, fit.history
-            held_logits, held_y = fit.held_logits, bags.y[fit.held_index]
+            held_index, held_logits, held_y = fit.held_index, fit.held_logits, bags.y[fit.held_index]
             loss, metric = fit.best_loss, fit.best_metric
         else:
-            members, epoch, history, held_logits, held_y = _fit_validation(
+            members, epoch, history, held_index, held_logits = _fit_validation(
                 make_model, task, bags, parts, config, setup
             )
+            held_y = bags.y[held_index]
             with torch.inference_mode():  # the kept models' validation figures (epoch 0 has no history row)
                 loss = float(task.loss(held_logits, held_y))
             metric = task.metric(held_y.numpy(), task.outputs(held_logits).numpy())
@@ -147,7 +150,8 @@ def _fit_candidate(
         out = _ensemble(members, task, bags, parts.test, config, device, calibrated=True)
     else:
         out = raw
-    return Fitted(candidate, members, epoch, history, loss, metric, calibration, raw, out)
+    return Fitted(candidate, members, epoch, history, loss, metric, calibration, raw, out, held_index,
+                  held_logits)  # fmt: skip
 
 
 def validation_plan(
@@ -174,8 +178,8 @@ def _fit_validation(
     make_model, task: Task, bags: BagSet, parts: FoldParts, config: TrainConfig, setup: FitSetup
 ):
     """`config.seeds` single models, each early-stopped on its own validation part (`validation_plan`). Returns
-    the models, the first one's best epoch and history, and each validation patient's logits averaged over the
-    models that held it out (calibration and `--model auto` use them)."""
+    the models, the first one's best epoch and history, the validation patients' positions and their logits
+    averaged over the models that held them out (calibration and `--model auto` use them)."""
     models, fits, total, count = [], [], None, torch.zeros(len(bags.patients))
     batch = eval_batch_instances(config, setup.device)
     for train, val, seed in validation_plan(task, bags, parts, config, setup.seed):
@@ -195,7 +199,7 @@ def _fit_validation(
         count[rows] += 1
     assert total is not None
     held = torch.nonzero(count > 0).ravel()
-    return models, fits[0].best_epoch, fits[0].history, total[held] / count[held, None], bags.y[held]
+    return models, fits[0].best_epoch, fits[0].history, held.numpy(), total[held] / count[held, None]
 
 
 def _ensemble(

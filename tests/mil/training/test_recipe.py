@@ -13,9 +13,8 @@ from features.core.errors import InputError
 from mil.cohort.splits import Fold, Splits, check_leakage, make_splits, with_inner
 from mil.config import EvaluateConfig, TrainConfig
 from mil.evaluate.predictions import read_predictions
-from mil.training.predict import predict
 from mil.training.train import train_cv
-from tests.train_helpers import make_cohort, single_thread  # noqa: F401
+from tests.train_helpers import assert_predict_reproduces, make_cohort, single_thread  # noqa: F401
 
 FAST = dict(folds=3, epochs=3, patience=2, batch_size=8, lr=2e-3, device="cpu", inner_folds=3)
 EVAL = EvaluateConfig(n_bootstrap=20)
@@ -47,19 +46,6 @@ def assert_no_patient_in_two_parts(splits: dict) -> None:
         assert not f["val"] and not (train & test) and len(inner) == 3
         assert set().union(*inner) == train and sum(len(p) for p in inner) == len(train)
         assert all(not (part & test) for part in inner)
-
-
-def assert_predict_reproduces(out, preds, cohort, tmp_path):
-    """`mil predict` with each fold's saved members alone gives the run's out-of-fold probabilities."""
-    for fold in range(3):
-        sub = tmp_path / f"fold{fold}"
-        (sub / "folds").mkdir(parents=True)
-        (sub / "config.yaml").write_bytes((out / "config.yaml").read_bytes())
-        (sub / "folds" / str(fold)).symlink_to(out / "folds" / str(fold))
-        again, _ = read_predictions(predict(sub, cohort[0], sub / "p.csv", labels=cohort[1], device="cpu"))
-        mine = preds[preds["fold"] == fold].set_index("patient_id").filter(like="prob_")
-        again = again.set_index("patient_id").loc[mine.index].filter(like="prob_")
-        np.testing.assert_allclose(again.to_numpy(), mine.to_numpy(), atol=1e-5)
 
 
 def test_inner_folds_never_share_a_patient(auto_run):

@@ -20,7 +20,7 @@ from mil.config import EvaluateConfig, TrainConfig
 from mil.evaluate.predictions import read_predictions
 from mil.training.predict import predict
 from mil.training.train import train_cv
-from tests.train_helpers import SINGLE_MODEL, make_cohort, single_thread  # noqa: F401
+from tests.train_helpers import SINGLE_MODEL, assert_predict_reproduces, make_cohort, single_thread  # noqa: F401
 
 FAST = dict(folds=3, epochs=3, batch_size=8, device="cpu", head="abmil", baselines=[], **SINGLE_MODEL)
 EVAL = EvaluateConfig(n_bootstrap=50, seed=2)
@@ -227,25 +227,68 @@ def test_evaluate_on_a_run_with_covariates_shows_the_three_models_as_training_di
     assert "covariates" not in json.loads((tmp_path / "i.json").read_text())
 
 
-def test_covariates_with_the_crossfit_recipe_fuse_each_member_on_its_own_held_out_part(cohort, tmp_path):
-    """Cross-fitted members have no validation part: each fused member is fine-tuned on its own rest and judged
-    on the inner part it was held out from (never a test patient), and the run gives the three models."""
-    from mil.training.jobs import FoldParts, member_splits
+def test_covariates_with_the_crossfit_recipe_stack_one_linear_model_and_predict_repeats_it(cohort, tmp_path):
+    """Cross-fitted members are not trained again: one linear model on [held-out logits, covariates] per fold,
+    the same in every member (embedding block at zero), and `mil predict` gives the run's fused predictions."""
+    import torch
+
+    from mil.training.checkpoint import load_checkpoint
 
     bags, labels = cohort
     config = TrainConfig(target="apl_aml_healthy", covariates=["age", "sex"], inner_folds=3, seeds=2,
                          calibration="temperature", **{**FAST, "selection": "crossfit"})  # fmt: skip
-    train_cv(bags, labels, config, tmp_path / "cf", evaluate=EVAL)
-    block = json.loads((tmp_path / "cf" / "metrics.json").read_text())["covariates"]
+    out = tmp_path / "cf"
+    train_cv(bags, labels, config, out, evaluate=EVAL)
+    block = json.loads((out / "metrics.json").read_text())["covariates"]
     assert set(block["models"]) == {"covariates_only", "image_only", "fused"}
-    inner = [np.arange(0, 10), np.arange(10, 20), np.arange(20, 30)]
-    parts = FoldParts(np.arange(30), np.array([], dtype=np.int64), np.arange(30, 40), inner)
-    splits = member_splits(None, None, parts, config, seed=5)
-    assert len(splits) == 6  # seeds x inner parts, the members' order
-    for (rest, held), part in zip(splits, inner * 2, strict=True):
-        np.testing.assert_array_equal(held, part)
-        assert not set(rest) & set(held) and set(rest) | set(held) == set(range(30))
-    single = TrainConfig(target="apl_aml_healthy", **FAST)
-    assert [tuple(map(list, s)) for s in member_splits(None, None, parts, single, seed=5)] == [
-        (list(range(30)), [])
-    ]
+    first_fold = sorted((out / "folds").iterdir())[0]
+    members = [load_checkpoint(f).head for f in sorted(first_fold.glob("model*.pt"))]
+    assert len(members) == 6  # inner parts x seeds
+    first = members[0]
+    assert not torch.equal(first.image_map, torch.eye(3))  # the stacked model weighs the image logits
+    n = first.n_covariates
+    assert first.fusion.weight[:, n:].abs().sum() == 0  # the covariate embedding keeps zero weight
+    for m in members[1:]:
+        assert torch.equal(m.image_map, first.image_map) and torch.equal(m.fusion.weight, first.fusion.weight)
+    preds, _ = read_predictions(out / "predictions.csv")
+    assert_predict_reproduces(out, preds, cohort, tmp_path)
+
+
+def _stacked(z: np.ndarray, covariates: np.ndarray, y: np.ndarray, held: np.ndarray):
+    import torch
+
+    from mil.heads import create_head
+    from mil.tasks import TaskSpec, create_task
+    from mil.training.data import BagSet
+    from mil.training.fusion import stack
+
+    task = create_task(TaskSpec("classification", "y", ["a", "b"]))
+    n = len(y)
+    data = BagSet(patients=[str(i) for i in range(n)], features=torch.zeros(n, 4), offsets=torch.arange(n + 1),
+                  slides=[[(str(i), 1)] for i in range(n)],
+                  y=torch.as_tensor(y, dtype=torch.float32), covariates=torch.as_tensor(covariates))  # fmt: skip
+    logits = torch.as_tensor(np.stack([-z, z], axis=1) / 2, dtype=torch.float32)
+    (member,) = stack([create_head("mean_pool", 4, 2)], task, data, held, logits[held], seed=0)
+    weight = member.fusion.weight[1, : covariates.shape[1]] - member.fusion.weight[0, : covariates.shape[1]]
+    image = member.image_map[:, 1] - member.image_map[:, 0]
+    return float(image[1] - image[0]) / 2, weight.detach().numpy()
+
+
+def test_stack_weighs_what_carries_signal_and_reads_only_the_held_out_patients():
+    """On 80 held-out patients: an informative image logit gets a clear positive weight; a pure-noise covariate
+    gets a small one next to it, an informative one a clear one; the covariates of patients outside
+    `held_index` (the fold's test patients) change nothing."""
+    rng = np.random.default_rng(0)
+    n, held = 100, np.arange(80)
+    y = (np.arange(n) % 2).astype(np.float64)
+    z = 2.0 * (y - 0.5) + rng.normal(0, 1, n)
+    noise = rng.normal(0, 1, (n, 1))
+    a, w_noise = _stacked(z, noise, y, held)
+    assert a > 0.3 and abs(w_noise[0]) < 0.3 * a
+    count = (1.5 * (y - 0.5) + rng.normal(0, 1, n))[:, None]
+    _, w_count = _stacked(z, count, y, held)
+    assert w_count[0] > 0.3
+    poisoned = noise.copy()
+    poisoned[80:] = 999.0
+    a_again, w_again = _stacked(z, poisoned, y, held)
+    assert a_again == pytest.approx(a) and w_again == pytest.approx(w_noise)
