@@ -67,11 +67,12 @@ def select_c(
     grid: tuple[float, ...] = C_GRID,
     n_folds: int = INNER_FOLDS,
     by: str = "metric",
+    penalty_factor: np.ndarray | None = None,
 ) -> tuple[float, float | None, list[str]]:
     """(C, its inner score, notes) from an inner CV over the rows of x/y alone. `by="metric"` scores the pooled
     inner outputs with the kind's headline metric (a ranking: right for a model that is read on its own);
     `by="deviance"` with minus the pooled held-out deviance of the model's logits, for a model whose logits are
-    added to another's (`mil.training.jobs.fuse`): AUC cannot see a logit's size, so on noise it picked a weak
+    added to another's (`mil.training.fusion.fuse`): AUC cannot see a logit's size, so on noise it picked a weak
     penalty whose noise logits then swamped the other model's. The one-SE rule (or keeping the strongest
     penalty unless beaten by one SE) shrank age's Cox weight too far: the fused survival model fell back to
     c-index 0.570 / 0.590 against 0.637 with the plain minimum (RESULTS.md, "Clinical covariates")."""
@@ -83,7 +84,7 @@ def select_c(
     for train, test in splits:
         previous = None
         for c in grid:  # ascending: each fit warm-starts from the previous C's (`mil.baselines.linear`)
-            previous = task.baseline_model(c).fit(x[train], y[train], start=previous)
+            previous = _model(task, c, penalty_factor).fit(x[train], y[train], start=previous)
             out = previous.predict(x[test]) if by == "metric" else previous.logits(x[test])
             oof.setdefault(c, np.full((len(y), out.shape[1]), np.nan))[test] = out
     score = task.metric if by == "metric" else (lambda y_, logits: -held_out_deviance(task, y_, logits))
@@ -135,13 +136,46 @@ def held_out_deviance(task: Task, y: np.ndarray, logits: np.ndarray) -> float:
     return float(task.loss(logits_t, y_t) if loss is None else loss)
 
 
-def fit_selected(x: np.ndarray, y: np.ndarray, task: Task, seed: int, by: str = "metric"):
+def fit_selected(
+    x: np.ndarray,
+    y: np.ndarray,
+    task: Task,
+    seed: int,
+    by: str = "metric",
+    penalty_factor: np.ndarray | None = None,
+):
     """The kind's regularised linear model on all rows of x/y, C chosen by `select_c` (`by`) over those rows
-    alone (the fitted `LinearBaselineModel`; None where the kind has none)."""
+    alone (the fitted `LinearBaselineModel`; None where the kind has none). `penalty_factor`: per column, a
+    multiplier of its ridge penalty (`LinearBaselineModel.penalty_factor`)."""
     from threadpoolctl import threadpool_limits
 
     if task.baseline_model(1.0) is None:
         return None
     with threadpool_limits(limits=1):  # small fits: one BLAS thread (see above)
-        c, _, _ = select_c(x, y, task, seed, by=by)
-        return task.baseline_model(c).fit(x, y)
+        c, _, _ = select_c(x, y, task, seed, by=by, penalty_factor=penalty_factor)
+        return _model(task, c, penalty_factor).fit(x, y)
+
+
+def fit_selected_factor(
+    x: np.ndarray, y: np.ndarray, task: Task, seed: int, factors: list[np.ndarray], by: str = "deviance"
+):
+    """`fit_selected` with the penalty factor chosen too: the (factor, C) pair with the best inner score, every
+    pair scored on the same inner splits (the first factor wins ties). None where the kind has no model."""
+    from threadpoolctl import threadpool_limits
+
+    if task.baseline_model(1.0) is None:
+        return None
+    best = None
+    with threadpool_limits(limits=1):
+        for factor in factors:
+            c, score, _ = select_c(x, y, task, seed, by=by, penalty_factor=factor)
+            if best is None or (score is not None and (best[2] is None or score > best[2])):
+                best = (factor, c, score)
+        assert best is not None
+        return _model(task, best[1], best[0]).fit(x, y)
+
+
+def _model(task: Task, c: float, penalty_factor: np.ndarray | None):
+    model = task.baseline_model(c)
+    model.penalty_factor = penalty_factor
+    return model

@@ -39,6 +39,10 @@ class LinearBaselineModel:
     def __init__(self, c: float):
         self.c = float(c)
         self.notes: list[str] = []
+        # Per-feature multiplier of the penalty (glmnet's penalty.factor), None = 1 for all: the fit runs on
+        # z-scores divided by sqrt(factor), which is the same ridge with factor x w^2 for that weight; inf
+        # leaves the feature out (its z-scores are 0, so its weight stays 0).
+        self.penalty_factor: np.ndarray | None = None
 
     def fit(
         self, x: np.ndarray, y: np.ndarray, start: LinearBaselineModel | None = None
@@ -48,6 +52,8 @@ class LinearBaselineModel:
         self.mean = x.mean(axis=0)
         sd = x.std(axis=0)
         self.sd = np.where(sd > MIN_SD, sd, 1.0)
+        if self.penalty_factor is not None:
+            self.sd = self.sd * np.sqrt(np.asarray(self.penalty_factor, np.float64))
         self._fit(self._z(x), np.asarray(y), start)
         return self
 

@@ -64,14 +64,14 @@ class TrainConfig(Section):
         default_factory=dict,
         description="Hyperparameters of the head, validated by the head's own schema (empty with head auto).",
     )
-    # Defaults are the single-model recipe. Measured 2026-12-03 (benchmarks/RESULTS.md, 'Training recipe', 3
-    # seeds, same folds): it misses the pooled baseline by > 0.01 on MUSK2 (-0.022) and ELEPHANT (-0.020);
-    # crossfit + the pooled-statistics prior is within 0.01 of it or above on every cohort measured (MUSK2
-    # +0.001) but costs 5-14x the training time, and with covariates every member is fused too (`mil demo`
-    # had 1 of 5 folds after 27 min), so it stays one key away until that cost is cut. Temperature calibration is not better
-    # everywhere (MUSK1 validation 0.071 -> 0.090 ECE, pbc crossfit 0.081 -> 0.109).
+    # Defaults: crossfit + the pooled-statistics prior, uncalibrated. Measured 2026-12-03 (benchmarks/RESULTS.md,
+    # 'Training recipe', 3 seeds, same folds): within 0.01 of the pooled baseline or above on every cohort
+    # measured (MUSK2 +0.001, ELEPHANT +0.017), where the single model (selection validation, prior none) missed
+    # it on MUSK2 (-0.022) and ELEPHANT (-0.020); it costs 5-14x the single model's training time. Covariates
+    # are stacked on the members' held-out logits, no member is trained again (mil.training.fusion). Temperature
+    # calibration is not better everywhere (MUSK1 validation 0.071 -> 0.090 ECE, pbc crossfit 0.081 -> 0.109).
     selection: Literal["crossfit", "validation"] = Field(
-        "validation",
+        "crossfit",
         description="How each fold picks its epoch. crossfit: the fold's training patients are split into "
         "inner_folds parts, one member model is trained per part on the others, all members are early-stopped "
         "together on the loss of ALL their held-out patients (every training patient once), and the members' "
@@ -80,7 +80,7 @@ class TrainConfig(Section):
         "the training patients (the recipe before #11; cheaper by a factor inner_folds x seeds).",
     )
     prior: Literal["pooled_stats", "none"] = Field(
-        "none",
+        "pooled_stats",
         description="pooled_stats: every member model starts as the pooled-statistics baseline (per-patient "
         "mean, SD, 10/50/90th percentile of each feature -> regularised logistic regression, C by inner CV on "
         "the member's own training patients) and the head learns a gated correction on top, kept only where "

@@ -9,8 +9,10 @@ embedding (`HeadOutput.pooled`) and the covariate embedding, whose pooled block 
 head's logits plus a linear term in e, the image part keeps its meaning: attention, instance scores and the
 pooled embedding are the head's, unchanged in form, and an explanation of the smear reads them as it does
 without covariates. `W_f` and `b_f` start at zero, so the wrapper starts as exactly the head it wraps;
-`start_from_linear` sets the block on the raw covariates to a fitted linear model's (the trainer starts from
-the fold's image-only head plus its covariates-only model, `mil.training.jobs.fuse`), and training adds the rest.
+`start_from_linear` sets the block on the raw covariates to a fitted linear model's (the single model starts
+from the fold's image-only head plus its covariates-only model, `mil.training.fusion.fuse`, and training adds
+the rest); `start_stacked` also weighs the head's logits (logits @ image_map), which is how cross-fitted members
+are fused without training (`mil.training.fusion.stack`).
 
 `join_pooled=True` gives the fusion layer a second, free block on `pooled` (image x covariate interactions
 through the shared layer). Measured on benchmarks/covariates.py it overfitted: on the cohort whose covariates

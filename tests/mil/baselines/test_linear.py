@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from scipy.optimize import check_grad
 
 from mil.baselines.linear import LogisticModel, OneVsRestLogistic, RidgeCox, penalised_cox
@@ -99,3 +100,26 @@ def test_ridge_cox_without_events_predicts_zero_risk_with_a_note():
     y[:, 1] = 0
     model = RidgeCox(1.0).fit(x, y)
     assert (model.predict(x) == 0).all() and "no event" in model.notes[0]
+
+
+def test_a_penalty_factor_below_1_frees_that_weight_alone_for_logistic_and_cox():
+    """factor f on a column = the ridge with f x w^2 for its weight: at a strong C the freed column gets the
+    weight of an unpenalised fit on it alone (the other columns are shrunk to near 0), and they shrink as
+    without the factor."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 3))
+    y = (x[:, 0] + x[:, 1] + rng.normal(0, 1, 200) > 0).astype(np.float32)
+    time = rng.exponential(np.exp(-(x[:, 0] + x[:, 1])))
+    surv = np.c_[time, np.ones(200)]
+    for model, target in [(lambda c: LogisticModel(c, 2), y), (RidgeCox, surv)]:
+
+        def weights(c, columns, factor=None, model=model, target=target):
+            fitted = model(c)
+            fitted.penalty_factor = factor
+            _, sd, weight, _ = fitted.fit(x[:, columns], target).logit_weights()
+            return weight[-1] / sd  # per raw unit
+
+        free = weights(1e-3, [0, 1, 2], np.array([1e-3, 1.0, 1.0]))
+        strong, alone = weights(1e-3, [0, 1, 2]), weights(1e3, [0])
+        assert abs(strong[0]) < 0.3 * abs(alone[0]) and free[0] == pytest.approx(alone[0], rel=0.2)
+        assert free[1] == pytest.approx(strong[1], rel=0.5) and abs(free[1]) < 0.3 * abs(alone[0])

@@ -244,7 +244,7 @@ def test_fused_head_keeps_the_image_part_and_uses_the_covariates(name: str, join
 @pytest.mark.parametrize("kind", ["classification", "survival"])
 def test_a_fused_head_started_from_a_linear_model_is_the_head_plus_that_models_logits(kind: str) -> None:
     """The fused head's start (`start_from_linear`): image logits + the fitted covariates-only model's own
-    output on the same covariates, exactly (what `mil.training.jobs.fuse` fine-tunes from)."""
+    output on the same covariates, exactly (what `mil.training.fusion.fuse` fine-tunes from)."""
     from mil.baselines.linear import LogisticModel, RidgeCox
     from mil.heads.fused import FusedHead
 
