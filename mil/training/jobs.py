@@ -113,9 +113,9 @@ def fit_job(inputs: FoldInputs, job: FoldJob, progress: Progress | None) -> Fold
             held = chosen.held_logits
             if chosen.calibration is not None:  # the members are calibrated: stack on what they output
                 held = chosen.calibration.apply(held)
-            models = stack(
-                chosen.models, task, fused_data, chosen.held_index, held, job.seed * 1000 + fold.index
-            )
+            batch = eval_batch_instances(config, device)
+            models = stack(chosen.models, task, fused_data, chosen.held_index, held, job.seed * 1000 + fold.index,
+                           lambda m, index: infer(m, fused_data, index, device, batch))  # fmt: skip
             best_epoch, history = chosen.best_epoch, chosen.history
         else:
             setup = FitSetup(device, job.seed, fold.index, progress, keep_start=True)
