@@ -292,3 +292,39 @@ def test_stack_weighs_what_carries_signal_and_reads_only_the_held_out_patients()
     poisoned[80:] = 999.0
     a_again, w_again = _stacked(z, poisoned, y, held)
     assert a_again == pytest.approx(a) and w_again == pytest.approx(w_noise)
+
+
+def test_stacked_cox_members_share_one_origin():
+    """Cox risks mean the same up to a constant per model: each stacked member's image part is taken from its
+    own origin (mean risk on the fold's training patients), so all members, and every fold, share one origin."""
+    import torch
+
+    from mil.heads import create_head
+    from mil.tasks import TaskSpec, create_task
+    from mil.training.data import BagSet
+    from mil.training.fit import infer
+    from mil.training.fusion import stack
+
+    rng = np.random.default_rng(1)
+    n, sizes = 60, rng.integers(3, 8, 60)
+    offsets = torch.as_tensor(np.r_[0, np.cumsum(sizes)])
+    y = np.c_[rng.exponential(10, n), rng.random(n) < 0.8].astype(np.float32)
+    task = create_task(TaskSpec("survival", ["time", "event"], []))
+    data = BagSet([str(i) for i in range(n)], torch.as_tensor(rng.normal(size=(int(sizes.sum()), 4)),
+                  dtype=torch.float32), offsets, torch.as_tensor(y), [[(str(i), int(k))] for i, k in enumerate(sizes)],
+                  torch.as_tensor(rng.normal(size=(n, 2)), dtype=torch.float32))  # fmt: skip
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        members.append(create_head("mean_pool", 4, 1).eval())
+    held = np.arange(50)
+    logits = [infer(m, data, held, torch.device("cpu"), 10_000) for m in members]
+    assert abs(float(logits[0].mean() - logits[1].mean())) > 1e-3  # two different origins
+    risk = sum(infer(m, data, np.arange(n), torch.device("cpu"), 10_000)[:, 0] for m in members).numpy()
+    data.y[:, 0] = torch.as_tensor(rng.exponential(np.exp(-20 * (risk - risk.mean()))))  # the image carries risk
+    centred = torch.cat([x - x.mean(0) for x in logits]).reshape(2, 50, 1).mean(0)
+    fused = stack(members, task, data, held, centred, seed=0,
+                  infer_logits=lambda m, index: infer(m, data, index, torch.device("cpu"), 10_000))  # fmt: skip
+    means = [float(infer(f, data, held, torch.device("cpu"), 10_000).mean()) for f in fused]
+    assert float(fused[0].image_map.abs().sum()) > 1e-3  # the image part is in the stacked model
+    assert means[0] == pytest.approx(means[1], abs=1e-4)
