@@ -4,8 +4,8 @@
   from a model that never saw it, so ONE linear model is fitted on [those logits, the covariates] over all the
   fold's training patients (the kind's logistic / ridge Cox, C by inner-CV deviance) and set into every member
   (`FusedHead.start_stacked`); no network is trained again. The image logits' weight is fitted with the
-  covariates', so noise covariates compete with the image evidence for the same patients, and where the
-  covariates carry nothing the fit can leave them near zero.
+  covariates', over every training patient rather than a 12-60-patient validation part, and the inner CV can
+  leave either channel out (`CANDIDATES`).
 - `fuse` (selection validation): a single model has held-out predictions for its validation patients only
   (12-60), too few for that fit, so the model starts as itself plus the covariates-only model of its training
   patients and is fine-tuned, kept as it started unless an epoch does better on validation.
@@ -29,11 +29,11 @@ from mil.training.fit import FitSetup, fit_fold, seeded
 # one; inf leaves that block out. Each fold picks one, with its C, by the inner-CV deviance over its training
 # patients. 1e-3 fits the image weight almost freely (a calibration slope) and lets C shrink the covariates
 # alone; 1 shrinks both alike; the two single-channel models are candidates too. Measured on
-# benchmarks/covariates.py (RESULTS.md, "Clinical covariates"), one candidate at a time: with (1, 1) only, a
-# strong C shrank an informative image weight as far as pure-noise covariates' (image cohort, seed 1: fused
-# 0.558 vs image only 0.756); with the three image factors but no single-channel model, an uninformative image
-# model (survival cohort, image c-index 0.42-0.51) kept a noise weight (5 seeds: fused 0.618 vs 0.640 for the
-# covariates alone).
+# benchmarks/covariates.py, 5 seeds (RESULTS.md, "Clinical covariates"): with (1, 1) only, a strong C shrank an
+# informative image weight as far as pure-noise covariates' (image cohort: fused - image only -0.101); with
+# (1e-3, 1) only, -0.001 there; with the three image factors, an uninformative image model (survival cohort,
+# image c-index 0.42-0.51) kept a noise weight (-0.022 against the covariates alone); all five candidates plus
+# one Cox origin per member (below): survival -0.001, image -0.014.
 CANDIDATES = ((1e-3, 1.0), (1e-1, 1.0), (1.0, 1.0), (np.inf, 1.0), (1e-3, np.inf))
 
 
