@@ -156,25 +156,6 @@ def fit_selected(
         return _model(task, c, penalty_factor).fit(x, y)
 
 
-def fit_selected_factor(
-    x: np.ndarray, y: np.ndarray, task: Task, seed: int, factors: list[np.ndarray], by: str = "deviance"
-):
-    """`fit_selected` with the penalty factor chosen too: the (factor, C) pair with the best inner score, every
-    pair scored on the same inner splits (the first factor wins ties). None where the kind has no model."""
-    from threadpoolctl import threadpool_limits
-
-    if task.baseline_model(1.0) is None:
-        return None
-    best = None
-    with threadpool_limits(limits=1):
-        for factor in factors:
-            c, score, _ = select_c(x, y, task, seed, by=by, penalty_factor=factor)
-            if best is None or (score is not None and (best[2] is None or score > best[2])):
-                best = (factor, c, score)
-        assert best is not None
-        return _model(task, best[1], best[0]).fit(x, y)
-
-
 def _model(task: Task, c: float, penalty_factor: np.ndarray | None):
     model = task.baseline_model(c)
     model.penalty_factor = penalty_factor

@@ -4,8 +4,8 @@
   from a model that never saw it, so ONE linear model is fitted on [those logits, the covariates] over all the
   fold's training patients (the kind's logistic / ridge Cox, C by inner-CV deviance) and set into every member
   (`FusedHead.start_stacked`); no network is trained again. The image logits' weight is fitted with the
-  covariates', over every training patient rather than a 12-60-patient validation part, and the inner CV can
-  leave either channel out (`CANDIDATES`).
+  covariates', over every training patient rather than a 12-60-patient validation part; the image weight is
+  penalised far less than the covariates' (`IMAGE_PENALTY`), so a C chosen for noise covariates cannot shrink it.
 - `fuse` (selection validation): a single model has held-out predictions for its validation patients only
   (12-60), too few for that fit, so the model starts as itself plus the covariates-only model of its training
   patients and is fine-tuned, kept as it started unless an epoch does better on validation.
@@ -25,16 +25,13 @@ from mil.tasks import Task
 from mil.training.data import BagSet
 from mil.training.fit import FitSetup, fit_fold, seeded
 
-# The stacked model's candidates, as ridge penalty factors (image logits, covariates) relative to the usual
-# one; inf leaves that block out. Each fold picks one, with its C, by the inner-CV deviance over its training
-# patients. 1e-3 fits the image weight almost freely (a calibration slope) and lets C shrink the covariates
-# alone; 1 shrinks both alike; the two single-channel models are candidates too. Measured on
-# benchmarks/covariates.py, 5 seeds (RESULTS.md, "Clinical covariates"): with (1, 1) only, a strong C shrank an
-# informative image weight as far as pure-noise covariates' (image cohort: fused - image only -0.101); with
-# (1e-3, 1) only, -0.001 there; with the three image factors, an uninformative image model (survival cohort,
-# image c-index 0.42-0.51) kept a noise weight (-0.022 against the covariates alone); all five candidates plus
-# one Cox origin per member (below): survival -0.001, image -0.014.
-CANDIDATES = ((1e-3, 1.0), (1e-1, 1.0), (1.0, 1.0), (np.inf, 1.0), (1e-3, np.inf))
+# The image logits' ridge penalty relative to a covariate's: their weight is a calibration slope, fitted almost
+# freely, and the C chosen by inner-CV deviance shrinks the covariates alone. Measured on benchmarks/covariates.py,
+# 5 seeds (RESULTS.md, "Clinical covariates"), fused - max(covariates only, image only): with one penalty for
+# both (1), a strong C shrank an informative image weight as far as pure-noise covariates' (image cohort -0.101);
+# letting the inner CV also choose 0.1 or 1, or leave either channel out, lost on the image cohort (-0.014, a
+# fold left at a constant when its single-member held-out logits looked weak) for no gain elsewhere.
+IMAGE_PENALTY = 1e-3
 
 
 def stack(
@@ -51,15 +48,17 @@ def stack(
     Where the kind has no linear model, or the fit leaves none, the members stay the image model alone (the
     covariate weights at zero). `infer_logits(member, positions)`: a member's logits, needed for shift-invariant
     outputs (Cox risks)."""
-    from mil.baselines.cv import fit_selected_factor
+    from mil.baselines.cv import fit_selected
     from mil.heads.fused import FusedHead
 
     basis = task.logit_basis()
     image = held_logits.double().numpy() @ basis
     covariates = data.covariates.double().numpy()[held_index]
     design = np.concatenate([image, covariates], axis=1)
-    factors = [np.r_[np.full(image.shape[1], a), np.full(covariates.shape[1], b)] for a, b in CANDIDATES]
-    linear = fit_selected_factor(design, data.y.numpy()[held_index], task, seed, factors)
+    factor = np.r_[np.full(image.shape[1], IMAGE_PENALTY), np.ones(covariates.shape[1])]
+    linear = fit_selected(
+        design, data.y.numpy()[held_index], task, seed, by="deviance", penalty_factor=factor
+    )
     weights = None if linear is None else linear.logit_weights()
     fused = [FusedHead(copy.deepcopy(m), covariates.shape[1]).eval() for m in members]
     if weights is None:
