@@ -109,11 +109,11 @@ def fit_job(inputs: FoldInputs, job: FoldJob, progress: Progress | None) -> Fold
         encoder = CovariateEncoder.fit(inputs.covariates, [*fold.train, *fold.val])
         design, _ = encoder.transform(inputs.covariates, cohort.patients)
         fused_data = replace(data, covariates=torch.from_numpy(design))
+        batch = eval_batch_instances(config, device)
         if config.selection == "crossfit":
             held = chosen.held_logits
             if chosen.calibration is not None:  # the members are calibrated: stack on what they output
                 held = chosen.calibration.apply(held)
-            batch = eval_batch_instances(config, device)
             models = stack(chosen.models, task, fused_data, chosen.held_index, held, job.seed * 1000 + fold.index,
                            lambda m, index: infer(m, fused_data, index, device, batch))  # fmt: skip
             best_epoch, history = chosen.best_epoch, chosen.history
@@ -124,7 +124,6 @@ def fit_job(inputs: FoldInputs, job: FoldJob, progress: Progress | None) -> Fold
                                                strict=True)]  # fmt: skip
             models = [m for m, _ in fits]
             best_epoch, history = fits[0][1].best_epoch, fits[0][1].history
-        batch = eval_batch_instances(config, device)
         logits = [infer(m, fused_data, parts.test, device, batch) for m in models]
         out = ensemble_outputs_of(task, logits, chosen.calibration is not None).numpy()
         return FoldResult(

@@ -330,3 +330,18 @@ def test_stacked_cox_members_share_one_origin():
     means = [float(infer(f, data, held, torch.device("cpu"), 10_000).mean()) for f in fused]
     assert float(fused[0].image_map.abs().sum()) > 1e-3  # the image part is in the stacked model
     assert means[0] == pytest.approx(means[1], abs=1e-4)
+
+
+def test_a_fused_checkpoint_written_before_image_map_loads_as_the_identity():
+    """Fused checkpoints from before the stacked fusion have no `image_map`: they load as they were trained."""
+    import torch
+
+    from mil.heads import create_head
+    from mil.heads.fused import FusedHead
+
+    fused = FusedHead(create_head("mean_pool", 4, 3), 2)
+    state = {k: v for k, v in fused.state_dict().items() if k != "image_map"}
+    again = FusedHead(create_head("mean_pool", 4, 3), 2)
+    again.image_map.mul_(0)
+    again.load_state_dict(state, strict=True)
+    assert torch.equal(again.image_map, torch.eye(3))
