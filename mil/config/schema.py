@@ -67,7 +67,7 @@ class TrainConfig(Section):
     # Defaults: crossfit + the pooled-statistics prior, uncalibrated. Measured 2026-12-03 (benchmarks/RESULTS.md,
     # 'Training recipe', 3 seeds, same folds): within 0.01 of the pooled baseline or above on every cohort
     # measured (MUSK2 +0.001, ELEPHANT +0.017), where the single model (selection validation, prior none) missed
-    # it on MUSK2 (-0.022) and ELEPHANT (-0.020); it costs 5-14x the single model's training time. Covariates
+    # it on MUSK2 (-0.022) and ELEPHANT (-0.020); it costs 5-16x the single model's training time. Covariates
     # are stacked on the members' held-out logits, no member is trained again (mil.training.fusion). Temperature
     # calibration is not better everywhere (MUSK1 validation 0.071 -> 0.090 ECE, pbc crossfit 0.081 -> 0.109).
     selection: Literal["crossfit", "validation"] = Field(
