@@ -16,6 +16,7 @@ Measured on benchmarks/covariates.py (RESULTS.md, "Clinical covariates").
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import numpy as np
 from torch import Tensor, nn
@@ -41,7 +42,7 @@ def stack(
     held_index: np.ndarray,
     held_logits: Tensor,
     seed: int,
-    infer_logits=None,
+    infer_logits: Callable[[nn.Module, np.ndarray], Tensor] | None = None,
 ) -> list[nn.Module]:
     """Each cross-fitted member behind a `FusedHead` holding one linear model stacked on the members' held-out
     logits (`held_logits`, rows `held_index` of `data`) and the covariates of `data`, fitted on those patients.
