@@ -68,6 +68,7 @@ def select_c(
     n_folds: int = INNER_FOLDS,
     by: str = "metric",
     penalty_factor: np.ndarray | None = None,
+    tolerance: float = 0.0,
 ) -> tuple[float, float | None, list[str]]:
     """(C, its inner score, notes) from an inner CV over the rows of x/y alone. `by="metric"` scores the pooled
     inner outputs with the kind's headline metric (a ranking: right for a model that is read on its own);
@@ -75,7 +76,9 @@ def select_c(
     added to another's (`mil.training.fusion.fuse`): AUC cannot see a logit's size, so on noise it picked a weak
     penalty whose noise logits then swamped the other model's. The one-SE rule (or keeping the strongest
     penalty unless beaten by one SE) shrank age's Cox weight too far: the fused survival model fell back to
-    c-index 0.570 / 0.590 against 0.637 with the plain minimum (RESULTS.md, "Clinical covariates")."""
+    c-index 0.570 / 0.590 against 0.637 with the plain minimum (RESULTS.md, "Clinical covariates").
+    `tolerance`: the smallest C whose score is within it of the best wins (deviance: nats per patient), so a
+    near-tie goes to the stronger penalty (`mil.training.fusion.STACK_TOLERANCE` says why and how much)."""
     grid = tuple(sorted(grid))  # ascending: warm starts go from strong to weak penalty, ties to the smaller C
     splits = inner_splits(task.strata(y), n_folds, seed)
     if splits is None:
@@ -92,7 +95,8 @@ def select_c(
     if np.isnan(scores).all():
         why = f"the inner folds could not score any C ({task.metric_label} undefined); C = {DEFAULT_C:g}"
         return DEFAULT_C, None, [why]
-    best = int(np.flatnonzero(scores >= np.nanmax(scores) - 1e-12)[0])  # the first: the smallest C wins ties
+    # the first: the smallest C wins ties (and near-ties, within `tolerance`)
+    best = int(np.flatnonzero(scores >= np.nanmax(scores) - max(tolerance, 1e-12))[0])
     return grid[best], float(scores[best]), []
 
 
@@ -143,16 +147,17 @@ def fit_selected(
     seed: int,
     by: str = "metric",
     penalty_factor: np.ndarray | None = None,
+    tolerance: float = 0.0,
 ):
     """The kind's regularised linear model on all rows of x/y, C chosen by `select_c` (`by`) over those rows
     alone (the fitted `LinearBaselineModel`; None where the kind has none). `penalty_factor`: per column, a
-    multiplier of its ridge penalty (`LinearBaselineModel.penalty_factor`)."""
+    multiplier of its ridge penalty (`LinearBaselineModel.penalty_factor`); `tolerance`: see `select_c`."""
     from threadpoolctl import threadpool_limits
 
     if task.baseline_model(1.0) is None:
         return None
     with threadpool_limits(limits=1):  # small fits: one BLAS thread (see above)
-        c, _, _ = select_c(x, y, task, seed, by=by, penalty_factor=penalty_factor)
+        c, _, _ = select_c(x, y, task, seed, by=by, penalty_factor=penalty_factor, tolerance=tolerance)
         return _model(task, c, penalty_factor).fit(x, y)
 
 

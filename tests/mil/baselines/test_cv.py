@@ -97,6 +97,15 @@ def test_c_is_the_best_inner_score_and_ties_go_to_the_stronger_penalty(monkeypat
     assert (c, score, notes) == (0.1, 0.9, [])
 
 
+def test_a_tolerance_gives_near_ties_to_the_stronger_penalty(monkeypatch):
+    x, y = _cohort()
+    scores = [0.600, 0.897, 0.900, 0.899]
+    monkeypatch.setattr(CLASSIFICATION, "metric", lambda yy, out, s=iter(scores * 2): next(s))
+    grid = (0.01, 0.1, 1.0, 10.0)
+    assert select_c(x, y, CLASSIFICATION, seed=0, grid=grid)[:2] == (1.0, 0.9)
+    assert select_c(x, y, CLASSIFICATION, seed=0, grid=grid, tolerance=0.005)[:2] == (0.1, 0.897)
+
+
 def test_unscorable_inner_folds_and_tiny_training_parts_fall_back_to_c_1_with_a_note(monkeypatch):
     x, y = _cohort()
     c, score, notes = select_c(x[:1], y[:1], CLASSIFICATION, seed=0)

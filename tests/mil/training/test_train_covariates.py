@@ -294,6 +294,21 @@ def test_stack_weighs_what_carries_signal_and_reads_only_the_held_out_patients()
     assert a_again == pytest.approx(a) and w_again == pytest.approx(w_noise)
 
 
+def test_a_stacked_image_weight_is_never_negative():
+    """Held-out image logits ranking the patients the wrong way round (a weak image signal seen by one member)
+    would get a negative stacked weight, flipping the ensemble's ranking of the test patients: the image gets
+    weight 0 and the covariates-only model is the fused model."""
+    rng = np.random.default_rng(1)
+    n, held = 100, np.arange(80)
+    y = (np.arange(n) % 2).astype(np.float64)
+    z = -1.0 * (y - 0.5) + rng.normal(0, 1, n)
+    count = (1.5 * (y - 0.5) + rng.normal(0, 1, n))[:, None]
+    a, w_count = _stacked(z, count, y, held)
+    assert a == 0.0 and w_count[0] > 0.3
+    a_right_way, _ = _stacked(-z, count, y, held)
+    assert a_right_way > 0.1
+
+
 def test_stacked_cox_members_share_one_origin():
     """Cox risks mean the same up to a constant per model: each stacked member's image part is taken from its
     own origin (mean risk on the fold's training patients), so all members, and every fold, share one origin."""
