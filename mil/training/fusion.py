@@ -36,8 +36,9 @@ from mil.training.fit import FitSetup, fit_fold, seeded
 IMAGE_PENALTY = 1e-3
 # The covariates' C: the strongest penalty whose inner-CV deviance is within this many nats per patient of the
 # best. On pure-noise covariates the plain minimum still gave them weight in a fold now and then, by chance of
-# the inner split, and the image cohort paid for it (8 seeds: fused - image only -0.008, seeds 5-7 -0.018);
-# a near-tie going to the stronger penalty costs a real covariate little. RESULTS.md, "Clinical covariates".
+# the inner split, and the image cohort paid for it; a near-tie going to the stronger penalty costs a real
+# covariate little. Image cohort, 11 seeds, fused - image only: -0.011 with the plain minimum, -0.005 with this
+# and the non-negative image weight below (survival -0.002 / -0.003). RESULTS.md, "Clinical covariates".
 STACK_TOLERANCE = 0.003
 
 
@@ -53,8 +54,8 @@ def stack(
     """Each cross-fitted member behind a `FusedHead` holding one linear model stacked on the members' held-out
     logits (`held_logits`, rows `held_index` of `data`) and the covariates of `data`, fitted on those patients.
     The image weight is never negative (see below). Where the kind has no linear model, or the fit leaves none,
-    the members stay the image model alone (the covariate weights at zero). `infer_logits(member, positions)`: a member's logits, needed for shift-invariant
-    outputs (Cox risks)."""
+    the members stay the image model alone (the covariate weights at zero). `infer_logits(member, positions)`:
+    a member's logits, needed for shift-invariant outputs (Cox risks)."""
     from mil.baselines.cv import fit_selected
     from mil.heads.fused import FusedHead
 
