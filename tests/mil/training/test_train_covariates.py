@@ -336,9 +336,8 @@ def test_stacked_cox_members_share_one_origin():
     logits = [infer(m, data, held, torch.device("cpu"), 10_000) for m in members]
     assert abs(float(logits[0].mean() - logits[1].mean())) > 1e-3  # two different origins
     risk = sum(infer(m, data, np.arange(n), torch.device("cpu"), 10_000)[:, 0] for m in members).numpy()
-    data.y[:, 0] = torch.as_tensor(
-        rng.exponential(np.exp(-20 * (risk - risk.mean())))
-    )  # the image carries risk
+    # the image carries risk
+    data.y[:, 0] = torch.as_tensor(rng.exponential(np.exp(-20 * (risk - risk.mean()))))
     centred = torch.cat([x - x.mean(0) for x in logits]).reshape(2, 50, 1).mean(0)
     fused = stack(members, task, data, held, centred, seed=0,
                   infer_logits=lambda m, index: infer(m, data, index, torch.device("cpu"), 10_000))  # fmt: skip
