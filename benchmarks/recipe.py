@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +48,7 @@ from mil.cohort.splits import make_splits  # noqa: E402
 from mil.config import TrainConfig  # noqa: E402
 from mil.tasks import TaskSpec, create_task  # noqa: E402
 from mil.training.fit import FitSetup  # noqa: E402
-from mil.training.recipe import FoldParts, train_fold  # noqa: E402
+from mil.training.recipe import FoldParts, FoldResult, train_fold  # noqa: E402
 
 DATA = BENCH_DIR / "recipe"
 OLD = {"selection": "validation", "prior": "none", "calibration": "none"}  # TrainConfig() since #11's review
@@ -223,9 +224,11 @@ def run_cohort(
     base: dict,
     only_seed: int | None = None,
     jsonl: Path | None = None,
+    on_fold: Callable[[str, int, FoldParts, FoldResult, np.ndarray], None] | None = None,
 ) -> dict:
     """Every method on every repeat (or only repeat `only_seed`); with `jsonl`, one JSON line per (repeat,
-    method) appended as soon as it is measured, so a long run's partial results survive."""
+    method) appended as soon as it is measured, so a long run's partial results survive. `on_fold(method,
+    repeat, parts, result, y)` sees every trained fold (benchmarks/auto_choice.py keeps the candidates')."""
     results: dict = {
         m: {"auc": [], "accuracy": [], "ece": [], "ece_raw": [], "seconds": 0.0, "chosen": []}
         for m in methods
@@ -262,6 +265,8 @@ def run_cohort(
                             config,
                             FitSetup(torch.device("cpu"), rep * 1000 + f.index, f.index),
                         )
+                        if on_fold is not None:
+                            on_fold(m, rep, parts, res, cohort.y)
                         out[parts.test], raw[parts.test] = res.chosen.test_out, res.chosen.test_raw
                         results[m]["chosen"].append(res.chosen.candidate.name)
                         for fit in res.candidates if res.auto else ():

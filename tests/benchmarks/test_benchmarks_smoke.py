@@ -5,6 +5,7 @@ from running the scripts themselves (see benchmarks/RESULTS.md)."""
 from __future__ import annotations
 
 import json
+import pickle
 import sys
 import zipfile
 from pathlib import Path
@@ -144,21 +145,28 @@ def test_synthetic_cohort_tiny_run(tmp_path):
         assert r["macro_auc"] is None or 0.0 <= r["macro_auc"] <= 1.0
 
 
-def test_recipe_benchmark_on_fake_real_cells(tmp_path, monkeypatch):
-    """benchmarks/recipe.py: pseudo-patients drawn from a (fake) pbc store, baseline and the #11 recipe on
-    the same folds; same seed -> same numbers."""
+def fake_pbc_store(root: Path) -> None:
+    """root/pbc/bags.zarr laid out as recipe_data.py writes it: one bag of 40 cells per cell type."""
     import recipe
 
     from features.bagstore import Bag, BagMeta, BagStore, EncoderIdentity
 
     enc = EncoderIdentity(name="fake", weights_sha256="0" * 64, dim=5, unit="cells")
-    store = BagStore(tmp_path / "pbc" / "bags.zarr", "a", enc)
+    store = BagStore(root / "pbc" / "bags.zarr", "a", enc)
     rng = np.random.default_rng(0)
     for k, cell_type in enumerate(recipe.NORMAL):
         x = rng.normal(size=(40, 5)).astype(np.float32)
         x[:, k % 5] += 3.0  # each type has its own axis, as cell types differ in morphology
         store.write(Bag(x, paths=np.array([f"{cell_type}/{i}.jpg" for i in range(40)])),
-                    BagMeta(cell_type, cell_type, 40, enc, str(tmp_path), "cells"))  # fmt: skip
+                    BagMeta(cell_type, cell_type, 40, enc, str(root), "cells"))  # fmt: skip
+
+
+def test_recipe_benchmark_on_fake_real_cells(tmp_path, monkeypatch):
+    """benchmarks/recipe.py: pseudo-patients drawn from a (fake) pbc store, baseline and the #11 recipe on
+    the same folds; same seed -> same numbers."""
+    import recipe
+
+    fake_pbc_store(tmp_path)
     monkeypatch.setattr(recipe, "DATA", tmp_path)
     cohort = recipe.pbc_cohort("pbc:left_shift:n20:c60", seed=0)
     assert (
@@ -168,6 +176,34 @@ def test_recipe_benchmark_on_fake_real_cells(tmp_path, monkeypatch):
     runs = [recipe.run_cohort("pbc:left_shift:n20:c60", ["baseline", "recipe"], 1, 2, base) for _ in range(2)]
     for method in ("baseline", "recipe"):
         assert 0 <= runs[0][method]["auc"][0] <= 1 and runs[0][method]["auc"] == runs[1][method]["auc"]
+
+
+def test_auto_choice_dump_and_replay(tmp_path, monkeypatch, capsys):
+    """benchmarks/auto_choice.py: the dump keeps every auto candidate of every fold; the replay reproduces the
+    run's own choice and AUC from it (it stops otherwise) and scores every rule on the same folds."""
+    import auto_choice
+    import recipe
+
+    fake_pbc_store(tmp_path)
+    monkeypatch.setattr(recipe, "DATA", tmp_path)
+    monkeypatch.setattr(auto_choice, "DUMPS", tmp_path / "dumps")
+    base = {"device": "cpu", "epochs": 2, "patience": 1, "inner_folds": 2, "batch_size": 4}
+    for seed in (0, 1):
+        auto_choice.dump("pbc:left_shift:n20:c60", seed, "auto_default", base, n_folds=2)
+    scores = auto_choice.replay("auto_default")["pbc_left_shift_n20_c60"]
+    assert set(scores) == {*auto_choice.NAMES, *auto_choice.RULES}
+    assert all(len(v) == 2 and all(0 <= a <= 1 for a in v) for v in scores.values())
+    mean_all = scores["mean of all candidates"]
+    assert mean_all != scores["abmil"] or mean_all != scores["mean_pool"]  # a mixture, not a copy
+    assert "best in hindsight" in capsys.readouterr().out
+    # a dump whose stored choice the shipped rule does not reproduce is refused, not scored
+    path = tmp_path / "dumps" / "auto_default" / "pbc_left_shift_n20_c60_0.pkl"
+    run = pickle.loads(path.read_bytes())
+    for fold in run["folds"]:
+        fold["chosen"] = next(n for n in auto_choice.NAMES if n != fold["chosen"])
+    path.write_bytes(pickle.dumps(run))
+    with pytest.raises(SystemExit, match="does not reproduce"):
+        auto_choice.replay("auto_default")
 
 
 def test_store_validate_tiny_run(tmp_path):
