@@ -68,6 +68,7 @@ RECIPES = {
     },  # head with mean/SD inside
     "seeds2": {**RECIPE, "seeds": 2},
     "auto_default": {"head": "auto"},  # --model auto with the default selection (each candidate alone too)
+    "auto_seeds3": {"head": "auto", "seeds": 3},  # --model auto, 3 members per inner part (seed ensemble)
     "default_cal": {"calibration": "temperature"},  # the default single model, temperature-calibrated
     "default_prior": {"prior": "pooled_stats"},  # the default single model on the pooled-statistics prior
     "mean_pool": {"head": "mean_pool"},
