@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import BENCH_DIR  # noqa: E402
-from recipe import run_cohort  # noqa: E402
+from recipe import RECIPES, run_cohort  # noqa: E402
 
 from mil.tasks import Task, TaskSpec, create_task  # noqa: E402
 from mil.training.auto import AUTO_GRID, better  # noqa: E402
@@ -45,6 +45,11 @@ DEFAULT = NAMES[0]  # abmil: the head `mil train` uses without --model
 # -- dump ----------------------------------------------------------------------------------------------------
 def dump(cohort: str, seed: int, method: str, base: dict | None = None, n_folds: int = 5) -> Path:
     """Run `method` on one cohort and seed as benchmarks/recipe.py does; keep every candidate of every fold."""
+    if RECIPES.get(method, {}).get("head") != "auto":
+        auto = ", ".join(m for m, r in RECIPES.items() if r.get("head") == "auto")
+        raise SystemExit(
+            f"--method {method}: not a recipe with head auto in benchmarks/recipe.py (one of: {auto})"
+        )
     folds: list[dict] = []
 
     def keep(_method, _rep, parts, result, y) -> None:
@@ -59,8 +64,10 @@ def dump(cohort: str, seed: int, method: str, base: dict | None = None, n_folds:
     result = run_cohort(cohort, [method], 1, n_folds, base, only_seed=seed, on_fold=keep)
     path = DUMPS / method / f"{cohort.replace(':', '_')}_{seed}.pkl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
+    partial = path.with_suffix(".pkl.partial")  # an interrupted write never replaces an earlier dump
+    with open(partial, "wb") as f:
         pickle.dump({"result": result, "folds": folds}, f)
+    partial.replace(path)
     return path
 
 
