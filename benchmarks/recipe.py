@@ -168,6 +168,10 @@ def pbc_cohort(spec: str, seed: int) -> Cohort:
     parts = spec.split(":")
     rule, n_patients = parts[1], int(parts[2][1:])
     fixed = int(parts[3][1:]) if len(parts) > 3 else None
+    if not (DATA / "pbc" / "bags.zarr").is_dir():
+        raise SystemExit(
+            f"{spec}: no pbc bag store under {DATA}; build it with `python benchmarks/recipe_data.py pbc`"
+        )
     store = BagStore(DATA / "pbc" / "bags.zarr")
     cells = {m.patient_id: store.read_features(m.slide_id).astype(np.float32) for m in store.metas()}
     rng = np.random.default_rng(2000 + seed)

@@ -9,9 +9,10 @@ library call with the `cytomorph` encoder -> .bench/recipe/synth_w<witness>/bags
 grid cells (60 / 120 patients, 100-cell bags) are subsamples of these (`recipe.py` draws them), because
 extracting ~0.5 M synthetic cells takes about an hour on 2 shared cores (cytomorph on crops).
 
-pbc: the 2,000 real CellaVision cells of pbc-subset (Acevedo et al. 2020, CC BY 4.0) encoded once with
-cytomorph -> .bench/recipe/pbc/cells.npz (features, class per cell); pseudo-patients are drawn from them in
-`recipe.py`. The images are read from the shared folder, never copied.
+pbc: the 2,000 real CellaVision cells of pbc-subset (Acevedo et al. 2020, CC BY 4.0) through the `mil extract`
+library call with `cytomorph` -> .bench/recipe/pbc/bags.zarr, one bag per cell-type folder (the folder name is
+its patient id); `recipe.py` draws pseudo-patients from those bags. The images are read from the shared folder,
+never copied.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -101,25 +100,21 @@ def subset(args: argparse.Namespace) -> None:
 
 
 def pbc(args: argparse.Namespace) -> None:
-    from PIL import Image
+    from features.pipeline.config import ExtractConfig
+    from features.pipeline.extract import extract
 
-    from features.encoders import create_encoder
-
-    out = ROOT / "pbc" / "cells.npz"
-    if out.is_file():
-        print(f"{out}: cached")
+    root = ROOT / "pbc"
+    if (root / "bags.zarr").is_dir():
+        print(f"{root / 'bags.zarr'}: cached")
         return
-    data = Path(args.data)
-    classes = sorted(p.name for p in data.iterdir() if p.is_dir())
-    paths = [(c, p) for c in classes for p in sorted((data / c).glob("*.jpg"))]
-    encoder = create_encoder("cytomorph")
+    shutil.rmtree(root / "tmp.zarr", ignore_errors=True)  # an interrupted earlier run
+    config = ExtractConfig(encoder="cytomorph", device="cpu", mpp=args.mpp, workers=args.workers)
     with Timer() as t:
-        images = [np.asarray(Image.open(p).convert("RGB")) for _, p in paths]
-        feats = encoder.encode_images(images, mpp=args.mpp)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, features=np.asarray(feats, np.float32), cell_class=np.array([c for c, _ in paths]),
-             file=np.array([p.name for _, p in paths]), classes=np.array(classes))  # fmt: skip
-    print(f"{out}: {len(paths)} cells, {t.seconds:.0f} s")
+        summary = extract(Path(args.data), root / "tmp.zarr", config)
+    if summary.count("failed") or not summary.count("written"):
+        raise SystemExit(f"extraction failed: {summary.message}")
+    (root / "tmp.zarr").rename(root / "bags.zarr")
+    print(f"{root / 'bags.zarr'}: {summary.instances} cells extracted in {t.seconds:.0f} s", flush=True)
 
 
 def main() -> None:
@@ -143,6 +138,7 @@ def main() -> None:
     p = sub.add_parser("pbc")
     p.add_argument("--data", default="/work/shared/data/pbc-subset")
     p.add_argument("--mpp", type=float, default=0.1, help="pbc-subset: 360 px crops of ~36 µm")
+    p.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     {"synth": synth, "subset": subset, "pbc": pbc}[args.what](args)
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.paths import BENCH  # noqa: E402
+from tests.paths import BENCH, DATA  # noqa: E402
 
 sys.path.insert(0, str(BENCH))
 
@@ -176,6 +176,32 @@ def test_recipe_benchmark_on_fake_real_cells(tmp_path, monkeypatch):
     runs = [recipe.run_cohort("pbc:left_shift:n20:c60", ["baseline", "recipe"], 1, 2, base) for _ in range(2)]
     for method in ("baseline", "recipe"):
         assert 0 <= runs[0][method]["auc"][0] <= 1 and runs[0][method]["auc"] == runs[1][method]["auc"]
+
+
+@pytest.mark.skipif(not (DATA / "pbc-subset").is_dir(), reason="pbc-subset not found (set MIL_TEST_DATA)")
+def test_recipe_data_builds_the_pbc_store_recipe_reads(tmp_path, monkeypatch):
+    """`recipe_data.py pbc` writes the bag store `recipe.py` draws pseudo-patients from (one bag per cell type);
+    it once wrote a file recipe.py never read. 3 real images per type, linked, not copied."""
+    import recipe
+    import recipe_data
+
+    small = tmp_path / "pbc-subset"
+    for cls in sorted(p for p in (DATA / "pbc-subset").iterdir() if p.is_dir()):
+        (small / cls.name).mkdir(parents=True)
+        for image in sorted(cls.glob("*.jpg"))[:3]:
+            (small / cls.name / image.name).symlink_to(image)
+    monkeypatch.setattr(recipe_data, "ROOT", tmp_path / "recipe")
+    monkeypatch.setattr(recipe, "DATA", tmp_path / "recipe")
+    with pytest.raises(SystemExit, match="recipe_data.py pbc"):
+        recipe.pbc_cohort("pbc:left_shift:n4:c10", seed=0)
+    monkeypatch.setattr(sys, "argv", ["recipe_data.py", "pbc", "--data", str(small)])
+    recipe_data.main()
+    cohort = recipe.pbc_cohort("pbc:left_shift:n4:c10", seed=0)
+    assert (
+        len(cohort.bags) == 4
+        and {b.shape[0] for b in cohort.bags} == {10}
+        and cohort.y.tolist() == [0, 1] * 2
+    )
 
 
 def test_auto_choice_dump_and_replay(tmp_path, monkeypatch, capsys):
