@@ -1,7 +1,7 @@
 """Cohorts for the training-recipe benchmarks (`benchmarks/recipe.py`), built once and cached under .bench/.
 
     python benchmarks/recipe_data.py synth [--patients 240 --cells 1000 --witness 0.1,0.3 --workers 1]
-    python benchmarks/recipe_data.py pbc [--data /work/shared/data/pbc-subset]
+    python benchmarks/recipe_data.py pbc [--data ../shared/data/pbc-subset]
 
 synth: the largest cohort of the stress grid per witness level (cells layout, 3 sites with stain shifts,
 APL / AML / healthy in equal shares, seed 11) through `features.synth.generate_cohort` and the `mil extract`
@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BENCH_DIR, Timer  # noqa: E402
 
 ROOT = BENCH_DIR / "recipe"
+PBC_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pbc-subset"
 MIX = {"healthy": 1.0, "AML": 1.0, "APL": 1.0}
 
 
@@ -107,6 +108,10 @@ def pbc(args: argparse.Namespace) -> None:
     if (root / "bags.zarr").is_dir():
         print(f"{root / 'bags.zarr'}: cached")
         return
+    if not Path(args.data).is_dir():
+        raise SystemExit(
+            f"{args.data}: no pbc-subset folder there; point --data at it (one folder per cell type)"
+        )
     shutil.rmtree(root / "tmp.zarr", ignore_errors=True)  # an interrupted earlier run
     config = ExtractConfig(encoder="cytomorph", device="cpu", mpp=args.mpp, workers=args.workers)
     with Timer() as t:
@@ -136,7 +141,9 @@ def main() -> None:
     u.add_argument("--cells", type=int, default=100)
     u.add_argument("--workers", type=int, default=1)
     p = sub.add_parser("pbc")
-    p.add_argument("--data", default="/work/shared/data/pbc-subset")
+    p.add_argument(
+        "--data", default=str(PBC_DATA), help="the pbc-subset folder (default: beside the checkout)"
+    )
     p.add_argument("--mpp", type=float, default=0.1, help="pbc-subset: 360 px crops of ~36 µm")
     p.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
