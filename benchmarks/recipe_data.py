@@ -31,9 +31,22 @@ PBC_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pbc-subset
 MIX = {"healthy": 1.0, "AML": 1.0, "APL": 1.0}
 
 
-def synth(args: argparse.Namespace) -> None:
+def _extract_store(cells: Path, root: Path, workers: int, mpp: float | None = None) -> tuple[int, float]:
+    """cells -> root/bags.zarr by the `mil extract` library call (cytomorph, CPU); written to root/tmp.zarr and
+    renamed when complete, so the cached name never holds a partial store. Returns (cells, seconds)."""
     from features.pipeline.config import ExtractConfig
     from features.pipeline.extract import extract
+
+    config = ExtractConfig(encoder="cytomorph", device="cpu", mpp=mpp, workers=workers)
+    with Timer() as t:
+        summary = extract(cells, root / "tmp.zarr", config)
+    if summary.count("failed") or not summary.count("written"):
+        raise SystemExit(f"extraction failed: {summary.message}")
+    (root / "tmp.zarr").rename(root / "bags.zarr")
+    return summary.instances, t.seconds
+
+
+def synth(args: argparse.Namespace) -> None:
     from features.synth import SynthConfig, generate_cohort
 
     for witness in [float(w) for w in args.witness.split(",")]:
@@ -46,16 +59,11 @@ def synth(args: argparse.Namespace) -> None:
                              cells_per_patient=args.cells, diagnosis_mix=MIX)  # fmt: skip
         with Timer() as t_synth:
             generate_cohort(root / "cohort", config, workers=args.workers)
-        with Timer() as t_extract:
-            summary = extract(root / "cohort" / "cells", root / "tmp.zarr",
-                              ExtractConfig(encoder="cytomorph", device="cpu", workers=args.workers))  # fmt: skip
-        if summary.count("failed") or not summary.count("written"):
-            raise SystemExit(f"extraction failed: {summary.message}")
-        shutil.copy(root / "cohort" / "labels.csv", root / "labels.csv")
-        (root / "tmp.zarr").rename(root / "bags.zarr")
+        shutil.copy(root / "cohort" / "labels.csv", root / "labels.csv")  # "cached" needs bags.zarr as well
+        n_cells, seconds = _extract_store(root / "cohort" / "cells", root, args.workers)
         shutil.rmtree(root / "cohort" / "cells")  # the crops are not needed once encoded (GBs)
-        print(f"{root}: synth {t_synth.seconds:.0f} s, extract {t_extract.seconds:.0f} s "
-              f"({summary.instances} cells, {summary.instances / t_extract.seconds:.0f} cells/s)", flush=True)  # fmt: skip
+        print(f"{root}: synth {t_synth.seconds:.0f} s, extract {seconds:.0f} s "
+              f"({n_cells} cells, {n_cells / seconds:.0f} cells/s)", flush=True)  # fmt: skip
 
 
 def subset(args: argparse.Namespace) -> None:
@@ -66,8 +74,6 @@ def subset(args: argparse.Namespace) -> None:
     (`features.synth.cohort.build_cohort`)."""
     import pandas as pd
 
-    from features.pipeline.config import ExtractConfig
-    from features.pipeline.extract import extract
     from features.synth import SynthConfig
     from features.synth.cohort import build_cohort, labels_row
 
@@ -89,21 +95,12 @@ def subset(args: argparse.Namespace) -> None:
         (view / patient.patient_id).mkdir(parents=True)
         for f in keep:
             (view / patient.patient_id / f.name).symlink_to(f.resolve())
-    with Timer() as t:
-        summary = extract(
-            view, root / "tmp.zarr", ExtractConfig(encoder="cytomorph", device="cpu", workers=args.workers)
-        )
-    if summary.count("failed") or not summary.count("written"):
-        raise SystemExit(f"extraction failed: {summary.message}")
     pd.DataFrame([labels_row(p, p.patient_id) for p in patients]).to_csv(root / "labels.csv", index=False)
-    (root / "tmp.zarr").rename(root / "bags.zarr")
-    print(f"{root}: {summary.instances} cells extracted in {t.seconds:.0f} s", flush=True)
+    n_cells, seconds = _extract_store(view, root, args.workers)
+    print(f"{root}: {n_cells} cells extracted in {seconds:.0f} s", flush=True)
 
 
 def pbc(args: argparse.Namespace) -> None:
-    from features.pipeline.config import ExtractConfig
-    from features.pipeline.extract import extract
-
     root = ROOT / "pbc"
     if (root / "bags.zarr").is_dir():
         print(f"{root / 'bags.zarr'}: cached")
@@ -113,13 +110,8 @@ def pbc(args: argparse.Namespace) -> None:
             f"{args.data}: no pbc-subset folder there; point --data at it (one folder per cell type)"
         )
     shutil.rmtree(root / "tmp.zarr", ignore_errors=True)  # an interrupted earlier run
-    config = ExtractConfig(encoder="cytomorph", device="cpu", mpp=args.mpp, workers=args.workers)
-    with Timer() as t:
-        summary = extract(Path(args.data), root / "tmp.zarr", config)
-    if summary.count("failed") or not summary.count("written"):
-        raise SystemExit(f"extraction failed: {summary.message}")
-    (root / "tmp.zarr").rename(root / "bags.zarr")
-    print(f"{root / 'bags.zarr'}: {summary.instances} cells extracted in {t.seconds:.0f} s", flush=True)
+    n_cells, seconds = _extract_store(Path(args.data), root, args.workers, mpp=args.mpp)
+    print(f"{root / 'bags.zarr'}: {n_cells} cells extracted in {seconds:.0f} s", flush=True)
 
 
 def main() -> None:
