@@ -38,6 +38,7 @@ def _extract_store(cells: Path, root: Path, workers: int, mpp: float | None = No
     from features.pipeline.extract import extract
 
     config = ExtractConfig(encoder="cytomorph", device="cpu", mpp=mpp, workers=workers)
+    shutil.rmtree(root / "tmp.zarr", ignore_errors=True)  # an interrupted earlier run
     with Timer() as t:
         summary = extract(cells, root / "tmp.zarr", config)
     if summary.count("failed") or not summary.count("written"):
@@ -109,7 +110,6 @@ def pbc(args: argparse.Namespace) -> None:
         raise SystemExit(
             f"{args.data}: no pbc-subset folder there; point --data at it (one folder per cell type)"
         )
-    shutil.rmtree(root / "tmp.zarr", ignore_errors=True)  # an interrupted earlier run
     n_cells, seconds = _extract_store(Path(args.data), root, args.workers, mpp=args.mpp)
     print(f"{root / 'bags.zarr'}: {n_cells} cells extracted in {seconds:.0f} s", flush=True)
 
