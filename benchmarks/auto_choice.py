@@ -56,7 +56,6 @@ def dump(cohort: str, seed: int, method: str, base: dict | None = None, n_folds:
         folds.append({
             "y": y.copy(), "test": parts.test.copy(), "chosen": result.chosen.candidate.name,
             "cands": {f.candidate.name: {"held_index": f.held_index.copy(), "held_logits": f.held_logits.numpy().copy(),
-                                         "choice_logits": f.choice_logits.numpy().copy(),
                                          "test_out": f.test_out.copy(), "inner_metric": f.inner_metric,
                                          "inner_loss": f.inner_loss} for f in result.candidates},
         })  # fmt: skip

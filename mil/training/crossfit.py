@@ -59,9 +59,6 @@ class CrossFit:
     held_index: np.ndarray  # the fold's training positions, in the order of `held_logits`
     held_logits: Tensor  # one held-out prediction per training patient at the best epoch (P x C)
     history: list[EpochLog] = field(default_factory=list)
-    # The same patients, each part at the epoch the OTHER parts pick (`epoch_chosen_elsewhere`): free of the
-    # optimism of choosing the epoch on the very patients scored. `--model auto` compares candidates on it.
-    choice_logits: Tensor = field(default_factory=lambda: torch.empty(0))
 
 
 def member_plan(train: np.ndarray, parts: list[np.ndarray], seeds: int, seed: int) -> list[tuple]:
@@ -97,7 +94,6 @@ def fit_crossfit(
     lower_is_better = config.monitor == "loss"
     best = CrossFit([], 0, math.inf, math.nan, train, torch.empty(0))
     best_score = math.inf if lower_is_better else -math.inf
-    curve: list[Tensor] = []  # held-out logits after each epoch
     # Epoch 0 is scored too: a member that starts as the pooled-statistics prior (mil.training.prior) keeps
     # that start unless training improves the held-out loss.
     for epoch in range(0, config.epochs + 1):
@@ -106,7 +102,6 @@ def fit_crossfit(
         else:
             train_loss = math.nan
         logits = _held_out_logits(members, task, bags, train, config, device)
-        curve.append(logits)
         task.fit_weights(y_all.numpy(), enabled=config.class_weights and not config.balanced_sampling)
         with torch.inference_mode():
             loss = float(task.loss(logits, y_all))
@@ -128,32 +123,7 @@ def fit_crossfit(
         m.model.load_state_dict(m.best_state)
         m.model.eval()
     best.members = [m.model for m in members]
-    best.choice_logits = epoch_chosen_elsewhere(curve, y_all, [np.searchsorted(train, p) for p in parts],
-                                                task, lower_is_better)  # fmt: skip
     return best
-
-
-def epoch_chosen_elsewhere(
-    curve: list[Tensor], y: Tensor, rows: list[np.ndarray], task: Task, lower_is_better: bool
-) -> Tensor:
-    """P x C: each inner part's held-out logits at the epoch that is best on the other parts' held-out patients
-    (by the loss, or by the metric where `lower_is_better` is false and the metric is defined there).
-
-    Why: the pooled best epoch is chosen on the same patients its held-out figure is then read on, which
-    flatters whichever candidate's curve is noisiest; choosing each part's epoch without it leaves a figure
-    that, like the outer test, saw no selection."""
-    out = torch.empty_like(curve[0])
-    for part in rows:
-        other = np.setdiff1d(np.arange(len(y)), part)
-        with torch.inference_mode():
-            losses = [float(task.loss(c[other], y[other])) for c in curve]
-        scores = np.array(losses)
-        if not lower_is_better:
-            metrics = [task.metric(y[other].numpy(), task.outputs(c[other]).numpy()) for c in curve]
-            if not any(math.isnan(m) for m in metrics):
-                scores = -np.array(metrics)
-        out[part] = curve[int(np.argmin(scores))][part]  # the first best, as the pooled stopping keeps
-    return out
 
 
 def _train_member(

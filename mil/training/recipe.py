@@ -50,7 +50,6 @@ class Fitted:
     test_out: np.ndarray  # the same, calibrated (equal to test_raw without calibration)
     held_index: np.ndarray  # positions with an inner held-out prediction (crossfit: every training patient)
     held_logits: torch.Tensor  # those predictions, uncalibrated (len(held_index) x outputs)
-    choice_logits: torch.Tensor  # the same rows, each inner part at the epoch chosen on the others (crossfit)
 
 
 @dataclass
@@ -135,14 +134,12 @@ def _fit_candidate(
             fit = fit_crossfit(make_model, task, bags, parts.train, parts.inner, config, setup)
             members, epoch, history = fit.members, fit.best_epoch, fit.history
             held_index, held_logits, held_y = fit.held_index, fit.held_logits, bags.y[fit.held_index]
-            choice_logits = fit.choice_logits
             loss, metric = fit.best_loss, fit.best_metric
         else:
             members, epoch, history, held_index, held_logits = _fit_validation(
                 make_model, task, bags, parts, config, setup
             )
             held_y = bags.y[held_index]
-            choice_logits = held_logits  # one validation part: no other part to choose the epoch on
             with torch.inference_mode():  # the kept models' validation figures (epoch 0 has no history row)
                 loss = float(task.loss(held_logits, held_y))
             metric = task.metric(held_y.numpy(), task.outputs(held_logits).numpy())
@@ -154,7 +151,7 @@ def _fit_candidate(
     else:
         out = raw
     return Fitted(candidate, members, epoch, history, loss, metric, calibration, raw, out, held_index,
-                  held_logits, choice_logits)  # fmt: skip
+                  held_logits)  # fmt: skip
 
 
 def validation_plan(

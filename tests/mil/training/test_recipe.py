@@ -184,27 +184,3 @@ def test_validation_seed_ensemble_is_saved_and_predict_reproduces_it(cohort, tmp
     from pandas.testing import assert_frame_equal
 
     assert_frame_equal(rerun, preds)
-
-
-def test_each_inner_part_is_read_at_the_epoch_the_other_parts_choose():
-    from mil.tasks import TaskSpec, create_task
-    from mil.training.crossfit import epoch_chosen_elsewhere
-
-    task = create_task(TaskSpec("classification", "label", ["a", "b"]))
-    task.fit_weights(np.zeros(1), enabled=False)
-    y = torch.tensor([0, 1, 0, 1, 0, 1], dtype=torch.float32)
-    parts = [np.array([0, 1]), np.array([2, 3]), np.array([4, 5])]  # A, B, C
-    sign = 2 * y - 1  # +1 where the true class is b
-
-    def epoch(margin_a: float, margin_rest: float) -> torch.Tensor:
-        margin = torch.tensor([margin_a] * 2 + [margin_rest] * 4) * sign
-        return torch.stack([-margin / 2, margin / 2], 1)  # correct where margin > 0
-
-    # epoch 0 neutral; epoch 1 right on B and C, wrong on A; epoch 2 right on A, a little wrong on B and C
-    curve = [epoch(0, 0), epoch(-2, 2), epoch(2, -0.4)]
-    pooled = int(np.argmin([float(task.loss(c, y)) for c in curve]))
-    assert pooled == 2  # the pooled choice reads every part at epoch 2, A at its best
-    out = epoch_chosen_elsewhere(curve, y, parts, task, lower_is_better=True)
-    assert torch.equal(out[:2], curve[1][:2])  # B and C choose epoch 1 for A, where A is wrong
-    assert torch.equal(out[2:], curve[2][2:])  # A and C (A and B) choose epoch 2 for B (C)
-    assert float(task.loss(out, y)) > float(task.loss(curve[pooled], y))  # less flattering than the pooled
