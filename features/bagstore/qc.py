@@ -56,13 +56,31 @@ def write_qc(store: Path, slide_id: str, qc: SlideQC) -> None:
                 chunks=tuple(max(1, n) for n in values.shape),
                 attributes=json_safe(qc.map_attrs.get(name, {})),
             )
-        if final.exists():  # carry over what this version does not replace (copied as stored: no decode)
-            for name in set(zarr.open_group(final, mode="r").array_keys()) - set(arrays):
-                shutil.copytree(final / name, staged / name)
+        _carry_over(final, staged, set(arrays))
         land(staged, final, replace=True)
     except BaseException:
         remove(staged)
         raise
+
+
+def _carry_over(final: Path, staged: Path, replaced: set[str]) -> None:
+    """Copy into `staged` the arrays of the landed version that this one does not replace (as stored: no decode).
+
+    Another run writing the same slide's QC can land its version while we copy (two unsharded runs on one
+    store): the old folder is renamed away under us. Then start again from the version now in place."""
+    for _ in range(8):
+        copied: list[str] = []
+        try:
+            for name in sorted(set(zarr.open_group(final, mode="r").array_keys()) - replaced):
+                copied.append(name)
+                shutil.copytree(final / name, staged / name)
+            return
+        except (FileNotFoundError, shutil.Error):
+            for name in copied:
+                remove(staged / name)
+            if not final.exists():
+                return  # nothing landed any more: nothing to carry over
+    raise RuntimeError(f"{final}: other writers kept replacing it while its QC was being carried over")
 
 
 def qc_keys(store: Path) -> list[str]:

@@ -129,6 +129,32 @@ def test_qc_round_trip_and_carry_over(store):
     ]  # fmt: skip
 
 
+def test_qc_carry_over_survives_another_writer_landing_meanwhile(store, monkeypatch):
+    """Two unsharded runs on one store write the same slide's QC: the version being copied from can be
+    renamed away mid-copy (a CI failure: 'No such file or directory' from copytree). Carry from the new one."""
+    import features.bagstore.qc as qc_module
+
+    first, second = (np.full((4, 4, 3), v, np.uint8) for v in (1, 2))
+    store.write_qc("s", SlideQC({"status": "cropped"}, first, {"regions": np.zeros((2, 2), np.uint8)}))
+    real_copytree, calls = qc_module.shutil.copytree, []
+
+    def other_run_lands_first(src, dst, *a, **kw):
+        calls.append(src)
+        if len(calls) == 1:  # the other run lands its version now: the folder we copy from is gone
+            monkeypatch.setattr(qc_module.shutil, "copytree", real_copytree)
+            store.write_qc("s", SlideQC({"status": "cropped", "by": "other"}, second))
+            monkeypatch.setattr(qc_module.shutil, "copytree", other_run_lands_first)
+            raise FileNotFoundError(src)
+        return real_copytree(src, dst, *a, **kw)
+
+    monkeypatch.setattr(qc_module.shutil, "copytree", other_run_lands_first)
+    store.write_qc("s", SlideQC({"status": "failed", "error": "boom"}))
+    qc = store.read_qc("s")
+    assert qc.summary["status"] == "failed" and "by" not in qc.summary
+    assert np.array_equal(qc.thumbnail, second) and np.array_equal(qc.maps["regions"], np.zeros((2, 2)))
+    assert store.pending() == []
+
+
 def test_run_records_replace_whole(store):
     store.write_run("20260101T000000.000Z-shard0of1", {"status": "running", "path": store.path})
     store.write_run("20260101T000000.000Z-shard0of1", {"status": "finished", "outcomes": [1, 2]})
