@@ -9,6 +9,7 @@ previous version: the overview is drawn after detection, and a failure after tha
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,9 @@ def _carry_over(final: Path, staged: Path, replaced: set[str]) -> None:
 
     Another run writing the same slide's QC can land its version while we copy (two unsharded runs on one
     store): the old folder is renamed away under us. Then start again from the version now in place."""
-    for _ in range(8):
+    if not final.exists():
+        return
+    for attempt in range(8):
         copied: list[str] = []
         try:
             for name in sorted(set(zarr.open_group(final, mode="r").array_keys()) - replaced):
@@ -78,6 +81,8 @@ def _carry_over(final: Path, staged: Path, replaced: set[str]) -> None:
         except (FileNotFoundError, shutil.Error):
             for name in copied:
                 remove(staged / name)
+            # a landing leaves `final` absent between its two renames: wait that out before giving up on it
+            time.sleep(0.01 * (attempt + 1))
             if not final.exists():
                 return  # nothing landed any more: nothing to carry over
     raise RuntimeError(f"{final}: other writers kept replacing it while its QC was being carried over")

@@ -155,6 +155,28 @@ def test_qc_carry_over_survives_another_writer_landing_meanwhile(store, monkeypa
     assert store.pending() == []
 
 
+def test_qc_carry_over_waits_out_a_landing_between_its_two_renames(store, monkeypatch):
+    """Mid-landing, the old version is renamed aside before the new one is renamed in: `final` is briefly
+    absent. That is not 'nothing to carry over'."""
+    import features.bagstore.qc as qc_module
+
+    thumb = np.full((4, 4, 3), 7, np.uint8)
+    store.write_qc("s", SlideQC({"status": "cropped"}, thumb))
+    final = store.path / "qc" / "s"
+    aside = store.path / "aside"
+    real_copytree = qc_module.shutil.copytree
+
+    def renamed_away_mid_copy(src, dst, *a, **kw):
+        monkeypatch.setattr(qc_module.shutil, "copytree", real_copytree)
+        final.rename(aside)
+        raise FileNotFoundError(src)
+
+    monkeypatch.setattr(qc_module.shutil, "copytree", renamed_away_mid_copy)
+    monkeypatch.setattr(qc_module.time, "sleep", lambda s: aside.rename(final))  # the other landing ends
+    store.write_qc("s", SlideQC({"status": "failed", "error": "boom"}))
+    assert np.array_equal(store.read_qc("s").thumbnail, thumb)
+
+
 def test_run_records_replace_whole(store):
     store.write_run("20260101T000000.000Z-shard0of1", {"status": "running", "path": store.path})
     store.write_run("20260101T000000.000Z-shard0of1", {"status": "finished", "outcomes": [1, 2]})
