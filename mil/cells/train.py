@@ -134,10 +134,18 @@ def _write_model(
 
 def _check_trainable(cells: LabelledCells, labels: Path, config: CellsConfig) -> None:
     if len(cells.classes) < 2:
-        found = ", ".join(f"{c} {n}" for c, n in cells.account.per_class.items()) or "none"
+        account = cells.account
+        found = ", ".join(f"{c} {n}" for c, n in account.per_class.items()) or "none"
+        # Why the others went: names the vocabulary does not know, and classes too small to keep.
+        why = [
+            *(f"{name!r} not in vocabulary {account.vocabulary}" for name in sorted(account.unmapped)[:5]),
+            *(f"{c} only {n}" for c, n in sorted(account.small_classes.items())[:5]),
+        ]
+        more = len(account.unmapped) + len(account.small_classes) - len(why)
+        left_out = f"; left out: {', '.join(why)}{f' and {more} more' if more > 0 else ''}" if why else ""
         raise InputError(
             f"{labels}: {len(cells.classes)} class(es) with at least {config.min_cells_per_class} labelled cells "
-            f"({found}); a classifier needs 2 or more"
+            f"({found}){left_out}; a classifier needs 2 or more"
         )
 
 

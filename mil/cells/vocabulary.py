@@ -177,9 +177,29 @@ def _claim(aliases: dict[str, str], alias: str, target: str, source: str) -> Non
     aliases[key] = target
 
 
-def read_celltypes_yaml(what: str, name_or_path: str | Path) -> tuple[str, Any]:
-    """(where it came from, parsed YAML) of a shipped configs/celltypes/<name>.yaml or a path."""
+def _kind(data: Any) -> str:
+    """What a celltypes YAML holds: reference ranges carry `flags`, vocabularies do not."""
+    return "reference ranges" if isinstance(data, dict) and "flags" in data else "vocabulary"
+
+
+def _parse(file: Any) -> Any:
+    try:
+        return yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML ({' '.join(str(exc).split())})") from None
+
+
+def shipped_celltypes(what: str) -> list[str]:
+    """Names of the shipped configs/celltypes/ files of one kind ("vocabulary" or "reference ranges")."""
     from mil.config import named_configs, shipped
+
+    return [n for n in named_configs("celltypes") if _kind(_parse(shipped(f"celltypes/{n}.yaml"))) == what]
+
+
+def read_celltypes_yaml(what: str, name_or_path: str | Path) -> tuple[str, Any]:
+    """(where it came from, parsed YAML) of a shipped configs/celltypes/<name>.yaml or a path, which must hold
+    `what` ("vocabulary" or "reference ranges"): a file of the other kind is named as such, not half-parsed."""
+    from mil.config import shipped
 
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.is_file():
@@ -189,12 +209,15 @@ def read_celltypes_yaml(what: str, name_or_path: str | Path) -> tuple[str, Any]:
     else:
         file = shipped(f"celltypes/{name_or_path}.yaml")
         if not file.is_file():
-            names = ", ".join(n for n in named_configs("celltypes"))
+            names = ", ".join(shipped_celltypes(what))
             raise ConfigError(f"{what} {str(name_or_path)!r} not found: give a YAML path or one of: {names}")
-    try:
-        return str(file), yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: not valid YAML ({' '.join(str(exc).split())})") from None
+    data = _parse(file)
+    if _kind(data) != what:
+        names = ", ".join(shipped_celltypes(what))
+        raise ConfigError(
+            f"{file}: a {_kind(data)} file, not a {what}; give a {what} YAML path or one of: {names}"
+        )
+    return str(file), data
 
 
 def _first(exc: ValidationError) -> str:

@@ -121,3 +121,26 @@ def test_labels_naming_no_class_are_refused(export, tmp_path, capsys):
 def test_flags_take_their_defaults_from_the_schema():
     result = run("cells", "train", "--help")
     assert "linear probe" in result.output and "[default: linear]" in result.output
+
+
+def test_labels_the_vocabulary_does_not_know_are_named_in_the_refusal(export, tmp_path, capsys):
+    """When no class survives because every name is unknown to the vocabulary, the refusal says so (the
+    per-name notes come only after a successful fit, so the error itself must carry the reason)."""
+    _, bags = export
+    from features.bagstore import BagStore
+
+    store = BagStore(bags, "r")
+    rows = [
+        (slide, i, ("foo", "bar", "baz")[i % 3])
+        for slide in store.slide_ids()
+        for i in range(store.meta(slide).n_instances)
+    ]
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame(rows, columns=["slide_id", "instance", "cell_type"]).to_csv(labels, index=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["cells", "train", "--bags", str(bags), "--labels", str(labels), "-o", str(tmp_path / "m"),
+              "--vocabulary", "munich21"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert "'bar' not in vocabulary munich21" in err and "'foo' not in vocabulary munich21" in err, err
+    assert len(err.strip().splitlines()) == 1, err

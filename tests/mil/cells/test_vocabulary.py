@@ -100,3 +100,15 @@ def test_a_mapping_onto_a_class_the_standard_lacks_is_refused(tmp_path):
 def test_an_unknown_vocabulary_name_lists_the_shipped_ones():
     with pytest.raises(ConfigError, match="munich21"):
         load_vocabulary("munich99")
+
+
+def test_a_reference_ranges_file_is_neither_offered_nor_read_as_a_vocabulary():
+    from mil.cells.flags import load_reference_ranges
+
+    with pytest.raises(ConfigError) as unknown:
+        load_vocabulary("nosuch")
+    assert "munich21" in str(unknown.value) and "reference_ranges" not in str(unknown.value)
+    with pytest.raises(ConfigError, match="a reference ranges file, not a vocabulary"):
+        load_vocabulary("reference_ranges")
+    with pytest.raises(ConfigError, match="a vocabulary file, not a reference ranges"):
+        load_reference_ranges("pbc8")
