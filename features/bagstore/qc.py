@@ -4,10 +4,17 @@ The extraction's worker writes a slide's QC several times as the slide advances 
 overview once the crops are out, or failed with the error): each write builds the whole group in staging and
 swaps it in, so a reader sees one complete version. A thumbnail or map not given is carried over from the
 previous version: the overview is drawn after detection, and a failure after that must not lose it.
+
+Every failed slide has an entry (`write_failed_qc`), also one that failed before QC could look at it (it
+could not be opened or read, had no usable mpp, its manifest row names a missing file): then the entry is
+just `status: failed` and the error. Such a bare failure never replaces what an earlier run found out: a
+slide with a bag in the store, or whose QC an earlier run completed, keeps its QC (the run's record and
+summary still name the failure).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -17,9 +24,11 @@ from typing import Any
 import numpy as np
 import zarr
 
-from features.bagstore.layout import QC, bag_key, json_safe, land, remove, staging_path
+from features.bagstore.layout import BAGS, QC, bag_key, json_safe, land, remove, staging_path
 
 THUMBNAIL = "thumbnail"
+# Statuses of a QC that an earlier run completed (slides: crops cut; cell folders: images read).
+COMPLETED = ("cropped", "read")
 
 
 @dataclass
@@ -62,6 +71,31 @@ def write_qc(store: Path, slide_id: str, qc: SlideQC) -> None:
     except BaseException:
         remove(staged)
         raise
+
+
+def write_failed_qc(store: Path, slide_id: str, error: str, summary: dict[str, Any] | None = None) -> bool:
+    """Record in the slide's QC that it failed with `error`; False when the entry was left as it was.
+
+    `summary`: what QC found in this run before the failure; it replaces the entry (overview and maps
+    carried over). Without one (the slide failed before QC), the entry becomes `{status: failed, error}`
+    unless the slide has a bag or an earlier run's completed QC: a bare failure never replaces those."""
+    if summary is None:
+        earlier = qc_summary(store, slide_id) or {}
+        if (store / BAGS / bag_key(slide_id) / "zarr.json").is_file() or earlier.get("status") in COMPLETED:
+            return False
+    summary = {k: v for k, v in (summary or {}).items() if k != "slide_id"}
+    write_qc(store, slide_id, SlideQC({**summary, "status": "failed", "error": error}))
+    return True
+
+
+def qc_summary(store: Path, slide_id: str) -> dict[str, Any] | None:
+    """The slide's QC summary as stored (None: no entry, or one whose metadata cannot be read); cheap, one
+    small JSON file."""
+    try:
+        attrs = json.loads((store / QC / bag_key(slide_id) / "zarr.json").read_text())["attributes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return attrs if isinstance(attrs, dict) else None
 
 
 def _carry_over(final: Path, staged: Path, replaced: set[str]) -> None:

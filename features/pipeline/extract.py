@@ -13,6 +13,11 @@ Sharding: the inputs are sorted by slide id and shard i of N takes every N-th on
 never write the same bag. Unsharded runs on one store may also run at once: the store lets the first writer
 of a bag win, and the other run counts the slide as skipped (`features.pipeline.provenance.write_bag`).
 
+Failures: bad input found while planning (no such path, nothing to extract in it, a malformed manifest) is
+an `InputError` raised before any store or run record exists; a slide that cannot be used fails alone (a
+manifest row naming a missing file included), and every failed slide ends with a QC entry that says why
+(`features.bagstore.qc.write_failed_qc`; imported .h5 features have no QC).
+
 Progress: `progress(event, **info)` is called with "start" (total, todo, skipped, encoder, random_weights),
 "slide_start" (slide_id), "slide_stage" (slide_id, stage, info), "slide_instances" (slide_id, done, total)
 and "slide_done" (outcome). The library never prints.
@@ -26,14 +31,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from features.bagstore import BagStore, EncoderIdentity
+from features.bagstore.qc import qc_summary, write_failed_qc
 from features.core.errors import InputError
 from features.pipeline.config import ExtractConfig
 from features.pipeline.engines import EncodeRun, ExtractEngine, LocalEngine
-from features.pipeline.provenance import SlideOutcome, plan_slides
+from features.pipeline.provenance import SlideOutcome, failed, plan_slides
 from features.pipeline.run_record import RunRecord, utc_now
 from features.pipeline.store_settings import IMPORTED, open_store, store_settings
 from features.sources import discover
 from features.sources.base import SlideRef
+from features.sources.manifest import UnusableRow
 
 Progress = Callable[..., None]
 
@@ -130,13 +137,15 @@ def extract(
     summary = ExtractSummary(Path(store), check_shard(shard), None)
     emit = progress or (lambda event, **info: None)
     run = _Run(Path(input), config, overwrite, emit, command, summary, engine or LocalEngine())
-    try:
-        found = discover(run.input, config.source, config.mpp)
-    except InputError as exc:  # nothing to extract: the run did nothing (exit 1), it was not misused
-        return run.stop(str(exc))
+    # An input that cannot be planned (no such path, nothing recognisable in it, a malformed manifest) is
+    # misuse: its `InputError` reaches the caller (the CLI: one line, exit 2) before any store or record exists.
+    found = discover(run.input, config.source, config.mpp)
     refs = _shard(found, summary.shard)
     if not refs:
         return run.stop(f"shard {summary.shard[0]}/{summary.shard[1]} of {input} holds no slides")
+    # Manifest rows whose file is missing or unusable: each fails alone, as an unopenable slide does.
+    unusable = [r for r in refs if isinstance(r, UnusableRow)]
+    refs = [r for r in refs if not isinstance(r, UnusableRow)]
     kinds = _check_kinds(input, refs, config)
     if "fields" in kinds and config.fields.mpp_scope == "run":
         from features.pipeline.field_mpp import pool_run_mpp
@@ -144,6 +153,7 @@ def extract(
         refs = pool_run_mpp(found, refs, config.fields)
     processor = _processor(run, kinds, refs)
     summary.encoder = processor.identity
+    summary.outcomes += [failed(ref, ref.problem) for ref in unusable]
     if summary.encoder is None:
         summary.seconds = time.perf_counter() - run.started
         return run.stop("no .h5 file could be read")
@@ -151,20 +161,61 @@ def extract(
     summary.swept = bag_store.sweep_stale()
     summary.closed_runs = bag_store.close_dead_runs()
     todo = plan_slides(refs, bag_store, config, overwrite, summary.outcomes, summary.repaired)
+    if kinds != {"h5"}:  # imported features have no QC; every other failed slide has a QC entry saying why
+        for ref in unusable:
+            _failed_qc(bag_store, ref.slide_id, ref.problem)
     record = _run_record(run, bag_store)
     summary.run_record = record.path
+    # Slides that failed while planning (unusable rows, changed sources) count as done-with-failure, not skipped.
+    planned_failures = sum(o.status == "failed" for o in summary.outcomes)
     run.emit(
         "start",
-        total=len(refs),
-        todo=len(todo),
-        skipped=len(refs) - len(todo),
+        total=len(refs) + len(unusable),
+        todo=len(todo) + planned_failures,
+        skipped=sum(o.status == "skipped" for o in summary.outcomes),
         encoder=summary.encoder,
         random_weights=summary.encoder.weights_sha256 == "random",
     )
     for outcome in summary.outcomes:
         run.emit("slide_done", outcome=outcome)
-    _process(run, processor.process, todo, bag_store, record)
+    process = processor.process
+    if unusable and not config.skip_errors:  # --no-skip-errors: a failed row stops the run before any slide
+        process = _stop
+    _process(run, process, todo, bag_store, record, qc=kinds != {"h5"})
     return summary
+
+
+def _qc_says_failed(
+    bag_store: BagStore, outcomes: list[SlideOutcome], before: dict[str, dict | None]
+) -> None:
+    """Mark failed the QC of slides that failed after their job wrote it (the encoder refused their crops,
+    their bag could not be written): the job itself marks the failures it sees. `before`: each slide's QC
+    summary before the run, so that QC this run wrote is told from an earlier run's, which a failure keeps."""
+    for o in outcomes:
+        if o.status != "failed" or o.slide_id not in before:
+            continue
+        now = qc_summary(bag_store.path, o.slide_id)
+        if now is not None and now.get("status") == "failed":
+            continue
+        fresh = now if now is not None and now != before[o.slide_id] else None  # written by this run
+        if fresh is not None and bag_store.has(o.slide_id):
+            continue  # an --overwrite that failed: the earlier bag stands, its QC is not marked failed
+        try:
+            write_failed_qc(bag_store.path, o.slide_id, o.message, fresh)
+        except OSError:
+            pass
+
+
+def _stop(todo: list[SlideRef], store: BagStore) -> bool:
+    """The step of a run that stops before any slide (a failure already recorded, skip_errors off)."""
+    return True
+
+
+def _failed_qc(bag_store: BagStore, slide_id: str, error: str) -> None:
+    try:
+        write_failed_qc(bag_store.path, slide_id, error)
+    except OSError:  # the outcome and the run record still say why; a QC entry is not worth stopping for
+        pass
 
 
 def _check_kinds(input: str | Path, refs: list[SlideRef], config: ExtractConfig) -> set[str]:
@@ -236,14 +287,17 @@ def _run_record(run: _Run, bag_store: BagStore) -> RunRecord:
 
 
 def _process(
-    run: _Run, process: Process, todo: list[SlideRef], bag_store: BagStore, record: RunRecord
+    run: _Run, process: Process, todo: list[SlideRef], bag_store: BagStore, record: RunRecord, qc: bool
 ) -> None:
-    """Run `process` over the slides to do; the run record gets the outcome even when it is interrupted."""
+    """Run `process` over the slides to do; the run record gets the outcome even when it is interrupted.
+    With `qc` (not an h5 import) every slide that failed ends with a QC entry that says so."""
     summary = run.summary
     completed = False
+    before = {ref.slide_id: qc_summary(bag_store.path, ref.slide_id) for ref in todo} if qc else {}
     try:
         summary.stopped_early = process(todo, bag_store)
         completed = True
+        _qc_says_failed(bag_store, summary.outcomes, before)
     finally:
         summary.seconds = time.perf_counter() - run.started
         summary.outcomes.sort(key=lambda o: o.slide_id)

@@ -126,7 +126,7 @@ class _PatientFields:
     def estimate_mpp(self) -> Generator[Notice, None, MppEstimate]:
         """The pixel size from the red cells of the fields without one; refuses the patient when too few
         red cells were found or the estimate is too uncertain."""
-        from features.smear.mpp_estimate import estimate_mpp, measure_red_cells
+        from features.smear.mpp_estimate import estimate_mpp, measure_red_cells, red_cell_sizes
 
         ref, params = self.ref, self.params
         measured = {}
@@ -140,12 +140,19 @@ class _PatientFields:
         estimate = estimate_mpp(measured, params.rbc_diameter_um, params.min_red_cells)
         self.qc.update(fields_total=len(self.names), fields=list(self.rows.values()))
         if estimate is None:
-            found = sum(len(m.diameters_px) for m in measured.values())
+            singles = np.concatenate([m.diameters_px for m in measured.values()] or [np.zeros(0)])
+            red = len(red_cell_sizes(singles))  # what min_red_cells is compared with
+            pool = (
+                ", or --set extract.fields.mpp_scope=run to pool every patient's red cells (one camera)"
+                if params.mpp_scope == "patient"
+                else ""
+            )
             raise SlideError(
                 ref.slide_id,
-                f"too few red cells to estimate the pixel size ({found} single cell(s) in {len(measured)} "
-                f"field(s), fields.min_red_cells {params.min_red_cells}); pass --mpp, or an mpp column in a "
-                "manifest",
+                f"too few red cells to estimate the pixel size ({red} single red cell(s) in {len(measured)} "
+                f"field(s), under fields.min_red_cells {params.min_red_cells}; {len(singles) - red} other "
+                "single object(s) left out as not of red-cell size: platelets, debris); pass --mpp, an mpp "
+                f"column in a manifest{pool}",
             )
         self.qc["mpp_estimate"] = estimate.to_dict()
         implausible = implausible_mpp(estimate.mpp)

@@ -10,12 +10,21 @@ Two runs may write one store at once (two unsharded `mil extract` on one cohort)
 writer of a bag win (`BagExists`), and the other run counts that slide as skipped when the landed bag stands
 for the same input under the same settings (`write_bag`, `landed_meanwhile`), as a rerun would.
 
+A slide is one bag: a run that would add a bag for a source the store already holds under another slide id
+(a slide renamed because a same-named file turned up elsewhere, an id changed in a manifest) stops before any
+work (`same_source_elsewhere`); the store would otherwise hold one slide twice, as two patients. A source
+that changed since its bag was extracted (another file size; for cell and field folders another number, set or
+total size of images) fails alone instead of being skipped (`source_change`), its bag untouched; `--overwrite`
+re-extracts it. A changed mtime alone is no change: copying a cohort resets it.
+
 Inputs left out of a bag (an unreadable cell image or field) are one `Notice` each (`leave_out`), listed in
 the bag's provenance (`BagMeta.skipped`: [file, reason]) and counted in the run's outcomes.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +64,83 @@ def source_stat(ref: SlideRef) -> tuple[int | None, float | None]:
         return None, None
 
 
+def image_set(ref: SlideRef, size: int | None) -> dict[str, Any] | None:
+    """What a cell or field folder held (number of images, their total bytes, a digest of their names), kept
+    in the bag's `settings["source_images"]`; None for a slide or h5 file."""
+    if ref.kind not in ("cells", "fields"):
+        return None
+    names = hashlib.sha256("\n".join(ref.images).encode("utf-8", "surrogateescape")).hexdigest()
+    return {"images": len(ref.images), "bytes": size, "names_sha256": names}
+
+
+def source_change(meta: BagMeta, ref: SlideRef) -> str | None:
+    """How the input changed since its bag was extracted ("<then> then, <now> now"), or None when it did not
+    (or nothing tells: an older bag without the record, a source that cannot be read now). Sizes and the
+    image set only: an mtime also changes when a cohort is copied."""
+    size, _ = source_stat(ref)
+    if size is None or meta.source_size is None:
+        return None
+    before = meta.settings.get("source_images")
+    now = image_set(ref, size)
+    if isinstance(before, dict) and now is not None:
+        if before == now:
+            return None
+        then_text = f"{before.get('images')} images, {_bytes(before.get('bytes'))}"
+        now_text = f"{now['images']} images, {_bytes(size)}"
+        if then_text == now_text:
+            now_text += ", other file names"
+        return f"{then_text} then; {now_text} now"
+    if meta.source_size == size:
+        return None
+    return f"{_bytes(meta.source_size)} then, {_bytes(size)} now"
+
+
+def _bytes(n: int | None) -> str:
+    return "? bytes" if n is None else f"{n:,} bytes"
+
+
+def _source_key(path: str, kind: str, names: str | None) -> tuple[str, str] | None:
+    # A field bag from a manifest is named by the folder holding its rows, which another patient's rows may
+    # share: its source is that folder and its image names (None for older field bags, which lack them).
+    if kind == "fields":
+        return (path, names) if names else None
+    return (path, "")
+
+
+def same_source_elsewhere(refs: list[SlideRef], bag_store: BagStore) -> None:
+    """Refuse (`StoreError`) a run that would add a bag for a source the store holds under another slide id:
+    the store would hold that slide twice. Checked before any work; bags this run keeps or replaces under
+    their own id are not concerned."""
+    new = [ref for ref in refs if not bag_store.has(ref.slide_id)]
+    if not new:
+        return
+    held: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for key in bag_store.keys():
+        try:
+            meta = bag_store.meta_by_key(key)
+        except StoreError:  # damaged metadata: repaired when a run names that slide
+            continue
+        listed = meta.settings.get("source_images")
+        names = listed.get("names_sha256") if isinstance(listed, dict) else None
+        source = _source_key(meta.source_path, meta.source_kind, names)
+        if source is not None:
+            held[source].append(meta.slide_id)
+    for ref in new:
+        try:
+            path = str(ref.path.resolve())
+        except (OSError, RuntimeError):  # a symlink loop: no bag's source; the slide fails when opened
+            continue
+        listed = image_set(ref, None)
+        source = _source_key(path, ref.kind, listed and listed["names_sha256"])
+        others = sorted(held.get(source, ())) if source else []
+        if others:
+            raise StoreError(
+                f"{bag_store.path}: {printable(str(ref.path))} is already in the store as slide {others[0]!r}, "
+                f"this run names it {ref.slide_id!r} (the store would hold it twice); give each slide its id "
+                "with a CSV manifest (slide_id, path), or extract into a new store"
+            )
+
+
 def provenance_mismatch(meta: BagMeta, ref: SlideRef, config: ExtractConfig) -> str | None:
     """Why an existing bag does not stand for this input under these settings (None: it does)."""
     if meta.source_path != str(ref.path.resolve()):
@@ -80,9 +166,11 @@ def plan_slides(
     repaired: list[str],
 ) -> list[SlideRef]:
     """Slides to (re)do; complete bags whose provenance matches are recorded as skipped. A bag made from
-    another file or with other settings stops the run before any work: mixing them would go unnoticed. A
-    damaged bag (unreadable metadata, a lost chunk) is removed and its slide redone; `repaired` gets its
-    slide id and the damage."""
+    another file or with other settings, or a source the store holds under another id, stops the run before
+    any work: mixing them would go unnoticed. A source changed since its bag was extracted fails alone (its
+    bag kept; `--overwrite` redoes it). A damaged bag (unreadable metadata, a lost chunk) is removed and its
+    slide redone; `repaired` gets its slide id and the damage."""
+    same_source_elsewhere(refs, bag_store)
     todo = []
     for ref in refs:
         if overwrite or not bag_store.has(ref.slide_id):
@@ -101,6 +189,11 @@ def plan_slides(
                 f"{bag_store.path}: bag {ref.slide_id!r} was extracted from {problem}; rerun with --overwrite "
                 "to replace it, or write to a new store"
             )
+        change = source_change(meta, ref)
+        if change:
+            message = f"{ref.slide_id}: changed since it was extracted ({change}); pass --overwrite to re-extract it"
+            outcomes.append(failed(ref, message))
+            continue
         outcomes.append(skipped(ref, "complete bag exists", meta.n_instances))
     return todo
 
@@ -149,6 +242,9 @@ def write_bag(
     another run landed the same bag first (first writer wins; this run's copy is dropped)."""
     size, mtime = source_stat(ref)
     extra = meta_fields.pop("settings", {})
+    images = image_set(ref, size)
+    if images is not None:
+        extra = {**extra, "source_images": images}
     meta = BagMeta(
         slide_id=ref.slide_id,
         patient_id=ref.patient_id,

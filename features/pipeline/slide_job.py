@@ -12,7 +12,8 @@ bag; `extract.strict` fails the patient instead.
 A slide's QC (`STORE/qc/<key>`: summary, region map, overview; `features.bagstore.qc`) is written here, by
 the process that holds the slide open: the summary and maps as soon as detection is done (so a slide that
 fails later still leaves its QC behind), the overview once the crops are out (so the encoder is not kept
-waiting for it) or when a failure stops the slide.
+waiting for it) or when a failure stops the slide. A slide that fails before QC (it cannot be opened or
+read, has no usable mpp) gets an entry with the error alone (`features.bagstore.qc.write_failed_qc`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from features.bagstore import BagStore, SlideQC
+from features.bagstore.qc import write_failed_qc
 from features.core.errors import MilError, SlideError
 from features.pipeline.config import ExtractConfig
 from features.pipeline.provenance import LANDED, landed_meanwhile, leave_out
@@ -117,11 +119,12 @@ class SlideJob:
             yield self._failed(index, ref, qc, message, traceback.format_exc())
 
     def _failed(self, index: int, ref: SlideRef, qc: dict, message: str, detail: str | None) -> SlideFailed:
-        if qc:  # QC got far enough to say something: keep it beside the error
-            try:
-                self.store.write_qc(ref.slide_id, SlideQC({**qc, "status": "failed", "error": message}))
-            except OSError:
-                pass
+        # Every failed slide gets a QC entry saying why: beside what QC found when it got that far, else
+        # alone (not opened, not read, no mpp), and then never over a bag's or an earlier run's complete QC.
+        try:
+            write_failed_qc(self.store.path, ref.slide_id, message, qc or None)
+        except OSError:
+            pass
         return SlideFailed(index, ref.slide_id, message, detail)
 
     def _slide(self, index: int, ref: SlideRef, qc: dict[str, Any]) -> Iterator[Record]:

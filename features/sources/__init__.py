@@ -4,7 +4,9 @@ Registered in `SOURCES` (see `mil list sources`): `slides` (whole-slide files vi
 (per-patient folders of single-cell images), `fields` (per-patient folders of microscope field images),
 `manifest` (a CSV of slide_id, path[, patient_id][, mpp]) and `h5` (CLAM / TRIDENT / STAMP feature files,
 imported without re-encoding).
-Every source class has `discover(input, mpp=None) -> list[SlideRef]` (`features.sources.base.Source`);
+`--source auto` picks one by what the input holds, refusing a folder that mixes kinds
+(`features.sources.detect`). Every source class has `discover(input, mpp=None) -> list[SlideRef]`
+(`features.sources.base.Source`);
 `open_instances(meta, bag)` reopens a finished bag's source to show its cells (`features.sources.instances`).
 """
 
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from features.core.errors import InputError
 from features.core.registry import Registry
 from features.sources.base import SlideRef
 
@@ -34,41 +35,11 @@ __all__ = ["SOURCES", "SlideRef", "detect_source", "discover", "open_instances"]
 
 
 def detect_source(input: Path, mpp: float | None = None) -> str:
-    """The source `auto` picks: a .csv file -> manifest; a folder of .h5 files (or one .h5) -> h5; a folder
-    with whole-slide files (or sub-folders of DICOM files) or one slide file -> slides; a folder of
-    sub-folders with images -> cells or fields (`features.sources.fields.recognise`: a crop is one cell, a
-    field many cells wide; refused with the fix when it cannot tell)."""
-    from features.sources.base import SLIDE_SUFFIXES
-    from features.sources.cells import list_images, patient_folders
-    from features.sources.slides import has_slides
+    """The source `auto` picks for `input`, or `InputError` naming what was found and the fix (a folder mixing
+    kinds, images outside patient sub-folders, nothing readable): `features.sources.detect`."""
+    from features.sources.detect import detect_source as detect
 
-    input = Path(input)
-    if input.is_file():
-        suffix = input.suffix.lower()
-        if suffix == ".csv":
-            return "manifest"
-        if suffix == ".h5":
-            return "h5"
-        if suffix in SLIDE_SUFFIXES:
-            return "slides"
-        raise InputError(f"{input}: cannot tell what this file is (expected a .csv manifest, a slide or .h5)")
-    if not input.is_dir():
-        raise InputError(f"{input}: no such file or folder")
-    files = [p for p in input.iterdir() if p.is_file() and not p.name.startswith(".")]
-    if any(p.suffix.lower() == ".h5" for p in files) and not any(
-        p.suffix.lower() in SLIDE_SUFFIXES for p in files
-    ):
-        return "h5"
-    if has_slides(input):
-        return "slides"
-    if any(list_images(p) for p in patient_folders(input)):
-        from features.sources.fields import recognise
-
-        return recognise(input, mpp)
-    raise InputError(
-        f"{input}: found no slides, cell-image folders or .h5 files (expected whole-slide files, "
-        "one sub-folder of cell images per patient, .h5 feature files, or pass a .csv manifest)"
-    )
+    return detect(input, mpp)
 
 
 def discover(input: Path, source: str = "auto", mpp: float | None = None) -> list[SlideRef]:

@@ -9,10 +9,14 @@ form one bag, each row may carry its own mpp (`FieldsRef.image_mpp`).
 
 Fields or crops? Both are folders of small images. `recognise` tells them apart where it can: a crop is one
 cell (CellaVision: ~5 red cells across, the nucleated cell centred), a field is many cells wide. Images under
-`CROP_MAX_PX` on their long side are crops (no camera saves fields that small); otherwise a few images are
+`CROP_MAX_PX` on their long side are crops (no camera saves fields that small); otherwise images are
 decoded and their red cells measured (`features.smear.mpp_estimate`): at least `FIELD_MIN_RBC` red cells
 across the long side is a field, at most `CROP_MAX_RBC` a crop, anything else is refused with the fix
-(`--source cells` or `--source fields`) rather than guessed.
+(`--source cells` or `--source fields`) rather than guessed. Crowded fields hold few separate red cells (BCCD:
+most of its 640 px fields hold none or one that is not touching another), so images are decoded `SAMPLE` at a
+time, spread over the folder, until `ENOUGH_RBC` red cells are pooled or `SAMPLE_MAX` images were looked at;
+when none could be measured, images of at least `FIELD_MIN_PX` are fields (4 x the crop limit: no single-cell
+export is that large).
 
 `FieldImage` gives a decoded field the surface of `SlideReader` (dimensions, mpp, level-0 reads padded with
 white), so `features.smear.crops` cuts fixed-µm crops from it exactly as from a slide.
@@ -38,7 +42,10 @@ from features.sources.cells import list_images, patient_folders
 CROP_MAX_PX = 320  # long side below which an image is a single-cell crop, not a camera field
 FIELD_MIN_RBC = 6.0  # red cells across the long side from which an image is a field (BCCD: 7)
 CROP_MAX_RBC = 5.5  # ... up to which it is a crop (PBC / CellaVision exports: 5.0)
-SAMPLE = 8  # images decoded to recognise a folder
+SAMPLE = 8  # images decoded at a time to recognise a folder
+SAMPLE_MAX = 48  # ... until ENOUGH_RBC red cells were measured, or this many images were decoded
+ENOUGH_RBC = 8  # pooled single red cells after which no more images are decoded
+FIELD_MIN_PX = 4 * CROP_MAX_PX  # long side from which an image whose red cells cannot be measured is a field
 MAX_FIELD_PX = 64_000_000  # a bigger image is a scan: convert it to a tiled TIFF and use the slides source
 
 
@@ -196,54 +203,75 @@ def read_field_crops(
 
 def recognise(root: Path, mpp: float | None = None) -> str:
     """ "fields" or "cells" for a folder of per-patient image folders; `InputError` when it cannot tell."""
-    images = [p / name for p in patient_folders(root)[:SAMPLE] for name in list_images(p)[:SAMPLE]]
+    per_patient = max(1, SAMPLE_MAX // 3)  # images from each of the first patients, so a sample spans several
+    images = [p / name for p in patient_folders(root)[:SAMPLE_MAX] for name in list_images(p)[:per_patient]]
     return recognise_images(images, mpp, str(root))
 
 
 def recognise_images(images: list[Path], mpp: float | None, where: str) -> str:
-    """ "fields" or "cells" for these images (a sample is looked at); `InputError` naming `where` if unclear."""
-    from features.smear.mpp_estimate import estimate_mpp, measure_red_cells
-
+    """ "fields" or "cells" for these images (a sample is decoded); `InputError` naming `where` if unclear."""
     if not images:
         raise InputError(f"{where}: no images")
-    picked = [images[i] for i in np.linspace(0, len(images) - 1, min(SAMPLE, len(images))).astype(int)]
-    sizes = [_size(p) for p in picked]
+    spread = [
+        images[i]
+        for i in np.unique(np.linspace(0, len(images) - 1, min(SAMPLE_MAX, len(images))).astype(int))
+    ]
+    rounds = -(-len(spread) // SAMPLE)  # each round's images (spread[r::rounds]) span the whole folder
+    sizes = [_size(p) for p in spread[::rounds]]
     long_px = float(np.median([max(s) for s in sizes if s] or [0]))
     if 0 < long_px < CROP_MAX_PX:
         return "cells"
-    if mpp is not None:
-        rbc_px: float | None = 7.5 / mpp
-    else:
-        measured = {}
-        for p in picked:
-            try:
-                measured[str(p)] = measure_red_cells(read_field_image(p))
-            except SlideError:
-                continue
-        estimate = estimate_mpp(measured, min_red_cells=3)
-        rbc_px = estimate.rbc_diameter_px if estimate is not None else None
+    rbc_px, looked = (
+        (7.5 / mpp, "") if mpp is not None else _red_cell_px([spread[r::rounds] for r in range(rounds)])
+    )
     across = long_px / rbc_px if rbc_px else None
     if across is not None and across >= FIELD_MIN_RBC:
         return "fields"
     if across is not None and across <= CROP_MAX_RBC:
         return "cells"
+    if across is None and long_px >= FIELD_MIN_PX:
+        return "fields"
     seen = f"~{across:.1f} red cells across" if across is not None else "no red cells to measure"
     raise InputError(
-        f"{where}: cannot tell single-cell crops from microscope fields ({long_px:.0f} px images, {seen}); "
-        "pass --source cells or --source fields"
+        f"{where}: cannot tell single-cell crops from microscope fields ({long_px:.0f} px images, {seen}"
+        f"{looked}); pass --source cells or --source fields"
     )
+
+
+def _red_cell_px(rounds: list[list[Path]]) -> tuple[float | None, str]:
+    """The median single red cell's diameter in px (None: too few), measured round after round until
+    `ENOUGH_RBC` were found; and how many images that took, for the refusal."""
+    from features.smear.mpp_estimate import estimate_mpp, measure_red_cells
+
+    measured, estimate = {}, None
+    for batch in rounds:
+        for p in batch:
+            try:
+                measured[str(p)] = measure_red_cells(read_field_image(p))
+            except SlideError:
+                continue  # unreadable or grayscale: the extraction reports it, one line per image
+        estimate = estimate_mpp(measured, min_red_cells=3)
+        if estimate is not None and estimate.n_cells >= ENOUGH_RBC:
+            break
+    return (estimate.rbc_diameter_px if estimate is not None else None), f" in {len(measured)} image(s)"
 
 
 def is_field_tiff(path: Path) -> bool:
     """A plain (untiled, single-page) TIFF is a camera field; a tiled or multi-page one is a slide."""
+    return tiff_layout(path) == "plain"
+
+
+def tiff_layout(path: Path) -> str | None:
+    """ "plain" (untiled, single page: a field), "tiled" (tiled or multi-page: a slide), or None when it is not a
+    regular file or PIL cannot read it (the reader that gets it says what is wrong, in one line)."""
     if not _regular(path):
-        return False  # the slide reader refuses it in one line
+        return None
     try:
         with Image.open(path) as img:
             tiled = 322 in getattr(img, "tag_v2", {})  # TileWidth
-            return not tiled and getattr(img, "n_frames", 1) == 1
+            return "plain" if not tiled and getattr(img, "n_frames", 1) == 1 else "tiled"
     except (OSError, UnidentifiedImageError, ValueError):
-        return False  # PIL cannot read it: leave it to OpenSlide, which says what is wrong
+        return None
 
 
 def _size(path: Path) -> tuple[int, int] | None:
@@ -279,4 +307,5 @@ __all__ = [
     "read_field_image",
     "recognise",
     "recognise_images",
+    "tiff_layout",
 ]

@@ -11,13 +11,18 @@ named after the patient, each field keeping its row's mpp.
 mpp precedence: a row's own `mpp` value > `--mpp` (fills the rows that have none) > the slide's metadata. The
 row wins because it is the more specific statement about that one scan.
 
-Every bad row is reported, one line each naming the row number (as a spreadsheet shows it, header = row 1)
-and the file, in a single `InputError`: the run starts only from a manifest that is entirely usable.
+Two kinds of bad row, told apart because they ask for different things. A malformed manifest (a bad header,
+a row with too many or too few fields, an empty or duplicate slide_id, an mpp that is not a plausible number)
+is misuse: the whole file is refused before any work, in one `InputError` line that names every bad row (row
+numbers as a spreadsheet shows them, header = row 1). A well-formed row whose file is missing or of no usable
+kind is a bad input like an unreadable slide in a folder: it becomes an `UnusableRow`, which the extractor
+fails alone (one line naming the row and the file) while the other rows are extracted.
 """
 
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 from features.core.errors import InputError
@@ -28,11 +33,27 @@ from features.sources.fields import FieldsRef, common_root, is_field_tiff, recog
 
 REQUIRED = ("slide_id", "path")
 OPTIONAL = ("patient_id", "mpp")
+UNUSABLE = "unusable"  # the kind of an `UnusableRow`
+
+
+@dataclass(frozen=True)
+class UnusableRow(SlideRef):
+    """A well-formed manifest row whose file is missing or of no usable kind (kind `UNUSABLE`): the extractor
+    records it as failed with `problem` (one line: slide id, manifest row, file, the fix) and opens nothing."""
+
+    problem: str = ""
 
 
 def _resolve(path: Path, mpp: float | None) -> tuple[str, Path, tuple[str, ...]] | str:
     """(kind, path, images) for a usable path, else the reason it is not usable. kind "field" is one field
     image (grouped into a patient's "fields" bag by the caller)."""
+    try:
+        return _resolve_path(path, mpp)
+    except OSError as exc:  # a folder this user may not list: that row's problem, not the manifest's
+        return f"cannot be read ({exc.strerror or exc})"
+
+
+def _resolve_path(path: Path, mpp: float | None) -> tuple[str, Path, tuple[str, ...]] | str:
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix in SLIDE_SUFFIXES and not (suffix in IMAGE_SUFFIXES and is_field_tiff(path)):
@@ -54,6 +75,8 @@ def _resolve(path: Path, mpp: float | None) -> tuple[str, Path, tuple[str, ...]]
                 return str(exc).removeprefix(f"{path}: ")
             return kind, path, images
         return "folder holds no DICOM series and no cell or field images"
+    if path.exists() or path.is_symlink():
+        return "not a regular file or folder (a broken link, FIFO or device is never opened)"
     return "file not found"
 
 
@@ -70,12 +93,13 @@ class ManifestSource:
             problem = manifest.add(number, row)
             if problem:
                 manifest.problems.append(f"row {number}: {problem}")
-        refs = manifest.refs + [_patient_fields(patient, rows) for patient, rows in manifest.fields.items()]
         if manifest.problems:
+            n = len(manifest.problems)
             raise InputError(
-                f"{input}: {len(manifest.problems)} bad row(s), fix or remove them:\n"
-                + "\n".join(manifest.problems)
+                f"{input}: {n} bad row{'s' if n > 1 else ''}, fix or remove them: "
+                + "; ".join(manifest.problems)
             )
+        refs = manifest.refs + [_patient_fields(patient, rows) for patient, rows in manifest.fields.items()]
         if not refs:
             raise InputError(f"{input}: no rows (expected one row per slide: slide_id, path)")
         return refs
@@ -89,7 +113,7 @@ def _read_manifest(input: Path) -> tuple[list[str], list[list[str]]]:
         with input.open(newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.reader(fh))
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"{input}: not a readable UTF-8 CSV ({exc})") from None
+        raise InputError(f"{input}: not a readable UTF-8 CSV ({exc}); save it as CSV UTF-8") from None
     if not rows:
         raise InputError(f"{input}: empty manifest (expected a header slide_id, path[, patient_id][, mpp])")
     header = [h.strip().lower() for h in rows[0]]
@@ -105,7 +129,8 @@ def _read_manifest(input: Path) -> tuple[list[str], list[list[str]]]:
 
 
 class _Rows:
-    """The manifest's rows read so far: the inputs they name, field rows by patient, and the problems."""
+    """The manifest's rows read so far: the inputs they name (unusable files included), field rows by patient,
+    and what makes the manifest malformed."""
 
     def __init__(self, input: Path, header: list[str], default_mpp: float | None):
         self.input, self.header, self.default_mpp = input, header, default_mpp
@@ -116,7 +141,8 @@ class _Rows:
         self.seen: dict[str, int] = {}  # slide_id -> its row number
 
     def add(self, number: int, row: list[str]) -> str | None:
-        """Take one row; what is wrong with it, if anything (the caller adds the row number)."""
+        """Take one row; what makes it malformed, if anything (the caller adds the row number). A well-formed
+        row whose file cannot be used is taken as an `UnusableRow`: it fails alone, the manifest stands."""
         if not any(cell.strip() for cell in row):
             return None  # blank lines are harmless
         if len(row) != len(self.header):
@@ -131,22 +157,20 @@ class _Rows:
         path = Path(raw_path) if Path(raw_path).is_absolute() else self.input.parent / raw_path
         row_mpp = value.get("mpp", "")
         given = _number(row_mpp)
-        resolved = _resolve(path, given or self.default_mpp)
-        if isinstance(resolved, str):
-            return f"{raw_path}: {resolved}"
-        kind, path, images = resolved
         if row_mpp and given is None:
             problem = implausible_mpp(_float(row_mpp))
-            return (
-                f"{raw_path}: {problem}"
-                if problem
-                else f"{raw_path}: mpp {row_mpp!r} is not a number (µm/px)"
-            )
+            return f"{raw_path}: {problem or f'mpp {row_mpp!r} is not a number (µm/px)'}"
         if row_mpp:
             ref_mpp, source = given, "manifest"
         else:
             ref_mpp, source = self.default_mpp, ("user" if self.default_mpp is not None else None)
         patient = value.get("patient_id") or slide_id
+        resolved = _resolve(path, given or self.default_mpp)
+        if isinstance(resolved, str):  # the row is fine, its file is not: that row fails alone
+            problem = f"{slide_id}: {self.input} row {number}: {raw_path}: {resolved}; fix the path or remove the row"
+            self.refs.append(UnusableRow(slide_id, patient, path, UNUSABLE, ref_mpp, source, problem=problem))
+            return None
+        kind, path, images = resolved
         if kind == "field":
             self.fields.setdefault(patient, []).append((path, ref_mpp, source))
         elif kind == "fields":

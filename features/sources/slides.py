@@ -27,14 +27,6 @@ def slide_files(root: Path) -> list[Path]:
     return sorted(p for p in found if not is_hidden(p, root))
 
 
-def has_slides(root: Path) -> bool:
-    """For `auto`: a whole-slide file directly in `root`, or a sub-folder holding DICOM files."""
-    entries = [e for e in root.iterdir() if not e.name.startswith(".")]
-    if any(e.is_file() and e.suffix.lower() in SLIDE_SUFFIXES for e in entries):
-        return True
-    return any(e.is_dir() and next(e.rglob("*.[dD][cC][mM]"), None) is not None for e in entries)
-
-
 def _dicom_groups(files: list[Path]) -> list[list[Path]]:
     """Group one folder's .dcm files by series; a file OpenSlide cannot open stays alone (it fails later)."""
     from features.sources.openslide_reader import dicom_series_uid

@@ -7,18 +7,35 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 bags_app = typer.Typer(help="Inspect and check bag stores.", no_args_is_help=True)
 
 
+RERUN = "rerun mil extract on it (it re-extracts damaged bags)"
+
+
+def _rerun_fix(problem: str) -> str:
+    """A damaged bag's line with the fix that needs no manual step: `mil extract` replaces damaged bags."""
+    reason, sep, _ = problem.partition("; remove the folder")
+    return f"{reason}; {RERUN}" if sep else problem
+
+
 @bags_app.command("info")
 def info(store: Path = typer.Argument(..., help="Bag store folder.")) -> None:
-    """One row per bag (slide, patient, instances, dim, encoder, unit, mpp), totals, and unfinished writes."""
+    """One row per bag (slide, patient, instances, dim, encoder, unit, mpp), totals, and unfinished writes;
+    a damaged bag is one line below the table (exit 1, as `bags validate`), the others are listed."""
     from features.bagstore import BagStore
+    from features.core.errors import StoreError
 
     bag_store = BagStore(store)
-    metas = bag_store.metas()
+    metas, damaged = [], []
+    for key in bag_store.keys():
+        try:
+            metas.append(bag_store.meta_by_key(key))
+        except StoreError as exc:  # its metadata cannot be read: name it, list the others
+            damaged.append(_rerun_fix(str(exc)))
     enc = bag_store.encoder
     table = Table(title=f"{store}: {enc.describe()}", title_justify="left")
     for col in ("slide", "patient", "instances", "dim", "encoder", "unit", "mpp", "source"):
@@ -36,7 +53,10 @@ def info(store: Path = typer.Argument(..., help="Bag store folder.")) -> None:
             m.source_kind,
         )
     patients = len({m.patient_id for m in metas})
-    table.caption = f"{len(metas)} bags, {patients} patients, {sum(m.n_instances for m in metas)} instances"
+    table.caption = (
+        f"{len(metas)} bags, {patients} patients, {sum(m.n_instances for m in metas)} instances"
+        + (f"; {len(damaged)} damaged (below)" if damaged else "")
+    )
     console = Console()
     console.print(table)
     if enc.weights_sha256 == "random":
@@ -48,6 +68,10 @@ def info(store: Path = typer.Argument(..., help="Bag store folder.")) -> None:
             f"crash and removed by the next `mil extract`): {', '.join(pending)}",
             highlight=False,
         )
+    for line in damaged:
+        console.print(f"[red]damaged bag:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    if damaged:
+        raise typer.Exit(1)
 
 
 @bags_app.command("validate")
@@ -64,7 +88,7 @@ def validate(
     bag_store = BagStore(store)
     problems = bag_store.validate(deep=deep)
     console = Console()
-    lines = [f"{slide}: {p}" for slide, found in problems.items() for p in found]
+    lines = [f"{slide}: {_rerun_fix(p)}" for slide, found in problems.items() for p in found]
     for line in lines:
         console.print(f"[red]{line}[/]", highlight=False, soft_wrap=True)
     pending = bag_store.pending()
@@ -90,7 +114,16 @@ def qc(
     from features.bagstore import BagStore
     from features.bagstore.qc_export import export_qc
 
-    written = export_qc(BagStore(store), out, overwrite)
+    bag_store = BagStore(store)
+    if not bag_store.qc_keys():  # nothing to write: say so, and leave no empty folder behind
+        Console().print(
+            f"nothing written: {store} holds no QC (`mil extract` keeps it per slide; imported .h5 features "
+            "have none)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    written = export_qc(bag_store, out, overwrite)
     pngs = sum(p.suffix == ".png" for p in written)
     Console().print(
         f"{len(written) - pngs} QC summaries and {pngs} overviews written to {out}", highlight=False

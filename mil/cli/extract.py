@@ -123,6 +123,9 @@ def notice_lines(summary: Any) -> list[str]:
 
 
 def exit_code(summary: Any) -> int:
+    """0: every slide written or skipped; 3: some failed, the rest done; 1: the run did nothing (every slide
+    failed, it stopped at a failure, its shard was empty). Bad input found while planning (no such path,
+    nothing to extract in it, a malformed manifest) never gets here: it is an `InputError`, exit 2 in `main`."""
     from mil.cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL
 
     done = summary.count("written") + summary.count("skipped")

@@ -88,3 +88,24 @@ def test_qc_files_for_people(store, tmp_path):
     again = run("bags", "qc", store.path, "-o", out)
     assert isinstance(again.exception, InputError) and "3 QC file(s) exist" in str(again.exception)
     assert run("bags", "qc", store.path, "-o", out, "--overwrite").exit_code == 0
+
+
+def test_info_lists_the_sound_bags_and_names_a_damaged_one(store):
+    (store.path / "bags" / "B" / "zarr.json").write_text('{"zarr_format": 3, "attr')
+    result = run("bags", "info", store.path)
+    assert result.exit_code == 1, result.output
+    assert "slide A" in result.output and "1 bags, 1 patients, 5 instances; 1 damaged" in result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("damaged bag:")]
+    assert "bags/B/zarr.json" in line and "not valid JSON" in line
+    assert line.endswith("rerun mil extract on it (it re-extracts damaged bags)")
+    validate = run("bags", "validate", store.path)  # the same damage, the same fix, the same exit code
+    assert validate.exit_code == 1 and "rerun mil extract on it" in validate.output
+    assert "remove the folder" not in validate.output
+
+
+def test_qc_with_nothing_to_write_says_so(store, tmp_path):
+    out = tmp_path / "qc"
+    result = run("bags", "qc", store.path, "-o", out)
+    assert result.exit_code == 1, result.output
+    assert "nothing written" in result.output and "holds no QC" in result.output
+    assert "written to" not in result.output and not out.exists()

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from features.bagstore import BagStore
+from features.core.errors import InputError
 from mil.cli import app
 from tests.extract_fixtures import APERIO, OPENSLIDE_FIXTURES, dinobloom_s_checkpoint, synth_cohort
 
@@ -74,9 +75,10 @@ def test_exit_codes_partial_and_nothing(cohort, tmp_path):
     only_bad.mkdir()
     (only_bad / "unopenable.tiff").symlink_to(OPENSLIDE_FIXTURES / "unopenable.tiff")
     assert run("extract", only_bad, "-o", tmp_path / "c.zarr", *FAST).exit_code == 1
-    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty").mkdir()  # nothing to extract is a mistake in the input (exit 2 through `main`)
     nothing = run("extract", tmp_path / "empty", "-o", tmp_path / "d.zarr", *FAST)
-    assert nothing.exit_code == 1 and "nothing extracted" in nothing.output
+    assert isinstance(nothing.exception, InputError) and "found no slides" in str(nothing.exception)
+    assert not (tmp_path / "d.zarr").exists()
 
 
 def test_aperio_tiles_cli(tmp_path):
@@ -129,3 +131,28 @@ def test_dinobloom_s_checkpoint_and_random_weights(cohort, tmp_path):
     assert BagStore(tmp_path / "rnd.zarr").encoder.weights_sha256 == "random"
     info = run("bags", "info", tmp_path / "rnd.zarr")
     assert "RANDOM weights" in info.output
+
+
+def test_auto_refuses_a_mixed_folder_and_finds_nested_slides(tmp_path):
+    """A slide beside a patient's cell folder was extracted alone (the cells never mentioned); a slide one
+    folder down was "no slides"."""
+    if not APERIO.exists():
+        pytest.skip("shared Aperio slide absent")
+    mixed = tmp_path / "mix"
+    (mixed / "P1").mkdir(parents=True)
+    (mixed / "s.svs").symlink_to(APERIO)
+    from PIL import Image
+
+    Image.new("RGB", (96, 96), (200, 120, 130)).save(mixed / "P1" / "cell.png")
+    refused = run("extract", mixed, "-o", tmp_path / "m.zarr", *FAST)
+    assert isinstance(refused.exception, InputError), refused.output
+    assert "mixes 1 whole-slide file (s.svs) with 1 folder of cell or field images (P1)" in str(
+        refused.exception
+    )
+    assert not (tmp_path / "m.zarr").exists()
+    nested = tmp_path / "nested"
+    (nested / "P1").mkdir(parents=True)
+    (nested / "P1" / "s1.svs").symlink_to(APERIO)
+    result = run("extract", nested, "-o", tmp_path / "n.zarr", "--unit", "tiles", *FAST)
+    assert result.exit_code == 0, result.output
+    assert [m.slide_id for m in BagStore(tmp_path / "n.zarr").metas()] == ["s1"]

@@ -113,3 +113,24 @@ def test_cell_types_on_fields_from_the_synth_truth(pipeline, tmp_path):
         assert rfc7946_problems(doc) == [] and qupath_problems(doc, classified=True) == []
         names = [f["properties"]["classification"]["name"] for f in doc["features"]]
         assert names == frame.loc[frame["file"] == name, "cell_type"].tolist()
+
+
+def test_too_few_red_cells_names_the_count_the_threshold_is_compared_with(tmp_path):
+    """2 red cells and 6 platelet-sized specks: the refusal said "8 single cell(s) ... min_red_cells 5"."""
+    import numpy as np
+
+    rgb = np.full((360, 480, 3), (236, 231, 241), np.uint8)
+    yy, xx = np.mgrid[:360, :480]
+    discs = [(100, 100, 20, (205, 120, 130)), (300, 200, 20, (205, 120, 130))]
+    discs += [(60 + 60 * i, 300, 6, (190, 150, 200)) for i in range(6)]
+    for cx, cy, r, colour in discs:
+        rgb[(xx - cx) ** 2 + (yy - cy) ** 2 <= r * r] = colour
+    (tmp_path / "in" / "P1").mkdir(parents=True)
+    Image.fromarray(rgb).save(tmp_path / "in" / "P1" / "1.png")
+    result = run(
+        "extract", tmp_path / "in", "-o", tmp_path / "s.zarr", "--source", "fields", "--workers", "0"
+    )
+    line = next(line for line in result.output.splitlines() if "too few red cells" in line)
+    assert "2 single red cell(s) in 1 field(s), under fields.min_red_cells 5" in line, result.output
+    assert "6 other single object(s) left out as not of red-cell size" in line
+    assert "--mpp" in line and "--set extract.fields.mpp_scope=run" in line  # the fixes, crowded fields' too

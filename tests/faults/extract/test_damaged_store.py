@@ -46,8 +46,11 @@ def test_damage_is_named_then_repaired_by_a_rerun(cohort, clean_cells, tmp_path,
         BagStore(store).read("P002")
     info = cli("bags", "info", store)
     assert info.traceback is None
-    if damage == "zarr.json not JSON":
-        assert info.code == 2 and "P002" in error_lines(info)[0] and "re-extract" in info.output
+    if damage == "zarr.json not JSON":  # the other bags are listed, the damaged one named with the fix
+        assert info.code == 1 and "P001" in info.output and "P003" in info.output, info.output
+        (line,) = [line for line in info.output.splitlines() if line.startswith("damaged bag:")]
+        assert "P002" in line and "rerun mil extract on it (it re-extracts damaged bags)" in line
+        assert "remove the folder" not in info.output
 
     # a rerun replaces what it can see is damaged; a truncated chunk needs --overwrite (found by --deep)
     args = ("extract", cohort / "cells", "-o", store, *FAST)
@@ -75,7 +78,6 @@ def test_bad_bag_metadata_is_one_line_in_every_command(tiny, tmp_path, ledger):
                   tmp_path / "run", "--epochs", "1", "--device", "cpu", *SINGLE_MODEL_FLAGS),
         "predict": ("predict", tiny.abmil, "--bags", store, "-o", tmp_path / "p.csv"),
         "heatmap": ("heatmap", tiny.abmil, "--bags", store, "-o", tmp_path / "hm"),
-        "bags info": ("bags", "info", store),
     }  # fmt: skip
     for name, args in commands.items():
         run = cli(*args)
@@ -84,5 +86,12 @@ def test_bad_bag_metadata_is_one_line_in_every_command(tiny, tmp_path, ledger):
         assert len(lines) == 1 and "P004" in lines[0] and "not valid JSON" in lines[0], (
             f"{name}: {run.output}"
         )
+    info = cli(
+        "bags", "info", store
+    )  # an inventory: lists the sound bags, names the damaged one (as validate)
+    assert info.traceback is None and info.code == 1, info.output
+    damaged = [line for line in info.output.splitlines() if line.startswith("damaged bag:")]
+    assert len(damaged) == 1 and "P004" in damaged[0] and "not valid JSON" in damaged[0], info.output
+    assert error_lines(info) == [] and "P001" in info.output
     ledger("corruption", "a bag's zarr.json not JSON, read by train / predict / heatmap / bags info",
-           "one line naming the bag, exit 2, in each")  # fmt: skip
+           "one line naming the bag, exit 2 (bags info: the others listed, exit 1)")  # fmt: skip

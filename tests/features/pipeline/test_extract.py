@@ -10,7 +10,7 @@ import pytest
 
 from features.bagstore import BagStore, bag_key
 from features.bagstore.qc_export import export_qc
-from features.core.errors import StoreError
+from features.core.errors import InputError, StoreError
 from features.pipeline.config import ExtractConfig
 from features.pipeline.extract import extract, parse_shard
 from features.pipeline.slide_job import subsample_index
@@ -198,10 +198,11 @@ def test_aperio_tiles(tmp_path):
     assert np.allclose(step % (112.0 / 0.499), 0, atol=1) or np.allclose(step, 112.0 / 0.499, atol=1)
 
 
-def test_no_input_does_nothing(tmp_path):
+def test_no_input_is_refused_before_any_work(tmp_path):
     (tmp_path / "empty").mkdir()
-    summary = extract(tmp_path / "empty", tmp_path / "bags.zarr", CFG)
-    assert summary.message and summary.outcomes == [] and not (tmp_path / "bags.zarr").exists()
+    with pytest.raises(InputError, match="found no slides"):
+        extract(tmp_path / "empty", tmp_path / "bags.zarr", CFG)
+    assert not (tmp_path / "bags.zarr").exists()
 
 
 def test_non_finite_embeddings_are_not_stored(cohort, tmp_path, monkeypatch):

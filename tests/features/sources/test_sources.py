@@ -201,23 +201,40 @@ def test_manifest_paths_patients_and_mpp(tmp_path):
     assert refs[2].images == ("c.png",)
 
 
-def test_manifest_bad_rows_one_line_each(tmp_path):
+def test_manifest_malformed_rows_refuse_the_file_in_one_line(tmp_path):
     _touch(tmp_path / "ok.svs")
     manifest = tmp_path / "m.csv"
     manifest.write_text(
-        "slide_id,path,mpp\nA,ok.svs,\nB,missing.svs,\nA,ok.svs,\nD,ok.svs,-1\nE,notes.txt,\n"
+        "slide_id,path,mpp\nA,ok.svs,\nB,missing.svs,\nA,ok.svs,\nD,ok.svs,-1\nE,notes.txt,\nF,ok.svs,abc\n"
+        "G,ok.svs,,extra\n"
     )
     _touch(tmp_path / "notes.txt")
     with pytest.raises(InputError) as err:
         discover(manifest)
-    lines = str(err.value).splitlines()
-    assert "4 bad row(s)" in lines[0]
-    assert lines[1:] == [
-        "row 3: missing.svs: file not found",
-        "row 4: slide_id 'A' already on row 2",
-        "row 5: ok.svs: mpp -1 µm/px is implausible; smears are scanned at 0.1–2 (photographed down to 0.02)",
-        "row 6: notes.txt: notes.txt is not a whole-slide file, a field image, a cell-image folder or an .h5 file",
-    ]
+    assert str(err.value) == (
+        f"{manifest}: 4 bad rows, fix or remove them: "
+        "row 4: slide_id 'A' already on row 2; "
+        "row 5: ok.svs: mpp -1 µm/px is implausible; smears are scanned at 0.1–2 (photographed down to 0.02); "
+        "row 7: ok.svs: mpp 'abc' is not a number (µm/px); "
+        "row 8: 4 fields, header has 3"
+    )
+
+
+def test_manifest_rows_whose_file_is_unusable_fail_alone(tmp_path):
+    from features.sources.manifest import UNUSABLE, UnusableRow
+
+    _touch(tmp_path / "ok.svs")
+    _touch(tmp_path / "notes.txt")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("slide_id,path\nA,ok.svs\nB,missing.svs\nE,notes.txt\n")
+    refs = {r.slide_id: r for r in discover(manifest)}
+    assert refs["A"].kind == "slide" and not isinstance(refs["A"], UnusableRow)
+    assert refs["B"].kind == refs["E"].kind == UNUSABLE
+    assert refs["B"].problem == (
+        f"B: {manifest} row 3: missing.svs: file not found; fix the path or remove the row"
+    )
+    assert "row 4: notes.txt: notes.txt is not a whole-slide file" in refs["E"].problem
+    assert all("\n" not in r.problem for r in (refs["B"], refs["E"]))
 
 
 def test_manifest_bad_header(tmp_path):
