@@ -32,7 +32,8 @@ def register(app: typer.Typer) -> None:
             None,
             "-o",
             "--output",
-            help="metrics JSON to write (default: metrics.json beside the predictions).",
+            help="metrics JSON to write (default: metrics.json beside the predictions; required for predictions "
+            "inside a run, whose own metrics.json it would replace).",
         ),
         plots: Path | None = typer.Option(
             None, "--plots", help="Folder for ROC / confusion / Kaplan-Meier PNGs."
@@ -47,11 +48,11 @@ def register(app: typer.Typer) -> None:
         from mil.config import load_config
         from mil.evaluate.plots import write_plots
         from mil.evaluate.predictions import spec_path
-        from mil.evaluate.run import check_outputs, evaluate_files, write_metrics
+        from mil.evaluate.run import check_outputs, default_output, evaluate_files, write_metrics
         from mil.tasks import create_task
 
         cfg = load_config(config, set_, typed_flags(ctx, "evaluate"))
-        output = output or Path(predictions).parent / "metrics.json"
+        output = output or default_output(Path(predictions))
         inputs = (predictions, spec_path(predictions), labels)
         check_outputs([output], overwrite, inputs)
         result = evaluate_files(predictions, labels, cfg.evaluate)

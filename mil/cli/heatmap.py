@@ -46,9 +46,13 @@ def register(app: typer.Typer) -> None:
         """Where the model looked, per slide: attention.csv, galleries, overlays and cells.geojson."""
         from mil.cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL
         from mil.config import load_config
+        from mil.explain.cohort import explain_inputs
         from mil.explain.heatmap import heatmap
+        from mil.training.rundir import refuse_inputs
 
         cfg = load_config(config, set_, typed_flags(ctx, "explain"))
+        # before any work, even with --overwrite: OUT is never, nor lies inside, nor holds, what is read
+        refuse_inputs(output, explain_inputs(run, bags, labels, cells))
         console = Console()
         with Steps(console) as steps:
             task = steps.add("explain", total=None)
@@ -71,11 +75,15 @@ def register(app: typer.Typer) -> None:
             "attention (head weights)" if summary.method == "attention" else f"attribution ({summary.method})"
         )
         rows = "one row shared by all classes" if summary.class_agnostic else "one row per class"
-        console.print(f"{summary.head}: {how}, {rows}; details in {output}/heatmap.json", soft_wrap=True)
         written, failed = summary.count("written"), summary.count("failed")
-        if written == 0:
-            console.print(f"[red]nothing written[/]: all {failed} slide(s) failed; {output} left unchanged")
+        if written == 0:  # no heatmap.json of this run exists: the table above is the only record
+            console.print(f"{summary.head}: {how}, {rows}", soft_wrap=True)
+            console.print(
+                f"[red]nothing written[/]: all {failed} slide(s) failed (errors above); {output} left unchanged",
+                soft_wrap=True,
+            )
             raise typer.Exit(EXIT_FAILED)
+        console.print(f"{summary.head}: {how}, {rows}; details in {output}/heatmap.json", soft_wrap=True)
         raise typer.Exit(EXIT_PARTIAL if failed else EXIT_OK)
 
 

@@ -7,6 +7,8 @@ editable install or a wheel. Subfolders ship too (e.g. configs/celltypes/).
 
 from __future__ import annotations
 
+import difflib
+import re
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -58,7 +60,7 @@ def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from exc
+            raise ConfigError(f"--set {item}: the value is not valid YAML {yaml_problem(exc)}") from exc
         node = nested
         for key in keys[:-1]:
             node = node.setdefault(key, {})
@@ -84,7 +86,7 @@ def load_config(
     flags: dict[str, Any] | None = None,
 ) -> MilConfig:
     """Defaults < YAML < --set overrides < command flags (a nested dict of the values the user typed); validate
-    once."""
+    once. A value that fails names where it came from: the flag, the `--set` item or the YAML file."""
     raw: dict[str, Any] = {}
     source = "config"
     if path is not None:
@@ -93,7 +95,7 @@ def load_config(
         try:
             loaded = yaml.safe_load(file.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{file}: not valid YAML ({exc})") from exc
+            raise ConfigError(f"{file}: not valid YAML {yaml_problem(exc)}") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"{file}: expected a mapping of sections at the top level")
         raw = loaded
@@ -102,9 +104,99 @@ def load_config(
     try:
         return MilConfig.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{source}: {where}: {first['msg']} (input {first.get('input')!r})") from exc
+        raise validation_error(exc, source, overrides, flags) from exc
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line for a YAML error: "at line 2, column 11 (while parsing a flow sequence: expected ...)"; the
+    position is where the broken construct starts (an unclosed bracket), else where the parser stopped."""
+    mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
+    words = [w for w in (getattr(exc, "context", None), getattr(exc, "problem", None)) if w]
+    what = ": ".join(words) if words else str(exc).splitlines()[0]
+    where = f"at line {mark.line + 1}, column {mark.column + 1} " if mark is not None else ""
+    return f"{where}({what})"
+
+
+def validation_error(
+    exc: ValidationError, source: str, overrides: list[str] | None, flags: dict[str, Any] | None
+) -> ConfigError:
+    """The first validation error as one line naming its culprit: the command-line flag or `--set` item that
+    set the value (the last one wins, as in the merge), else the YAML file; an unknown key gets the closest
+    valid one. A check on a whole section (loc = the section) blames the flag or `--set` whose key it names."""
+    first = exc.errors()[0]
+    loc = tuple(str(p) for p in first["loc"])
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    dotted = ".".join(loc)
+    if first["type"] == "extra_forbidden":
+        msg = unknown_key(loc)
+    elif not isinstance(first.get("input"), dict | list) and len(loc) > 1:
+        msg = f"{msg} (input {first.get('input')!r})"
+    sets = [(tuple(item.split("=", 1)[0].strip().split(".")), item) for item in overrides or []]
+    typed = _leaves(flags or {})
+    for exact in (True, False):  # a culprit that set the failing value itself, then one the message names
+        for keys in reversed(typed):
+            if _blames(keys, loc, msg, exact):
+                return ConfigError(f"{_flag_name(keys)} {_flag_value(keys, flags)}: {msg}")
+        for keys, item in reversed(sets):
+            if _blames(keys, loc, msg, exact):
+                if first["type"] == "extra_forbidden":
+                    return ConfigError(f"--set {item.split('=', 1)[0].strip()}: {msg}")
+                return ConfigError(f"--set {item}: {msg}")
+    return ConfigError(f"{source}: {dotted}: {msg}")
+
+
+def unknown_key(loc: tuple[str, ...]) -> str:
+    """ "no setting 'train.epoch'; did you mean train.epochs?" (the closest key of the same section)."""
+    model: type[BaseModel] | None = MilConfig
+    for key in loc[:-1]:
+        info = model.model_fields.get(key) if model is not None else None
+        annotation = info.annotation if info is not None else None
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    where = ".".join(loc)
+    if model is None:
+        return f"no setting {where!r}"
+    names = [n for n in model.model_fields if n != "provenance"]
+    close = difflib.get_close_matches(loc[-1], names, n=1, cutoff=0.6)
+    parent = ".".join(loc[:-1])
+    if close:
+        return f"no setting {where!r}; did you mean {'.'.join((*loc[:-1], close[0]))}?"
+    return f"no setting {where!r}; `mil config template` lists the keys of {parent or 'each section'}"
+
+
+def _blames(keys: tuple[str, ...], loc: tuple[str, ...], msg: str, exact: bool) -> bool:
+    if exact:  # it set the failing value (or a section around it), or made up the unknown section it names
+        return loc[: len(keys)] == keys or (msg.startswith("no setting") and keys[: len(loc)] == loc)
+    named = re.search(rf"\b{re.escape(keys[-1])}\b", msg) is not None
+    return keys[: len(loc)] == loc and len(keys) > len(loc) and named
+
+
+def _leaves(flags: dict[str, Any]) -> list[tuple[str, ...]]:
+    """(section, field) of every typed flag in `{section: {field: value}}`."""
+    return [(section, key) for section, fields in flags.items() for key in fields]
+
+
+def _flag_value(keys: tuple[str, ...], flags: dict[str, Any] | None) -> Any:
+    node: Any = flags or {}
+    for key in keys:
+        node = node[key]
+    return ",".join(map(str, node)) if isinstance(node, list) else node
+
+
+def _flag_name(keys: tuple[str, ...]) -> str:
+    """The option the user typed for a config field (`--model` for train.head), from the running command."""
+    ctx = None
+    try:  # typer (0.29) runs on its own copy of click, not on click's context stack
+        from typer._click.globals import get_current_context
+
+        ctx = get_current_context(silent=True)
+    except ImportError:
+        import click
+
+        ctx = click.get_current_context(silent=True)
+    for param in ctx.command.params if ctx is not None else []:
+        if param.name == keys[-1] and param.opts:
+            return param.opts[0]
+    return f"--{keys[-1].replace('_', '-')}"
 
 
 def dump_config(config: BaseModel) -> str:

@@ -62,7 +62,9 @@ class TrainConfig(Section):
     )
     model_params: dict[str, Any] = Field(
         default_factory=dict,
-        description="Hyperparameters of the head, validated by the head's own schema (empty with head auto).",
+        description="Hyperparameters of the head, validated by the head's own schema. With head auto they "
+        "apply to every candidate (e.g. dropout), each candidate's own grid params on top; a key some "
+        "candidate head lacks, or one the grid varies (pool_stats), is refused.",
     )
     # Defaults: crossfit + the pooled-statistics prior, uncalibrated. Measured 2026-12-03 (benchmarks/RESULTS.md,
     # 'Training recipe', 3 seeds, same folds): within 0.01 of the pooled baseline or above on every cohort
@@ -286,8 +288,13 @@ class TrainConfig(Section):
         from mil.heads import HEADS, head_params_model
 
         if self.head == AUTO:
-            if self.model_params:
-                raise ValueError("head auto chooses the heads and their params: leave model_params empty")
+            from features.core.errors import ConfigError
+            from mil.training.auto import grid
+
+            try:
+                grid(self.model_params)  # shared by every candidate: each candidate head must take them
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
             if self.task is not None:
                 from mil.tasks import task_kind
 

@@ -65,14 +65,53 @@ def evaluate_files(
     return Evaluation(metrics, df, spec, unlabelled, notes + more)
 
 
+def run_around(path: Path) -> Path | None:
+    """The `mil train` run folder that holds `path` (at any depth), or None."""
+    from mil.training.rundir import is_run
+
+    return next((parent for parent in Path(path).absolute().parents if is_run(parent)), None)
+
+
+def default_output(predictions: Path) -> Path:
+    """metrics.json beside the predictions, unless they lie inside a run: there it would replace (or add to)
+    the run's own files (RUN/metrics.json holds the train-time blocks: cohort, selection, calibration,
+    baselines), so `-o` is required, named in one line with a suggestion outside the run."""
+    predictions = Path(predictions)
+    run = run_around(predictions)
+    if run is None:
+        return predictions.parent / "metrics.json"
+    parts = predictions.absolute().relative_to(run).parent.parts  # () for RUN/predictions.csv
+    suggestion = run.parent / ".".join((run.name, *(["-".join(parts)] if parts else []), "evaluate.json"))
+    if not predictions.is_absolute():  # as the user typed it: relative to the working directory
+        run, suggestion = _shown(run), _shown(suggestion)
+    raise InputError(
+        f"{predictions} lies inside run {run}, where metrics.json is the run's own (written by mil train); "
+        f"pass -o with a file outside the run, e.g. -o {suggestion}"
+    )
+
+
 def check_outputs(paths: list[Path], overwrite: bool, inputs: tuple[Path | None, ...] = ()) -> None:
     """Refuse to replace existing results unless asked, outputs that are folders or cannot be written, and
-    (even with `overwrite`) an output that is one of the `inputs`: one line naming the first such file."""
+    (even with `overwrite`) an output that is one of the `inputs` or an existing file of a `mil train` run
+    (`--plots RUN/plots` would replace the run's own plots): one line naming the first such file."""
+    from mil.training.rundir import refuse_run_file
+
     read = {Path(p).resolve() for p in inputs if p is not None}
     for path in paths:
         if Path(path).resolve() in read:
             raise InputError(f"{path} is an input of this command; choose another output (-o, --plots)")
+        run = run_around(Path(path))
+        if run is not None:
+            refuse_run_file(run, Path(path))
         check_output_file(Path(path), overwrite, "metrics.json")
+
+
+def _shown(path: Path) -> Path:
+    """`path` relative to the working directory where it lies below it (what the user typed), else absolute."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 def write_metrics(metrics: dict, path: Path) -> None:

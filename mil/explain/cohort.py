@@ -2,8 +2,9 @@
 
 Why patients and not slides: training concatenated each patient's slides into one bag (`mil.training.data`), so the
 attention a cell got only exists in the context of its patient's whole bag. Slides are mapped to patients the
-way training did: through the run's labels CSV (recorded in its config.yaml) where it lists the slide, else
-through the store's `BagMeta.patient_id`.
+way training did: through the run's labels CSV (recorded in its config.yaml; `--labels` replaces it, and a
+recorded file that is missing is an error, not a silent fallback) where it lists the slide, else through the
+store's `BagMeta.patient_id`.
 
 Which patients belong to a class (for cohort galleries and discovery) is the task kind's rule
 (`Task.cohort_groups`): for classes and labels, the truth of the run's out-of-fold predictions.csv where the
@@ -68,7 +69,7 @@ class Explainer:
         metas = {m.slide_id: m for m in store.metas()}
         if not metas:
             raise InputError(f"{bags}: the store holds no bags")
-        labels = labels if labels is not None else _recorded_labels(run)
+        labels = labels_of(run, labels)
         predictions = None
         if (run / "predictions.csv").is_file():
             from mil.evaluate.predictions import read_predictions
@@ -120,14 +121,45 @@ class Explainer:
         return create_task(self.spec).cohort_groups(outputs, rows, self.off_task)
 
 
-def _recorded_labels(run: Path) -> Path | None:
-    """The labels CSV the run was trained with, if its config.yaml records it and it still exists."""
+def recorded_labels(run: Path) -> Path | None:
+    """The labels CSV the run was trained with, as its config.yaml records it (it may no longer exist), or
+    None when the run records none (runs trained through the API)."""
     try:
-        record = yaml.safe_load((run / "config.yaml").read_text()) or {}
+        record = yaml.safe_load((Path(run) / "config.yaml").read_text())
     except (OSError, yaml.YAMLError):
         return None
-    path = (record.get("provenance") or {}).get("labels")
-    return Path(path) if path and Path(path).is_file() else None
+    provenance = record.get("provenance") if isinstance(record, dict) else None
+    path = provenance.get("labels") if isinstance(provenance, dict) else None
+    return Path(path) if isinstance(path, str) and path else None
+
+
+def explain_inputs(
+    run: Path, bags: Path, labels: Path | None, cells: Path | None = None
+) -> dict[str, Path | None]:
+    """What `mil heatmap` and `mil report` read, so what their output may never replace or lie inside
+    (`mil.training.rundir.refuse_inputs`): the run, the store, the labels (given, else the run's own) and the
+    cell model."""
+    return {
+        "run": Path(run),
+        "bag store": Path(bags),
+        "labels file": Path(labels) if labels is not None else recorded_labels(run),
+        "cell model": Path(cells) if cells is not None else None,
+    }
+
+
+def labels_of(run: Path, labels: Path | None) -> Path | None:
+    """The labels CSV that maps slides to patients: `labels`, else the run's own. A run whose recorded labels
+    file is gone is refused: the store's own patient ids would silently regroup the slides (one bag per slide
+    instead of per patient), which is not what the models were trained on."""
+    if labels is not None:
+        return Path(labels)
+    recorded = recorded_labels(run)
+    if recorded is not None and not recorded.is_file():
+        raise InputError(
+            f"{recorded}: the labels file run {run} was trained with is missing; pass --labels PATH "
+            "(the labels CSV with slide_id and patient_id)"
+        )
+    return recorded
 
 
 def _off_task(labels: Path | None, spec: TaskSpec) -> set[str]:

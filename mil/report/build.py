@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from features.core.errors import MilError
+from features.core.errors import InputError, MilError
 from features.core.outputs import check_output_file
 from mil.config import CellsConfig, ReportConfig
-from mil.explain.cohort import Explainer
+from mil.explain.cohort import Explainer, explain_inputs
 from mil.explain.discovery import CellRef, Cluster, DiscoveryCollector
 from mil.explain.gallery import Section, montage, read_cells
 from mil.report import html as H
@@ -45,7 +45,7 @@ from mil.report.sections import (
     provenance_section,
     recipe_section,
 )
-from mil.training.rundir import refuse_run_file
+from mil.training.rundir import refuse_inputs, refuse_run_file
 
 if TYPE_CHECKING:
     from mil.cells.differential import CountResult
@@ -85,10 +85,10 @@ def report(
     emit = progress or (lambda event, **info: None)
     out = Path(out)
     refuse_run_file(run, out)
+    refuse_inputs(out, explain_inputs(run, bags, labels, cells))
     check_output_file(out, overwrite, "report.html")  # before any work: exists, a folder, not writable
     ex = Explainer.open(run, bags, labels, device)
-    metrics_file = Path(run) / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+    metrics = _read_metrics(Path(run) / "metrics.json")
 
     typer = _CellTyper.open(cells, ex, cells_config) if cells is not None else None
     cohort = _explain_cohort(ex, config, emit, typer)
@@ -126,6 +126,21 @@ def report(
         out, len(cohort.patients), ex.method, ex.head_name, {k: len(v) for k, v in clusters.items()}, missing,
         time.perf_counter() - started,
     )  # fmt: skip
+
+
+def _read_metrics(path: Path) -> dict | None:
+    """RUN/metrics.json, or None for a run that has none; a damaged one is one line, not a traceback."""
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(
+            f"{path}: not valid JSON ({type(exc).__name__}); restore the run's metrics.json or retrain"
+        ) from None
+    if not isinstance(metrics, dict):
+        raise InputError(f"{path}: not a metrics record (a {type(metrics).__name__}); restore it or retrain")
+    return metrics
 
 
 @dataclass

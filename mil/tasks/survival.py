@@ -23,6 +23,13 @@ from mil.tasks import TASKS
 from mil.tasks.base import Task, median_split, require_columns
 from mil.tasks.multilabel import parse_binary
 
+# A Cox risk is a log relative hazard, not a probability: there is nothing to calibrate, and a run must not
+# record a calibration it did not apply
+NO_CALIBRATION = (
+    "calibration {}: survival risks are not calibrated (a Cox risk is a relative hazard, not a probability); "
+    "set train.calibration to none"
+)
+
 
 def cox_ph_loss(risk: Tensor, time: Tensor, event: Tensor) -> Tensor:
     """Negative Cox partial log-likelihood (Breslow ties), averaged over events; 0 if there is no event.
@@ -67,6 +74,8 @@ class Survival(Task):
     def check_config(cls, config) -> None:
         if not (config.time_col and config.event_col):
             raise ValueError("task survival needs time_col and event_col")
+        if config.calibration != "none":
+            raise ValueError(NO_CALIBRATION.format(config.calibration))
 
     @classmethod
     def resolve(cls, table: pd.DataFrame, config, source: str):
@@ -74,6 +83,8 @@ class Survival(Task):
 
         if not (config.time_col and config.event_col):
             raise ConfigError("survival needs train.time_col and train.event_col (--time-col, --event-col)")
+        if config.calibration != "none":  # an inferred survival task (no train.task) reaches this first
+            raise ConfigError(NO_CALIBRATION.format(config.calibration))
         return TaskSpec("survival", require_columns(table, [config.time_col, config.event_col], source), [])
 
     @classmethod
@@ -85,13 +96,23 @@ class Survival(Task):
         time_col, event_col = self.spec.label_columns()
         time = pd.to_numeric(table[time_col], errors="coerce")
         bad = time.isna() & table[time_col].notna() & (table[time_col].astype(str).str.strip() != "")
-        if bad.any() or (time < 0).any():
-            found = table[time_col][bad | (time < 0)].iloc[0]
-            raise InputError(f"{source}: column {time_col!r} must be a time >= 0 (or empty), found {found!r}")
+        bad |= (time < 0) | np.isinf(time)  # inf / -inf parse as numbers; no follow-up is infinite
+        if bad.any():
+            at = int(np.flatnonzero(bad.to_numpy())[0])
+            who = (
+                f"patient {table['patient_id'].iloc[at]!r}"
+                if "patient_id" in table.columns
+                else f"row {at + 1}"
+            )
+            raise InputError(
+                f"{source}: column {time_col!r} must be a finite time >= 0 (or empty), found "
+                f"{table[time_col].iloc[at]!r} for {who}; fix the time or leave it empty"
+            )
         event = parse_binary(table[event_col], source, event_col)
         has = time.notna().to_numpy() & ~np.isnan(event)
-        y = np.stack([time.fillna(-1).to_numpy(np.float64), np.nan_to_num(event, nan=-1)], axis=1)
-        return y.astype(np.float32), has
+        # float64: the times go back into predictions.csv as the labels gave them (float32 turns 9.3 into
+        # 9.300000190734863); the training tensors are cast to float32 where they are built (mil.training.data)
+        return np.stack([time.fillna(-1).to_numpy(np.float64), np.nan_to_num(event, nan=-1)], axis=1), has
 
     def fold_counts(self, y: np.ndarray) -> tuple[dict[str, int], str, str]:
         return {"event": int(y[:, 1].sum())}, "patients with an event", "wait for more events"

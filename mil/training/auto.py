@@ -32,6 +32,37 @@ AUTO_GRID: tuple[Candidate, ...] = (
 )
 
 
+def grid(shared: dict[str, Any] | None = None) -> tuple[Candidate, ...]:
+    """AUTO_GRID with the run's `model_params` applied to every candidate (e.g. the configs' `dropout: 0.25`):
+    they are part of the run's recipe, like its lr or epochs. A key the grid itself varies (`pool_stats`) or
+    that some candidate head does not take is refused, one line naming both, since it could not apply to all.
+    """
+    from features.core.errors import ConfigError
+    from mil.heads import head_params_model, validate_head_params
+
+    shared = dict(shared or {})
+    varied = sorted({key for c in AUTO_GRID for key in c.model_params} & set(shared))
+    if varied:
+        owners = ", ".join(c.name for c in AUTO_GRID if varied[0] in c.model_params)
+        raise ConfigError(
+            f"model_params.{varied[0]}: head auto chooses it (candidate {owners}); leave it out of "
+            "model_params, or name one head instead of auto"
+        )
+    for c in AUTO_GRID:
+        accepted = head_params_model(c.head).model_fields
+        for key in shared:
+            if key not in accepted:
+                raise ConfigError(
+                    f"model_params.{key}: with head auto the params apply to every candidate, and "
+                    f"{c.head} (candidate {c.name}) has no {key!r} (its params: {', '.join(accepted)}); "
+                    "leave it out, or name one head instead of auto"
+                )
+    merged = tuple(Candidate(c.name, c.head, {**shared, **c.model_params}) for c in AUTO_GRID)
+    for c in merged:
+        validate_head_params(c.head, c.model_params)  # values too: `dropout: 2` fails here, not mid-run
+    return merged
+
+
 def better(metric: float, loss: float, best: tuple[float, float] | None) -> bool:
     """Whether (metric, loss) beats the best so far: higher metric, then lower loss; NaN metrics lose."""
     if best is None:

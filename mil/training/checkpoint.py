@@ -12,6 +12,8 @@ calibrated member records its temperature and bias (`calibration`) and is rebuil
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -92,24 +94,90 @@ def _find(model: nn.Module, buffer: str) -> bool:
     return any(name.split(".")[-1] == buffer for name, _ in model.named_buffers())
 
 
+# What `load_checkpoint` reads unguarded: key -> the types it may hold (bool is an int, and is refused as one).
+_REQUIRED: dict[str, tuple[type, ...]] = {
+    "head": (str,),
+    "model_params": (dict,),
+    "in_dim": (int,),
+    "n_outputs": (int,),
+    "task": (dict,),
+    "encoder": (dict,),
+    "fold": (int,),
+    "best_epoch": (int,),
+    "state_dict": (dict,),
+}
+_OPTIONAL: dict[str, tuple[type, ...]] = {
+    "calibration": (dict, type(None)),
+    "covariates": (dict, type(None)),
+    "member": (int,),
+}
+
+
+def _unreadable(exc: Exception) -> str:
+    """Why torch could not load a file, in a few words of our own."""
+    if isinstance(exc, pickle.UnpicklingError):
+        return "it holds objects other than tensors and plain values"
+    if isinstance(exc, EOFError):
+        return "the file is empty or cut short"
+    if isinstance(exc, RuntimeError) and "zip archive" in str(exc):
+        return "a damaged or cut-short torch file"
+    return f"unreadable, {type(exc).__name__}"
+
+
+def _check_payload(path: Path, payload: dict[str, Any]) -> None:
+    """A checkpoint of the right format whose fields are missing or of the wrong type is damaged: one line."""
+    for key, types in (_REQUIRED | _OPTIONAL).items():
+        if key not in payload:
+            if key in _REQUIRED:
+                raise InputError(f"{path}: damaged mil checkpoint (no {key!r}); retrain or restore the run")
+            continue
+        value = payload[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise InputError(
+                f"{path}: damaged mil checkpoint ({key!r} is a {type(value).__name__}); retrain or restore the run"
+            )
+    records = [("encoder", EncoderIdentity, payload["encoder"])]
+    if payload.get("calibration") is not None:
+        from mil.training.calibrate import Calibration
+
+        records.append(("calibration", Calibration, payload["calibration"]))
+    for key, kind, record in records:
+        try:
+            kind(**record)
+        except TypeError:
+            raise InputError(
+                f"{path}: damaged mil checkpoint (its {key!r} record); retrain or restore the run"
+            ) from None
+    if payload.get("covariates") and not isinstance(payload["covariates"].get("names"), list):
+        raise InputError(
+            f"{path}: damaged mil checkpoint (covariates without names); retrain or restore the run"
+        )
+
+
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> FoldModel:
     from mil.heads import create_head
 
     path = Path(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files it will refuse anyway
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise InputError(
             f"checkpoint {path} not found; is this a run folder written by `mil train`?"
         ) from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file means the same to the user
-        raise InputError(f"{path}: not a mil checkpoint ({type(exc).__name__}: {exc})") from None
+        # torch's own message runs to many lines, with terminal colours and advice to load unsafely: not shown
+        raise InputError(
+            f"{path}: not a mil checkpoint ({_unreadable(exc)}); retrain or restore the run"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise InputError(
             f"{path}: checkpoint format {found!r}, this mil reads {FORMAT}; retrain with this version"
         )
-    spec = TaskSpec.from_dict(payload["task"])
+    _check_payload(path, payload)
+    spec = TaskSpec.from_dict(payload["task"], str(path))
     head = create_head(payload["head"], payload["in_dim"], payload["n_outputs"], **payload["model_params"])
     if payload.get("standardized", False):
         from mil.training.standardize import StandardizedHead

@@ -37,7 +37,7 @@ from mil.tasks import TaskSpec, create_task
 from mil.training.checkpoint import FoldModel, load_checkpoint
 from mil.training.data import load_bags
 from mil.training.fit import eval_batch_instances, infer
-from mil.training.rundir import refuse_run_file
+from mil.training.rundir import refuse_inputs, refuse_run_file
 from mil.training.store_check import check_store_settings
 
 # New slides are read in chunks of about this many instances (1.5 GB as 384-d float32), so memory stays
@@ -61,12 +61,23 @@ def load_run(run: Path, device: torch.device | str = "cpu") -> LoadedRun:
         raise InputError(f"{run}: no config.yaml; pass a run folder written by `mil train`")
     try:
         record = yaml.safe_load(config_file.read_text()) or {}
-        train = dict(record.get("train") or {})
-        train.pop(
-            "n_bootstrap", None
-        )  # runs written before the evaluate section kept it here; unused to predict
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InputError(f"{config_file}: not a valid run config ({str(exc).splitlines()[0]})") from None
+    fix = "restore the run's config.yaml or retrain"
+    if not isinstance(record, dict):
+        raise InputError(
+            f"{config_file}: not a valid run config (a {type(record).__name__}, not a mapping); {fix}"
+        )
+    train = record.get("train") or {}
+    if not isinstance(train, dict):
+        raise InputError(
+            f"{config_file}: not a valid run config (its train section is a {type(train).__name__}); {fix}"
+        )
+    train = dict(train)
+    train.pop("n_bootstrap", None)  # runs written before the evaluate section kept it here; unused to predict
+    try:
         config = TrainConfig.model_validate(train)
-    except (yaml.YAMLError, ValueError) as exc:
+    except ValueError as exc:
         raise InputError(f"{config_file}: not a valid run config ({str(exc).splitlines()[0]})") from None
     paths = sorted(run.glob("folds/*/model*.pt"), key=_checkpoint_order)
     if not paths:
@@ -149,7 +160,7 @@ def predict(
     """
     emit = progress or (lambda event, **info: None)
     out = Path(out)
-    check_predict_out(Path(run), out, overwrite, labels)
+    check_predict_out(Path(run), out, overwrite, labels, Path(bags))
     config, models, spec = load_run(run)
     dev = resolve_device(device or config.device, "--device" if device else "train.device")
     store = BagStore(bags)
@@ -236,12 +247,15 @@ def _covariate_designs(
     return designs
 
 
-def check_predict_out(run: Path, out: Path, overwrite: bool, labels: Path | None = None) -> None:
+def check_predict_out(
+    run: Path, out: Path, overwrite: bool, labels: Path | None = None, bags: Path | None = None
+) -> None:
     """The table and its sidecar may be written: never onto a file of the run (its out-of-fold predictions.csv
-    is what `mil evaluate` and `mil report` read; replacing it would lose the truth and the folds) or onto the
-    labels, even with `overwrite`; anything else existing only with it."""
+    is what `mil evaluate` and `mil report` read; replacing it would lose the truth and the folds), onto the
+    labels or into the bag store, even with `overwrite`; anything else existing only with it."""
     for path in (out, spec_path(out)):
         refuse_run_file(run, path)
+        refuse_inputs(path, {"bag store": bags})
         if labels is not None and path.resolve() == Path(labels).resolve():
             raise InputError(f"{path} is the labels file this command reads; write the predictions elsewhere")
         check_output_file(path, overwrite, "predictions.csv")

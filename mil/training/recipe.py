@@ -18,7 +18,7 @@ from mil.cohort.splits import hold_out
 from mil.config import TrainConfig
 from mil.config.schema import AUTO
 from mil.tasks import Task
-from mil.training.auto import AUTO_GRID, Candidate, better
+from mil.training.auto import Candidate, better, grid
 from mil.training.calibrate import CalibratedHead, Calibration, ensemble_outputs_of, fit_calibration
 from mil.training.data import BagSet
 from mil.training.fit import EpochLog, FitSetup, eval_batch_instances, fit_fold, infer, seeded
@@ -64,7 +64,7 @@ class FoldResult:
 
 def candidates(config: TrainConfig) -> tuple[Candidate, ...]:
     if config.head == AUTO:
-        return AUTO_GRID
+        return grid(config.model_params)  # the run's model_params apply to every candidate
     return (Candidate(config.head, config.head, dict(config.model_params)),)
 
 

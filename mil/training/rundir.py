@@ -44,16 +44,48 @@ def refuse_run_file(run: Path, path: Path) -> None:
         raise InputError(f"{path} is a file of run {run}; write to a new file outside the run's own files")
 
 
+def refuse_inputs(out: Path, inputs: dict[str, Path | None]) -> None:
+    """An output is never one of the inputs the command reads, nor inside one (a run, a bag store, a cell
+    model folder), nor a folder holding one, even with `--overwrite`: `-o bags.zarr/zarr.json` would destroy
+    the store, `-o labels.csv` the labels. `inputs` maps what each input is ("bag store") to its path."""
+    target = Path(out).resolve()
+    for what, path in inputs.items():
+        if path is None:
+            continue
+        source = Path(path).resolve()
+        if target == source:
+            where = "is"
+        elif target.is_relative_to(source):
+            where = "lies inside"
+        elif source.is_relative_to(target):
+            where = "holds"
+        else:
+            continue
+        raise InputError(
+            f"{out} {where} the {what} {path} that this command reads; write the output outside its inputs"
+        )
+
+
 def temp_dir(out: Path) -> Path:
     """The staging folder of RUN; staging folders of killed runs on the same RUN are swept first."""
     return staged_dir(out)
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
-    """HEAD of the git repository around the working directory, or None outside one (or without git)."""
+    """HEAD of the git checkout that holds mil's own source (or of `cwd`'s repository), None where mil is not
+    run from a checkout (an installed wheel) or git is missing. Why not the working directory: a run started
+    inside the user's own project repository would record that repository's commit as mil's."""
+    folder = Path(cwd) if cwd is not None else Path(__file__).resolve().parents[1]
     try:
+        if cwd is None:  # mil's source must be tracked there, not a site-packages copy inside some repository
+            tracked = subprocess.run(
+                ["git", "ls-files", "--error-unmatch", "__init__.py"],
+                cwd=folder, capture_output=True, text=True, timeout=10, check=False,
+            )  # fmt: skip
+            if tracked.returncode != 0:
+                return None
         result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10, check=False
         )
     except (OSError, subprocess.SubprocessError):
         return None

@@ -31,17 +31,20 @@ def run_settings(run: Path) -> dict[str, Any] | None:
     was written through the `BagStore` API, not by `mil extract`)."""
     config_file = Path(run) / "config.yaml"
     try:
-        provenance = (yaml.safe_load(config_file.read_text()) or {}).get("provenance") or {}
-    except (OSError, yaml.YAMLError) as exc:
+        record = yaml.safe_load(config_file.read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise InputError(
             f"{config_file}: unreadable ({type(exc).__name__}); is this a `mil train` run?"
         ) from None
+    _mapping(config_file, record, "it")
+    provenance = _mapping(config_file, record.get("provenance") or {}, "its provenance")
     if "store_extraction" in provenance:
-        return provenance["store_extraction"]
-    features = provenance.get("features") or {}
+        return _mapping(config_file, provenance["store_extraction"], "provenance.store_extraction")
+    features = _mapping(config_file, provenance.get("features") or {}, "provenance.features")
     if features.get("source_kind") == "h5":
         return dict(IMPORTED)
-    recorded = (features.get("settings") or {}).get("extract")
+    settings = _mapping(config_file, features.get("settings") or {}, "provenance.features.settings")
+    recorded = settings.get("extract")
     if recorded is None:
         return None
     try:
@@ -50,6 +53,16 @@ def run_settings(run: Path) -> dict[str, Any] | None:
         raise InputError(
             f"{config_file}: its recorded extraction settings no longer validate; retrain"
         ) from None
+
+
+def _mapping(config_file: Path, value: Any, what: str) -> Any:
+    """`value` when it is a mapping (or None, where a setting may be absent); else a damaged run, one line."""
+    if value is not None and not isinstance(value, dict):
+        raise InputError(
+            f"{config_file}: not a valid run config ({what} is a {type(value).__name__}, not a mapping); "
+            "restore the run's config.yaml or retrain"
+        )
+    return value
 
 
 def check_store_settings(run: Path, store: BagStore) -> None:

@@ -127,3 +127,45 @@ def test_config_show_and_template(tmp_path):
     out = tmp_path / "template.yaml"
     made = runner.invoke(app, ["config", "template", "-o", str(out)])
     assert made.exit_code == 0 and load_config(out) == load_config()
+
+
+def test_auto_trains_with_a_shipped_config_and_records_the_shared_params(cohort, tmp_path):
+    """#QA 2: every shipped config sets model_params.dropout, which `--model auto` refused; the run's params
+    now apply to every candidate and the run records them (config.yaml, metrics.json, checkpoints)."""
+    from mil.training.checkpoint import load_checkpoint
+
+    run = tmp_path / "auto"
+    args = ["train", "--bags", str(cohort[0]), "--labels", str(cohort[1]), "--config", "apl_aml_healthy",
+            "--model", "auto", "-o", str(run), "--folds", "2", "--epochs", "1", "--device", "cpu",
+            "--set", "evaluate.n_bootstrap=0", "--set", "train.batch_size=8",
+            "--set", "train.model_params.dropout=0.3", *SINGLE_MODEL_FLAGS]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    record = yaml.safe_load((run / "config.yaml").read_text())["train"]
+    assert record["head"] == "auto" and record["model_params"] == {"dropout": 0.3}
+    selection = json.loads((run / "metrics.json").read_text())["selection"]
+    assert set(selection["candidates"]) == {"abmil", "gated_abmil", "abmil_pool_stats", "mean_pool"}
+    for k, fold in selection["folds"].items():
+        assert fold["model_params"]["dropout"] == 0.3, (k, fold)
+        assert load_checkpoint(run / "folds" / k / "model.pt").model_params == fold["model_params"]
+
+
+def test_survival_times_are_written_as_the_labels_gave_them(cohort, tmp_path):
+    """#QA 7: times went through float32 (9.3 -> 9.300000190734863) into predictions.csv, the baselines'
+    predictions and `mil predict`; they are the labels' float64 values."""
+    import pandas as pd
+
+    bags, labels = cohort
+    run = tmp_path / "s"
+    surv = runner.invoke(app, ["train", "--bags", str(bags), "--labels", str(labels), "--config", "survival",
+                               "--model", "mean_pool", "-o", str(run), *FAST])  # fmt: skip
+    assert surv.exit_code == 0, surv.output
+    given = pd.read_csv(labels).drop_duplicates("patient_id").set_index("patient_id")["os_months"]
+    assert (given * 10 % 1 != 0).sum() == 0 and (given.astype("float32") != given).any()  # noise to lose
+    preds = tmp_path / "p.csv"
+    done = runner.invoke(app, ["predict", str(run), "--bags", str(bags), "--labels", str(labels), "-o",
+                               str(preds), "--device", "cpu"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    for table in (run / "predictions.csv", run / "baselines" / "pooled_stats" / "predictions.csv", preds):
+        times = pd.read_csv(table).set_index("patient_id")["time"].dropna()
+        assert len(times) and (times == given.loc[times.index]).all(), table

@@ -176,3 +176,20 @@ def test_every_mil_config_line_of_the_readme_runs(capsys):
         assert done.code == 0, f"{line}: {done.err}"
         for key, value in re.findall(r"--set \w+\.(\w+)=(\S+)", line):
             assert f"{key}: {value}" in done.out
+
+
+@pytest.mark.parametrize("bad", ["inf", "-inf", "Infinity"])
+def test_an_infinite_survival_time_is_refused_naming_the_labels_and_patient(cohort, tmp_path, capsys, bad):
+    """#QA 3: `inf` parsed as a number, passed the label checks, trained every fold, then failed naming a hidden
+    staging file; it stops before training, naming the labels file, the column and the patient."""
+    table = _table(cohort)
+    table.loc[2, "os_months"] = bad
+    labels = tmp_path / "inf.csv"
+    table.to_csv(labels, index=False)
+    args = ["train", "--bags", cohort.bags, "--labels", labels, "--task", "survival", "--time-col", "os_months",
+            "--event-col", "os_event", "-o", tmp_path / "run", "--folds", "3", "--epochs", "1", "--device", "cpu"]  # fmt: skip
+    done = mil(capsys, *args)
+    line = done.one_line_error()
+    assert done.code == 2 and line.startswith(f"error: {labels}: column 'os_months'")
+    assert "finite" in line and f"patient {table.loc[2, 'patient_id']!r}" in line and ".tmp~" not in line
+    assert not (tmp_path / "run").exists() and not staging_left(tmp_path)

@@ -133,3 +133,29 @@ def test_demo_refuses_a_folder_in_use(tmp_path, capsys):
     done = mil(capsys, "demo", "-o", tmp_path)
     assert done.code == 2 and "--overwrite" in done.one_line_error()
     assert snapshot(tmp_path) == {"notes.txt": snapshot(tmp_path)["notes.txt"]}
+
+
+def test_evaluate_never_replaces_a_file_of_the_run_it_reads(cohort, tmp_path, capsys):
+    """#QA 1: `mil evaluate RUN/predictions.csv --overwrite` wrote its default RUN/metrics.json over the run's
+    own (cohort, selection, baselines blocks). Inside a run there is no default output: -o is asked for, with a
+    suggestion outside the run; a run's files (metrics, plots) are refused even with --overwrite."""
+    before = snapshot(cohort.run)
+    preds = cohort.run / "predictions.csv"
+    for extra in ([], ["--overwrite"]):
+        done = mil(capsys, "evaluate", preds, *extra)
+        line = done.one_line_error()
+        assert (
+            done.code == 2 and "lies inside run" in line and "pass -o" in line and "run.evaluate.json" in line
+        )
+    done = mil(capsys, "evaluate", preds, "-o", cohort.run / "metrics.json", "--overwrite")
+    assert done.code == 2 and "is a file of run" in done.one_line_error()
+    plotted = sorted(p.name for p in (cohort.run / "plots").iterdir())
+    assert plotted, "the fixture run has plots"
+    done = mil(
+        capsys, "evaluate", preds, "-o", tmp_path / "m.json", "--plots", cohort.run / "plots", "--overwrite"
+    )
+    assert done.code == 2 and "is a file of run" in done.one_line_error()
+    assert snapshot(cohort.run) == before and not (tmp_path / "m.json").exists()
+    fine = mil(capsys, "evaluate", preds, "-o", tmp_path / "m.json", "--set", "evaluate.n_bootstrap=10")
+    assert fine.code == 0, fine.err
+    assert snapshot(cohort.run) == before

@@ -98,3 +98,70 @@ def test_template_is_valid_and_documents_every_field():
 
 def load_config_text(text: str) -> MilConfig:
     return MilConfig.model_validate(yaml.safe_load(text))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.epoch=3"], "--set train.epoch: no setting 'train.epoch'; did you mean train.epochs?"),
+        (["train.folds=abc"], "--set train.folds=abc: Input should be a valid integer"),
+        (["tran.folds=3"], "--set tran.folds: no setting 'tran'; did you mean train?"),
+        (["train.model_params.dropuot=0.1"], "--set train.model_params.dropuot=0.1: model_params for head"),
+    ],
+)
+def test_a_bad_set_names_the_set_item_not_the_yaml(overrides, message):
+    """#QA 4: the value came from --set, so the line names --set (and the closest key), not the YAML file."""
+    with pytest.raises(ConfigError) as raised:
+        load_config("apl_aml_healthy", overrides)
+    assert str(raised.value).startswith(message) and "apl_aml_healthy.yaml" not in str(raised.value)
+
+
+def test_a_typo_in_the_yaml_names_the_file_and_the_closest_key(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("train:\n  epocs: 3\n")
+    with pytest.raises(ConfigError, match=r"typo.yaml: train.epocs: .*did you mean train.epochs\?"):
+        load_config(path)
+
+
+def test_invalid_yaml_is_one_line_with_its_position(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("train:\n  target: [apl\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    line = str(raised.value)
+    assert "\n" not in line and line.startswith(f"{path}: not valid YAML at line 2, column 11 (")
+    assert "while parsing a flow sequence" in line
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS))
+def test_head_auto_takes_every_shipped_config_and_shares_its_params(name):
+    """#QA 2: the shipped configs set model_params.dropout; with head auto it applies to every candidate, each
+    candidate's own grid params on top."""
+    from mil.training.auto import AUTO_GRID
+    from mil.training.recipe import candidates
+
+    cfg = load_config(name, ["train.head=auto", "train.model_params.dropout=0.3"])
+    grid = candidates(cfg.train)
+    assert [c.name for c in grid] == [c.name for c in AUTO_GRID]
+    assert all(c.model_params["dropout"] == 0.3 for c in grid)
+    assert dict(grid[2].model_params) == {"dropout": 0.3, "pool_stats": True}
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ("{attention_dim: 8}", "mean_pool .* has no 'attention_dim'"),  # mean_pool takes no attention
+        ("{pool_stats: true}", "head auto chooses it"),  # the grid varies it
+        ("{dropout: 2}", "model_params.dropout: Input should be less than 1"),
+    ],
+)
+def test_head_auto_refuses_params_that_cannot_apply_to_every_candidate(params, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("apl_aml_healthy", ["train.head=auto", f"train.model_params={params}"])
+
+
+def test_survival_refuses_calibration_and_runs_without_it():
+    """#QA 6: survival risks are not calibrated, so asking for it is an error, never a silent no-op."""
+    with pytest.raises(ConfigError, match=r"^--set train.calibration=temperature: .*survival risks are not"):
+        load_config("survival", ["train.calibration=temperature"])
+    assert load_config("survival").train.calibration == "none"

@@ -132,9 +132,13 @@ def test_no_prior_no_calibration_validation_selection(cohort, tmp_path):
     assert not (tmp_path / "old" / "predictions_uncalibrated.csv").exists()
 
 
-def test_auto_takes_no_model_params():
-    with pytest.raises(ValueError, match="leave model_params empty"):
-        TrainConfig(target="x", head="auto", model_params={"dropout": 0.1})
+def test_auto_takes_only_model_params_every_candidate_takes():
+    """With head auto the run's model_params apply to every candidate (see tests/mil/config/test_config.py)."""
+    assert TrainConfig(target="x", head="auto", model_params={"dropout": 0.1}).model_params == {
+        "dropout": 0.1
+    }
+    with pytest.raises(ValueError, match="has no 'attention_dim'"):
+        TrainConfig(target="x", head="auto", model_params={"attention_dim": 8})
 
 
 def test_validation_seed_ensemble_draws_its_own_validation_parts():
