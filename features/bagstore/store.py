@@ -172,8 +172,8 @@ class BagStore:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             reason = "not valid JSON" if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
             raise StoreError(
-                f"{meta_file}: bag metadata unreadable ({' '.join(reason.split())[:160]}); remove the folder "
-                f"{self._bag(key)} and re-extract that slide"
+                f"{meta_file}: bag metadata unreadable ({' '.join(reason.split())[:160]}); rerun mil extract "
+                "on it (it re-extracts damaged bags)"
             ) from None
 
     def meta(self, slide_id: str) -> BagMeta:

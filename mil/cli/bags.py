@@ -13,15 +13,6 @@ from rich.table import Table
 bags_app = typer.Typer(help="Inspect and check bag stores.", no_args_is_help=True)
 
 
-RERUN = "rerun mil extract on it (it re-extracts damaged bags)"
-
-
-def _rerun_fix(problem: str) -> str:
-    """A damaged bag's line with the fix that needs no manual step: `mil extract` replaces damaged bags."""
-    reason, sep, _ = problem.partition("; remove the folder")
-    return f"{reason}; {RERUN}" if sep else problem
-
-
 @bags_app.command("info")
 def info(store: Path = typer.Argument(..., help="Bag store folder.")) -> None:
     """One row per bag (slide, patient, instances, dim, encoder, unit, mpp), totals, and unfinished writes;
@@ -35,7 +26,7 @@ def info(store: Path = typer.Argument(..., help="Bag store folder.")) -> None:
         try:
             metas.append(bag_store.meta_by_key(key))
         except StoreError as exc:  # its metadata cannot be read: name it, list the others
-            damaged.append(_rerun_fix(str(exc)))
+            damaged.append(str(exc))
     enc = bag_store.encoder
     table = Table(title=f"{store}: {enc.describe()}", title_justify="left")
     for col in ("slide", "patient", "instances", "dim", "encoder", "unit", "mpp", "source"):
@@ -88,7 +79,7 @@ def validate(
     bag_store = BagStore(store)
     problems = bag_store.validate(deep=deep)
     console = Console()
-    lines = [f"{slide}: {_rerun_fix(p)}" for slide, found in problems.items() for p in found]
+    lines = [f"{slide}: {p}" for slide, found in problems.items() for p in found]
     for line in lines:
         console.print(f"[red]{line}[/]", highlight=False, soft_wrap=True)
     pending = bag_store.pending()

@@ -31,7 +31,11 @@ def cohort(tmp_path_factory):
 
 def _manifest(cohort: Path, out: Path) -> tuple[Path, list[str]]:
     out.mkdir()
-    rows = [f"{sid},{cohort / 'cells' / f'P00{1 + i % 2}'}" for i, sid in enumerate(ALL)]
+    # each row a folder of its own: the store already holds P001 and P002, and one source under two ids is
+    # refused (features.pipeline.provenance.same_source_elsewhere)
+    for i in range(len(ALL)):
+        shutil.copytree(cohort / "cells" / f"P00{1 + i % 2}", out / f"row{i}")
+    rows = [f"{sid},{out / f'row{i}'}" for i, sid in enumerate(ALL)]
     (out / "manifest.csv").write_text("slide_id,path\n" + "\n".join(rows) + "\n")
     return out / "manifest.csv", ALL
 
