@@ -46,13 +46,9 @@ def register(app: typer.Typer) -> None:
         """Where the model looked, per slide: attention.csv, galleries, overlays and cells.geojson."""
         from mil.cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL
         from mil.config import load_config
-        from mil.explain.cohort import explain_inputs
         from mil.explain.heatmap import heatmap
-        from mil.training.rundir import refuse_inputs
 
         cfg = load_config(config, set_, typed_flags(ctx, "explain"))
-        # before any work, even with --overwrite: OUT is never, nor lies inside, nor holds, what is read
-        refuse_inputs(output, explain_inputs(run, bags, labels, cells))
         console = Console()
         with Steps(console) as steps:
             task = steps.add("explain", total=None)

@@ -136,9 +136,9 @@ def recorded_labels(run: Path) -> Path | None:
 def explain_inputs(
     run: Path, bags: Path, labels: Path | None, cells: Path | None = None
 ) -> dict[str, Path | None]:
-    """What `mil heatmap` and `mil report` read, so what their output may never replace or lie inside
-    (`mil.training.rundir.refuse_inputs`): the run, the store, the labels (given, else the run's own) and the
-    cell model."""
+    """What `mil heatmap` and `mil report` read, so what their output may never be, hold or (but for the run,
+    which takes new outputs beside its own files) lie inside (`mil.training.rundir.refuse_inputs`): the run,
+    the store, the labels (given, else the run's own) and the cell model."""
     return {
         "run": Path(run),
         "bag store": Path(bags),

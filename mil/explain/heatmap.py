@@ -97,11 +97,15 @@ def heatmap(
 ) -> HeatmapSummary:
     """Explain the slides of `bags` (all, or `slides`) with the fold models of `run`; write OUT. `config` sets
     the galleries (top-k cells, tile size); `cells` names each cell's type with that cell model."""
-    from mil.training.rundir import check_out, swap_in, temp_dir
+    from mil.explain.cohort import explain_inputs
+    from mil.training.rundir import check_out, refuse_inputs, refuse_run_file, swap_in, temp_dir
 
     started = time.perf_counter()
     emit = progress or (lambda event, **info: None)
     out = Path(out)
+    # before any work, even with --overwrite: OUT is never, nor holds, what is read, nor lies inside the store
+    refuse_inputs(out, explain_inputs(run, bags, labels, cells))
+    refuse_run_file(Path(run), out)
     check_out(out, overwrite, lambda path: (path / "heatmap.json").is_file(), "heatmap folder")
     ex = Explainer.open(run, bags, labels, device)
     cell_model = _open_cell_model(cells, ex)

@@ -44,10 +44,11 @@ def refuse_run_file(run: Path, path: Path) -> None:
         raise InputError(f"{path} is a file of run {run}; write to a new file outside the run's own files")
 
 
-def refuse_inputs(out: Path, inputs: dict[str, Path | None]) -> None:
-    """An output is never one of the inputs the command reads, nor inside one (a run, a bag store, a cell
-    model folder), nor a folder holding one, even with `--overwrite`: `-o bags.zarr/zarr.json` would destroy
-    the store, `-o labels.csv` the labels. `inputs` maps what each input is ("bag store") to its path."""
+def refuse_inputs(out: Path, inputs: dict[str, Path | None], room_inside: tuple[str, ...] = ("run",)) -> None:
+    """An output is never one of the inputs the command reads, nor inside one (a bag store, a cell model
+    folder), nor a folder holding one, even with `--overwrite`: `-o bags.zarr/zarr.json` would destroy the
+    store, `-o labels.csv` the labels. `inputs` maps what each input is ("bag store") to its path. Inputs
+    named in `room_inside` (a run) may take new outputs inside them: `refuse_run_file` keeps their own files."""
     target = Path(out).resolve()
     for what, path in inputs.items():
         if path is None:
@@ -56,6 +57,8 @@ def refuse_inputs(out: Path, inputs: dict[str, Path | None]) -> None:
         if target == source:
             where = "is"
         elif target.is_relative_to(source):
+            if what in room_inside:
+                continue
             where = "lies inside"
         elif source.is_relative_to(target):
             where = "holds"

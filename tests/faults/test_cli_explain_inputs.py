@@ -1,5 +1,5 @@
-"""`mil report` and `mil heatmap` on inputs that are in the way or damaged: an output that is (or lies inside)
-an input is refused even with `--overwrite`; a run whose recorded labels file is gone, whose config.yaml,
+"""`mil report` and `mil heatmap` on inputs that are in the way or damaged: an output that is, holds or lies
+inside an input (but for new files in the run) is refused even with `--overwrite`; a run whose recorded labels file is gone, whose config.yaml,
 checkpoint or metrics.json is damaged, is one line and exit 2 (never a silent fallback, never "a bug in mil");
 a heatmap that wrote nothing points at no details file."""
 
@@ -90,6 +90,24 @@ def test_heatmap_never_writes_into_or_over_its_inputs(cohort, tmp_path, capsys):
     line = done.one_line_error()
     assert done.code == 2 and "holds the bag store" in line, line
     assert snapshot(inner) == before
+
+
+def test_new_outputs_may_go_inside_the_run_but_never_onto_its_files(cohort, tmp_path, capsys):
+    """A run is a folder a user keeps results in (as `mil predict -o RUN/external.csv` may): a new report or
+    heatmap folder inside it is fine; the run's own files, or the run itself, never."""
+    run = _copy_run(cohort, tmp_path)
+    before = snapshot(run)
+    done = mil(capsys, "report", run, "--bags", cohort.bags, "-o", run / "report.html")
+    assert done.code == 0 and (run / "report.html").is_file(), done
+    done = mil(capsys, "heatmap", run, "--bags", cohort.bags, "-o", run / "heatmaps", "--slide", "P000-S0")
+    # this cohort's slides are not on disk: the heatmap fails on them (exit 1), past the output checks
+    assert done.code == 1 and "source slide" in done.out and "lies inside" not in done.out + done.err, done
+    for command, target in (("report", run / "metrics.json"), ("heatmap", run), ("heatmap", run / "folds")):
+        extra = ["--slide", "P000-S0"] if command == "heatmap" else []
+        done = mil(capsys, command, run, "--bags", cohort.bags, "-o", target, "--overwrite", *extra)
+        assert done.code == 2 and len(done.one_line_error()) > 0, (command, target)
+    kept = snapshot(run)
+    assert {k: v for k, v in kept.items() if k in before} == before
 
 
 def test_predict_never_writes_into_the_store_it_reads(cohort, tmp_path, capsys):

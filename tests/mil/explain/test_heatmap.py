@@ -91,8 +91,9 @@ def test_bad_arguments_are_one_line_errors_and_touch_nothing(tiny, tmp_path):
     (tmp_path / "empty_run").mkdir()
     with pytest.raises(InputError, match="no config.yaml"):
         heatmap(tmp_path / "empty_run", tiny.cells, tmp_path / "b")
+    (tmp_path / "not_a_store").mkdir()
     with pytest.raises(StoreError):
-        heatmap(tiny.abmil, tmp_path, tmp_path / "b")
+        heatmap(tiny.abmil, tmp_path / "not_a_store", tmp_path / "b")
     other = EncoderIdentity("other", "none", 8, "cells")
     store = BagStore(tmp_path / "other.bags", "a", other)
     store.write(Bag(np.zeros((3, 8), np.float32), paths=np.array(["a", "b", "c"], object)),
