@@ -61,9 +61,15 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def not_data(name: str) -> bool:
+    """A file or folder name that is never data: dot entries (".DS_Store", macOS "._x.jpg" resource forks,
+    ".tmp/") and the "__MACOSX" folder that unzipping a macOS archive leaves beside the patients."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
 def is_hidden(path: Path, root: Path) -> bool:
-    """Dot files and folders below `root` (".DS_Store", macOS "._x.jpg" resource forks, ".tmp/") are not data."""
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
+    """Whether any part of `path` below `root` is not data (`not_data`)."""
+    return any(not_data(part) for part in path.relative_to(root).parts)
 
 
 # Micrometres per pixel a smear can have: slide scanners give 0.1-2 (x100 oil to x5), microscope cameras

@@ -16,19 +16,26 @@ from PIL import Image, UnidentifiedImageError
 
 from features.core.errors import InputError, SlideError
 from features.sources import SOURCES
-from features.sources.base import IMAGE_SUFFIXES, SlideRef, check_mpp, composite_on_white, regular_file
+from features.sources.base import (
+    IMAGE_SUFFIXES,
+    SlideRef,
+    check_mpp,
+    composite_on_white,
+    not_data,
+    regular_file,
+)
 
 
 def list_images(folder: Path) -> tuple[str, ...]:
     """Image paths below `folder`, relative and posix, sorted (hidden files and folders skipped)."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        dirnames[:] = [d for d in dirnames if not not_data(d)]
         rel = Path(dirpath).relative_to(folder)
         found += [
             (rel / f).as_posix()
             for f in filenames
-            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES
+            if not not_data(f) and Path(f).suffix.lower() in IMAGE_SUFFIXES
         ]
     return tuple(sorted(found))
 
@@ -37,9 +44,7 @@ def patient_folders(root: Path) -> list[Path]:
     """The sub-folders of `root` that may be patients: not hidden, and not a zarr store (a bag store written
     into the cohort folder, `-o cells/bags.zarr`, is no patient on the next run)."""
     return sorted(
-        p
-        for p in root.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and not (p / "zarr.json").is_file()
+        p for p in root.iterdir() if p.is_dir() and not not_data(p.name) and not (p / "zarr.json").is_file()
     )
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from features.core.errors import InputError
-from features.sources.base import IMAGE_SUFFIXES, SLIDE_SUFFIXES
+from features.sources.base import IMAGE_SUFFIXES, SLIDE_SUFFIXES, not_data
 
 TIFF = frozenset(SLIDE_SUFFIXES & IMAGE_SUFFIXES)  # .tif, .tiff: a slide or a field, by their layout
 VMS = frozenset({".vms", ".vmu"})  # Hamamatsu: an index file and the JPEG tiles beside it
@@ -40,7 +40,7 @@ def survey(root: Path) -> Survey:
     from features.sources.cells import patient_folders
 
     found = Survey()
-    files = sorted(e.name for e in root.iterdir() if not e.name.startswith(".") and not e.is_dir())
+    files = sorted(e.name for e in root.iterdir() if not not_data(e.name) and not e.is_dir())
     h5, slides, images = _sort_files(root, files)
     found.h5 += h5
     found.slides += slides
@@ -48,8 +48,8 @@ def survey(root: Path) -> Survey:
     for folder in patient_folders(root):
         holds_images = False
         for dirpath, dirnames, filenames in os.walk(folder):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            names = sorted(f for f in filenames if not f.startswith("."))
+            dirnames[:] = sorted(d for d in dirnames if not not_data(d))
+            names = sorted(f for f in filenames if not not_data(f))
             h5, slides, images = _sort_files(Path(dirpath), names)
             found.h5 += h5
             found.slides += slides

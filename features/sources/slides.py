@@ -15,14 +15,14 @@ from pathlib import Path
 
 from features.core.errors import InputError
 from features.sources import SOURCES
-from features.sources.base import SLIDE_SUFFIXES, SlideRef, check_mpp, is_hidden
+from features.sources.base import SLIDE_SUFFIXES, SlideRef, check_mpp, is_hidden, not_data
 
 
 def slide_files(root: Path) -> list[Path]:
     """Whole-slide files below `root` (hidden entries skipped), sorted."""
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not not_data(d))
         found += [Path(dirpath) / f for f in filenames if Path(f).suffix.lower() in SLIDE_SUFFIXES]
     return sorted(p for p in found if not is_hidden(p, root))
 

@@ -114,3 +114,15 @@ def test_crowded_bccd_fields_are_recognised(tmp_path):
         folder.mkdir(exist_ok=True)
         os.symlink(image, folder / image.name)
     assert detect_source(tmp_path) == "fields"
+
+
+def test_a_macos_archive_folder_is_not_a_patient(tmp_path):
+    """Unzipping a macOS archive leaves `__MACOSX/` (resource forks named like the images) beside the
+    patients: it is not data, neither a patient nor a mix."""
+    for p in ("P1", "P2"):
+        _png(tmp_path / p / "a.png", side=64)
+        _touch(tmp_path / "__MACOSX" / p / "._a.png")
+    _touch(tmp_path / "P1" / "__MACOSX" / "._a.png")
+    assert detect_source(tmp_path) == "cells"
+    refs = discover(tmp_path)
+    assert [r.slide_id for r in refs] == ["P1", "P2"] and all(r.images == ("a.png",) for r in refs)
