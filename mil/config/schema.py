@@ -300,7 +300,12 @@ class TrainConfig(Section):
 
                 task_kind(self.task).check_config(self)
             return self
-        HEADS.check(self.head)
+        from features.core.errors import ConfigError
+
+        try:  # as a ValueError, so the message names the flag or --set item that chose the head
+            HEADS.check(self.head)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         try:
             head_params_model(self.head).model_validate(self.model_params)
         except ValidationError as exc:

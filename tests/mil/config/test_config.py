@@ -107,6 +107,7 @@ def load_config_text(text: str) -> MilConfig:
         (["train.folds=abc"], "--set train.folds=abc: Input should be a valid integer"),
         (["tran.folds=3"], "--set tran.folds: no setting 'tran'; did you mean train?"),
         (["train.model_params.dropuot=0.1"], "--set train.model_params.dropuot=0.1: model_params for head"),
+        (["train.head=abmill"], "--set train.head=abmill: Unknown head 'abmill'. Did you mean 'abmil'?"),
     ],
 )
 def test_a_bad_set_names_the_set_item_not_the_yaml(overrides, message):
