@@ -47,6 +47,8 @@ def evaluate_files(
     if labels is not None:
         df = attach_labels(df, spec, Path(labels))
         unlabelled = list(df.attrs.get("unlabelled_patients", []))
+    else:  # truth filled by `mil predict --labels` where the labels had it: the rest are left out, counted
+        df, unlabelled = _with_truth(df, spec)
     require_truth(df, spec, str(predictions))
     metrics = compute_metrics(df, spec, evaluate)
     baselines, comparison, notes = baselines_beside(Path(predictions), df, spec, evaluate, labels)
@@ -63,6 +65,20 @@ def evaluate_files(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return Evaluation(metrics, df, spec, unlabelled, notes + more)
+
+
+def _with_truth(df: pd.DataFrame, spec: TaskSpec) -> tuple[pd.DataFrame, list[str]]:
+    """The rows with truth and the patient ids of the others, where some rows have it; with none, all rows
+    (`require_truth` then asks for --labels)."""
+    from mil.tasks import create_task
+
+    empty = df[create_task(spec).truth_columns()].isna().any(axis=1)
+    if not empty.any() or empty.all():
+        return df, []
+    dropped = sorted(df.loc[empty, "patient_id"].astype(str))
+    kept = df[~empty].reset_index(drop=True)
+    kept.attrs["unlabelled_patients"] = dropped  # metrics.json counts them (n_unlabelled_dropped)
+    return kept, dropped
 
 
 def run_around(path: Path) -> Path | None:

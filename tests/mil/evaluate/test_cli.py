@@ -133,3 +133,22 @@ def test_bad_input_one_line_exit_2_no_file(cv_preds, tmp_path, capsys):
         assert err.startswith("error:") and message in err and len(err.splitlines()) == 1, err
         assert not (tmp_path / "out").exists()
     assert spec_path(cv_preds).exists()
+
+
+def test_predictions_with_truth_for_some_patients_leave_the_others_out(tmp_path):
+    """`mil predict --labels` fills truth where the labels have it (an MDS patient has no APL/AML/healthy
+    label): `mil evaluate` scores the patients with truth and counts the rest, as with --labels."""
+    df, spec = classification_table(n=40)
+    df["fold"] = np.nan
+    df.loc[:4, "y_true"] = np.nan
+    path = tmp_path / "external.csv"
+    write_predictions(df, spec, path)
+    result = runner.invoke(app, ["evaluate", str(path), "--bootstrap", "20"])
+    assert result.exit_code == 0, result.output
+    assert "5 patient(s) without a label were left out" in result.output
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["n_patients"] == 35 and metrics["n_unlabelled_dropped"] == 5
+    df["y_true"] = np.nan  # no truth at all: still a refusal asking for --labels
+    write_predictions(df, spec, path)
+    with pytest.raises(InputError, match="no truth.*--labels"):
+        evaluate_files(path)
