@@ -46,6 +46,10 @@ SAMPLE = 8  # images decoded at a time to recognise a folder
 SAMPLE_MAX = 48  # ... until ENOUGH_RBC red cells were measured, or this many images were decoded
 ENOUGH_RBC = 8  # pooled single red cells after which no more images are decoded
 FIELD_MIN_PX = 4 * CROP_MAX_PX  # long side from which an image whose red cells cannot be measured is a field
+# Long / short side from which images are not taken for crops on their red cells alone: crops are square
+# around their cell (PBC 360 x 363, CellaVision, Matek 400 x 400), camera fields 4:3 or wider (BCCD 640 x 480),
+# and a few large objects mistaken for red cells must not turn a folder of fields into one cell per field.
+CROP_MAX_ASPECT = 1.2
 MAX_FIELD_PX = 64_000_000  # a bigger image is a scan: convert it to a tiled TIFF and use the slides source
 
 
@@ -219,6 +223,7 @@ def recognise_images(images: list[Path], mpp: float | None, where: str) -> str:
     rounds = -(-len(spread) // SAMPLE)  # each round's images (spread[r::rounds]) span the whole folder
     sizes = [_size(p) for p in spread[::rounds]]
     long_px = float(np.median([max(s) for s in sizes if s] or [0]))
+    aspect = float(np.median([max(s) / max(min(s), 1) for s in sizes if s] or [1.0]))
     if 0 < long_px < CROP_MAX_PX:
         return "cells"
     rbc_px, looked = (
@@ -227,14 +232,17 @@ def recognise_images(images: list[Path], mpp: float | None, where: str) -> str:
     across = long_px / rbc_px if rbc_px else None
     if across is not None and across >= FIELD_MIN_RBC:
         return "fields"
-    if across is not None and across <= CROP_MAX_RBC:
+    if across is not None and across <= CROP_MAX_RBC and aspect < CROP_MAX_ASPECT:
         return "cells"
     if across is None and long_px >= FIELD_MIN_PX:
         return "fields"
     seen = f"~{across:.1f} red cells across" if across is not None else "no red cells to measure"
+    shape = ""
+    if across is not None and across <= CROP_MAX_RBC:
+        shape = f", but {aspect:.2f}:1 like a camera field, not square like a crop"
     raise InputError(
         f"{where}: cannot tell single-cell crops from microscope fields ({long_px:.0f} px images, {seen}"
-        f"{looked}); pass --source cells or --source fields"
+        f"{looked}{shape}); pass --source cells or --source fields"
     )
 
 

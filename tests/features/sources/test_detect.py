@@ -126,3 +126,21 @@ def test_a_macos_archive_folder_is_not_a_patient(tmp_path):
     assert detect_source(tmp_path) == "cells"
     refs = discover(tmp_path)
     assert [r.slide_id for r in refs] == ["P1", "P2"] and all(r.images == ("a.png",) for r in refs)
+
+
+def test_oblong_images_are_not_taken_for_crops_on_their_red_cells_alone(tmp_path, monkeypatch):
+    """Crops are square around their cell; 4:3 images whose measured red cells say "crop" (a few large
+    objects taken for red cells, BCCD images 215-219) are refused with the fix, never read one cell per field."""
+    from features.sources import fields
+
+    monkeypatch.setattr(fields, "_red_cell_px", lambda rounds: (150.0, " in 5 image(s)"))  # ~4.3 across
+    oblong = [_png(tmp_path / "oblong" / f"{i}.png", side=1) for i in range(5)]
+    for path in oblong:
+        Image.new("RGB", (640, 480), (200, 120, 130)).save(path)
+    with pytest.raises(InputError, match=r"1\.33:1 like a camera field.*--source cells or --source fields"):
+        fields.recognise_images(oblong, None, "oblong")
+    square = [tmp_path / "square" / f"{i}.png" for i in range(5)]
+    for path in square:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (640, 640), (200, 120, 130)).save(path)
+    assert fields.recognise_images(square, None, "square") == "cells"
