@@ -198,6 +198,16 @@ def register(app: typer.Typer) -> None:
             flags["train"]["target"] = flags["train"]["target"][0]
         cfg = load_config(config, set_, flags)
         console = Console()
+        reused = (cfg.provenance or {}).get("splits_from")
+        if reused and splits is None:
+            from rich.markup import escape
+
+            console.print(
+                f"[yellow]warning:[/] the run of {escape(str(config))} reused the folds of {escape(str(reused))}; "
+                "pass --splits with that file to repeat it exactly (these folds are made afresh)",
+                highlight=False,
+                soft_wrap=True,
+            )
         with RichProgress(console) as progress:
             summary = train_cv(
                 bags, labels, cfg.train, out, splits=splits, overwrite=overwrite, progress=progress,

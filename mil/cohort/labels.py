@@ -308,3 +308,13 @@ def first_ids(ids) -> str:
     ids = [str(i) for i in ids]
     more = f", ... {len(ids) - _FIRST} more" if len(ids) > _FIRST else ""
     return "first: " + ", ".join(ids[:_FIRST]) + more if len(ids) > 1 else ids[0]
+
+
+def slide_patients(table: pd.DataFrame, source: object) -> dict[str, str]:
+    """slide -> patient from a labels table with a slide_id column; a slide listed twice is refused, as in
+    training, since one of its patients would silently lose it (or two patients merge into one bag)."""
+    slides = table["slide_id"].astype(str)
+    dups = slides[slides.duplicated()].unique()
+    if len(dups):
+        raise InputError(f"{source}: duplicate slide_id {first_ids(dups)}; keep one row per slide")
+    return dict(zip(slides, table["patient_id"].astype(str), strict=True))

@@ -67,6 +67,20 @@ def conflicting_patient(patient_ids: pd.Series, values: pd.DataFrame) -> str | N
     return str(distinct[-1][repeated].iloc[0]) if repeated.any() else None
 
 
+def refuse_conflicting(
+    patient_ids: pd.Series, values: pd.DataFrame, source: object, names: list[str]
+) -> None:
+    """One line naming the first patient whose rows disagree on `values` (the columns `names` in the file)."""
+    pid = conflicting_patient(patient_ids, values)
+    if pid is None:
+        return
+    seen = values[(patient_ids == pid).to_numpy()].drop_duplicates().to_numpy().tolist()
+    shown = " vs ".join(str(v[0] if len(v) == 1 else v) for v in seen)
+    raise InputError(
+        f"{source}: patient {pid!r} has rows with different {', '.join(names)} ({shown}); one label per patient"
+    )
+
+
 def check_binary(table: pd.DataFrame, cols: list[str], source: str) -> None:
     """Numeric columns that may only hold 0, 1 or empty (multi-label truth, survival events)."""
     for col in cols:

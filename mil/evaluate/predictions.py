@@ -27,7 +27,7 @@ import pandas as pd
 
 from features.core.errors import InputError
 from features.core.io import atomic_write, atomic_write_text
-from mil.evaluate.columns import conflicting_patient, label_text, numeric_column, text_column
+from mil.evaluate.columns import label_text, numeric_column, refuse_conflicting, text_column
 from mil.tasks import Task, TaskSpec, create_task
 
 SPEC_SCHEMA = "mil.predictions/1"
@@ -172,14 +172,7 @@ def _one_per_patient(
 ) -> pd.DataFrame:
     """One row per labelled patient. A table with one row per slide repeats patients: fine while their rows
     agree (training's rule); patients with an empty truth cell are dropped."""
-    pid = conflicting_patient(labels["patient_id"], labels[truth])
-    if pid is not None:
-        seen = labels.loc[labels["patient_id"] == pid, truth].drop_duplicates().to_numpy().tolist()
-        values = " vs ".join(str(v[0] if len(v) == 1 else v) for v in seen)
-        raise InputError(
-            f"{source}: patient {pid!r} has rows with different {', '.join(targets)} ({values}); "
-            "one label per patient"
-        )
+    refuse_conflicting(labels["patient_id"], labels[truth], source, targets)
     return labels.drop_duplicates(subset="patient_id").dropna(subset=truth)
 
 

@@ -179,11 +179,11 @@ def _off_task(labels: Path | None, spec: TaskSpec) -> set[str]:
 def _patient_slides(metas: dict[str, BagMeta], labels: Path | None) -> dict[str, list[str]]:
     mapping: dict[str, str] = {}
     if labels is not None:
-        from mil.cohort.labels import read_labels
+        from mil.cohort.labels import read_labels, slide_patients
 
         table = read_labels(labels)
         if "slide_id" in table.columns:
-            mapping = dict(zip(table["slide_id"].astype(str), table["patient_id"].astype(str), strict=False))
+            mapping = slide_patients(table, labels)
     slides: dict[str, list[str]] = defaultdict(list)
     for slide_id, meta in metas.items():
         slides[mapping.get(slide_id, meta.patient_id)].append(slide_id)

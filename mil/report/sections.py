@@ -45,7 +45,10 @@ def comparison_section(run: Path, metrics: dict | None, head_name: str) -> str:
     from mil.tasks.formatting import COMPARISON_HEADER, comparison_rows
 
     title = "Head vs baseline"
-    if metrics is None or not metrics.get("baselines"):
+    if metrics is None:  # the baselines may well exist: their figures live in metrics.json
+        why = "The run folder has no metrics.json, so the comparison with its baselines cannot be shown."
+        return section("baselines", title, note(why))
+    if not metrics.get("baselines"):
         why = "This run has no baselines (train.baselines was empty, or the run predates them)."
         return section("baselines", title, note(why))
     task = create_task(TaskSpec.from_dict(metrics["spec"], source="metrics.json"))

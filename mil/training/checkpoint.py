@@ -5,7 +5,8 @@
 The head is rebuilt from its registry name and params, then the state dict is loaded strictly: a checkpoint
 whose keys do not fit the head is an error, never a partly random model.
 
-A fold's ensemble is one file per member model (`model.pt`, `model.1.pt`, ...: `member` 0, 1, ...); a
+A fold's ensemble is one file per member model (`model.pt`, `model.1.pt`, ...: `member` 0, 1, ... of
+`members`, so a run missing one of them is told apart from a complete one: `mil.training.predict.load_run`); a
 calibrated member records its temperature and bias (`calibration`) and is rebuilt behind the same
 `CalibratedHead`, so its logits come out calibrated wherever it is used.
 """
@@ -43,6 +44,7 @@ class FoldModel:
     best_epoch: int
     path: Path
     member: int = 0
+    members: int | None = None  # how many members the fold wrote (None: written before checkpoints kept it)
     calibration: dict[str, Any] | None = None
     covariates: dict[str, Any] | None = (
         None  # the fold's CovariateEncoder.to_dict(), where the run fused them
@@ -62,6 +64,7 @@ def save_checkpoint(
     best_epoch: int,
     seed: int,
     member: int = 0,
+    members: int = 1,
     covariates: dict[str, Any] | None = None,
 ) -> None:
     from mil import __version__
@@ -81,6 +84,7 @@ def save_checkpoint(
         "seed": int(seed),
         "standardized": bool(getattr(model, "standardized", False)),
         "member": int(member),
+        "members": int(members),
         "prior": bool(_find(model, "prior_weight")),
         "calibration": inner.calibration().to_dict() if hasattr(inner, "calibration") else None,
         "covariates": covariates,
@@ -110,6 +114,7 @@ _OPTIONAL: dict[str, tuple[type, ...]] = {
     "calibration": (dict, type(None)),
     "covariates": (dict, type(None)),
     "member": (int,),
+    "members": (int,),
 }
 
 
@@ -219,6 +224,7 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> FoldModel
         best_epoch=payload["best_epoch"],
         path=path,
         member=int(payload.get("member", 0)),
+        members=payload.get("members"),
         calibration=calibration,
         covariates=covariates or None,
     )

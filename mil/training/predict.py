@@ -16,6 +16,8 @@ Predictions on a new store are streamed patient by patient in chunks of bounded 
 
 from __future__ import annotations
 
+import json
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +45,7 @@ from mil.training.store_check import check_store_settings
 # New slides are read in chunks of about this many instances (1.5 GB as 384-d float32), so memory stays
 # bounded however large the cohort.
 LOAD_INSTANCES = 1 << 20
+CHECKPOINT = re.compile(r"model(\.\d+)?\.pt")  # a fold's members; a stray model.bak.pt is not one
 
 
 class LoadedRun(NamedTuple):
@@ -68,7 +71,11 @@ def load_run(run: Path, device: torch.device | str = "cpu") -> LoadedRun:
         raise InputError(
             f"{config_file}: not a valid run config (a {type(record).__name__}, not a mapping); {fix}"
         )
-    train = record.get("train") or {}
+    train = record.get("train")
+    if (
+        not train or "provenance" not in record
+    ):  # an emptied or foreign file: defaults would stand in silently
+        raise InputError(f"{config_file}: not a run config (no train or provenance section); {fix}")
     if not isinstance(train, dict):
         raise InputError(
             f"{config_file}: not a valid run config (its train section is a {type(train).__name__}); {fix}"
@@ -79,10 +86,13 @@ def load_run(run: Path, device: torch.device | str = "cpu") -> LoadedRun:
         config = TrainConfig.model_validate(train)
     except ValueError as exc:
         raise InputError(f"{config_file}: not a valid run config ({str(exc).splitlines()[0]})") from None
-    paths = sorted(run.glob("folds/*/model*.pt"), key=_checkpoint_order)
+    paths = sorted(
+        (p for p in run.glob("folds/*/model*.pt") if CHECKPOINT.fullmatch(p.name)), key=_checkpoint_order
+    )
     if not paths:
         raise InputError(f"{run}: no folds/<k>/model.pt; the run did not finish or is not a `mil train` run")
     models = [load_checkpoint(p, device) for p in paths]
+    _check_complete(run, models)
     first = models[0]
     for m in models[1:]:
         if m.spec != first.spec or m.encoder != first.encoder:
@@ -90,6 +100,34 @@ def load_run(run: Path, device: torch.device | str = "cpu") -> LoadedRun:
                 f"{m.path}: fold models of {run} disagree on task or encoder; the run folder is mixed"
             )
     return LoadedRun(config, models, first.spec)
+
+
+def _check_complete(run: Path, models: list[FoldModel]) -> None:
+    """Every fold of splits.json with every member it wrote: a run copied in part (a fold or a member lost
+    to an interrupted rsync) would otherwise predict with part of its ensemble and exit 0."""
+    fix = "restore the run folder or retrain"
+    by_fold: dict[int, list[FoldModel]] = defaultdict(list)
+    for m in models:
+        by_fold[m.fold].append(m)
+    splits = run / "splits.json"
+    if splits.is_file():
+        try:
+            expected = {int(f["index"]) for f in json.loads(splits.read_text())["folds"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            raise InputError(f"{splits}: not a mil splits file; {fix}") from None
+        lost = sorted(expected - set(by_fold))
+        if lost:
+            raise InputError(
+                f"{run}: splits.json has {len(expected)} folds, but folds/{lost[0]} has no model.pt "
+                f"({len(lost)} fold(s) missing); {fix}"
+            )
+    for fold, members in sorted(by_fold.items()):
+        wrote = {m.members for m in members}  # {None}: checkpoints older than the count, not checked
+        if None not in wrote and wrote != {len(members)}:
+            raise InputError(
+                f"{run}: folds/{fold} holds {len(members)} of the {max(wrote)} member models it was trained "
+                f"with; {fix}"
+            )
 
 
 def _checkpoint_order(path: Path) -> tuple:
@@ -174,8 +212,9 @@ def predict(
     for m in models:
         m.head.to(dev)
     task = create_task(spec)
-    slides, table = _patient_slides(store, labels)
+    slides, table = _patient_slides(store, labels, spec)
     patients = sorted(slides)
+    _warn_in_sample(Path(run), Path(bags), patients, warn or _warn)
     designs = _covariate_designs(models, labels, clinical, patients, warn or _warn)
     sizes = {p: sum(store.meta(s).n_instances for s in slides[p]) for p in patients}
     chunks, current, filled = [], [], 0
@@ -204,6 +243,27 @@ def predict(
         frame = _fill_truth(frame, task, table, str(labels))
     write_predictions(frame, spec, out)
     return out
+
+
+def _warn_in_sample(run: Path, bags: Path, patients: list[str], warn: Callable[[str], None]) -> None:
+    """Predicting the store a run was trained on scores patients every fold model saw (in-sample, optimistic):
+    say so, and where the honest out-of-fold figures are."""
+    try:
+        record = yaml.safe_load((run / "config.yaml").read_text())
+        trained_on = Path(record["provenance"]["bags"])
+        split = json.loads((run / "splits.json").read_text())["folds"]
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+        return  # a run without that record (trained through the API) cannot be checked
+    if not trained_on.exists() or trained_on.resolve() != bags.resolve():
+        return
+    seen = {str(p) for fold in split for part in ("train", "val", "test") for p in fold.get(part, [])}
+    both = seen & set(patients)
+    which = f"{len(both)} of the {len(patients)} patients here are" if both else "the patients it holds are"
+    warn(
+        f"{bags} is the store run {run} was trained on: {which} the run's own, which all fold models but one "
+        f"learnt from, so their predictions are in-sample (optimistic); the honest out-of-fold ones are "
+        f"{run / 'predictions.csv'}"
+    )
 
 
 def _warn(line: str) -> None:
@@ -261,16 +321,24 @@ def check_predict_out(
         check_output_file(path, overwrite, "predictions.csv")
 
 
-def _patient_slides(store: BagStore, labels: Path | None) -> tuple[dict[str, list[str]], pd.DataFrame | None]:
-    from mil.cohort.labels import read_labels
+def _patient_slides(
+    store: BagStore, labels: Path | None, spec: TaskSpec
+) -> tuple[dict[str, list[str]], pd.DataFrame | None]:
+    """patient -> stored slides (through the labels' slide_id column where it has one) and the labels table,
+    checked before any bag is read: a slide listed twice, or a patient whose rows disagree on the target."""
+    from mil.cohort.labels import read_labels, slide_patients
+    from mil.evaluate.columns import label_text, refuse_conflicting
 
     metas = store.metas()
     if not metas:
         raise InputError(f"{store.path}: the store holds no bags")
     table = read_labels(labels) if labels is not None else None
+    targets = spec.label_columns()
+    if table is not None and all(c in table.columns for c in targets):
+        refuse_conflicting(table["patient_id"], table[targets].apply(label_text), labels, targets)
     slides: dict[str, list[str]] = defaultdict(list)
     if table is not None and "slide_id" in table.columns:
-        mapping = dict(zip(table["slide_id"], table["patient_id"], strict=False))
+        mapping = slide_patients(table, labels)
         unlisted = [m.slide_id for m in metas if m.slide_id not in mapping]
         if unlisted:
             raise InputError(
@@ -286,7 +354,7 @@ def _patient_slides(store: BagStore, labels: Path | None) -> tuple[dict[str, lis
 
 
 def _fill_truth(frame: pd.DataFrame, task, table: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Truth from the labels CSV where it has the target column(s) (first row per patient)."""
+    """Truth from the labels CSV where it has the target column(s) (a patient's rows agree: `_patient_slides`)."""
     if any(c not in table.columns for c in task.spec.label_columns()):
         return frame
     rows = table.drop_duplicates("patient_id").set_index("patient_id")

@@ -160,6 +160,8 @@ def train_cv(
     task = create_task(cohort.spec)
     split = _splits(cohort, task.strata(cohort.y), config, splits)
     check_leakage(split, cohort.patients)
+    if splits is not None:  # the folds are the file's: config.yaml must say how many were used
+        config = config.model_copy(update={"folds": len(split.folds)})
     covariates = None
     if config.covariates:
         table, source = covariate_source(labels, clinical)
@@ -346,6 +348,7 @@ def _write_fold(run: _Training, result: FoldResult, run_dir: Path) -> _FoldOutpu
             fold_dir / ("model.pt" if j == 0 else f"model.{j}.pt"), model, head_name=result.head,
             model_params=result.model_params, in_dim=run.data.dim, spec=run.cohort.spec,
             encoder=run.store.encoder, fold=fold.index, best_epoch=result.best_epoch, seed=result.job.seed, member=j,
+            members=len(result.models),
             covariates=None if result.encoder is None else result.encoder.to_dict(),
         )  # fmt: skip
     if result.encoder is not None:

@@ -169,3 +169,21 @@ def test_survival_times_are_written_as_the_labels_gave_them(cohort, tmp_path):
     for table in (run / "predictions.csv", run / "baselines" / "pooled_stats" / "predictions.csv", preds):
         times = pd.read_csv(table).set_index("patient_id")["time"].dropna()
         assert len(times) and (times == given.loc[times.index]).all(), table
+
+
+def test_rerunning_a_config_that_reused_splits_says_how_to_repeat_it(cohort, tmp_path):
+    bags, labels = cohort
+    base = ["train", "--bags", str(bags), "--labels", str(labels), "--target", "apl_aml_healthy", *FAST]
+    first = runner.invoke(app, [*base, "-o", str(tmp_path / "a"), "--model", "mean_pool"])
+    assert first.exit_code == 0, first.output
+    splits = tmp_path / "a" / "splits.json"
+    reuse = runner.invoke(
+        app, [*base, "-o", str(tmp_path / "b"), "--model", "mean_pool", "--splits", str(splits)]
+    )
+    assert reuse.exit_code == 0, reuse.output
+    again = runner.invoke(
+        app, [*base, "-o", str(tmp_path / "c"), "--config", str(tmp_path / "b" / "config.yaml")]
+    )
+    assert again.exit_code == 0, again.output
+    assert "reused the folds of" in again.output and "pass --splits" in again.output
+    assert "reused the folds" not in reuse.output

@@ -159,3 +159,13 @@ def test_report_on_survival_has_km_curves_and_risk_groups(tiny, tmp_path):
     assert "Kaplan-Meier" in text and "c_index" in text and "high risk (predicted)" in text
     assert "c-index: head − pooled_stats = " in text and 'alt="head vs baselines"' in text
     assert all(src.startswith("data:image/png;base64,") for src in page.images)
+
+
+def test_baseline_section_without_metrics_json_does_not_claim_the_run_has_none(tmp_path):
+    """The baselines' figures live in metrics.json: without it the report cannot show them, which is not
+    the same as a run trained without baselines."""
+    from mil.report.sections import comparison_section
+
+    html = comparison_section(tmp_path, None, "abmil")
+    assert "no metrics.json" in html and "has no baselines" not in html
+    assert "has no baselines" in comparison_section(tmp_path, {"baselines": {}}, "abmil")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +14,7 @@ from features.core.errors import InputError
 from mil.config import EvaluateConfig, TrainConfig
 from mil.evaluate.metrics import compute_metrics
 from mil.evaluate.predictions import attach_labels, read_predictions
+from mil.explain.cohort import Explainer
 from mil.tasks import create_task
 from mil.training.data import read_patient_bag
 from mil.training.predict import ensemble_outputs, load_run, predict
@@ -122,3 +125,66 @@ def test_survival_ensemble_is_the_mean_risk(tmp_path):
     outs = ensemble_outputs(models, read_patient_bag(store, "P005", slides).features)
     risk = preds.set_index("patient_id").loc["P005", "risk"]
     assert risk == pytest.approx(float(np.mean([o.logits[0, 0] for o in outs])), abs=1e-5)
+
+
+def test_labels_whose_rows_disagree_or_list_a_slide_twice_are_refused(trained, tmp_path):
+    """Two rows of one patient with different targets, or one slide under two patients, would silently pick
+    one of them (truth) or merge two patients' bags: refused before any bag is read, as in training."""
+    run, bags, labels = trained
+    table = pd.read_csv(labels, dtype=str)
+    rows = table.index[table["patient_id"] == "P003"]  # P003 has two slides: two rows
+    other = next(c for c in ("AML", "APL", "healthy") if c != table.loc[rows[0], "apl_aml_healthy"])
+    conflict = table.copy()
+    conflict.loc[rows[1], "apl_aml_healthy"] = other
+    conflict.to_csv(tmp_path / "conflict.csv", index=False)
+    with pytest.raises(
+        InputError, match=r"conflict.csv: patient 'P003' has rows with different apl_aml_healthy"
+    ):
+        predict(run, bags, tmp_path / "a.csv", labels=tmp_path / "conflict.csv", device="cpu")
+    twice = pd.concat([table, table.iloc[[0]].assign(patient_id="P999")])
+    twice.to_csv(tmp_path / "twice.csv", index=False)
+    slide = table.loc[0, "slide_id"]
+    with pytest.raises(InputError, match=rf"twice.csv: duplicate slide_id {slide}; keep one row per slide"):
+        predict(run, bags, tmp_path / "b.csv", labels=tmp_path / "twice.csv", device="cpu")
+    with pytest.raises(InputError, match="duplicate slide_id"):
+        Explainer.open(run, bags, tmp_path / "twice.csv")
+    assert not list(tmp_path.glob("[ab].csv"))
+
+
+def test_a_run_missing_a_fold_or_a_member_is_refused(trained, tmp_path):
+    """A run copied in part would predict with part of its ensemble; a stray file is not a member."""
+    run, _, _ = trained
+    lost_fold = shutil.copytree(run, tmp_path / "lost_fold")
+    shutil.rmtree(lost_fold / "folds" / "2")
+    with pytest.raises(InputError, match=r"splits.json has 3 folds, but folds/2 has no model.pt"):
+        load_run(lost_fold)
+    lost_member = shutil.copytree(run, tmp_path / "lost_member")
+    (lost_member / "folds" / "1" / "model.3.pt").unlink()
+    with pytest.raises(InputError, match=r"folds/1 holds 4 of the 5 member models"):
+        load_run(lost_member)
+    stray = shutil.copytree(run, tmp_path / "stray")
+    shutil.copy(stray / "folds" / "0" / "model.pt", stray / "folds" / "0" / "model.bak.pt")
+    assert len(load_run(stray).models) == 15
+
+
+def test_a_run_config_emptied_or_foreign_is_refused(trained, tmp_path):
+    """Defaults standing in for an emptied config.yaml would silently change how the run is read."""
+    run, _, _ = trained
+    for text in ("", "train: {head: abmil}\n", ":::: not yaml\n"):
+        copy = tmp_path / f"run{len(text)}"
+        shutil.copytree(run, copy)
+        (copy / "config.yaml").write_text(text)
+        with pytest.raises(InputError, match="not a run config|not a valid run config"):
+            load_run(copy)
+
+
+def test_predicting_the_training_store_warns_that_it_is_in_sample(trained, tmp_path):
+    run, bags, labels = trained
+    said: list[str] = []
+    predict(run, bags, tmp_path / "own.csv", labels=labels, device="cpu", warn=said.append)
+    assert len(said) == 1 and "in-sample" in said[0] and str(run / "predictions.csv") in said[0]
+    assert "18 of the 30 patients here are the run's own" in said[0]  # 12 have no apl_aml_healthy label
+    other = shutil.copytree(bags, tmp_path / "other.zarr")  # another store: not the run's own
+    said.clear()
+    predict(run, other, tmp_path / "other.csv", device="cpu", warn=said.append)
+    assert said == []

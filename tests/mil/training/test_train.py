@@ -113,9 +113,11 @@ def test_learns_informative_features(cohort, tmp_path):
 
 def test_splits_reuse_and_leaky_splits_refused(run, cohort, tmp_path):
     out, _, _ = run
-    cfg = TrainConfig(target="apl_aml_healthy", **{**FAST, "epochs": 1})
+    cfg = TrainConfig(target="apl_aml_healthy", **{**FAST, "epochs": 1, "folds": 5})
     train_cv(*cohort, cfg, tmp_path / "reuse", splits=out / "splits.json")
     assert (tmp_path / "reuse" / "splits.json").read_bytes() == (out / "splits.json").read_bytes()
+    # config.yaml says how many folds the run used (the file's 3), not the 5 the config asked for
+    assert yaml.safe_load((tmp_path / "reuse" / "config.yaml").read_text())["train"]["folds"] == 3
     leaky = json.loads((out / "splits.json").read_text())
     leaky["folds"][0]["train"].append(leaky["folds"][0]["test"][0])
     (tmp_path / "leaky.json").write_text(json.dumps(leaky))
