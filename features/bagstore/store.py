@@ -189,10 +189,13 @@ class BagStore:
         try:
             arrays = bag_arrays.bag_arrays(zarr.open_group(folder, mode="r"), obs)
         except Exception as exc:  # noqa: BLE001 - any zarr failure here means a damaged bag
-            raise StoreError(f"{where}: unreadable ({type(exc).__name__}: {exc}); re-extract it") from None
+            raise StoreError(
+                f"{where}: unreadable ({type(exc).__name__}: {exc}); {bag_arrays.REPAIR}"
+            ) from None
         if "features" not in arrays:
-            raise StoreError(f"{where}: has no features array; re-extract the slide with --overwrite")
-        bag_arrays.check_present(where, folder, arrays, meta.every_chunk_stored)
+            raise StoreError(f"{where}: has no features array; {bag_arrays.REPAIR}")
+        on_disk = {name: array.metadata for name, array in arrays.items()}
+        bag_arrays.check_present(where, folder, on_disk, meta.every_chunk_stored)
         return where, arrays
 
     def damage(self, slide_id: str) -> str | None:
@@ -201,6 +204,23 @@ class BagStore:
         (`validate(deep=True)`)."""
         try:
             self._arrays(slide_id, obs=True)
+        except StoreError as exc:
+            return str(exc)
+        return None
+
+    def lost_files(self, key: str, meta: BagMeta) -> str | None:
+        """Why the bag under `key` (its provenance `meta`) cannot be read, seen from its files alone: an
+        array's metadata that does not parse, no features array, a lost chunk; None when there is none.
+        Cheaper than `damage` (no zarr group opened: each array's `zarr.json` parsed, one `stat` per chunk),
+        for listing a large store (`mil bags info`); whatever it finds, `damage` finds too, so a rerun of
+        `mil extract` repairs it."""
+        folder = self._bag(key)
+        where = f"{self.path}: bag {meta.slide_id!r}"
+        try:
+            arrays = bag_arrays.array_metadata(where, folder)
+            if "features" not in arrays:
+                raise StoreError(f"{where}: has no features array; {bag_arrays.REPAIR}")
+            bag_arrays.check_present(where, folder, arrays, meta.every_chunk_stored)
         except StoreError as exc:
             return str(exc)
         return None

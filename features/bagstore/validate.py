@@ -46,11 +46,12 @@ def _bag_problems(store: BagStore, key: str, meta, deep: bool) -> list[str]:
     try:
         arrays = bag_arrays.bag_arrays(zarr.open_group(folder, mode="r"))
     except Exception as exc:  # noqa: BLE001 - report any unreadable bag as a problem, keep going
-        return [*found, f"unreadable: {type(exc).__name__}: {exc}"]
+        return [*found, f"unreadable ({type(exc).__name__}: {exc}); {bag_arrays.REPAIR}"]
     if "features" not in arrays:
-        return [*found, "no features array"]
+        return [*found, f"has no features array; {bag_arrays.REPAIR}"]
     try:
-        bag_arrays.check_present(where, folder, arrays, meta.every_chunk_stored)
+        on_disk = {name: array.metadata for name, array in arrays.items()}
+        bag_arrays.check_present(where, folder, on_disk, meta.every_chunk_stored)
     except StoreError as exc:
         return [*found, str(exc).removeprefix(f"{where}: ")]
     n, d = arrays["features"].shape

@@ -60,6 +60,7 @@ class ExtractSummary:
     )  # "<slide>: <damage>" of damaged bags removed and redone
     stopped_early: bool = False  # skip_errors off and a slide failed
     message: str = ""  # why nothing was done, when nothing was
+    notes: list[str] = field(default_factory=list)  # what to know of the bags written (h5 without an mpp)
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
@@ -246,7 +247,7 @@ def _processor(run: _Run, kinds: set[str], refs: list[SlideRef]) -> _Processor:
                 f"{run.input}: .h5 files are imported, not encoded; import them without --engine"
             )
 
-        importer = H5Importer(refs, config, summary.outcomes)
+        importer = H5Importer(refs, config, summary.outcomes, summary.notes)
         return _Processor(
             importer.identity(),
             dict(IMPORTED),
@@ -310,6 +311,7 @@ def _process(
                 **{s: summary.count(s) for s in ("written", "skipped", "failed")},
                 "inputs_left_out": summary.left_out,
             },
+            notes=summary.notes,
         )
 
 

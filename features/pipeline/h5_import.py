@@ -8,6 +8,11 @@ mapping decisions are in `features.sources.h5`). The store's encoder identity is
 - unit: the explicit `extract.unit`, else "tiles" (all three tools write tile features).
 The identity comes from the first readable file; a later file from another tool or of another width fails
 alone (the store refuses it) while the rest import.
+
+mpp: the user's (`--mpp`, a manifest row), else STAMP's tile grid, else none: CLAM and TRIDENT files record
+no pixel size, and a magnification is not one. Such bags are imported (training and prediction need no mpp,
+and imported features have no pixels to show), and the run says so in one note (`ExtractSummary.notes`),
+since their positions then have no µm scale: `mil cells` labels placed by x, y are refused for them.
 """
 
 from __future__ import annotations
@@ -25,10 +30,17 @@ from features.sources.h5 import ImportedBag, read_h5_bag
 
 
 class H5Importer:
-    def __init__(self, refs: list[SlideRef], config: ExtractConfig, outcomes: list[SlideOutcome]):
-        self.refs, self.config, self.outcomes = refs, config, outcomes
+    def __init__(
+        self,
+        refs: list[SlideRef],
+        config: ExtractConfig,
+        outcomes: list[SlideOutcome],
+        notes: list[str],
+    ):
+        self.refs, self.config, self.outcomes, self.notes = refs, config, outcomes, notes
         self._read: dict[str, ImportedBag] = {}  # the file that fixed the identity, read once
         self._bad: set[str] = set()
+        self._no_mpp: list[str] = []  # slides whose bag this run wrote without an mpp
 
     def _name(self, bag: ImportedBag, ref: SlideRef) -> str:
         if "encoder" in self.config.model_fields_set:
@@ -65,7 +77,17 @@ class H5Importer:
     def run(
         self, todo: list[SlideRef], bag_store: BagStore, overwrite: bool, emit: Callable[..., None]
     ) -> bool:
-        """Import `todo`; True when stopped early (skip_errors off and a file failed)."""
+        """Import `todo`; True when stopped early (skip_errors off and a file failed). Bags written without an
+        mpp are named in one note."""
+        try:
+            return self._run(todo, bag_store, overwrite, emit)
+        finally:
+            if self._no_mpp:
+                self.notes.append(no_mpp_note(self._no_mpp))
+
+    def _run(
+        self, todo: list[SlideRef], bag_store: BagStore, overwrite: bool, emit: Callable[..., None]
+    ) -> bool:
         if self._bad and not self.config.skip_errors:
             return True
         for ref in todo:
@@ -114,4 +136,17 @@ class H5Importer:
             crop_px=bag.tile_px,
             settings=info,
         )
+        if landed and bag.mpp is None:
+            self._no_mpp.append(ref.slide_id)
         return len(bag.features), landed
+
+
+def no_mpp_note(slides: list[str]) -> str:
+    """One line naming the bags imported without an mpp, what that costs, and the fix."""
+    named = ", ".join(slides[:3]) + (f" and {len(slides) - 3} more" if len(slides) > 3 else "")
+    return (
+        f"{len(slides)} bag(s) imported without an mpp ({named}): their .h5 files record no pixel size, so "
+        "positions have no µm scale (`mil cells` labels by x, y cannot be placed on them; training and "
+        "prediction do not need it); if the scanner's mpp is known, rerun with --mpp (or a manifest's mpp "
+        "column) and --overwrite"
+    )

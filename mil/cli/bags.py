@@ -16,7 +16,8 @@ bags_app = typer.Typer(help="Inspect and check bag stores.", no_args_is_help=Tru
 @bags_app.command("info")
 def info(store: Path = typer.Argument(..., help="Bag store folder.")) -> None:
     """One row per bag (slide, patient, instances, dim, encoder, unit, mpp), totals, and unfinished writes;
-    a damaged bag is one line below the table (exit 1, as `bags validate`), the others are listed."""
+    a damaged bag (unreadable metadata, a lost chunk) is one line below the table (exit 1, as `bags
+    validate`), the others are listed. Chunks are looked for on disk, not read (`bags validate --deep`)."""
     from features.bagstore import BagStore
     from features.core.errors import StoreError
 
@@ -24,9 +25,15 @@ def info(store: Path = typer.Argument(..., help="Bag store folder.")) -> None:
     metas, damaged = [], []
     for key in bag_store.keys():
         try:
-            metas.append(bag_store.meta_by_key(key))
+            meta = bag_store.meta_by_key(key)
         except StoreError as exc:  # its metadata cannot be read: name it, list the others
             damaged.append(str(exc))
+            continue
+        lost = bag_store.lost_files(key, meta)  # a lost chunk would read back as zeros: name it too
+        if lost is None:
+            metas.append(meta)
+        else:
+            damaged.append(lost)
     enc = bag_store.encoder
     table = Table(title=f"{store}: {enc.describe()}", title_justify="left")
     for col in ("slide", "patient", "instances", "dim", "encoder", "unit", "mpp", "source"):

@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from features.pipeline.config import ExtractConfig
@@ -136,7 +137,8 @@ def exit_code(summary: Any) -> int:
 
 def print_summary(console: Console, summary: Any) -> None:
     """The table, then each failure and each bag written with inputs left out in full, then what else the
-    run has to say (nothing done, random weights, stale entries swept, stopped early)."""
+    run has to say (nothing done, notes on the bags written, random weights, stale entries swept, stopped
+    early)."""
     if summary.outcomes:
         console.print(summary_table(summary))
     failures = failure_lines(summary)
@@ -152,6 +154,8 @@ def print_summary(console: Console, summary: Any) -> None:
             console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
     if summary.message:
         console.print(f"[red]nothing extracted:[/] {summary.message}", highlight=False, soft_wrap=True)
+    for line in summary.notes:  # what to know of the bags written (h5 imported without an mpp)
+        console.print(f"[yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
     if summary.encoder is not None and summary.encoder.weights_sha256 == "random":
         console.print(RANDOM_LINE)
     if summary.swept:

@@ -56,10 +56,11 @@ def typed_flags(ctx: typer.Context, section: str) -> dict[str, dict[str, Any]]:
 
 
 def engine_option() -> Any:
+    # Help text is rich markup: a bare `[ray]` would be read as a style tag and vanish, so it is escaped.
     return typer.Option(
         "local",
         "--engine",
-        help="local (this machine) | ray (a Ray cluster, or Ray started here; needs the [ray] extra).",
+        help=r"local (this machine) | ray (a Ray cluster, or Ray started here; needs the \[ray] extra).",
     )
 
 

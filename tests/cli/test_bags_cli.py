@@ -103,6 +103,46 @@ def test_info_lists_the_sound_bags_and_names_a_damaged_one(store):
     assert "remove the folder" not in validate.output
 
 
+LOST = {  # what is done to bag B's files (None: deleted), what `bags info` says
+    "a features chunk lost": (
+        "features/c/0/0",
+        None,
+        "features has lost 1 of 1 chunk(s) (first: features/c/0/0",
+    ),
+    "a coords chunk lost": ("coords/c/0/0", None, "coords has lost 1 of 1 chunk(s) (first: coords/c/0/0)"),
+    "the features metadata lost": ("features/zarr.json", None, "has no features array"),
+    "the features metadata not JSON": ("features/zarr.json", '{"shape": [3', "features metadata unreadable"),
+}
+
+
+@pytest.mark.parametrize("lost", sorted(LOST))
+def test_info_names_a_bag_that_lost_a_file(store, lost):
+    """A lost chunk reads back as zeros: `bags info` looks for every chunk on disk (without reading it) and
+    names the bag with the fix a rerun of `mil extract` applies, as `bags validate` does."""
+    path, text, reason = LOST[lost]
+    target = store.path / "bags" / "B" / path
+    target.unlink() if text is None else target.write_text(text)
+    result = run("bags", "info", store.path)
+    assert result.exit_code == 1, result.output
+    assert "slide A" in result.output and "1 bags, 1 patients, 5 instances; 1 damaged" in result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("damaged bag:")]
+    assert "bag 'B'" in line and reason in line, line
+    assert line.endswith("rerun mil extract on it (it re-extracts damaged bags)"), line
+    validate = run("bags", "validate", store.path)
+    assert validate.exit_code == 1 and validate.output.startswith("B: "), validate.output
+    assert "rerun mil extract on it (it re-extracts damaged bags)" in validate.output
+    assert "--overwrite" not in validate.output
+
+
+def test_info_looks_for_chunks_without_reading_them(store):
+    """A chunk that is there but damaged is found by `bags validate --deep`, not by `bags info`."""
+    chunk = store.path / "bags" / "B" / "features" / "c" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:5])
+    assert run("bags", "info", store.path).exit_code == 0
+    deep = run("bags", "validate", store.path, "--deep")
+    assert deep.exit_code == 1 and "features does not decode" in deep.output
+
+
 def test_qc_with_nothing_to_write_says_so(store, tmp_path):
     out = tmp_path / "qc"
     result = run("bags", "qc", store.path, "-o", out)

@@ -173,3 +173,35 @@ def test_cli_import_and_info(tmp_path):
     assert result.exit_code == 0 and "slide one" in result.output and "uni_v1" in result.output
     result = runner.invoke(app, ["bags", "validate", str(store)])
     assert result.exit_code == 0, result.output
+
+
+def test_no_mpp_is_imported_and_said(tmp_path):
+    """CLAM and TRIDENT files record no pixel size: they are imported (refusing them would block the common
+    import), the bags keep mpp None, and the run says so in one note naming them and the fix; with --mpp (or
+    a STAMP tile grid) there is no note."""
+    src = tmp_path / "h5"
+    src.mkdir()
+    write_clam(src / "a.h5")
+    write_trident(src / "b.h5", seed=1)
+    store = tmp_path / "bags.zarr"
+    summary = extract(src, store, ExtractConfig(source="h5", encoder="uni_v1", workers=0))
+    assert [o.status for o in summary.outcomes] == ["written", "failed"]  # another tool than the store's
+    assert [m.mpp for m in BagStore(store).metas()] == [None]
+    (note,) = summary.notes
+    assert note.startswith("1 bag(s) imported without an mpp (a): ") and "\n" not in note
+    assert note.endswith("rerun with --mpp (or a manifest's mpp column) and --overwrite")
+    assert BagStore(store).runs()[next(iter(BagStore(store).runs()))]["notes"] == [note]
+
+    args = ["extract", str(src / "b.h5"), "-o", str(tmp_path / "t.zarr"), "--source", "h5", "--encoder", "x"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("note:")]
+    assert "1 bag(s) imported without an mpp (b)" in line and "--mpp" in line
+    again = CliRunner().invoke(app, args)  # a rerun that skips the bag writes nothing, so says nothing of it
+    assert again.exit_code == 0 and "note:" not in again.output, again.output
+
+    given = extract(src / "a.h5", tmp_path / "m.zarr", ExtractConfig(source="h5", encoder="uni_v1", mpp=0.5))
+    assert given.notes == [] and BagStore(tmp_path / "m.zarr").meta("a").mpp == 0.5
+    write_stamp(tmp_path / "s.h5")
+    stamp = extract(tmp_path / "s.h5", tmp_path / "s.zarr", ExtractConfig(source="h5", workers=0))
+    assert stamp.notes == [] and BagStore(tmp_path / "s.zarr").meta("s").mpp == pytest.approx(0.5)
