@@ -13,6 +13,8 @@ from mil.cli.options import config_option, field_option, set_option, typed_flags
 from mil.cli.progress import Steps
 from mil.config.sections import ReportConfig
 
+SHOWN = 3  # slides whose missing cells are named on screen; the report names every one
+
 
 def register(app: typer.Typer) -> None:
     @app.command("report")
@@ -65,5 +67,11 @@ def register(app: typer.Typer) -> None:
             f"({summary.seconds:.1f} s)",
             highlight=False,
         )
-        for slide, why in summary.missing_sources.items():
+        missing = list(summary.missing_sources.items())
+        for slide, why in missing[:SHOWN]:  # a moved source folder is every slide: a few lines, then a count
             console.print(f"[yellow]cells of {slide} shown as grey tiles[/]: {why}", highlight=False)
+        if len(missing) > SHOWN:
+            console.print(
+                f"[yellow]... and {len(missing) - SHOWN} more slides shown as grey tiles[/] (each named in the report's provenance)",
+                highlight=False,
+            )

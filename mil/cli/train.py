@@ -57,6 +57,9 @@ class RichProgress:
                 f"best epoch {info['best_epoch']}"
             )
             p.update(self.tasks[info["fold"]], completed=info["epoch"], info=text)
+        elif event == "member":
+            text = f"epoch {info['epoch']}: {info['member']} of {info['members']} member models trained"
+            p.update(self.tasks[info["fold"]], info=text)
         elif event == "fold_end":
             task = self.tasks[info["fold"]]
             how = "stopped early" if info["epochs_run"] < self.epochs.get(info["fold"], 0) else "done"
@@ -77,6 +80,10 @@ class RichProgress:
                 else f"{info['status']}: {info.get('reason')}"
             )
             p.update(self.tasks[("baseline", info["name"])], completed=1, info=done)
+        elif event == "predict":
+            if "predict" not in self.tasks:
+                self.tasks["predict"] = p.add("fold models", total=info["total"], info="")
+            p.update(self.tasks["predict"], completed=info["done"], info=f"{info['patients']} patients")
         elif event == "warning":
             from rich.markup import escape
 
@@ -241,9 +248,11 @@ def register(app: typer.Typer) -> None:
 
             console.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
 
-        path = predict_fn(
-            run, bags, out, labels=labels, device=device, overwrite=overwrite, clinical=clinical, warn=warn
-        )
+        with RichProgress(console) as progress:
+            path = predict_fn(
+                run, bags, out, labels=labels, device=device, overwrite=overwrite, clinical=clinical,
+                warn=warn, progress=progress,
+            )  # fmt: skip
         import pandas as pd
 
         n = len(pd.read_csv(path, usecols=["patient_id"]))

@@ -114,6 +114,11 @@ class HeadWrapper(nn.Module):
     def in_dim(self) -> int:
         return self.head.in_dim
 
+    @property
+    def takes_statistics(self) -> bool:
+        """Whether a `PriorHead` inside accepts its bags' pooled statistics precomputed (`statistics=`)."""
+        return bool(getattr(self.head, "takes_statistics", False))
+
 
 def check_inputs(head: MILHead, x: Tensor, mask: Tensor) -> None:
     """Cheap shape checks so a wrong collate fails here with the shapes, not deep inside a matmul."""

@@ -113,9 +113,14 @@ class FusedHead(HeadWrapper):
         return int(out.pooled.shape[1])
 
     def forward(
-        self, x: Tensor, mask: Tensor, target: Tensor | None = None, covariates: Tensor | None = None
+        self,
+        x: Tensor,
+        mask: Tensor,
+        target: Tensor | None = None,
+        covariates: Tensor | None = None,
+        **given: Tensor,
     ) -> HeadOutput:
-        out = self.head(x, mask, target=target)
+        out = self.head(x, mask, target=target, **given)  # given: a prior's statistics (`fit.forward`)
         if covariates is None:
             return out  # the image part: what explanations show (see the module docstring)
         c = covariates.to(out.logits.dtype)

@@ -84,8 +84,8 @@ class CalibratedHead(HeadWrapper):
         # rounded as fitted (`fit_calibration`), so the checkpoint records the numbers metrics.json shows
         return Calibration(round(float(self.temperature), 6), [round(float(b), 6) for b in self.bias])
 
-    def forward(self, x: Tensor, mask: Tensor, target: Tensor | None = None) -> HeadOutput:
-        out = self.head(x, mask, target=target)
+    def forward(self, x: Tensor, mask: Tensor, target: Tensor | None = None, **given: Tensor) -> HeadOutput:
+        out = self.head(x, mask, target=target, **given)  # given: a prior's statistics (`fit.forward`)
         out.logits = out.logits / self.temperature + self.bias
         scores = out.instance_scores
         if scores is not None and scores.shape[1] == self.bias.shape[0]:

@@ -43,6 +43,9 @@ class BagSet:
     y: Tensor  # P x ... float32 targets (CPU); NaN-free
     slides: list[list[tuple[str, int]]]  # per patient: (slide_id, n_instances) in concatenation order
     covariates: Tensor | None = None  # P x K encoded covariates (CPU float32; one fold's encoding), or None
+    # P x 5D pooled statistics of every whole bag (`mil.training.prior.add_statistics`), or None: computed
+    # once instead of at every forward pass of every member, where sorting each batch cost more than the head
+    statistics: Tensor | None = None
 
     @property
     def sizes(self) -> Tensor:
@@ -68,6 +71,7 @@ class Batch:
     mask: Tensor  # B x N bool, True = real instance
     y: Tensor  # B x ... float32
     covariates: Tensor | None = None  # B x K float32 on the device, where the bags carry covariates
+    statistics: Tensor | None = None  # B x 5D of the whole bags, where the BagSet has them and none is cut
 
 
 @dataclass
@@ -151,7 +155,8 @@ def gather(
     instances (kept in their original order). One gather from the flat tensor, whatever B is."""
     starts = bags.offsets[index]
     sizes = bags.offsets[index + 1] - starts
-    if keep is not None and bool((keep < sizes).any()):
+    whole = not (keep is not None and bool((keep < sizes).any()))
+    if not whole:
         keep = torch.minimum(keep, sizes)
         longest = int(sizes.max())
         # Random keys, padding keyed past every real instance: the keep[b] smallest keys of row b are a
@@ -175,7 +180,10 @@ def gather(
     if not bool(mask.all()):  # padded slots hold row 0's features: zero them, in place
         x.masked_fill_(~mask_dev[..., None], 0.0)
     covariates = None if bags.covariates is None else bags.covariates[index].to(device, non_blocking=True)
-    return Batch(index, x, mask_dev, bags.y[index].to(device, non_blocking=True), covariates)
+    statistics = None
+    if whole and bags.statistics is not None:  # a subsampled bag's statistics are its sample's: computed
+        statistics = bags.statistics[index].to(device, non_blocking=True)
+    return Batch(index, x, mask_dev, bags.y[index].to(device, non_blocking=True), covariates, statistics)
 
 
 def train_batches(

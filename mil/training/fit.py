@@ -92,12 +92,17 @@ def train_epoch(
 
 def forward(model: nn.Module, batch: Batch, target: Tensor | None = None):
     """The model on one batch, with the batch's covariates where the model fuses them (`FusedHead`); a fused
-    model handed bags without covariates is a caller's bug, never an image-only prediction in disguise."""
+    model handed bags without covariates is a caller's bug, never an image-only prediction in disguise. The
+    batch's precomputed pooled statistics go to a model with a prior (`PriorHead`), which would otherwise
+    compute the same numbers from the batch."""
+    given = {}
+    if batch.statistics is not None and getattr(model, "takes_statistics", False):
+        given["statistics"] = batch.statistics
     if getattr(model, "n_covariates", 0):
         if batch.covariates is None:
             raise ValueError("a model with covariates was handed bags without them")
-        return model(batch.x, batch.mask, target=target, covariates=batch.covariates)
-    return model(batch.x, batch.mask, target=target)
+        return model(batch.x, batch.mask, target=target, covariates=batch.covariates, **given)
+    return model(batch.x, batch.mask, target=target, **given)
 
 
 def infer(

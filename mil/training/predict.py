@@ -39,6 +39,7 @@ from mil.tasks import TaskSpec, create_task
 from mil.training.checkpoint import FoldModel, load_checkpoint
 from mil.training.data import load_bags
 from mil.training.fit import eval_batch_instances, infer
+from mil.training.prior import add_statistics, bag_statistics
 from mil.training.rundir import refuse_inputs, refuse_run_file
 from mil.training.store_check import check_store_settings
 
@@ -146,9 +147,12 @@ def ensemble_outputs(
     mask = torch.ones(x.shape[:2], dtype=torch.bool, device=device)
     outputs = []
     with torch.inference_mode():
+        given = {}
+        if any(getattr(m.head, "takes_statistics", False) for m in models):
+            given["statistics"] = bag_statistics(x, mask)  # once for the bag, not once per model
         for m in models:
             m.head.to(device).eval()
-            out = m.head(x, mask)
+            out = m.head(x, mask, **given) if getattr(m.head, "takes_statistics", False) else m.head(x, mask)
             for name in ("logits", "attention", "instance_scores"):
                 value = getattr(out, name)
                 if value is not None:
@@ -227,8 +231,11 @@ def predict(
     chunks.append(current)
     outputs, batch_instances = [], eval_batch_instances(config, dev)
     row_of = {p: i for i, p in enumerate(patients)}
+    steps = len(chunks) * len(models)
     for i, chunk in enumerate(chunks):
-        data = load_bags(store, chunk, slides, None, torch.float32)
+        data = load_bags(store, chunk, slides, None, torch.float32, progress=emit)
+        if any(getattr(m.head, "takes_statistics", False) for m in models):
+            add_statistics(data)  # once per chunk, not once per model and batch
         index = np.arange(len(chunk))
         per_model = []
         for m, design in zip(models, designs, strict=True):
@@ -236,8 +243,9 @@ def predict(
                 rows = [row_of[p] for p in chunk]
                 data.covariates = torch.from_numpy(design[rows])
             per_model.append(infer(m.head, data, index, dev, batch_instances))
+            # one event per model: a cohort is often one chunk, and 25 models on it take minutes on a CPU
+            emit("predict", done=i * len(models) + len(per_model), total=steps, patients=len(chunk))
         outputs.append(fold_ensemble(task, models, per_model).numpy())
-        emit("predict", done=i + 1, total=len(chunks), patients=len(chunk))
     frame = task.frame(patients, None, None, np.concatenate(outputs))
     if table is not None:
         frame = _fill_truth(frame, task, table, str(labels))

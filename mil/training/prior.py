@@ -55,6 +55,21 @@ def bag_statistics(x: Tensor, mask: Tensor) -> Tensor:
     return out.masked_fill(~mask.any(1, keepdim=True), 0.0)
 
 
+def add_statistics(bags: BagSet) -> None:
+    """`bags.statistics`: `bag_statistics` of every whole bag, once (kept on the CPU, moved with each batch), so
+    batches of whole bags hand them to the prior (`data.gather`) instead of sorting every batch at every forward pass of
+    every member (the largest single cost of training and prediction with a prior: #11 scale check). One bag
+    at a time: the numbers of a padded batch, to float32 rounding of its sums (tested)."""
+    if bags.statistics is not None:
+        return
+    rows = []
+    with torch.inference_mode():
+        for b in range(len(bags.patients)):
+            x = bags.features[int(bags.offsets[b]) : int(bags.offsets[b + 1])].float()[None]
+            rows.append(bag_statistics(x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)))
+    bags.statistics = torch.cat(rows).cpu()
+
+
 def statistics_of(bags: BagSet, index: np.ndarray) -> np.ndarray:
     """P x 5D statistics of the bags `index`, by the baseline's own featuriser (one bag at a time)."""
     from mil.baselines.pooled_stats import PooledStats
@@ -78,13 +93,19 @@ class PriorHead(HeadWrapper):
         self.register_buffer("prior_bias", bias.float())  # C
         self.gate = nn.Parameter(torch.zeros(()))
 
-    def prior_logits(self, x: Tensor, mask: Tensor) -> Tensor:
-        z = (bag_statistics(x, mask) - self.prior_mean) / self.prior_scale
+    takes_statistics = True
+
+    def prior_logits(self, x: Tensor, mask: Tensor, statistics: Tensor | None = None) -> Tensor:
+        """`statistics`: `bag_statistics(x, mask)` computed beforehand (`add_statistics`), else computed here."""
+        stats = bag_statistics(x, mask) if statistics is None else statistics
+        z = (stats - self.prior_mean) / self.prior_scale
         return z @ self.prior_weight.T + self.prior_bias
 
-    def forward(self, x: Tensor, mask: Tensor, target: Tensor | None = None) -> HeadOutput:
+    def forward(
+        self, x: Tensor, mask: Tensor, target: Tensor | None = None, statistics: Tensor | None = None
+    ) -> HeadOutput:
         out = self.head(x, mask, target=target)
-        out.logits = self.prior_logits(x, mask) + self.gate * out.logits
+        out.logits = self.prior_logits(x, mask, statistics) + self.gate * out.logits
         if out.instance_scores is not None:
             out.instance_scores = self.gate * out.instance_scores
         return out

@@ -22,7 +22,7 @@ from mil.training.auto import Candidate, better, grid
 from mil.training.calibrate import CalibratedHead, Calibration, ensemble_outputs_of, fit_calibration
 from mil.training.data import BagSet
 from mil.training.fit import EpochLog, FitSetup, eval_batch_instances, fit_fold, infer, seeded
-from mil.training.prior import PriorHead, fit_prior, statistics_of
+from mil.training.prior import PriorHead, add_statistics, fit_prior, statistics_of
 
 
 @dataclass
@@ -97,6 +97,7 @@ class Priors:
         if key not in self.fitted:
             if self.stats is None:
                 self.stats = statistics_of(self.bags, np.arange(len(self.bags.patients)))
+                add_statistics(self.bags)  # the same numbers in torch, for the heads' batches
             y = self.bags.y.numpy()
             self.fitted[key] = fit_prior(self.task, self.stats[train], y[train], self.seed)
         return self.fitted[key]

@@ -169,3 +169,22 @@ def test_baseline_section_without_metrics_json_does_not_claim_the_run_has_none(t
     html = comparison_section(tmp_path, None, "abmil")
     assert "no metrics.json" in html and "has no baselines" not in html
     assert "has no baselines" in comparison_section(tmp_path, {"baselines": {}}, "abmil")
+
+
+def test_report_cli_names_a_few_grey_slides_then_counts_the_rest(tiny, tmp_path):
+    """A moved source folder makes every slide grey: a few lines on screen, then a count, not one per slide."""
+    from features.bagstore import BagStore
+
+    store = copy_store(tiny.slides, tmp_path / "slides.bags")
+    slides = sorted(m.slide_id for m in BagStore(store).metas())
+    assert len(slides) > 4
+    for slide in slides:
+        point_source(store, slide, tmp_path / f"gone-{slide}.tiff")
+    out = tmp_path / "grey.html"
+    result = CliRunner().invoke(app, ["report", str(tiny.clam_mb), "--bags", str(store), "-o", str(out),
+                                      "--top-k", "4", "--clusters", "2"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.output.count("shown as grey tiles") == 4  # 3 named + the count
+    assert f"and {len(slides) - 3} more slides shown as grey tiles" in result.output
+    text, _ = parse(out)
+    assert all(f"missing cells: {s}" in text for s in slides)

@@ -188,3 +188,14 @@ def test_predicting_the_training_store_warns_that_it_is_in_sample(trained, tmp_p
     said.clear()
     predict(run, other, tmp_path / "other.csv", device="cpu", warn=said.append)
     assert said == []
+
+
+def test_predict_reports_progress_per_model(trained, tmp_path):
+    """A cohort is often one chunk: progress per fold model, so minutes of inference are never silent."""
+    run, bags, _ = trained
+    events: list[tuple[str, dict]] = []
+    predict(run, bags, tmp_path / "p.csv", device="cpu", progress=lambda e, **i: events.append((e, i)),
+            warn=lambda line: None)  # fmt: skip
+    steps = [i for e, i in events if e == "predict"]
+    assert [s["done"] for s in steps] == list(range(1, 16)) and {s["total"] for s in steps} == {15}
+    assert any(e == "load" for e, _ in events)

@@ -154,3 +154,58 @@ def test_validation_on_the_prior_keeps_the_baseline_start_unless_an_epoch_beats_
     fitted = train_fold(create_task(BINARY), data, parts, config, FitSetup(torch.device("cpu"), 0)).chosen
     assert fitted.best_epoch == 0 and len(fitted.history) == 4
     assert fitted.models[0].gate.detach().item() == 0.0  # the head's share of the kept model: none
+
+
+def _bags_of(sizes: list[int], dim: int = 6, seed: int = 0):
+    from mil.training.data import BagSet
+
+    rng = np.random.default_rng(seed)
+    y = np.array([i % 2 for i in range(len(sizes))])
+    bags = [rng.normal(size=(n, dim)).astype(np.float32) * 2 + 0.7 * c for n, c in zip(sizes, y, strict=True)]
+    offsets = torch.as_tensor(np.concatenate([[0], np.cumsum(sizes)]))
+    return BagSet([f"P{i}" for i in range(len(sizes))], torch.from_numpy(np.concatenate(bags)), offsets,
+                  torch.as_tensor(y, dtype=torch.float32), [[(f"P{i}", n)] for i, n in enumerate(sizes)])  # fmt: skip
+
+
+def test_precomputed_statistics_are_those_of_the_padded_batch():
+    """The prior's statistics are computed once per bag (`add_statistics`) and handed to whole-bag batches:
+    they must be what the head would compute from the batch (to float32 rounding of the padded sums: the
+    quantiles exactly), and a subsampled batch gets none."""
+    from mil.training.data import gather
+    from mil.training.prior import add_statistics
+
+    bags = _bags_of([37, 5, 120, 64, 1, 90])
+    add_statistics(bags)
+    index = torch.tensor([2, 0, 4, 5])
+    batch = gather(bags, index, torch.device("cpu"))
+    computed = bag_statistics(batch.x, batch.mask)
+    torch.testing.assert_close(batch.statistics, computed, rtol=1e-6, atol=1e-6)
+    assert torch.equal(batch.statistics[:, 12:], computed[:, 12:])  # q10, q50, q90 of the 6 features
+    cut = gather(bags, index, torch.device("cpu"), keep=torch.tensor([10, 10, 10, 10]),
+                 generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert cut.statistics is None  # bag 2 (120) and 5 (90) are cut to a sample: its own statistics apply
+
+
+def test_training_and_prediction_with_precomputed_statistics_are_unchanged(monkeypatch):
+    """Cross-fitted members with a prior, trained and applied once with the statistics precomputed and once
+    computed at every forward pass (the cache switched off), give the same held-out logits."""
+    from mil.config import TrainConfig
+    from mil.training import prior, recipe
+    from mil.training.fit import FitSetup, infer
+    from mil.training.recipe import FoldParts, train_fold
+
+    def run(cache: bool):
+        data = _bags_of([30 + 7 * (i % 5) for i in range(40)], seed=1)
+        monkeypatch.setattr(recipe, "add_statistics", prior.add_statistics if cache else lambda bags: None)
+        inner = [np.arange(k, 32, 3) for k in range(3)]
+        parts = FoldParts(np.arange(0, 32), np.arange(0, 0), np.arange(32, 40), inner)
+        config = TrainConfig(selection="crossfit", inner_folds=3, prior="pooled_stats", calibration="none",
+                             epochs=3, patience=3, device="cpu", batch_size=4)  # fmt: skip
+        fitted = train_fold(create_task(BINARY), data, parts, config, FitSetup(torch.device("cpu"), 0)).chosen
+        assert (data.statistics is not None) == cache
+        return fitted.best_epoch, torch.cat([infer(m, data, np.arange(32, 40), torch.device("cpu"), 10**6)
+                                             for m in fitted.models])  # fmt: skip
+
+    with_cache, without = run(True), run(False)
+    assert with_cache[0] == without[0] and with_cache[0] > 0  # training moved off the prior's start
+    torch.testing.assert_close(with_cache[1], without[1], rtol=1e-5, atol=1e-5)
