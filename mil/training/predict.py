@@ -73,9 +73,7 @@ def load_run(run: Path, device: torch.device | str = "cpu") -> LoadedRun:
             f"{config_file}: not a valid run config (a {type(record).__name__}, not a mapping); {fix}"
         )
     train = record.get("train")
-    if (
-        not train or "provenance" not in record
-    ):  # an emptied or foreign file: defaults would stand in silently
+    if not train or "provenance" not in record:  # emptied or foreign: the defaults would stand in silently
         raise InputError(f"{config_file}: not a run config (no train or provenance section); {fix}")
     if not isinstance(train, dict):
         raise InputError(
@@ -254,8 +252,8 @@ def predict(
 
 
 def _warn_in_sample(run: Path, bags: Path, patients: list[str], warn: Callable[[str], None]) -> None:
-    """Predicting the store a run was trained on scores patients every fold model saw (in-sample, optimistic):
-    say so, and where the honest out-of-fold figures are."""
+    """Predicting the store a run was trained on scores patients that all fold models but one learnt from
+    (in-sample, optimistic): say so, and where the honest out-of-fold figures are."""
     try:
         record = yaml.safe_load((run / "config.yaml").read_text())
         trained_on = Path(record["provenance"]["bags"])
